@@ -1,0 +1,290 @@
+//! JSON bodies shared by the coordinator's node API and the till node.
+//!
+//! The coordinator serves them under `/api/v1/node/...`; operator-facing types live
+//! with the coordinator. Free text a till sends (errors, install log tails) is capped
+//! here so both sides agree on the limits; [`ProgressReport::validate`] and
+//! [`HeartbeatRequest::validate`] enforce them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::id::{DeviceId, PackageId, TaskId};
+use crate::version::Version;
+
+/// Longest error text a node may report.
+pub const MAX_ERROR_LEN: usize = 1024;
+/// Longest install log tail a node may report.
+pub const MAX_LOG_TAIL_LEN: usize = 8 * 1024;
+/// Longest free-form short field (IP address, peer id).
+pub const MAX_SHORT_FIELD_LEN: usize = 128;
+
+/// What a task makes a till do (the seed's three task types).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskKind {
+    /// Fetch and stage the package in the background; no interruption.
+    Download,
+    /// Stage, then ask the cashier; install when accepted or unanswered in time.
+    Update,
+    /// Stage, then install at the task's time without asking.
+    ForcedUpdate,
+}
+
+impl TaskKind {
+    /// The snake_case name used in JSON and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Download => "download",
+            Self::Update => "update",
+            Self::ForcedUpdate => "forced_update",
+        }
+    }
+
+    /// Whether the task ends with the package installed (not just staged).
+    pub fn installs(self) -> bool {
+        !matches!(self, Self::Download)
+    }
+}
+
+/// Where one till stands in one task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetState {
+    /// Assigned, nothing done yet.
+    Pending,
+    /// Fetching chunks.
+    Downloading,
+    /// Verified and staged under `update/<version>/`.
+    Downloaded,
+    /// Waiting for the cashier to accept (Update tasks).
+    AwaitingCashier,
+    /// Running the package's `up.sh`.
+    Installing,
+    /// Install succeeded; the till is rebooting.
+    Rebooting,
+    /// The till reported the new version after its reboot.
+    Installed,
+    /// Something went wrong; the report carries the reason.
+    Failed,
+    /// The cashier declined; the till asks again after its next restart.
+    Declined,
+    /// The till already runs this version or a newer one.
+    Skipped,
+}
+
+impl TargetState {
+    /// The snake_case name used in JSON and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Downloading => "downloading",
+            Self::Downloaded => "downloaded",
+            Self::AwaitingCashier => "awaiting_cashier",
+            Self::Installing => "installing",
+            Self::Rebooting => "rebooting",
+            Self::Installed => "installed",
+            Self::Failed => "failed",
+            Self::Declined => "declined",
+            Self::Skipped => "skipped",
+        }
+    }
+
+    /// Whether nothing more will happen for this target in this task run.
+    /// `Downloaded` is final only for Download tasks, so the kind is needed.
+    pub fn is_final_for(self, kind: TaskKind) -> bool {
+        match self {
+            Self::Installed | Self::Failed | Self::Skipped => true,
+            Self::Downloaded => kind == TaskKind::Download,
+            _ => false,
+        }
+    }
+}
+
+/// What a till is doing, as it reports itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceState {
+    /// In sale mode, nothing to do.
+    Ready,
+    /// Fetching or sharing a package.
+    Downloading,
+    /// An update is staged and the cashier has been asked.
+    AwaitingCashier,
+    /// Out of sale mode, installing.
+    Installing,
+    /// Rebooting after an install.
+    Rebooting,
+    /// The node hit an error it cannot recover from by itself.
+    Error,
+}
+
+/// Per till type settings (the seed's `update.conf`), sent to every till of the type.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TillSettings {
+    /// Minutes to wait for the cashier before installing anyway. `None` (the
+    /// commented-out setting) means never ask: Update tasks install only by hand.
+    pub auto_update_timeout_minutes: Option<u32>,
+}
+
+/// A node's periodic check-in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatRequest {
+    /// The till's GUID.
+    pub device_id: DeviceId,
+    /// The version the till is running now (`None` before its first install).
+    pub version: Option<Version>,
+    /// What the till is doing.
+    pub state: DeviceState,
+    /// The till's LAN address, for operators.
+    pub ip: Option<String>,
+    /// The node's libp2p peer id, for operators and accounting.
+    pub peer_id: Option<String>,
+    /// Free bytes on the update volume.
+    pub free_disk_bytes: Option<u64>,
+    /// The assignments revision the node already holds; when it is current the
+    /// coordinator answers without the assignment list.
+    pub known_revision: Option<u64>,
+}
+
+impl HeartbeatRequest {
+    /// Checks the free-text caps.
+    pub fn validate(&self) -> Result<(), String> {
+        check_len("ip", self.ip.as_deref(), MAX_SHORT_FIELD_LEN)?;
+        check_len("peer_id", self.peer_id.as_deref(), MAX_SHORT_FIELD_LEN)
+    }
+}
+
+/// The coordinator's answer to a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatResponse {
+    /// False while the till is not in the store registry (pending approval): it
+    /// gets no assignments until an operator approves it.
+    pub approved: bool,
+    /// Revision of this till's assignments; echo it as `known_revision`.
+    pub revision: u64,
+    /// The full assignment list, or `None` when `known_revision` was current.
+    pub assignments: Option<Vec<Assignment>>,
+    /// Settings for the till's type.
+    pub settings: TillSettings,
+    /// When to poll next, already jittered by the coordinator.
+    pub poll_interval_ms: u64,
+}
+
+/// One task as one till must carry it out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    /// The task.
+    pub task_id: TaskId,
+    /// The task's type.
+    pub kind: TaskKind,
+    /// The package to fetch (its manifest is at `/api/v1/node/manifests/<id>`).
+    pub package_id: PackageId,
+    /// Package name, for logs and the staging folder.
+    pub package_name: String,
+    /// Package version.
+    pub version: Version,
+    /// Package size in bytes.
+    pub size: u64,
+    /// Unix seconds when a Forced update installs (`None`: at once).
+    pub install_at_unix: Option<u64>,
+    /// An explicit rollback: the only case where a till installs an older version.
+    pub rollback: bool,
+    /// Bumped when an operator restarts the task, so a till retries a failure.
+    pub attempt: u32,
+}
+
+/// A node's report about one task; the coordinator keeps the highest `seq`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgressReport {
+    /// The reporting till.
+    pub device_id: DeviceId,
+    /// The task reported on.
+    pub task_id: TaskId,
+    /// The task attempt this report belongs to.
+    pub attempt: u32,
+    /// Increases with every report of this till; older or repeated reports are
+    /// acknowledged and ignored, which makes retries safe.
+    pub seq: u64,
+    /// The till's state in the task.
+    pub state: TargetState,
+    /// Bytes of the package verified so far.
+    pub bytes_done: u64,
+    /// Bytes fetched from the coordinator (over the WAN) for this task.
+    pub wan_bytes: u64,
+    /// Bytes fetched from peers (over the LAN) for this task.
+    pub lan_bytes: u64,
+    /// Why it failed, when it failed.
+    pub error: Option<String>,
+    /// The end of the install log (`up.sh` output).
+    pub log_tail: Option<String>,
+}
+
+impl ProgressReport {
+    /// Checks the free-text caps.
+    pub fn validate(&self) -> Result<(), String> {
+        check_len("error", self.error.as_deref(), MAX_ERROR_LEN)?;
+        check_len("log_tail", self.log_tail.as_deref(), MAX_LOG_TAIL_LEN)
+    }
+}
+
+/// An error body, as every API of the coordinator returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// Stable machine-readable code, e.g. `not_found`, `invalid_version`.
+    pub code: String,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+fn check_len(field: &str, value: Option<&str>, max: usize) -> Result<(), String> {
+    match value {
+        Some(v) if v.len() > max => Err(format!(
+            "{field} is {} bytes, over the limit of {max}",
+            v.len()
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enums_use_snake_case() {
+        assert_eq!(
+            serde_json::to_string(&TaskKind::ForcedUpdate).expect("json"),
+            "\"forced_update\""
+        );
+        assert_eq!(
+            serde_json::to_string(&TargetState::AwaitingCashier).expect("json"),
+            "\"awaiting_cashier\""
+        );
+        assert!(serde_json::from_str::<TaskKind>("\"reboot\"").is_err());
+        assert_eq!(TaskKind::Update.as_str(), "update");
+    }
+
+    #[test]
+    fn finality_depends_on_kind() {
+        assert!(TargetState::Downloaded.is_final_for(TaskKind::Download));
+        assert!(!TargetState::Downloaded.is_final_for(TaskKind::Update));
+        assert!(!TargetState::Declined.is_final_for(TaskKind::Update));
+        assert!(TargetState::Skipped.is_final_for(TaskKind::ForcedUpdate));
+    }
+
+    #[test]
+    fn oversized_text_is_refused() {
+        let report = ProgressReport {
+            device_id: DeviceId::from_bytes([1; 16]),
+            task_id: TaskId(1),
+            attempt: 1,
+            seq: 1,
+            state: TargetState::Failed,
+            bytes_done: 0,
+            wan_bytes: 0,
+            lan_bytes: 0,
+            error: None,
+            log_tail: Some("x".repeat(MAX_LOG_TAIL_LEN + 1)),
+        };
+        assert!(report.validate().is_err());
+    }
+}

@@ -1,0 +1,27 @@
+//! The tillswarm vocabulary, shared by the coordinator, the till node and the bench.
+//!
+//! This crate owns every type that crosses a process boundary and every rule about
+//! bytes that both ends must agree on:
+//!
+//! - [`id`]: typed identifiers (chunk hash, package id, device GUID, store, chain, task);
+//! - [`chunking`]: content-defined chunking (FastCDC) plus blake3 hashing in one pass;
+//! - [`manifest`]: the signed package manifest and its canonical encoding;
+//! - [`version`]: dotted version numbers and their order;
+//! - [`wire`]: peer-to-peer messages between tills, with hard size caps;
+//! - [`api`]: the JSON bodies exchanged between nodes and the coordinator.
+//!
+//! Architecture invariant: this crate does no IO of its own. It reads through
+//! [`std::io::Read`] where it must and knows nothing of sockets, files, tokio or SQLite,
+//! so every rule here is testable on plain bytes.
+
+pub mod api;
+pub mod chunking;
+pub mod id;
+pub mod manifest;
+pub mod version;
+pub mod wire;
+
+pub use chunking::{ChunkInfo, ChunkedFile, chunk_reader};
+pub use id::{ChainId, ChunkHash, DeviceId, IdError, PackageId, StoreId, TaskId};
+pub use manifest::{Manifest, ManifestError, SignedManifest};
+pub use version::{Version, VersionError};
