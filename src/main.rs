@@ -1,1 +1,75 @@
-fn main() {}
+//! `tillswarm`: the one binary operators, tills and scripts run.
+//!
+//! This file is glue: it parses the command line (clap), installs the tracing
+//! subscriber and dispatches to the library crates, where the logic lives.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+mod package;
+
+/// Peer-to-peer software updates for the tills of retail chains.
+#[derive(Debug, Parser)]
+#[command(name = "tillswarm", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Work with update package files.
+    #[command(subcommand)]
+    Package(package::PackageCommand),
+    /// Sample data for tests, benches and demos.
+    #[command(subcommand)]
+    Fixtures(FixturesCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum FixturesCommand {
+    /// Write the deterministic sample packages (demo 1.0.0 and 1.1.0, a failing
+    /// package, and optionally a large one) into a folder.
+    Generate {
+        /// Folder to write into (created if missing).
+        #[arg(long, default_value = "fixtures-out")]
+        out: PathBuf,
+        /// Also write `demo-large-2.0.0.tar` with a payload of this many MiB.
+        #[arg(long, value_name = "MIB")]
+        large_mb: Option<u64>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Package(cmd) => package::run(cmd),
+        Command::Fixtures(FixturesCommand::Generate { out, large_mb }) => {
+            let written = tillswarm_fixtures::generate(&out, large_mb.map(|mb| mb * 1024 * 1024))
+                .with_context(|| format!("writing fixtures into {}", out.display()))?;
+            for g in written {
+                println!("{} {} -> {}", g.name, g.version, g.path.display());
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,1 +1,125 @@
-fn main() {}
+//! `tillswarm-bench`: benchmarks that print figures against a baseline measured in
+//! the same run.
+//!
+//! - `chunking`: package ingestion (FastCDC + per-chunk blake3 + whole-file blake3)
+//!   against plain blake3 hashing of the same file, in-process and with `b3sum`.
+//!
+//! Micro-benchmarks with statistics live in `benches/` (criterion).
+
+use std::fs::File;
+use std::io::{BufReader, Write};
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "tillswarm-bench", version, about = "tillswarm benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    command: BenchCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Chunk+hash throughput of ingestion against plain blake3 on the same file.
+    Chunking {
+        /// Size of the generated input file in MiB.
+        #[arg(long, default_value_t = 256)]
+        size_mb: u64,
+        /// Timed repetitions of each measurement (the best is reported).
+        #[arg(long, default_value_t = 3)]
+        runs: u32,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        BenchCommand::Chunking { size_mb, runs } => chunking(size_mb, runs.max(1)),
+    }
+}
+
+fn best_of(runs: u32, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<Duration> {
+    let mut best = Duration::MAX;
+    for _ in 0..runs {
+        let start = Instant::now();
+        f()?;
+        best = best.min(start.elapsed());
+    }
+    Ok(best)
+}
+
+fn chunking(size_mb: u64, runs: u32) -> anyhow::Result<()> {
+    let dir = tempdir()?;
+    let path = dir.join("input.bin");
+    let size = size_mb * 1024 * 1024;
+    {
+        let mut f = File::create(&path)?;
+        for i in 0..size_mb {
+            f.write_all(&tillswarm_fixtures::noise(1024 * 1024, 0xB3 ^ i))?;
+        }
+    }
+    // Warm the page cache so every contender reads from memory.
+    std::fs::read(&path)?;
+
+    let mut rows: Vec<(String, Duration)> = Vec::new();
+    let plain = best_of(runs, || {
+        let mut hasher = blake3::Hasher::new();
+        std::io::copy(
+            &mut BufReader::with_capacity(64 * 1024, File::open(&path)?),
+            &mut hasher,
+        )?;
+        std::hint::black_box(hasher.finalize());
+        Ok(())
+    })?;
+    rows.push(("blake3 Hasher, 1 thread (baseline)".into(), plain));
+    for (label, args) in [
+        ("b3sum --num-threads 1", vec!["--num-threads", "1"]),
+        ("b3sum (all cores)", vec![]),
+    ] {
+        match Command::new("b3sum").arg("--version").output() {
+            Ok(_) => {
+                let t = best_of(runs, || {
+                    let out = Command::new("b3sum").args(&args).arg(&path).output()?;
+                    anyhow::ensure!(out.status.success(), "b3sum failed");
+                    Ok(())
+                })?;
+                rows.push((label.into(), t));
+            }
+            Err(_) => eprintln!("note: b3sum not installed; skipping the {label} row"),
+        }
+    }
+    let ours = best_of(runs, || {
+        let f = tillswarm_protocol::chunk_reader(BufReader::with_capacity(
+            1 << 20,
+            File::open(&path)?,
+        ))?;
+        std::hint::black_box(f.chunks.len());
+        Ok(())
+    })?;
+    rows.push(("tillswarm chunk + hash (ingest)".into(), ours));
+
+    println!("input: {size_mb} MiB of pseudo-random bytes, page-cached; best of {runs} runs");
+    println!(
+        "{:<38} {:>10} {:>12} {:>14}",
+        "contender", "seconds", "MiB/s", "vs baseline"
+    );
+    for (label, t) in &rows {
+        let mibs = size as f64 / 1048576.0 / t.as_secs_f64();
+        let ratio = plain.as_secs_f64() / t.as_secs_f64();
+        println!(
+            "{label:<38} {:>10.3} {mibs:>12.0} {ratio:>13.2}x",
+            t.as_secs_f64()
+        );
+    }
+    std::fs::remove_dir_all(&dir).context("removing the temp folder")?;
+    Ok(())
+}
+
+fn tempdir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("tillswarm-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
