@@ -1,9 +1,71 @@
 //! The head-office service of tillswarm.
 //!
-//! It will own: the SQLite database (devices, groups, packages, tasks, till-type
-//! settings), package ingestion into a content-addressed chunk store, the manifest
-//! signing key, the task scheduler, the node-facing API (heartbeats, assignments,
-//! progress, manifests, chunks), the operator API under `/api/v1/`, serving the web
-//! panel, and metrics.
+//! It owns: the SQLite database (devices, stores, groups, packages, tasks, till
+//! type settings), package ingestion into a content-addressed chunk store, the
+//! manifest signing key, the task scheduler, the node-facing API (heartbeats,
+//! assignments, progress, manifests, chunks), the operator API under `/api/v1/`,
+//! serving the web panel, and metrics.
 //!
-//! Architecture invariant: only this crate touches the server's SQLite database.
+//! Entry point: [`serve`] runs the HTTP server and the scheduler on a listener the
+//! caller bound, until the caller's shutdown future resolves. [`Coordinator`] is the
+//! service itself, usable without HTTP.
+//!
+//! Architecture invariant: only this crate touches the server's SQLite database,
+//! and only on the database thread ([`db::Db`]).
+
+pub mod chunks;
+pub mod clock;
+pub mod db;
+pub mod devices;
+pub mod error;
+pub mod groups;
+pub mod http;
+mod keys;
+pub mod metrics;
+pub mod packages;
+pub mod service;
+pub mod tasks;
+pub mod till_types;
+
+use std::future::Future;
+use std::time::Duration;
+
+pub use error::{Error, Result};
+pub use service::{Config, Coordinator};
+
+/// Serves `coordinator` on `listener` and runs its scheduler until `shutdown`
+/// resolves; then stops accepting, lets in-flight requests finish and returns.
+pub async fn serve(
+    coordinator: Coordinator,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let scheduler = tokio::spawn(run_scheduler(coordinator.clone(), stop_rx));
+    let server = warp::serve(http::routes(coordinator))
+        .incoming(listener)
+        .graceful(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+    server.run().await;
+    let _ = scheduler.await;
+}
+
+/// Activates due tasks every `scheduler_tick_ms` until told to stop.
+async fn run_scheduler(coordinator: Coordinator, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(
+        coordinator.config().scheduler_tick_ms.max(10),
+    ));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = coordinator.tick().await {
+                    tracing::error!(error = %e, "scheduler tick failed");
+                }
+            }
+            _ = stop.changed() => break,
+        }
+    }
+}

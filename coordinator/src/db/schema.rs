@@ -1,0 +1,161 @@
+//! Schema migrations, keyed on `PRAGMA user_version`: migration `i` moves the
+//! database from version `i` to `i + 1`, inside one transaction.
+
+use rusqlite::Connection;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: the initial schema.
+    r#"
+    CREATE TABLE stores (
+        id          TEXT PRIMARY KEY,
+        name        TEXT NOT NULL,
+        address     TEXT NOT NULL DEFAULT '',
+        time_zone   TEXT NOT NULL DEFAULT ''
+    );
+
+    -- Per till type settings (the seed's update.conf). '*' holds the default.
+    CREATE TABLE till_types (
+        name                        TEXT PRIMARY KEY,
+        auto_update_timeout_minutes INTEGER
+    );
+    INSERT INTO till_types (name, auto_update_timeout_minutes) VALUES ('*', 15);
+
+    CREATE TABLE devices (
+        guid          TEXT PRIMARY KEY,
+        -- Registry fields (from the store's till server); NULL for unknown tills.
+        name          TEXT,
+        number        INTEGER,
+        store_id      TEXT REFERENCES stores(id),
+        till_type     TEXT,
+        in_registry   INTEGER NOT NULL DEFAULT 0,
+        approved      INTEGER NOT NULL DEFAULT 0,
+        -- Reported by the till itself.
+        version       TEXT,
+        version_key   TEXT,
+        state         TEXT,
+        ip            TEXT,
+        peer_id       TEXT,
+        free_disk     INTEGER,
+        last_seen_ms  INTEGER,
+        first_seen_ms INTEGER,
+        -- Bumped whenever this till's assignments or settings change, so an
+        -- unchanged poll is answered without the assignment list.
+        assign_rev    INTEGER NOT NULL DEFAULT 1
+    );
+    CREATE INDEX devices_store ON devices(store_id, number);
+
+    CREATE TABLE groups (
+        id          INTEGER PRIMARY KEY,
+        name        TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        description TEXT NOT NULL DEFAULT '',
+        -- 'all', 'even', 'odd' are computed from the registry; 'custom' lists members.
+        kind        TEXT NOT NULL CHECK (kind IN ('all', 'even', 'odd', 'custom')),
+        created_ms  INTEGER NOT NULL
+    );
+    INSERT INTO groups (id, name, description, kind, created_ms) VALUES
+        (1, 'All', 'Every approved till', 'all', 0),
+        (2, 'Even', 'Approved tills with an even number in their store', 'even', 0),
+        (3, 'Odd', 'Approved tills with an odd number in their store', 'odd', 0);
+
+    CREATE TABLE group_members (
+        group_id  INTEGER NOT NULL REFERENCES groups(id) ON DELETE CASCADE,
+        device    TEXT NOT NULL REFERENCES devices(guid) ON DELETE CASCADE,
+        PRIMARY KEY (group_id, device)
+    );
+
+    CREATE TABLE packages (
+        package_id   TEXT PRIMARY KEY,      -- blake3 of the file, hex
+        name         TEXT NOT NULL,
+        version      TEXT NOT NULL,
+        version_key  TEXT NOT NULL,         -- sortable form of version
+        size         INTEGER NOT NULL,
+        chunk_count  INTEGER NOT NULL,
+        manifest     BLOB NOT NULL,         -- signed manifest bytes, served as is
+        created_ms   INTEGER NOT NULL,
+        UNIQUE (name, version_key)
+    );
+
+    CREATE TABLE package_chunks (
+        package_id TEXT NOT NULL REFERENCES packages(package_id) ON DELETE CASCADE,
+        idx        INTEGER NOT NULL,
+        hash       TEXT NOT NULL,
+        length     INTEGER NOT NULL,
+        PRIMARY KEY (package_id, idx)
+    );
+    CREATE INDEX package_chunks_hash ON package_chunks(hash);
+
+    CREATE TABLE tasks (
+        id            INTEGER PRIMARY KEY,
+        kind          TEXT NOT NULL CHECK (kind IN ('download', 'update', 'forced_update')),
+        -- No foreign key: a completed task keeps its history after its package
+        -- is deleted (deleting a package in use by an unfinished task is refused).
+        package_id    TEXT NOT NULL,
+        package_name  TEXT NOT NULL,
+        package_version TEXT NOT NULL,
+        package_version_key TEXT NOT NULL,
+        package_size  INTEGER NOT NULL,
+        group_id      INTEGER REFERENCES groups(id) ON DELETE SET NULL,
+        group_name    TEXT NOT NULL,        -- kept for display after the group is gone
+        status        TEXT NOT NULL CHECK (status IN ('scheduled', 'running', 'paused', 'completed')),
+        activate_at_ms INTEGER,             -- NULL: immediately
+        activated_ms  INTEGER,              -- when targets were taken from the group
+        completed_ms  INTEGER,
+        rollback      INTEGER NOT NULL DEFAULT 0,
+        attempt       INTEGER NOT NULL DEFAULT 1,
+        created_ms    INTEGER NOT NULL,
+        rollout_id    INTEGER
+    );
+    CREATE INDEX tasks_status ON tasks(status, activate_at_ms);
+
+    CREATE TABLE task_targets (
+        task_id     INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+        device      TEXT NOT NULL REFERENCES devices(guid) ON DELETE CASCADE,
+        state       TEXT NOT NULL,
+        attempt     INTEGER NOT NULL DEFAULT 1,
+        seq         INTEGER NOT NULL DEFAULT 0,
+        bytes_done  INTEGER NOT NULL DEFAULT 0,
+        wan_bytes   INTEGER NOT NULL DEFAULT 0,
+        lan_bytes   INTEGER NOT NULL DEFAULT 0,
+        error       TEXT,
+        log_tail    TEXT,
+        started_ms  INTEGER,
+        updated_ms  INTEGER NOT NULL,
+        finished_ms INTEGER,
+        PRIMARY KEY (task_id, device)
+    );
+    CREATE INDEX task_targets_device ON task_targets(device);
+    "#,
+];
+
+/// Brings the schema up to date.
+pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "database migrated");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_apply_once() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        migrate(&mut conn).expect("migrate");
+        migrate(&mut conn).expect("second run is a no-op");
+        let v: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .expect("version");
+        assert_eq!(v as usize, MIGRATIONS.len());
+        let groups: i64 = conn
+            .query_row("SELECT count(*) FROM groups", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(groups, 3);
+    }
+}

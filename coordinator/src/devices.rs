@@ -1,0 +1,464 @@
+//! Devices (tills) and stores: the registry imported from the stores' till servers,
+//! and what each till reports about itself.
+//!
+//! A till the registry does not list appears as *pending* on its first heartbeat
+//! and gets no assignments until an operator approves it (or a registry import
+//! lists it).
+
+use std::collections::HashSet;
+
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+use serde::{Deserialize, Serialize};
+use tillswarm_protocol::api::HeartbeatRequest;
+use tillswarm_protocol::{DeviceId, StoreId};
+
+use crate::clock::rfc3339;
+use crate::error::{Error, Result};
+
+/// Most rows in one registry import.
+pub const MAX_IMPORT_ROWS: usize = 100_000;
+/// Longest free-text registry field (names, addresses).
+const MAX_TEXT: usize = 256;
+
+/// One till as the store registry lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryEntry {
+    /// The till's GUID on its till server.
+    pub guid: DeviceId,
+    /// The till's name, e.g. `Till 3`.
+    pub till_name: String,
+    /// The till's number in its store (decides Even/Odd).
+    pub till_number: u32,
+    /// The store's id.
+    pub store_id: StoreId,
+    /// The store's name.
+    pub store_name: String,
+    /// The store's address.
+    #[serde(default)]
+    pub store_address: String,
+    /// The till type, which selects its update settings.
+    #[serde(default = "default_till_type")]
+    pub till_type: String,
+    /// The store's IANA time zone, e.g. `Europe/Moscow` (informational).
+    #[serde(default)]
+    pub time_zone: String,
+}
+
+fn default_till_type() -> String {
+    "standard".into()
+}
+
+/// What an import changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportSummary {
+    /// Rows read.
+    pub rows: usize,
+    /// Stores created or updated.
+    pub stores: usize,
+    /// Tills new to the coordinator.
+    pub devices_added: usize,
+    /// Tills already known (pending ones become approved).
+    pub devices_updated: usize,
+}
+
+/// A till as operators see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Device {
+    /// GUID.
+    pub guid: DeviceId,
+    /// Name from the registry.
+    pub name: Option<String>,
+    /// Number in its store, from the registry.
+    pub number: Option<u32>,
+    /// Store id, from the registry.
+    pub store_id: Option<String>,
+    /// Store name.
+    pub store_name: Option<String>,
+    /// Store address.
+    pub store_address: Option<String>,
+    /// Till type, from the registry.
+    pub till_type: Option<String>,
+    /// `approved` or `pending`.
+    pub status: String,
+    /// Whether the registry lists it.
+    pub in_registry: bool,
+    /// Heard from within the last [`ONLINE_WINDOW_MS`].
+    pub online: bool,
+    /// Version the till runs, as it reported.
+    pub version: Option<String>,
+    /// What the till is doing, as it reported.
+    pub state: Option<String>,
+    /// Its LAN address.
+    pub ip: Option<String>,
+    /// Its libp2p peer id.
+    pub peer_id: Option<String>,
+    /// Free bytes on its update volume.
+    pub free_disk_bytes: Option<u64>,
+    /// Last heartbeat (RFC 3339).
+    pub last_seen: Option<String>,
+}
+
+/// A till not heard from for this long shows as offline.
+pub const ONLINE_WINDOW_MS: i64 = 120_000;
+
+/// A store with its till counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Store {
+    /// Store id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Address.
+    pub address: String,
+    /// IANA time zone.
+    pub time_zone: String,
+    /// Tills in the registry for this store.
+    pub tills: u32,
+    /// Of which online now.
+    pub online: u32,
+}
+
+/// Parses a registry file: JSON (an array of entries) or CSV with a header row
+/// naming the [`RegistryEntry`] fields.
+pub fn parse_registry(bytes: &[u8], is_json: bool) -> Result<Vec<RegistryEntry>> {
+    let entries: Vec<RegistryEntry> = if is_json {
+        serde_json::from_slice(bytes)
+            .map_err(|e| Error::bad("invalid_registry", format!("registry JSON: {e}")))?
+    } else {
+        let mut reader = csv::ReaderBuilder::new()
+            .trim(csv::Trim::All)
+            .from_reader(bytes);
+        let mut out = Vec::new();
+        for (i, row) in reader.deserialize().enumerate() {
+            if out.len() == MAX_IMPORT_ROWS {
+                return Err(too_many());
+            }
+            out.push(row.map_err(|e| {
+                Error::bad(
+                    "invalid_registry",
+                    format!("registry CSV row {}: {e}", i + 2),
+                )
+            })?);
+        }
+        out
+    };
+    if entries.len() > MAX_IMPORT_ROWS {
+        return Err(too_many());
+    }
+    validate_entries(&entries)?;
+    Ok(entries)
+}
+
+fn too_many() -> Error {
+    Error::bad(
+        "invalid_registry",
+        format!("a registry import holds at most {MAX_IMPORT_ROWS} tills"),
+    )
+}
+
+fn validate_entries(entries: &[RegistryEntry]) -> Result<()> {
+    let mut guids = HashSet::new();
+    let mut numbers = HashSet::new();
+    for (i, e) in entries.iter().enumerate() {
+        let row = i + 1;
+        if !guids.insert(e.guid) {
+            return Err(Error::bad(
+                "invalid_registry",
+                format!("entry {row}: GUID {} is listed twice", e.guid),
+            ));
+        }
+        if !numbers.insert((e.store_id.clone(), e.till_number)) {
+            return Err(Error::bad(
+                "invalid_registry",
+                format!(
+                    "entry {row}: store {} has two tills numbered {}",
+                    e.store_id, e.till_number
+                ),
+            ));
+        }
+        for (field, value) in [
+            ("till_name", &e.till_name),
+            ("store_name", &e.store_name),
+            ("store_address", &e.store_address),
+            ("till_type", &e.till_type),
+            ("time_zone", &e.time_zone),
+        ] {
+            if value.len() > MAX_TEXT {
+                return Err(Error::bad(
+                    "invalid_registry",
+                    format!("entry {row}: {field} is over {MAX_TEXT} bytes"),
+                ));
+            }
+        }
+        if e.till_name.is_empty() || e.store_name.is_empty() || e.till_type.is_empty() {
+            return Err(Error::bad(
+                "invalid_registry",
+                format!("entry {row}: till_name, store_name and till_type are required"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Writes registry entries: stores upserted, tills added or updated and approved.
+pub fn import(
+    tx: &Transaction<'_>,
+    entries: &[RegistryEntry],
+    now_ms: i64,
+) -> Result<ImportSummary> {
+    let mut summary = ImportSummary {
+        rows: entries.len(),
+        ..Default::default()
+    };
+    let mut stores = HashSet::new();
+    for e in entries {
+        if stores.insert(e.store_id.clone()) {
+            tx.execute(
+                "INSERT INTO stores (id, name, address, time_zone) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(id) DO UPDATE SET name = ?2, address = ?3, time_zone = ?4",
+                params![
+                    e.store_id.as_str(),
+                    e.store_name,
+                    e.store_address,
+                    e.time_zone
+                ],
+            )?;
+        }
+        // Another till may hold this number in this store from an older import.
+        tx.execute(
+            "UPDATE devices SET number = NULL WHERE store_id = ?1 AND number = ?2 AND guid <> ?3",
+            params![e.store_id.as_str(), e.till_number, e.guid.to_string()],
+        )?;
+        let existed: bool = tx
+            .query_row(
+                "SELECT 1 FROM devices WHERE guid = ?1",
+                [e.guid.to_string()],
+                |_| Ok(true),
+            )
+            .optional()?
+            .is_some();
+        tx.execute(
+            "INSERT INTO devices (guid, name, number, store_id, till_type, in_registry, approved, first_seen_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, 1, 1, NULL)
+             ON CONFLICT(guid) DO UPDATE SET name = ?2, number = ?3, store_id = ?4, till_type = ?5,
+                 in_registry = 1, approved = 1, assign_rev = assign_rev + 1",
+            params![e.guid.to_string(), e.till_name, e.till_number, e.store_id.as_str(), e.till_type],
+        )?;
+        if existed {
+            summary.devices_updated += 1;
+        } else {
+            summary.devices_added += 1;
+        }
+    }
+    summary.stores = stores.len();
+    let _ = now_ms;
+    Ok(summary)
+}
+
+/// What a heartbeat needs to know about the till after recording it.
+#[derive(Debug, Clone)]
+pub struct HeartbeatOutcome {
+    /// Approved tills get assignments.
+    pub approved: bool,
+    /// Current assignment revision.
+    pub assign_rev: u64,
+    /// Till type, for settings.
+    pub till_type: Option<String>,
+}
+
+/// Records a heartbeat; an unknown GUID becomes a pending device.
+pub fn record_heartbeat(
+    tx: &Transaction<'_>,
+    req: &HeartbeatRequest,
+    seen_ip: Option<String>,
+    now_ms: i64,
+) -> Result<HeartbeatOutcome> {
+    let version = req.version.as_ref().map(|v| v.as_str().to_owned());
+    let version_key = req.version.as_ref().map(|v| v.sort_key());
+    let state = serde_json::to_value(req.state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned));
+    let ip = req.ip.clone().or(seen_ip);
+    tx.execute(
+        "INSERT INTO devices (guid, version, version_key, state, ip, peer_id, free_disk, last_seen_ms, first_seen_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
+         ON CONFLICT(guid) DO UPDATE SET version = ?2, version_key = ?3, state = ?4, ip = ?5,
+             peer_id = ?6, free_disk = ?7, last_seen_ms = ?8,
+             first_seen_ms = coalesce(first_seen_ms, ?8)",
+        params![
+            req.device_id.to_string(),
+            version,
+            version_key,
+            state,
+            ip,
+            req.peer_id,
+            req.free_disk_bytes.map(|b| b.min(i64::MAX as u64) as i64),
+            now_ms
+        ],
+    )?;
+    let (approved, assign_rev, till_type) = tx.query_row(
+        "SELECT approved, assign_rev, till_type FROM devices WHERE guid = ?1",
+        [req.device_id.to_string()],
+        |r| {
+            Ok((
+                r.get::<_, bool>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Option<String>>(2)?,
+            ))
+        },
+    )?;
+    Ok(HeartbeatOutcome {
+        approved,
+        assign_rev: assign_rev as u64,
+        till_type,
+    })
+}
+
+/// Approves a pending till.
+pub fn approve(tx: &Transaction<'_>, guid: &DeviceId) -> Result<()> {
+    let n = tx.execute(
+        "UPDATE devices SET approved = 1, assign_rev = assign_rev + 1 WHERE guid = ?1",
+        [guid.to_string()],
+    )?;
+    if n == 0 {
+        return Err(Error::NotFound(format!("no device {guid}")));
+    }
+    Ok(())
+}
+
+/// Removes a till (decommissioned); its task targets go with it.
+pub fn delete(tx: &Transaction<'_>, guid: &DeviceId) -> Result<()> {
+    let n = tx.execute("DELETE FROM devices WHERE guid = ?1", [guid.to_string()])?;
+    if n == 0 {
+        return Err(Error::NotFound(format!("no device {guid}")));
+    }
+    Ok(())
+}
+
+const DEVICE_SELECT: &str =
+    "SELECT d.guid, d.name, d.number, d.store_id, s.name, s.address, d.till_type,
+        d.approved, d.in_registry, d.version, d.state, d.ip, d.peer_id, d.free_disk, d.last_seen_ms
+     FROM devices d LEFT JOIN stores s ON s.id = d.store_id";
+
+fn device_from_row(r: &Row<'_>, now_ms: i64) -> rusqlite::Result<Device> {
+    let guid: String = r.get(0)?;
+    let last_seen: Option<i64> = r.get(14)?;
+    Ok(Device {
+        guid: guid
+            .parse()
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
+        name: r.get(1)?,
+        number: r.get(2)?,
+        store_id: r.get(3)?,
+        store_name: r.get(4)?,
+        store_address: r.get(5)?,
+        till_type: r.get(6)?,
+        status: if r.get::<_, bool>(7)? {
+            "approved"
+        } else {
+            "pending"
+        }
+        .into(),
+        in_registry: r.get(8)?,
+        version: r.get(9)?,
+        state: r.get(10)?,
+        ip: r.get(11)?,
+        peer_id: r.get(12)?,
+        free_disk_bytes: r.get::<_, Option<i64>>(13)?.map(|b| b.max(0) as u64),
+        online: last_seen.is_some_and(|t| now_ms - t <= ONLINE_WINDOW_MS),
+        last_seen: last_seen.map(rfc3339),
+    })
+}
+
+/// Filters for listing devices.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct DeviceFilter {
+    /// Only this store.
+    pub store: Option<String>,
+    /// `approved` or `pending`.
+    pub status: Option<String>,
+    /// Only online (true) or offline (false) tills.
+    pub online: Option<bool>,
+}
+
+/// One page of devices, ordered by store and till number, and the total count.
+pub fn list(
+    conn: &Connection,
+    filter: &DeviceFilter,
+    offset: u64,
+    limit: u64,
+    now_ms: i64,
+) -> Result<(Vec<Device>, u64)> {
+    let approved = match filter.status.as_deref() {
+        None => None,
+        Some("approved") => Some(true),
+        Some("pending") => Some(false),
+        Some(other) => {
+            return Err(Error::bad(
+                "invalid_filter",
+                format!("status must be approved or pending, not {other:?}"),
+            ));
+        }
+    };
+    let cutoff = now_ms - ONLINE_WINDOW_MS;
+    let cond = "WHERE (?1 IS NULL OR d.store_id = ?1) AND (?2 IS NULL OR d.approved = ?2)
+        AND (?3 IS NULL OR (coalesce(d.last_seen_ms, -1) >= ?4) = ?3)";
+    let args = params![filter.store, approved, filter.online, cutoff];
+    let total: i64 = conn.query_row(
+        &format!("SELECT count(*) FROM devices d {cond}"),
+        args,
+        |r| r.get(0),
+    )?;
+    let sql = format!(
+        "{DEVICE_SELECT} {cond} ORDER BY d.store_id IS NULL, d.store_id, d.number, d.guid LIMIT ?5 OFFSET ?6"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt
+        .query_map(
+            params![
+                filter.store,
+                approved,
+                filter.online,
+                cutoff,
+                limit as i64,
+                offset as i64
+            ],
+            |r| device_from_row(r, now_ms),
+        )?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok((rows, total as u64))
+}
+
+/// One device.
+pub fn get(conn: &Connection, guid: &DeviceId, now_ms: i64) -> Result<Device> {
+    conn.query_row(
+        &format!("{DEVICE_SELECT} WHERE d.guid = ?1"),
+        [guid.to_string()],
+        |r| device_from_row(r, now_ms),
+    )
+    .optional()?
+    .ok_or_else(|| Error::NotFound(format!("no device {guid}")))
+}
+
+/// Every store with its till counts.
+pub fn stores(conn: &Connection, now_ms: i64) -> Result<Vec<Store>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT s.id, s.name, s.address, s.time_zone,
+                count(d.guid), coalesce(sum(d.last_seen_ms >= ?1), 0)
+         FROM stores s LEFT JOIN devices d ON d.store_id = s.id
+         GROUP BY s.id ORDER BY s.id",
+    )?;
+    let rows = stmt
+        .query_map([now_ms - ONLINE_WINDOW_MS], |r| {
+            Ok(Store {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                address: r.get(2)?,
+                time_zone: r.get(3)?,
+                tills: r.get(4)?,
+                online: r.get(5)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}

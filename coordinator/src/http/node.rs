@@ -1,0 +1,176 @@
+//! The node API under `/api/v1/node/`: heartbeats, progress reports, manifests and
+//! chunks (with HTTP Range support, so an interrupted chunk can resume).
+
+use std::net::SocketAddr;
+
+use tillswarm_protocol::api::{HeartbeatRequest, ProgressReport};
+use tillswarm_protocol::{ChunkHash, PackageId};
+use warp::filters::BoxedFilter;
+use warp::http::{HeaderValue, StatusCode, header};
+use warp::reply::Response;
+use warp::{Filter, Reply};
+
+use super::{MAX_JSON_BODY, body, error_response, parse_id, parse_json, reply};
+use crate::error::{Error, Result};
+use crate::service::Coordinator;
+
+pub(super) fn routes(c: Coordinator) -> BoxedFilter<(Response,)> {
+    let with = move || {
+        let c = c.clone();
+        warp::any().map(move || c.clone())
+    };
+    let heartbeat = warp::path!("api" / "v1" / "node" / "heartbeat")
+        .and(warp::post())
+        .and(with())
+        .and(warp::addr::remote())
+        .and(body(MAX_JSON_BODY))
+        .then(
+            |c: Coordinator, addr: Option<SocketAddr>, b: bytes::Bytes| async move {
+                let r = async {
+                    let req: HeartbeatRequest = parse_json(&b)?;
+                    c.heartbeat(req, addr.map(|a| a.ip().to_string())).await
+                };
+                reply(r.await)
+            },
+        );
+    let progress = warp::path!("api" / "v1" / "node" / "progress")
+        .and(warp::post())
+        .and(with())
+        .and(body(MAX_JSON_BODY))
+        .then(|c: Coordinator, b: bytes::Bytes| async move {
+            let r = async {
+                let report: ProgressReport = parse_json(&b)?;
+                c.report(report).await
+            };
+            reply(r.await)
+        });
+    let manifest = warp::path!("api" / "v1" / "node" / "manifests" / String)
+        .and(warp::get())
+        .and(with())
+        .then(|id: String, c: Coordinator| async move {
+            let r = async {
+                let id: PackageId = parse_id(&id, "package id")?;
+                c.signed_manifest(id).await
+            };
+            match r.await {
+                Ok(bytes) => octets(bytes),
+                Err(e) => error_response(&e),
+            }
+        });
+    let chunk = warp::path!("api" / "v1" / "node" / "chunks" / String)
+        .and(warp::get())
+        .and(with())
+        .and(warp::header::optional::<String>("range"))
+        .then(
+            |hash: String, c: Coordinator, range: Option<String>| async move {
+                match serve_chunk(c, &hash, range.as_deref()).await {
+                    Ok(r) => r,
+                    Err(e) => error_response(&e),
+                }
+            },
+        );
+    heartbeat
+        .or(progress)
+        .unify()
+        .or(manifest)
+        .unify()
+        .or(chunk)
+        .unify()
+        .boxed()
+}
+
+fn octets(bytes: Vec<u8>) -> Response {
+    let mut r = Response::new(bytes.into());
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    r
+}
+
+/// Parses a single `bytes=a-b`, `bytes=a-` or `bytes=-n` range against `size`.
+pub(crate) fn parse_range(spec: &str, size: u64) -> Result<(u64, u64)> {
+    let bad = || {
+        Error::bad(
+            "invalid_range",
+            format!("unsupported Range {spec:?}; use bytes=START-END"),
+        )
+    };
+    let spec = spec.trim().strip_prefix("bytes=").ok_or_else(bad)?;
+    if spec.contains(',') {
+        return Err(bad());
+    }
+    let (a, b) = spec.split_once('-').ok_or_else(bad)?;
+    let (start, end) = match (a.trim(), b.trim()) {
+        ("", n) => {
+            let n: u64 = n.parse().map_err(|_| bad())?;
+            (size.saturating_sub(n), size)
+        }
+        (s, "") => (s.parse().map_err(|_| bad())?, size),
+        (s, e) => {
+            let s: u64 = s.parse().map_err(|_| bad())?;
+            let e: u64 = e.parse().map_err(|_| bad())?;
+            if e < s {
+                return Err(bad());
+            }
+            (s, e.saturating_add(1).min(size))
+        }
+    };
+    if start >= size || start >= end {
+        return Err(Error::bad(
+            "range_not_satisfiable",
+            format!("range {spec} is outside the chunk of {size} bytes"),
+        ));
+    }
+    Ok((start, end))
+}
+
+async fn serve_chunk(c: Coordinator, hash: &str, range: Option<&str>) -> Result<Response> {
+    let hash: ChunkHash = parse_id(hash, "chunk hash")?;
+    let Some(range) = range else {
+        let (data, _) = c.chunk(hash, 0, None).await?;
+        return Ok(octets(data));
+    };
+    let (_, size) = c.chunk(hash, 0, Some(0)).await?;
+    let (start, end) = match parse_range(range, size) {
+        Ok(r) => r,
+        Err(
+            e @ Error::BadRequest {
+                code: "range_not_satisfiable",
+                ..
+            },
+        ) => {
+            let mut r = error_response(&e);
+            *r.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                r.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return Ok(r);
+        }
+        Err(e) => return Err(e),
+    };
+    let (data, _) = c.chunk(hash, start, Some(end - start)).await?;
+    let mut r = octets(data);
+    *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+    if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{size}", end - 1)) {
+        r.headers_mut().insert(header::CONTENT_RANGE, v);
+    }
+    Ok(r.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100).expect("range"), (0, 10));
+        assert_eq!(parse_range("bytes=90-", 100).expect("range"), (90, 100));
+        assert_eq!(parse_range("bytes=-10", 100).expect("range"), (90, 100));
+        assert_eq!(parse_range("bytes=95-200", 100).expect("range"), (95, 100));
+        assert!(parse_range("bytes=100-", 100).is_err());
+        assert!(parse_range("bytes=5-1", 100).is_err());
+        assert!(parse_range("bytes=0-1,3-4", 100).is_err());
+        assert!(parse_range("items=0-1", 100).is_err());
+    }
+}

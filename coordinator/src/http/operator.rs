@@ -1,0 +1,417 @@
+//! The operator API under `/api/v1/`: devices, stores, groups, packages, tasks
+//! and till-type settings.
+
+use serde::Deserialize;
+use tillswarm_protocol::{DeviceId, PackageId};
+use warp::filters::BoxedFilter;
+use warp::http::{StatusCode, header};
+use warp::reply::Response;
+use warp::{Filter, Rejection};
+
+use super::{
+    MAX_IMPORT_BODY, MAX_JSON_BODY, body, error_response, json, parse_id, parse_json, reply,
+};
+use crate::devices::DeviceFilter;
+use crate::error::Error;
+use crate::groups::GroupInput;
+use crate::service::{Coordinator, Paging};
+use crate::tasks::{NewTask, TaskFilter};
+use crate::till_types::TillTypeInput;
+
+fn with(
+    c: &Coordinator,
+) -> impl Filter<Extract = (Coordinator,), Error = std::convert::Infallible> + Clone + use<> {
+    let c = c.clone();
+    warp::any().map(move || c.clone())
+}
+
+fn no_content(r: crate::error::Result<()>) -> Response {
+    match r {
+        Ok(()) => warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT).into_response(),
+        Err(e) => error_response(&e),
+    }
+}
+
+use warp::Reply;
+
+/// Query of `POST /api/v1/packages`.
+#[derive(Debug, Deserialize)]
+struct UploadQuery {
+    name: Option<String>,
+    version: Option<String>,
+}
+
+/// Body of `POST /api/v1/tasks/{id}/group`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskGroupInput {
+    name: String,
+    #[serde(default)]
+    description: Option<String>,
+    /// Target states to take; default `["failed"]`.
+    #[serde(default)]
+    states: Option<Vec<String>>,
+}
+
+pub(super) fn routes(c: Coordinator) -> BoxedFilter<(Response,)> {
+    devices(&c)
+        .or(groups(&c))
+        .unify()
+        .or(packages(&c))
+        .unify()
+        .or(tasks(&c))
+        .unify()
+        .or(till_types(&c))
+        .unify()
+        .boxed()
+}
+
+fn devices(c: &Coordinator) -> BoxedFilter<(Response,)> {
+    let list =
+        warp::path!("api" / "v1" / "devices")
+            .and(warp::get())
+            .and(with(c))
+            .and(warp::query::<DeviceFilter>())
+            .and(warp::query::<Paging>())
+            .then(|c: Coordinator, f: DeviceFilter, p: Paging| async move {
+                reply(c.devices(f, p).await)
+            });
+    let import = warp::path!("api" / "v1" / "devices" / "import")
+        .and(warp::post())
+        .and(with(c))
+        .and(warp::header::optional::<String>("content-type"))
+        .and(body(MAX_IMPORT_BODY))
+        .then(
+            |c: Coordinator, ct: Option<String>, b: bytes::Bytes| async move {
+                let ct = ct.unwrap_or_default().to_ascii_lowercase();
+                let is_json = if ct.contains("json") {
+                    true
+                } else if ct.contains("csv") || ct.starts_with("text/plain") {
+                    false
+                } else {
+                    return error_response(&Error::bad(
+                        "unsupported_media_type",
+                        "send the registry as application/json or text/csv",
+                    ));
+                };
+                reply(c.import_registry(b.to_vec(), is_json).await)
+            },
+        );
+    let get = warp::path!("api" / "v1" / "devices" / String)
+        .and(warp::get())
+        .and(with(c))
+        .then(|id: String, c: Coordinator| async move {
+            match parse_id::<DeviceId>(&id, "device GUID") {
+                Ok(g) => reply(c.device(g).await),
+                Err(e) => error_response(&e),
+            }
+        });
+    let approve = warp::path!("api" / "v1" / "devices" / String / "approve")
+        .and(warp::post())
+        .and(with(c))
+        .then(|id: String, c: Coordinator| async move {
+            match parse_id::<DeviceId>(&id, "device GUID") {
+                Ok(g) => reply(c.approve_device(g).await),
+                Err(e) => error_response(&e),
+            }
+        });
+    let delete = warp::path!("api" / "v1" / "devices" / String)
+        .and(warp::delete())
+        .and(with(c))
+        .then(|id: String, c: Coordinator| async move {
+            match parse_id::<DeviceId>(&id, "device GUID") {
+                Ok(g) => no_content(c.delete_device(g).await),
+                Err(e) => error_response(&e),
+            }
+        });
+    let stores = warp::path!("api" / "v1" / "stores")
+        .and(warp::get())
+        .and(with(c))
+        .then(|c: Coordinator| async move { reply(c.stores().await) });
+    list.or(import)
+        .unify()
+        .or(get)
+        .unify()
+        .or(approve)
+        .unify()
+        .or(delete)
+        .unify()
+        .or(stores)
+        .unify()
+        .boxed()
+}
+
+fn groups(c: &Coordinator) -> BoxedFilter<(Response,)> {
+    let list = warp::path!("api" / "v1" / "groups")
+        .and(warp::get())
+        .and(with(c))
+        .then(|c: Coordinator| async move { reply(c.groups().await) });
+    let create = warp::path!("api" / "v1" / "groups")
+        .and(warp::post())
+        .and(with(c))
+        .and(body(MAX_JSON_BODY * 8))
+        .then(|c: Coordinator, b: bytes::Bytes| async move {
+            let r = async { c.create_group(parse_json(&b)?).await };
+            match r.await {
+                Ok(g) => json(StatusCode::CREATED, &g),
+                Err(e) => error_response(&e),
+            }
+        });
+    let get = warp::path!("api" / "v1" / "groups" / String)
+        .and(warp::get())
+        .and(with(c))
+        .then(|id: String, c: Coordinator| async move {
+            match parse_id::<i64>(&id, "group id") {
+                Ok(id) => reply(c.group(id).await),
+                Err(e) => error_response(&e),
+            }
+        });
+    let update = warp::path!("api" / "v1" / "groups" / String)
+        .and(warp::patch().or(warp::put()).unify())
+        .and(with(c))
+        .and(body(MAX_JSON_BODY * 8))
+        .then(|id: String, c: Coordinator, b: bytes::Bytes| async move {
+            let r = async {
+                let id = parse_id::<i64>(&id, "group id")?;
+                let input: GroupInput = parse_json(&b)?;
+                c.update_group(id, input).await
+            };
+            reply(r.await)
+        });
+    let delete = warp::path!("api" / "v1" / "groups" / String)
+        .and(warp::delete())
+        .and(with(c))
+        .then(|id: String, c: Coordinator| async move {
+            match parse_id::<i64>(&id, "group id") {
+                Ok(id) => no_content(c.delete_group(id).await),
+                Err(e) => error_response(&e),
+            }
+        });
+    list.or(create)
+        .unify()
+        .or(get)
+        .unify()
+        .or(update)
+        .unify()
+        .or(delete)
+        .unify()
+        .boxed()
+}
+
+fn packages(c: &Coordinator) -> BoxedFilter<(Response,)> {
+    let list = warp::path!("api" / "v1" / "packages")
+        .and(warp::get())
+        .and(with(c))
+        .and(warp::query::<Paging>())
+        .then(|c: Coordinator, p: Paging| async move { reply(c.packages(p).await) });
+    let limit = c.config().max_package_bytes;
+    let upload = warp::path!("api" / "v1" / "packages")
+        .and(warp::post())
+        .and(with(c))
+        .and(warp::query::<UploadQuery>())
+        .and(warp::header::optional::<u64>("content-length"))
+        .and(warp::body::stream())
+        .then(
+            move |c: Coordinator, q: UploadQuery, len: Option<u64>, stream| async move {
+                let (Some(name), Some(version)) = (q.name, q.version) else {
+                    return error_response(&Error::bad(
+                        "invalid_package",
+                        "name and version are required query parameters",
+                    ));
+                };
+                if len.is_some_and(|l| l > limit) {
+                    return error_response(&Error::TooLarge(format!(
+                        "packages are limited to {limit} bytes"
+                    )));
+                }
+                match c.upload_package(name, version, Box::pin(stream)).await {
+                    Ok(p) => json(StatusCode::CREATED, &p),
+                    Err(e) => error_response(&e),
+                }
+            },
+        );
+    let get = warp::path!("api" / "v1" / "packages" / String)
+        .and(warp::get())
+        .and(with(c))
+        .then(|id: String, c: Coordinator| async move {
+            match parse_id::<PackageId>(&id, "package id") {
+                Ok(id) => reply(c.package(id).await),
+                Err(e) => error_response(&e),
+            }
+        });
+    let manifest = warp::path!("api" / "v1" / "packages" / String / "manifest")
+        .and(warp::get())
+        .and(with(c))
+        .then(|id: String, c: Coordinator| async move {
+            let r = async {
+                let id = parse_id::<PackageId>(&id, "package id")?;
+                c.signed_manifest(id).await
+            };
+            match r.await {
+                Ok(bytes) => warp::reply::with_header(
+                    bytes,
+                    header::CONTENT_TYPE,
+                    "application/octet-stream",
+                )
+                .into_response(),
+                Err(e) => error_response(&e),
+            }
+        });
+    let delete = warp::path!("api" / "v1" / "packages" / String)
+        .and(warp::delete())
+        .and(with(c))
+        .then(|id: String, c: Coordinator| async move {
+            match parse_id::<PackageId>(&id, "package id") {
+                Ok(id) => no_content(c.delete_package(id).await),
+                Err(e) => error_response(&e),
+            }
+        });
+    list.or(upload)
+        .unify()
+        .or(get)
+        .unify()
+        .or(manifest)
+        .unify()
+        .or(delete)
+        .unify()
+        .boxed()
+}
+
+fn task_action(
+    c: &Coordinator,
+    action: &'static str,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone + use<> {
+    warp::path!("api" / "v1" / "tasks" / String / String)
+        .and(warp::post())
+        .and(with(c))
+        .and_then(move |id: String, verb: String, c: Coordinator| async move {
+            if verb != action {
+                return Err(warp::reject::not_found());
+            }
+            let r = async {
+                let id = parse_id::<i64>(&id, "task id")?;
+                match action {
+                    "pause" => c.pause_task(id).await,
+                    "resume" => c.resume_task(id).await,
+                    _ => c.restart_task(id).await,
+                }
+            };
+            Ok::<_, Rejection>(reply(r.await))
+        })
+}
+
+fn tasks(c: &Coordinator) -> BoxedFilter<(Response,)> {
+    let list = warp::path!("api" / "v1" / "tasks")
+        .and(warp::get())
+        .and(with(c))
+        .and(warp::query::<TaskFilter>())
+        .and(warp::query::<Paging>())
+        .then(|c: Coordinator, f: TaskFilter, p: Paging| async move { reply(c.tasks(f, p).await) });
+    let create = warp::path!("api" / "v1" / "tasks")
+        .and(warp::post())
+        .and(with(c))
+        .and(body(MAX_JSON_BODY))
+        .then(|c: Coordinator, b: bytes::Bytes| async move {
+            let r = async {
+                let input: NewTask = parse_json(&b)?;
+                c.create_task(input).await
+            };
+            match r.await {
+                Ok(t) => json(StatusCode::CREATED, &t),
+                Err(e) => error_response(&e),
+            }
+        });
+    let get = warp::path!("api" / "v1" / "tasks" / String)
+        .and(warp::get())
+        .and(with(c))
+        .then(|id: String, c: Coordinator| async move {
+            match parse_id::<i64>(&id, "task id") {
+                Ok(id) => reply(c.task(id).await),
+                Err(e) => error_response(&e),
+            }
+        });
+    let delete = warp::path!("api" / "v1" / "tasks" / String)
+        .and(warp::delete())
+        .and(with(c))
+        .then(|id: String, c: Coordinator| async move {
+            match parse_id::<i64>(&id, "task id") {
+                Ok(id) => no_content(c.delete_task(id).await),
+                Err(e) => error_response(&e),
+            }
+        });
+    let group = warp::path!("api" / "v1" / "tasks" / String / "group")
+        .and(warp::post())
+        .and(with(c))
+        .and(body(MAX_JSON_BODY))
+        .then(|id: String, c: Coordinator, b: bytes::Bytes| async move {
+            let r = async {
+                let id = parse_id::<i64>(&id, "task id")?;
+                let input: TaskGroupInput = parse_json(&b)?;
+                let states = input.states.unwrap_or_else(|| vec!["failed".into()]);
+                let group = GroupInput {
+                    name: Some(input.name),
+                    description: input.description,
+                    members: None,
+                };
+                c.group_from_task(id, states, group).await
+            };
+            match r.await {
+                Ok(g) => json(StatusCode::CREATED, &g),
+                Err(e) => error_response(&e),
+            }
+        });
+    list.or(create)
+        .unify()
+        .or(get)
+        .unify()
+        .or(delete)
+        .unify()
+        .or(group)
+        .unify()
+        .or(task_action(c, "pause"))
+        .unify()
+        .or(task_action(c, "resume"))
+        .unify()
+        .or(task_action(c, "restart"))
+        .unify()
+        .boxed()
+}
+
+fn till_types(c: &Coordinator) -> BoxedFilter<(Response,)> {
+    let list = warp::path!("api" / "v1" / "till-types")
+        .and(warp::get())
+        .and(with(c))
+        .then(|c: Coordinator| async move { reply(c.till_types().await) });
+    let set = warp::path!("api" / "v1" / "till-types" / String)
+        .and(warp::put())
+        .and(with(c))
+        .and(body(MAX_JSON_BODY))
+        .then(|name: String, c: Coordinator, b: bytes::Bytes| async move {
+            let r = async {
+                let name = percent_decode(&name);
+                let input: TillTypeInput = parse_json(&b)?;
+                c.set_till_type(name, input).await
+            };
+            reply(r.await)
+        });
+    list.or(set).unify().boxed()
+}
+
+/// Decodes `%XX` escapes in a path segment (till type names may hold spaces or `*`).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() + 0 && i + 2 <= bytes.len() - 1 {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -1,0 +1,617 @@
+//! [`Coordinator`]: the service's operations, independent of HTTP. Each one is a
+//! short job on the database thread, plus chunk-store IO off the executor.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Buf;
+use futures_util::{Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+use tillswarm_protocol::api::{HeartbeatRequest, HeartbeatResponse, ProgressReport};
+use tillswarm_protocol::manifest::{Manifest, PublicKey, SecretKey};
+use tillswarm_protocol::{ChunkHash, DeviceId, PackageId, Version};
+use tokio::io::AsyncWriteExt;
+
+use crate::chunks::ChunkStore;
+use crate::clock::{Clock, SystemClock};
+use crate::db::Db;
+use crate::devices::{self, Device, DeviceFilter, ImportSummary, Store};
+use crate::error::{Error, Result};
+use crate::groups::{self, Group, GroupInput};
+use crate::metrics::Metrics;
+use crate::packages::{self, Package};
+use crate::tasks::{self, NewTask, ReportOutcome, TaskDetail, TaskFilter, TaskSummary};
+use crate::till_types::{self, TillType, TillTypeInput};
+
+/// Coordinator settings. Every field has a default suited to a single head office.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Folder for the database, chunk store and signing key.
+    pub data_dir: PathBuf,
+    /// Largest package upload accepted, in bytes.
+    pub max_package_bytes: u64,
+    /// How often tills should poll, in milliseconds (before jitter).
+    pub poll_interval_ms: u64,
+    /// Random spread added to each poll hint, as a fraction of the interval, so
+    /// tills that started together do not poll together.
+    pub poll_jitter: f64,
+    /// How often the scheduler looks for due tasks, in milliseconds.
+    pub scheduler_tick_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("tillswarm-data"),
+            max_package_bytes: 4 << 30,
+            poll_interval_ms: 30_000,
+            poll_jitter: 0.2,
+            scheduler_tick_ms: 250,
+        }
+    }
+}
+
+/// A page of results.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Page<T> {
+    /// The items on this page.
+    pub items: Vec<T>,
+    /// Items across all pages.
+    pub total: u64,
+    /// 1-based page number.
+    pub page: u64,
+    /// Page size.
+    pub per_page: u64,
+}
+
+/// Paging parameters (`?page=2&per_page=50`).
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+pub struct Paging {
+    /// 1-based page, default 1.
+    pub page: Option<u64>,
+    /// Page size, default 100, at most [`MAX_PER_PAGE`].
+    pub per_page: Option<u64>,
+}
+
+/// Largest page size.
+pub const MAX_PER_PAGE: u64 = 1000;
+
+impl Paging {
+    fn resolve(self) -> Result<(u64, u64)> {
+        let page = self.page.unwrap_or(1);
+        let per_page = self.per_page.unwrap_or(100);
+        if page == 0 || per_page == 0 || per_page > MAX_PER_PAGE || page > 1_000_000 {
+            return Err(Error::bad(
+                "invalid_paging",
+                format!("page starts at 1 and per_page is 1 to {MAX_PER_PAGE}"),
+            ));
+        }
+        Ok((page, per_page))
+    }
+}
+
+fn page_of<T>(items: Vec<T>, total: u64, page: u64, per_page: u64) -> Page<T> {
+    Page {
+        items,
+        total,
+        page,
+        per_page,
+    }
+}
+
+/// A package with its decoded manifest.
+#[derive(Debug, Clone, Serialize)]
+pub struct PackageDetail {
+    /// The listing fields.
+    #[serde(flatten)]
+    pub package: Package,
+    /// The verified manifest.
+    pub manifest: Manifest,
+}
+
+/// The coordinator service. Cheap to clone.
+#[derive(Clone)]
+pub struct Coordinator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    db: Db,
+    chunks: ChunkStore,
+    key: SecretKey,
+    clock: Arc<dyn Clock>,
+    metrics: Metrics,
+}
+
+impl Coordinator {
+    /// Opens the data folder (creating it), the database, chunk store and key, and
+    /// removes chunks that no package references (left by an interrupted upload).
+    pub async fn open(config: Config) -> Result<Self> {
+        Self::open_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// As [`Coordinator::open`], with a given clock (tests move time by hand).
+    pub async fn open_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Self> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let db = Db::open(&config.data_dir.join("coordinator.sqlite3"))?;
+        let chunks = ChunkStore::open(&config.data_dir.join("chunks"))?;
+        let key = crate::keys::load_or_create(&config.data_dir)?;
+        let coordinator = Self {
+            inner: Arc::new(Inner {
+                config,
+                db,
+                chunks,
+                key,
+                clock,
+                metrics: Metrics::default(),
+            }),
+        };
+        coordinator.collect_garbage().await?;
+        Ok(coordinator)
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The public key tills pin.
+    pub fn public_key(&self) -> PublicKey {
+        self.inner.key.public()
+    }
+
+    /// Request and traffic counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Now, by the coordinator's clock.
+    pub fn now_ms(&self) -> i64 {
+        self.inner.clock.now_ms()
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection, i64) -> Result<T> + Send + 'static,
+    {
+        let now = self.now_ms();
+        self.inner.db.call(move |conn| f(conn, now)).await
+    }
+
+    async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>, i64) -> Result<T> + Send + 'static,
+    {
+        let now = self.now_ms();
+        self.inner
+            .db
+            .call(move |conn| {
+                let tx = conn.transaction()?;
+                let out = f(&tx, now)?;
+                tx.commit()?;
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn collect_garbage(&self) -> Result<()> {
+        let referenced = self.read(|c, _| packages::referenced_chunks(c)).await?;
+        let this = self.clone();
+        let removed = tokio::task::spawn_blocking(move || -> Result<usize> {
+            let mut removed = 0;
+            for h in this.inner.chunks.list()? {
+                if !referenced.contains(&h) {
+                    this.inner.chunks.remove(&h)?;
+                    removed += 1;
+                }
+            }
+            Ok(removed)
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
+        if removed > 0 {
+            tracing::info!(removed, "removed chunks no package references");
+        }
+        Ok(())
+    }
+
+    // ----- node API -----
+
+    /// Records a heartbeat and answers with the till's assignments (omitted when
+    /// the till already holds the current revision) and settings.
+    pub async fn heartbeat(
+        &self,
+        req: HeartbeatRequest,
+        seen_ip: Option<String>,
+    ) -> Result<HeartbeatResponse> {
+        req.validate()
+            .map_err(|m| Error::bad("invalid_heartbeat", m))?;
+        let config = self.inner.config.clone();
+        let jitter = jitter_ms(config.poll_interval_ms, config.poll_jitter);
+        self.write(move |tx, now| {
+            let outcome = devices::record_heartbeat(tx, &req, seen_ip, now)?;
+            tasks::promote_installed(tx, &req.device_id, req.version.as_ref(), now)?;
+            let settings = till_types::settings_for(tx, outcome.till_type.as_deref())?;
+            let current = req.known_revision == Some(outcome.assign_rev);
+            let assignments = if !outcome.approved {
+                Some(Vec::new())
+            } else if current {
+                None
+            } else {
+                Some(tasks::assignments(tx, &req.device_id)?)
+            };
+            Ok(HeartbeatResponse {
+                approved: outcome.approved,
+                revision: outcome.assign_rev,
+                assignments,
+                settings,
+                poll_interval_ms: config.poll_interval_ms + jitter,
+            })
+        })
+        .await
+    }
+
+    /// Applies a till's progress report (idempotent by sequence number).
+    pub async fn report(&self, report: ProgressReport) -> Result<ReportOutcome> {
+        report
+            .validate()
+            .map_err(|m| Error::bad("invalid_report", m))?;
+        self.write(move |tx, now| tasks::apply_report(tx, &report, now))
+            .await
+    }
+
+    /// The signed manifest bytes of a package.
+    pub async fn signed_manifest(&self, id: PackageId) -> Result<Vec<u8>> {
+        self.read(move |c, _| packages::signed_manifest(c, &id))
+            .await
+    }
+
+    /// Bytes `[offset, offset + len)` of a chunk, and the chunk's full size.
+    pub async fn chunk(
+        &self,
+        hash: ChunkHash,
+        offset: u64,
+        len: Option<u64>,
+    ) -> Result<(Vec<u8>, u64)> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, u64)> {
+            let size = this
+                .inner
+                .chunks
+                .size(&hash)?
+                .ok_or_else(|| Error::NotFound(format!("no chunk {hash}")))?;
+            let data = this
+                .inner
+                .chunks
+                .read(&hash, offset, len)?
+                .ok_or_else(|| Error::NotFound(format!("no chunk {hash}")))?;
+            this.inner.metrics.add_chunk_bytes(data.len() as u64);
+            Ok((data, size))
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+    }
+
+    // ----- devices and stores -----
+
+    /// Imports registry rows (CSV or JSON).
+    pub async fn import_registry(&self, body: Vec<u8>, is_json: bool) -> Result<ImportSummary> {
+        let entries = devices::parse_registry(&body, is_json)?;
+        self.write(move |tx, now| devices::import(tx, &entries, now))
+            .await
+    }
+
+    /// A page of devices.
+    pub async fn devices(&self, filter: DeviceFilter, paging: Paging) -> Result<Page<Device>> {
+        let (page, per) = paging.resolve()?;
+        let (items, total) = self
+            .read(move |c, now| devices::list(c, &filter, (page - 1) * per, per, now))
+            .await?;
+        Ok(page_of(items, total, page, per))
+    }
+
+    /// One device.
+    pub async fn device(&self, guid: DeviceId) -> Result<Device> {
+        self.read(move |c, now| devices::get(c, &guid, now)).await
+    }
+
+    /// Approves a pending device.
+    pub async fn approve_device(&self, guid: DeviceId) -> Result<Device> {
+        self.write(move |tx, now| {
+            devices::approve(tx, &guid)?;
+            devices::get(tx, &guid, now)
+        })
+        .await
+    }
+
+    /// Removes a device.
+    pub async fn delete_device(&self, guid: DeviceId) -> Result<()> {
+        self.write(move |tx, _| devices::delete(tx, &guid)).await
+    }
+
+    /// Every store.
+    pub async fn stores(&self) -> Result<Vec<Store>> {
+        self.read(devices::stores).await
+    }
+
+    // ----- groups -----
+
+    /// Every group.
+    pub async fn groups(&self) -> Result<Vec<Group>> {
+        self.read(|c, _| groups::list(c)).await
+    }
+
+    /// One group with members.
+    pub async fn group(&self, id: i64) -> Result<Group> {
+        self.read(move |c, _| groups::get(c, id)).await
+    }
+
+    /// Creates a custom group.
+    pub async fn create_group(&self, input: GroupInput) -> Result<Group> {
+        self.write(move |tx, now| {
+            let id = groups::create(tx, &input, now)?;
+            groups::get(tx, id)
+        })
+        .await
+    }
+
+    /// Edits a custom group.
+    pub async fn update_group(&self, id: i64, input: GroupInput) -> Result<Group> {
+        self.write(move |tx, _| {
+            groups::update(tx, id, &input)?;
+            groups::get(tx, id)
+        })
+        .await
+    }
+
+    /// Deletes a custom group not waiting to be used by a scheduled task.
+    pub async fn delete_group(&self, id: i64) -> Result<()> {
+        self.write(move |tx, _| {
+            let waiting = tx
+                .prepare_cached("SELECT 1 FROM tasks WHERE group_id = ?1 AND activated_ms IS NULL")?
+                .exists([id])?;
+            if waiting {
+                return Err(Error::conflict(
+                    "group_in_use",
+                    "a task that has not started yet targets this group",
+                ));
+            }
+            groups::delete(tx, id)
+        })
+        .await
+    }
+
+    /// Creates a group from the tills of a task in the given states.
+    pub async fn group_from_task(
+        &self,
+        task: i64,
+        states: Vec<String>,
+        input: GroupInput,
+    ) -> Result<Group> {
+        self.write(move |tx, now| {
+            let id = groups::from_task(tx, task, &states, &input, now)?;
+            groups::get(tx, id)
+        })
+        .await
+    }
+
+    // ----- packages -----
+
+    /// Streams an upload to a temporary file (never holding it in memory), then
+    /// checks, chunks, stores and signs it. Nothing is visible until it is complete.
+    pub async fn upload_package<S, B>(
+        &self,
+        name: String,
+        version: String,
+        body: S,
+    ) -> Result<Package>
+    where
+        S: Stream<Item = Result<B, warp::Error>> + Send + Unpin,
+        B: Buf,
+    {
+        tillswarm_protocol::manifest::validate_name(&name)
+            .map_err(|e| Error::bad("invalid_package", e.to_string()))?;
+        let version: Version = version
+            .parse()
+            .map_err(|e: tillswarm_protocol::VersionError| {
+                Error::bad("invalid_version", e.to_string())
+            })?;
+        {
+            let (n, v) = (name.clone(), version.clone());
+            self.read(move |c, _| packages::ensure_new(c, &n, &v))
+                .await?;
+        }
+        let tmp = self.inner.chunks.temp_path("upload");
+        let result = self.receive_and_ingest(&tmp, name, version, body).await;
+        let _ = tokio::fs::remove_file(&tmp).await;
+        result
+    }
+
+    async fn receive_and_ingest<S, B>(
+        &self,
+        tmp: &std::path::Path,
+        name: String,
+        version: Version,
+        mut body: S,
+    ) -> Result<Package>
+    where
+        S: Stream<Item = Result<B, warp::Error>> + Send + Unpin,
+        B: Buf,
+    {
+        let limit = self.inner.config.max_package_bytes;
+        let mut file = tokio::fs::File::create(tmp).await?;
+        let mut received = 0u64;
+        while let Some(piece) = body.next().await {
+            let mut piece = piece
+                .map_err(|e| Error::bad("upload_interrupted", format!("upload failed: {e}")))?;
+            received += piece.remaining() as u64;
+            if received > limit {
+                return Err(Error::TooLarge(format!(
+                    "packages are limited to {limit} bytes"
+                )));
+            }
+            while piece.has_remaining() {
+                let n = file.write(piece.chunk()).await?;
+                piece.advance(n);
+            }
+        }
+        file.sync_all().await?;
+        drop(file);
+        if received == 0 {
+            return Err(Error::bad("invalid_package", "the upload is empty"));
+        }
+        let this = self.clone();
+        let path = tmp.to_path_buf();
+        let now = self.now_ms();
+        let (manifest, signed) = tokio::task::spawn_blocking(move || {
+            packages::ingest_file(
+                &path,
+                &name,
+                version,
+                &this.inner.chunks,
+                &this.inner.key,
+                now,
+            )
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
+        let id = manifest.package_id;
+        self.write(move |tx, now| packages::insert(tx, &manifest, &signed, now))
+            .await?;
+        tracing::info!(package = %id, size = received, "package uploaded");
+        self.read(move |c, _| packages::get(c, &id)).await
+    }
+
+    /// A page of packages.
+    pub async fn packages(&self, paging: Paging) -> Result<Page<Package>> {
+        let (page, per) = paging.resolve()?;
+        let (items, total) = self
+            .read(move |c, _| packages::list(c, (page - 1) * per, per))
+            .await?;
+        Ok(page_of(items, total, page, per))
+    }
+
+    /// One package with its manifest.
+    pub async fn package(&self, id: PackageId) -> Result<PackageDetail> {
+        let key = self.public_key();
+        self.read(move |c, _| {
+            Ok(PackageDetail {
+                package: packages::get(c, &id)?,
+                manifest: packages::manifest(c, &id, &key)?,
+            })
+        })
+        .await
+    }
+
+    /// Deletes a package no unfinished task uses, and its unshared chunks.
+    pub async fn delete_package(&self, id: PackageId) -> Result<()> {
+        let orphans = self.write(move |tx, _| packages::delete(tx, &id)).await?;
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            for h in orphans {
+                this.inner.chunks.remove(&h)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+    }
+
+    // ----- tasks -----
+
+    /// Creates a task (activated now when it has no timer).
+    pub async fn create_task(&self, input: NewTask) -> Result<TaskDetail> {
+        self.write(move |tx, now| {
+            let id = tasks::create(tx, &input, now)?;
+            tasks::get(tx, id)
+        })
+        .await
+    }
+
+    /// A page of tasks.
+    pub async fn tasks(&self, filter: TaskFilter, paging: Paging) -> Result<Page<TaskSummary>> {
+        let (page, per) = paging.resolve()?;
+        let (items, total) = self
+            .read(move |c, _| tasks::list(c, &filter, (page - 1) * per, per))
+            .await?;
+        Ok(page_of(items, total, page, per))
+    }
+
+    /// One task with details.
+    pub async fn task(&self, id: i64) -> Result<TaskDetail> {
+        self.read(move |c, _| tasks::get(c, id)).await
+    }
+
+    /// Pauses a task.
+    pub async fn pause_task(&self, id: i64) -> Result<TaskDetail> {
+        self.write(move |tx, _| {
+            tasks::pause(tx, id)?;
+            tasks::get(tx, id)
+        })
+        .await
+    }
+
+    /// Resumes a task.
+    pub async fn resume_task(&self, id: i64) -> Result<TaskDetail> {
+        self.write(move |tx, now| {
+            tasks::resume(tx, id, now)?;
+            tasks::get(tx, id)
+        })
+        .await
+    }
+
+    /// Restarts a task for the tills not yet done.
+    pub async fn restart_task(&self, id: i64) -> Result<TaskDetail> {
+        self.write(move |tx, now| {
+            tasks::restart(tx, id, now)?;
+            tasks::get(tx, id)
+        })
+        .await
+    }
+
+    /// Deletes a task.
+    pub async fn delete_task(&self, id: i64) -> Result<()> {
+        self.write(move |tx, _| tasks::delete(tx, id)).await
+    }
+
+    /// One scheduler step: activates due tasks. Returns the activated ids.
+    pub async fn tick(&self) -> Result<Vec<i64>> {
+        self.write(|tx, now| tasks::activate_due(tx, now)).await
+    }
+
+    // ----- till types -----
+
+    /// Every till type's settings.
+    pub async fn till_types(&self) -> Result<Vec<TillType>> {
+        self.read(|c, _| till_types::list(c)).await
+    }
+
+    /// Sets a till type's settings.
+    pub async fn set_till_type(&self, name: String, input: TillTypeInput) -> Result<Vec<TillType>> {
+        self.write(move |tx, _| {
+            till_types::set(tx, &name, &input)?;
+            till_types::list(tx)
+        })
+        .await
+    }
+
+    /// Gauges for `/metrics`, read from the database.
+    pub async fn gauges(&self) -> Result<crate::metrics::Gauges> {
+        self.read(crate::metrics::read_gauges).await
+    }
+}
+
+/// A random share of `interval * fraction`, from the OS's randomness.
+fn jitter_ms(interval: u64, fraction: f64) -> u64 {
+    let span = (interval as f64 * fraction.clamp(0.0, 1.0)) as u64;
+    if span == 0 {
+        return 0;
+    }
+    let mut b = [0u8; 8];
+    let _ = getrandom::fill(&mut b);
+    u64::from_le_bytes(b) % span
+}
