@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+mod coordinator_cmd;
 mod package;
 
 /// Peer-to-peer software updates for the tills of retail chains.
@@ -21,6 +22,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the head-office coordinator (database, APIs, web panel).
+    Coordinator(coordinator_cmd::CoordinatorArgs),
     /// Work with update package files.
     #[command(subcommand)]
     Package(package::PackageCommand),
@@ -61,8 +64,17 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(dispatch(cli))
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Package(cmd) => package::run(cmd),
+        Command::Coordinator(args) => coordinator_cmd::run(args).await,
+        Command::Package(cmd) => package::run(cmd).await,
         Command::Fixtures(FixturesCommand::Generate { out, large_mb }) => {
             let written = tillswarm_fixtures::generate(&out, large_mb.map(|mb| mb * 1024 * 1024))
                 .with_context(|| format!("writing fixtures into {}", out.display()))?;

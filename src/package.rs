@@ -21,6 +21,20 @@ pub enum PackageCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Upload a package to a coordinator (streamed, with a progress bar).
+    Upload {
+        /// The coordinator's URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        coordinator: String,
+        /// Package name, e.g. `ukm5-till`.
+        #[arg(long)]
+        name: String,
+        /// Package version, dotted numbers, e.g. `5.2.117`.
+        #[arg(long)]
+        version: String,
+        /// The package file (a tar or tar.gz holding up.sh).
+        file: PathBuf,
+    },
 }
 
 #[derive(Serialize)]
@@ -32,9 +46,23 @@ struct Inspection<'a> {
 }
 
 /// Runs a package subcommand.
-pub fn run(cmd: PackageCommand) -> anyhow::Result<()> {
+pub async fn run(cmd: PackageCommand) -> anyhow::Result<()> {
     match cmd {
+        PackageCommand::Upload {
+            coordinator,
+            name,
+            version,
+            file,
+        } => upload(&coordinator, &name, &version, &file).await,
         PackageCommand::Inspect { file, json } => {
+            tokio::task::spawn_blocking(move || inspect(file, json)).await?
+        }
+    }
+}
+
+fn inspect(file: PathBuf, json: bool) -> anyhow::Result<()> {
+    {
+        {
             let reader = BufReader::with_capacity(
                 1 << 20,
                 File::open(&file).with_context(|| format!("opening {}", file.display()))?,
@@ -61,4 +89,44 @@ pub fn run(cmd: PackageCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn upload(
+    coordinator: &str,
+    name: &str,
+    version: &str,
+    file: &PathBuf,
+) -> anyhow::Result<()> {
+    use futures_util::TryStreamExt;
+
+    let f = tokio::fs::File::open(file)
+        .await
+        .with_context(|| format!("opening {}", file.display()))?;
+    let size = f.metadata().await?.len();
+    let bar = indicatif::ProgressBar::new(size);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let counted = bar.clone();
+    let stream = tokio_util::io::ReaderStream::with_capacity(f, 1 << 20)
+        .inspect_ok(move |b| counted.inc(b.len() as u64));
+    let url = format!("{}/api/v1/packages", coordinator.trim_end_matches('/'));
+    let response = reqwest::Client::new()
+        .post(&url)
+        .query(&[("name", name), ("version", version)])
+        .header("content-type", "application/octet-stream")
+        .header("content-length", size)
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .with_context(|| format!("uploading to {url}"))?;
+    bar.finish_and_clear();
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    anyhow::ensure!(status.is_success(), "upload refused ({status}): {text}");
+    println!("{text}");
+    Ok(())
 }

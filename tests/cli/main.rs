@@ -1,5 +1,7 @@
 //! Tests of the `tillswarm` binary as a user runs it.
 
+mod coordinator;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -1,0 +1,444 @@
+//! Task life cycles against the service itself (no HTTP), with a clock moved by
+//! hand: activation times, group membership at activation, skips, the
+//! installed-after-reboot rule, pause/resume/restart, failed tills -> group,
+//! idempotent reports and cheap unchanged polls.
+
+use std::sync::Arc;
+
+use futures_util::stream;
+use tillswarm_coordinator::clock::{ManualClock, rfc3339};
+use tillswarm_coordinator::groups::GroupInput;
+use tillswarm_coordinator::service::{Config, Coordinator, Paging};
+use tillswarm_coordinator::tasks::{NewTask, TaskDetail, TaskFilter};
+use tillswarm_coordinator::till_types::TillTypeInput;
+use tillswarm_protocol::api::{
+    DeviceState, HeartbeatRequest, HeartbeatResponse, ProgressReport, TargetState, TaskKind,
+};
+use tillswarm_protocol::{DeviceId, PackageId, TaskId};
+
+const T0: i64 = 1_800_000_000_000;
+
+struct Fixture {
+    coordinator: Coordinator,
+    clock: ManualClock,
+    _dir: tempfile::TempDir,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(T0);
+    let config = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
+    let coordinator = Coordinator::open_with_clock(config, Arc::new(clock.clone()))
+        .await
+        .expect("open");
+    let registry = std::fs::read(tillswarm_fixtures::dir().join("registry/sample-chain.json"))
+        .expect("registry");
+    let summary = coordinator
+        .import_registry(registry, true)
+        .await
+        .expect("import");
+    assert_eq!(summary.devices_added, 12);
+    Fixture {
+        coordinator,
+        clock,
+        _dir: dir,
+    }
+}
+
+/// Till `n` of store `store` (0-based) in the sample registry.
+fn till(store: u32, n: u32) -> DeviceId {
+    format!("71110000-0000-0000-0000-{store:04x}{n:08x}")
+        .parse()
+        .expect("guid")
+}
+
+async fn upload(c: &Coordinator, name: &str, version: &str, bytes: Vec<u8>) -> PackageId {
+    let body = stream::iter([Ok::<_, warp::Error>(bytes::Bytes::from(bytes))]);
+    c.upload_package(name.into(), version.into(), body)
+        .await
+        .expect("upload")
+        .package_id
+}
+
+fn small_package(version: &str) -> Vec<u8> {
+    tillswarm_fixtures::package_tar(
+        &tillswarm_fixtures::up_sh("demo", version, 0),
+        version.as_bytes(),
+    )
+}
+
+async fn heartbeat(
+    c: &Coordinator,
+    d: DeviceId,
+    version: &str,
+    rev: Option<u64>,
+) -> HeartbeatResponse {
+    c.heartbeat(
+        HeartbeatRequest {
+            device_id: d,
+            version: Some(version.parse().expect("version")),
+            state: DeviceState::Ready,
+            ip: None,
+            peer_id: None,
+            free_disk_bytes: Some(1 << 30),
+            known_revision: rev,
+        },
+        None,
+    )
+    .await
+    .expect("heartbeat")
+}
+
+fn report(d: DeviceId, task: i64, attempt: u32, seq: u64, state: TargetState) -> ProgressReport {
+    ProgressReport {
+        device_id: d,
+        task_id: TaskId(task as u64),
+        attempt,
+        seq,
+        state,
+        bytes_done: 10,
+        wan_bytes: 7,
+        lan_bytes: 3,
+        error: (state == TargetState::Failed).then(|| "up.sh exited 1".into()),
+        log_tail: (state == TargetState::Failed).then(|| "installing...\nerror".into()),
+    }
+}
+
+fn task(kind: TaskKind, package_id: PackageId, group_id: i64, at: Option<i64>) -> NewTask {
+    NewTask {
+        kind,
+        package_id,
+        group_id,
+        activate_at: at.map(rfc3339),
+        rollback: false,
+    }
+}
+
+fn state_of(t: &TaskDetail, d: DeviceId) -> TargetState {
+    t.target_details
+        .iter()
+        .find(|x| x.device == d)
+        .map(|x| x.state)
+        .expect("target")
+}
+
+#[tokio::test]
+async fn timed_task_activates_on_time_and_takes_members_then() {
+    let f = fixture().await;
+    let c = &f.coordinator;
+    let pkg = upload(c, "demo", "1.0.0", small_package("1.0.0")).await;
+    let group = c
+        .create_group(GroupInput {
+            name: Some("pilot".into()),
+            description: None,
+            members: Some(vec![till(0, 1)]),
+        })
+        .await
+        .expect("group");
+    let t = c
+        .create_task(task(TaskKind::Update, pkg, group.id, Some(T0 + 60_000)))
+        .await
+        .expect("task");
+    assert_eq!(t.summary.status, "scheduled");
+    assert_eq!(t.summary.targets, 0);
+    // Membership changes before activation count.
+    c.update_group(
+        group.id,
+        GroupInput {
+            members: Some(vec![till(0, 1), till(1, 2)]),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("edit");
+    f.clock.advance_ms(59_000);
+    assert!(c.tick().await.expect("tick").is_empty(), "not yet due");
+    assert!(
+        heartbeat(c, till(0, 1), "0.9", None)
+            .await
+            .assignments
+            .expect("list")
+            .is_empty()
+    );
+    f.clock.advance_ms(1_000);
+    assert_eq!(c.tick().await.expect("tick"), vec![t.summary.id]);
+    let t = c.task(t.summary.id).await.expect("task");
+    assert_eq!(t.summary.status, "running");
+    assert_eq!(t.summary.targets, 2);
+    let hb = heartbeat(c, till(0, 1), "0.9", None).await;
+    let assignments = hb.assignments.clone().expect("list");
+    assert_eq!(assignments.len(), 1);
+    assert_eq!(assignments[0].kind, TaskKind::Update);
+    assert_eq!(hb.settings.auto_update_timeout_minutes, Some(15));
+    // Same revision: no list in the answer (a cheap poll).
+    let again = heartbeat(c, till(0, 1), "0.9", Some(hb.revision)).await;
+    assert!(again.assignments.is_none());
+}
+
+#[tokio::test]
+async fn installed_only_after_the_new_version_is_reported() {
+    let f = fixture().await;
+    let c = &f.coordinator;
+    let pkg = upload(c, "demo", "1.0.0", small_package("1.0.0")).await;
+    let t = c
+        .create_task(task(TaskKind::ForcedUpdate, pkg, 2, None))
+        .await
+        .expect("task");
+    let id = t.summary.id;
+    assert_eq!(t.summary.targets, 6, "even tills of both stores");
+    let d = till(0, 2);
+    let a = heartbeat(c, d, "0.9", None)
+        .await
+        .assignments
+        .expect("list");
+    assert!(
+        a[0].install_at_unix.is_some(),
+        "forced updates carry their time"
+    );
+    for (seq, state) in [
+        (1, TargetState::Downloading),
+        (2, TargetState::Downloaded),
+        (3, TargetState::Installing),
+    ] {
+        assert!(
+            c.report(report(d, id, 1, seq, state))
+                .await
+                .expect("report")
+                .accepted
+        );
+    }
+    // The till claims installed before it runs the version: it stays rebooting.
+    assert!(
+        c.report(report(d, id, 1, 4, TargetState::Installed))
+            .await
+            .expect("report")
+            .accepted
+    );
+    assert_eq!(
+        state_of(&c.task(id).await.expect("task"), d),
+        TargetState::Rebooting
+    );
+    // A duplicate (same seq) is acknowledged but ignored.
+    assert!(
+        !c.report(report(d, id, 1, 4, TargetState::Failed))
+            .await
+            .expect("report")
+            .accepted
+    );
+    heartbeat(c, d, "1.0.0", None).await;
+    let detail = c.task(id).await.expect("task");
+    assert_eq!(state_of(&detail, d), TargetState::Installed);
+    assert_eq!(detail.stores.iter().map(|s| s.wan_bytes).sum::<u64>(), 7);
+    assert_eq!(detail.summary.status, "running", "other tills are not done");
+}
+
+#[tokio::test]
+async fn newer_tills_are_skipped_and_a_task_completes() {
+    let f = fixture().await;
+    let c = &f.coordinator;
+    let pkg = upload(c, "demo", "1.0.0", small_package("1.0.0")).await;
+    let g = c
+        .create_group(GroupInput {
+            name: Some("two".into()),
+            description: None,
+            members: Some(vec![till(0, 1), till(0, 3)]),
+        })
+        .await
+        .expect("group");
+    heartbeat(c, till(0, 1), "1.0", None).await; // the same version as 1.0.0
+    heartbeat(c, till(0, 3), "0.5", None).await;
+    let t = c
+        .create_task(task(TaskKind::Download, pkg, g.id, None))
+        .await
+        .expect("task");
+    assert_eq!(t.summary.states.get("skipped"), Some(&1));
+    assert_eq!(t.summary.states.get("pending"), Some(&1));
+    c.report(report(
+        till(0, 3),
+        t.summary.id,
+        1,
+        1,
+        TargetState::Downloaded,
+    ))
+    .await
+    .expect("report");
+    let done = c.task(t.summary.id).await.expect("task");
+    assert_eq!(done.summary.status, "completed");
+    let completed = c
+        .tasks(
+            TaskFilter {
+                status: Some("completed".into()),
+                sort: None,
+            },
+            Paging::default(),
+        )
+        .await
+        .expect("list");
+    assert_eq!(completed.total, 1);
+}
+
+#[tokio::test]
+async fn failures_become_a_group_and_restart_retries_only_them() {
+    let f = fixture().await;
+    let c = &f.coordinator;
+    let pkg = upload(c, "demo", "1.0.0", small_package("1.0.0")).await;
+    let g = c
+        .create_group(GroupInput {
+            name: Some("store-1".into()),
+            description: None,
+            members: Some(vec![till(0, 1), till(0, 2), till(0, 3)]),
+        })
+        .await
+        .expect("group");
+    let id = c
+        .create_task(task(TaskKind::Update, pkg, g.id, None))
+        .await
+        .expect("task")
+        .summary
+        .id;
+    c.report(report(till(0, 1), id, 1, 1, TargetState::Failed))
+        .await
+        .expect("report");
+    c.report(report(till(0, 2), id, 1, 1, TargetState::Failed))
+        .await
+        .expect("report");
+    c.report(report(till(0, 3), id, 1, 1, TargetState::Rebooting))
+        .await
+        .expect("report");
+    heartbeat(c, till(0, 3), "1.0.0", None).await;
+    let t = c.task(id).await.expect("task");
+    assert_eq!(t.summary.status, "completed");
+    let failed = t
+        .target_details
+        .iter()
+        .find(|x| x.device == till(0, 1))
+        .expect("target");
+    assert_eq!(failed.error.as_deref(), Some("up.sh exited 1"));
+    assert_eq!(failed.log_tail.as_deref(), Some("installing...\nerror"));
+
+    let retry = c
+        .group_from_task(
+            id,
+            vec!["failed".into()],
+            GroupInput {
+                name: Some("retry".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("group from failures");
+    assert_eq!(
+        retry.members.expect("members"),
+        vec![till(0, 1), till(0, 2)]
+    );
+
+    let restarted = c.restart_task(id).await.expect("restart");
+    assert_eq!(restarted.summary.status, "running");
+    assert_eq!(restarted.summary.attempt, 2);
+    assert_eq!(restarted.summary.states.get("pending"), Some(&2));
+    assert_eq!(restarted.summary.states.get("installed"), Some(&1));
+    // A late report of the old attempt is ignored.
+    assert!(
+        !c.report(report(till(0, 1), id, 1, 9, TargetState::Failed))
+            .await
+            .expect("report")
+            .accepted
+    );
+    let a = heartbeat(c, till(0, 1), "0.9", None)
+        .await
+        .assignments
+        .expect("list");
+    assert_eq!(a[0].attempt, 2);
+}
+
+#[tokio::test]
+async fn pause_hides_and_resume_restores_assignments() {
+    let f = fixture().await;
+    let c = &f.coordinator;
+    let pkg = upload(c, "demo", "1.0.0", small_package("1.0.0")).await;
+    let id = c
+        .create_task(task(TaskKind::Download, pkg, 1, None))
+        .await
+        .expect("task")
+        .summary
+        .id;
+    let d = till(1, 4);
+    let hb = heartbeat(c, d, "0.9", None).await;
+    assert_eq!(hb.assignments.expect("list").len(), 1);
+    assert_eq!(
+        c.pause_task(id).await.expect("pause").summary.status,
+        "paused"
+    );
+    let paused = heartbeat(c, d, "0.9", Some(hb.revision)).await;
+    assert!(
+        paused.revision > hb.revision,
+        "pause must change the revision"
+    );
+    assert!(paused.assignments.expect("list").is_empty());
+    assert_eq!(
+        c.resume_task(id).await.expect("resume").summary.status,
+        "running"
+    );
+    let resumed = heartbeat(c, d, "0.9", Some(paused.revision)).await;
+    assert_eq!(resumed.assignments.expect("list").len(), 1);
+    c.delete_task(id).await.expect("delete");
+    assert!(
+        heartbeat(c, d, "0.9", None)
+            .await
+            .assignments
+            .expect("list")
+            .is_empty()
+    );
+    // With the task gone the package can be deleted.
+    c.delete_package(pkg).await.expect("delete package");
+}
+
+#[tokio::test]
+async fn unknown_tills_are_pending_until_approved() {
+    let f = fixture().await;
+    let c = &f.coordinator;
+    let stranger: DeviceId = "0badc0de-0000-4000-8000-000000000001"
+        .parse()
+        .expect("guid");
+    let hb = heartbeat(c, stranger, "1.0", None).await;
+    assert!(!hb.approved);
+    let device = c.device(stranger).await.expect("device");
+    assert_eq!(device.status, "pending");
+    assert!(device.online);
+    assert_eq!(
+        c.approve_device(stranger).await.expect("approve").status,
+        "approved"
+    );
+    assert!(heartbeat(c, stranger, "1.0", None).await.approved);
+    f.clock.advance_ms(10 * 60_000);
+    assert!(
+        !c.device(stranger).await.expect("device").online,
+        "silent for 10 minutes"
+    );
+}
+
+#[tokio::test]
+async fn till_type_settings_reach_their_tills() {
+    let f = fixture().await;
+    let c = &f.coordinator;
+    // Till 6 of each store is an "express" till in the sample registry.
+    let express = till(0, 6);
+    let hb = heartbeat(c, express, "1.0", None).await;
+    assert_eq!(hb.settings.auto_update_timeout_minutes, Some(15), "default");
+    c.set_till_type(
+        "express".into(),
+        TillTypeInput {
+            auto_update_timeout_minutes: None,
+        },
+    )
+    .await
+    .expect("set");
+    let hb2 = heartbeat(c, express, "1.0", Some(hb.revision)).await;
+    assert_eq!(hb2.settings.auto_update_timeout_minutes, None, "never ask");
+    assert!(hb2.revision > hb.revision);
+    let standard = heartbeat(c, till(0, 1), "1.0", None).await;
+    assert_eq!(standard.settings.auto_update_timeout_minutes, Some(15));
+}
