@@ -28,6 +28,9 @@ pub enum Error {
     /// The body is larger than allowed (413).
     #[error("{0}")]
     TooLarge(String),
+    /// The body's content type is not one this route reads (415).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// A database failure (500, details only in the log).
     #[error("database: {0}")]
     Db(#[from] rusqlite::Error),
@@ -67,6 +70,11 @@ impl Error {
             Self::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m.clone()),
             Self::Conflict { code, message } => (StatusCode::CONFLICT, *code, message.clone()),
             Self::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", m.clone()),
+            Self::UnsupportedMediaType(m) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                m.clone(),
+            ),
             Self::Db(_) | Self::Io(_) | Self::Internal(_) => {
                 tracing::error!(error = %self, "internal error");
                 (

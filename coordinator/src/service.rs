@@ -580,7 +580,7 @@ impl Coordinator {
 
     /// One scheduler step: activates due tasks. Returns the activated ids.
     pub async fn tick(&self) -> Result<Vec<i64>> {
-        self.write(|tx, now| tasks::activate_due(tx, now)).await
+        self.write(tasks::activate_due).await
     }
 
     // ----- till types -----

@@ -388,7 +388,7 @@ fn till_types(c: &Coordinator) -> BoxedFilter<(Response,)> {
         .and(body(MAX_JSON_BODY))
         .then(|name: String, c: Coordinator, b: bytes::Bytes| async move {
             let r = async {
-                let name = percent_decode(&name);
+                let name = percent_decode(&name)?;
                 let input: TillTypeInput = parse_json(&b)?;
                 c.set_till_type(name, input).await
             };
@@ -397,21 +397,16 @@ fn till_types(c: &Coordinator) -> BoxedFilter<(Response,)> {
     list.or(set).unify().boxed()
 }
 
-/// Decodes `%XX` escapes in a path segment (till type names may hold spaces or `*`).
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() + 0 && i + 2 <= bytes.len() - 1 {
-            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// Decodes `%XX` escapes in a path segment (till type names may hold spaces or
+/// `*`); refuses escapes that do not decode to UTF-8.
+fn percent_decode(s: &str) -> crate::error::Result<String> {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| {
+            Error::bad(
+                "invalid_id",
+                "the till type name is not valid UTF-8 once decoded",
+            )
+        })
 }

@@ -1,0 +1,135 @@
+//! The node's configuration file (TOML). Every field is documented; the example in
+//! `fixtures/config/node.toml` is parsed by a test.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tillswarm_protocol::manifest::PublicKey;
+use tillswarm_protocol::{ChainId, DeviceId, StoreId, Version};
+
+use crate::error::{Error, Result};
+
+/// Settings of one till's node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// The till's GUID, as the store's till server knows it.
+    pub device_id: DeviceId,
+    /// The retail chain; peers of other chains are never contacted.
+    pub chain_id: ChainId,
+    /// The store the till stands in; peers of other stores are never contacted.
+    pub store_id: StoreId,
+    /// Base URL of the coordinator, e.g. `http://updates.example:8080`.
+    pub coordinator_url: String,
+    /// The coordinator's manifest signing key (64 hex, from `coordinator.pub`):
+    /// manifests signed by any other key are refused.
+    pub coordinator_public_key: PublicKey,
+    /// Token issued at enrollment, sent to the coordinator as a bearer token.
+    #[serde(default)]
+    pub device_token: Option<String>,
+    /// Folder for the node's own state, chunks and logs.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// The till software's root; packages are staged in `<update_root>/update/<version>/`.
+    #[serde(default = "default_update_root")]
+    pub update_root: PathBuf,
+    /// Command that reboots the till after an install (run by `sh -c`); `none`
+    /// skips the reboot (simulated tills, tests).
+    #[serde(default = "default_reboot_command")]
+    pub reboot_command: String,
+    /// Cap on bandwidth from the coordinator (the WAN), in kbit/s; absent: none.
+    #[serde(default)]
+    pub wan_rate_limit_kbit: Option<u64>,
+    /// Longest an `up.sh` may run before it is killed and the install fails.
+    #[serde(default = "default_install_timeout_s")]
+    pub install_timeout_s: u64,
+    /// Address of the local interface the POS software (or a person) uses to
+    /// answer the update prompt; keep it on loopback.
+    #[serde(default = "default_local_api")]
+    pub local_api_listen: SocketAddr,
+    /// Longest wait for the POS to confirm it left sale mode before installing.
+    #[serde(default = "default_sale_mode_timeout_s")]
+    pub sale_mode_timeout_s: u64,
+    /// How often `<update_root>/update/` is scanned for packages dropped in by hand.
+    #[serde(default = "default_drop_in_scan_s")]
+    pub drop_in_scan_s: u64,
+    /// The version the till runs before tillswarm installs anything (later the
+    /// node remembers what it installed).
+    #[serde(default)]
+    pub initial_version: Option<Version>,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/tillswarm")
+}
+fn default_update_root() -> PathBuf {
+    PathBuf::from("/home/ukm5/mint")
+}
+fn default_reboot_command() -> String {
+    "systemctl reboot".into()
+}
+fn default_install_timeout_s() -> u64 {
+    // The seed: an update takes 15 to 20 minutes.
+    45 * 60
+}
+fn default_local_api() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7781))
+}
+fn default_sale_mode_timeout_s() -> u64 {
+    120
+}
+fn default_drop_in_scan_s() -> u64 {
+    60
+}
+
+impl NodeConfig {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("reading {}: {e}", path.display())))?;
+        Self::parse(&text)
+    }
+
+    /// Parses and checks config text.
+    pub fn parse(text: &str) -> Result<Self> {
+        let config: Self = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let url = self.coordinator_url.trim_end_matches('/');
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(Error::Config(format!(
+                "coordinator_url must be http(s)://..., got {url:?}"
+            )));
+        }
+        if !self.local_api_listen.ip().is_loopback() {
+            return Err(Error::Config(
+                "local_api_listen must be a loopback address".into(),
+            ));
+        }
+        if self.install_timeout_s == 0 || self.drop_in_scan_s == 0 {
+            return Err(Error::Config(
+                "install_timeout_s and drop_in_scan_s must be positive".into(),
+            ));
+        }
+        if self.reboot_command.trim().is_empty() {
+            return Err(Error::Config(
+                "reboot_command is empty (use \"none\" to skip rebooting)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The coordinator URL without a trailing slash.
+    pub fn coordinator(&self) -> &str {
+        self.coordinator_url.trim_end_matches('/')
+    }
+
+    /// `<update_root>/update`.
+    pub fn update_dir(&self) -> PathBuf {
+        self.update_root.join("update")
+    }
+}

@@ -1,0 +1,420 @@
+//! The node's durable state, in SQLite under the data folder: what it runs, what
+//! it was asked to do, how far it got, and what the cashier said. Every change is
+//! committed before the node acts on it, so a power cut at any point resumes
+//! from the last committed step.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use tillswarm_protocol::api::{Assignment, TargetState, TaskKind};
+use tillswarm_protocol::{PackageId, TaskId, Version};
+
+use crate::error::{Error, Result};
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id     INTEGER NOT NULL,
+    attempt     INTEGER NOT NULL,
+    kind        TEXT NOT NULL,
+    package_id  TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    version     TEXT NOT NULL,
+    size        INTEGER NOT NULL,
+    install_at  INTEGER,
+    rollback    INTEGER NOT NULL,
+    state       TEXT NOT NULL,
+    bytes_done  INTEGER NOT NULL DEFAULT 0,
+    wan_bytes   INTEGER NOT NULL DEFAULT 0,
+    lan_bytes   INTEGER NOT NULL DEFAULT 0,
+    error       TEXT,
+    log_tail    TEXT,
+    -- Boot number at which the cashier declined; asked again after a restart.
+    declined_boot INTEGER,
+    -- When the cashier was first asked (ms), for the autoUpdateTimeout deadline.
+    asked_ms    INTEGER,
+    -- A report of the current state is still owed to the coordinator.
+    unreported  INTEGER NOT NULL DEFAULT 1,
+    PRIMARY KEY (task_id)
+);
+"#;
+
+/// A task as the node tracks it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LocalTask {
+    /// The coordinator's assignment.
+    pub assignment: Assignment,
+    /// Where this till stands.
+    pub state: TargetState,
+    /// Verified bytes.
+    pub bytes_done: u64,
+    /// Bytes from the coordinator.
+    pub wan_bytes: u64,
+    /// Bytes from peers.
+    pub lan_bytes: u64,
+    /// Failure reason.
+    pub error: Option<String>,
+    /// End of the install log.
+    pub log_tail: Option<String>,
+    /// Boot number when the cashier declined.
+    pub declined_boot: Option<u64>,
+    /// When the cashier was first asked.
+    pub asked_ms: Option<i64>,
+    /// Whether the coordinator still has to hear about the current state.
+    pub unreported: bool,
+}
+
+/// Handle to the state database (one connection; short transactions).
+#[derive(Clone)]
+pub struct State {
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn kind_str(k: TaskKind) -> &'static str {
+    k.as_str()
+}
+
+fn parse_enum<T: serde::de::DeserializeOwned>(s: &str) -> rusqlite::Result<T> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+impl State {
+    /// Opens (creating) the state database in `dir`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let conn = Connection::open(dir.join("node.sqlite3"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // FULL: a till loses power without warning; a committed step must survive.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let mut conn = self
+            .conn
+            .lock()
+            .map_err(|_| Error::Install("state lock poisoned".into()))?;
+        Ok(f(&mut conn)?)
+    }
+
+    fn get_kv(&self, key: &str) -> Result<Option<String>> {
+        self.with(|c| {
+            c.query_row("SELECT value FROM kv WHERE key = ?1", [key], |r| r.get(0))
+                .optional()
+        })
+    }
+
+    fn set_kv(&self, key: &str, value: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO kv (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
+                params![key, value],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Counts a start of the node and returns the new boot number (a decline is
+    /// asked again once this number has moved on).
+    pub fn next_boot(&self) -> Result<u64> {
+        let boot = self
+            .get_kv("boot")?
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+            + 1;
+        self.set_kv("boot", &boot.to_string())?;
+        Ok(boot)
+    }
+
+    /// The next sequence number for a progress report (strictly increasing across restarts).
+    pub fn next_seq(&self) -> Result<u64> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let seq = tx
+                .query_row("SELECT value FROM kv WHERE key = 'seq'", [], |r| r.get::<_, String>(0))
+                .optional()?
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+                + 1;
+            tx.execute(
+                "INSERT INTO kv (key, value) VALUES ('seq', ?1) ON CONFLICT(key) DO UPDATE SET value = ?1",
+                [seq.to_string()],
+            )?;
+            tx.commit()?;
+            Ok(seq)
+        })
+    }
+
+    /// The version the till runs (as installed by tillswarm), if known.
+    pub fn installed_version(&self) -> Result<Option<Version>> {
+        Ok(self
+            .get_kv("installed_version")?
+            .and_then(|v| v.parse().ok()))
+    }
+
+    /// The version that ran before the last install.
+    pub fn previous_version(&self) -> Result<Option<Version>> {
+        Ok(self
+            .get_kv("previous_version")?
+            .and_then(|v| v.parse().ok()))
+    }
+
+    /// Records a completed install: `version` runs now, the old one is kept as previous.
+    pub fn set_installed(&self, version: &Version) -> Result<()> {
+        if let Some(old) = self.installed_version()? {
+            if old != *version {
+                self.set_kv("previous_version", old.as_str())?;
+            }
+        }
+        self.set_kv("installed_version", version.as_str())
+    }
+
+    /// Sets the installed version only if none is recorded (first start).
+    pub fn init_version(&self, version: Option<&Version>) -> Result<()> {
+        if let (None, Some(v)) = (self.installed_version()?, version) {
+            self.set_kv("installed_version", v.as_str())?;
+        }
+        Ok(())
+    }
+
+    /// Adds new assignments (state pending) and refreshes changed attempts;
+    /// returns the ids of tasks the coordinator no longer lists (paused, deleted).
+    pub fn sync_assignments(&self, assignments: &[Assignment]) -> Result<Vec<TaskId>> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            for a in assignments {
+                let existing: Option<u32> = tx
+                    .query_row("SELECT attempt FROM tasks WHERE task_id = ?1", [a.task_id.0 as i64], |r| r.get(0))
+                    .optional()?;
+                match existing {
+                    Some(attempt) if attempt == a.attempt => {}
+                    Some(_) => {
+                        // A restart of the task: try again from the top (chunks already held stay).
+                        tx.execute(
+                            "UPDATE tasks SET attempt = ?2, state = 'pending', error = NULL, log_tail = NULL,
+                                 declined_boot = NULL, asked_ms = NULL, install_at = ?3, unreported = 1
+                             WHERE task_id = ?1",
+                            params![a.task_id.0 as i64, a.attempt, a.install_at_unix.map(|t| t as i64)],
+                        )?;
+                    }
+                    None => {
+                        tx.execute(
+                            "INSERT INTO tasks (task_id, attempt, kind, package_id, name, version, size,
+                                                install_at, rollback, state)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending')",
+                            params![
+                                a.task_id.0 as i64,
+                                a.attempt,
+                                kind_str(a.kind),
+                                a.package_id.to_hex(),
+                                a.package_name,
+                                a.version.as_str(),
+                                a.size as i64,
+                                a.install_at_unix.map(|t| t as i64),
+                                a.rollback
+                            ],
+                        )?;
+                    }
+                }
+            }
+            let listed: Vec<i64> = assignments.iter().map(|a| a.task_id.0 as i64).collect();
+            let mut stmt = tx.prepare("SELECT task_id FROM tasks")?;
+            let all: Vec<i64> = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+            drop(stmt);
+            let gone: Vec<TaskId> =
+                all.into_iter().filter(|id| !listed.contains(id)).map(|id| TaskId(id as u64)).collect();
+            tx.commit()?;
+            Ok(gone)
+        })
+    }
+
+    /// Forgets a task the coordinator dropped (its chunks and staging stay).
+    pub fn remove_task(&self, id: TaskId) -> Result<()> {
+        self.with(|c| {
+            c.execute("DELETE FROM tasks WHERE task_id = ?1", [id.0 as i64])
+                .map(|_| ())
+        })
+    }
+
+    /// Every tracked task, oldest first.
+    pub fn tasks(&self) -> Result<Vec<LocalTask>> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT task_id, attempt, kind, package_id, name, version, size, install_at, rollback, state,
+                        bytes_done, wan_bytes, lan_bytes, error, log_tail, declined_boot, asked_ms, unreported
+                 FROM tasks ORDER BY task_id",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                let pid: String = r.get(3)?;
+                let version: String = r.get(5)?;
+                Ok(LocalTask {
+                    assignment: Assignment {
+                        task_id: TaskId(r.get::<_, i64>(0)? as u64),
+                        attempt: r.get(1)?,
+                        kind: parse_enum(&r.get::<_, String>(2)?)?,
+                        package_id: pid.parse::<PackageId>().map_err(|e| {
+                            rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, Box::new(e))
+                        })?,
+                        package_name: r.get(4)?,
+                        version: version.parse().map_err(|e| {
+                            rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Text, Box::new(e))
+                        })?,
+                        size: r.get::<_, i64>(6)? as u64,
+                        install_at_unix: r.get::<_, Option<i64>>(7)?.map(|t| t as u64),
+                        rollback: r.get(8)?,
+                    },
+                    state: parse_enum(&r.get::<_, String>(9)?)?,
+                    bytes_done: r.get::<_, i64>(10)? as u64,
+                    wan_bytes: r.get::<_, i64>(11)? as u64,
+                    lan_bytes: r.get::<_, i64>(12)? as u64,
+                    error: r.get(13)?,
+                    log_tail: r.get(14)?,
+                    declined_boot: r.get::<_, Option<i64>>(15)?.map(|b| b as u64),
+                    asked_ms: r.get(16)?,
+                    unreported: r.get(17)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// One task.
+    pub fn task(&self, id: TaskId) -> Result<Option<LocalTask>> {
+        Ok(self
+            .tasks()?
+            .into_iter()
+            .find(|t| t.assignment.task_id == id))
+    }
+
+    /// Moves a task to `state` (with optional error/log) and marks it unreported.
+    pub fn set_state(
+        &self,
+        id: TaskId,
+        state: TargetState,
+        error: Option<&str>,
+        log_tail: Option<&str>,
+    ) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE tasks SET state = ?2, error = ?3, log_tail = coalesce(?4, log_tail), unreported = 1
+                 WHERE task_id = ?1",
+                params![id.0 as i64, state.as_str(), error, log_tail],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Records download progress.
+    pub fn set_progress(
+        &self,
+        id: TaskId,
+        bytes_done: u64,
+        wan_bytes: u64,
+        lan_bytes: u64,
+    ) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE tasks SET bytes_done = ?2, wan_bytes = ?3, lan_bytes = ?4, unreported = 1 WHERE task_id = ?1",
+                params![id.0 as i64, bytes_done as i64, wan_bytes as i64, lan_bytes as i64],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Records that the cashier was asked (first time only).
+    pub fn set_asked(&self, id: TaskId, now_ms: i64) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE tasks SET asked_ms = coalesce(asked_ms, ?2) WHERE task_id = ?1",
+                params![id.0 as i64, now_ms],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Records a decline at boot `boot`.
+    pub fn set_declined(&self, id: TaskId, boot: u64) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE tasks SET state = 'declined', declined_boot = ?2, asked_ms = NULL, unreported = 1
+                 WHERE task_id = ?1",
+                params![id.0 as i64, boot as i64],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Marks a task's current state as reported.
+    pub fn mark_reported(&self, id: TaskId) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE tasks SET unreported = 0 WHERE task_id = ?1",
+                [id.0 as i64],
+            )
+            .map(|_| ())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assignment(id: u64, attempt: u32) -> Assignment {
+        Assignment {
+            task_id: TaskId(id),
+            kind: TaskKind::Update,
+            package_id: PackageId::of(b"p"),
+            package_name: "demo".into(),
+            version: "1.0".parse().expect("version"),
+            size: 10,
+            install_at_unix: None,
+            rollback: false,
+            attempt,
+        }
+    }
+
+    #[test]
+    fn survives_reopen_and_tracks_assignments() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = State::open(dir.path()).expect("open");
+        assert_eq!(s.next_boot().expect("boot"), 1);
+        assert_eq!(s.next_seq().expect("seq"), 1);
+        s.init_version(Some(&"0.9".parse().expect("v")))
+            .expect("init");
+        assert!(
+            s.sync_assignments(&[assignment(1, 1), assignment(2, 1)])
+                .expect("sync")
+                .is_empty()
+        );
+        s.set_declined(TaskId(1), 1).expect("decline");
+        drop(s);
+        let s = State::open(dir.path()).expect("reopen");
+        assert_eq!(s.next_boot().expect("boot"), 2);
+        assert_eq!(s.next_seq().expect("seq"), 2);
+        let t = s.task(TaskId(1)).expect("task").expect("present");
+        assert_eq!(t.state, TargetState::Declined);
+        assert_eq!(t.declined_boot, Some(1));
+        // Task 2 dropped by the coordinator; task 1 restarted (attempt 2).
+        let gone = s.sync_assignments(&[assignment(1, 2)]).expect("sync");
+        assert_eq!(gone, vec![TaskId(2)]);
+        let t = s.task(TaskId(1)).expect("task").expect("present");
+        assert_eq!(
+            (t.state, t.assignment.attempt, t.declined_boot),
+            (TargetState::Pending, 2, None)
+        );
+        s.set_installed(&"1.0".parse().expect("v"))
+            .expect("installed");
+        assert_eq!(
+            s.previous_version().expect("prev").map(|v| v.to_string()),
+            Some("0.9".into())
+        );
+    }
+}
