@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 mod coordinator_cmd;
+mod node_cmd;
 mod package;
 
 /// Peer-to-peer software updates for the tills of retail chains.
@@ -24,6 +25,8 @@ struct Cli {
 enum Command {
     /// Run the head-office coordinator (database, APIs, web panel).
     Coordinator(coordinator_cmd::CoordinatorArgs),
+    /// Run the agent on a till, or talk to the running one.
+    Node(node_cmd::NodeArgs),
     /// Work with update package files.
     #[command(subcommand)]
     Package(package::PackageCommand),
@@ -74,6 +77,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Coordinator(args) => coordinator_cmd::run(args).await,
+        Command::Node(args) => node_cmd::run(args).await,
         Command::Package(cmd) => package::run(cmd).await,
         Command::Fixtures(FixturesCommand::Generate { out, large_mb }) => {
             let written = tillswarm_fixtures::generate(&out, large_mb.map(|mb| mb * 1024 * 1024))

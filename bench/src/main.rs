@@ -3,6 +3,9 @@
 //!
 //! - `chunking`: package ingestion (FastCDC + per-chunk blake3 + whole-file blake3)
 //!   against plain blake3 hashing of the same file, in-process and with `b3sum`.
+//! - `coordinator`: heartbeat load (open loop at the tills' poll rate, then closed
+//!   loop for the maximum) against a real coordinator started in-process; see
+//!   [`coordinator`].
 //!
 //! Micro-benchmarks with statistics live in `benches/` (criterion).
 
@@ -14,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+
+mod coordinator;
 
 #[derive(Debug, Parser)]
 #[command(name = "tillswarm-bench", version, about = "tillswarm benchmarks")]
@@ -33,11 +38,80 @@ enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         runs: u32,
     },
+    /// Heartbeat latency and throughput of a real coordinator on 127.0.0.1.
+    Coordinator {
+        /// Tills in the chain (each polls once per interval).
+        #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        tills: u32,
+        /// Seconds between two heartbeats of one till; the open-loop rate is
+        /// tills / interval.
+        #[arg(long, default_value_t = 30.0)]
+        interval_s: f64,
+        /// Open-loop rate in req/s, instead of tills / interval.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Seconds of the open-loop phase.
+        #[arg(long, default_value_t = 20.0)]
+        duration_s: f64,
+        /// Tills per store.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+        stores_of: u32,
+        /// Most open-loop requests in flight at once.
+        #[arg(long, default_value_t = 512)]
+        max_in_flight: usize,
+        /// Concurrent workers of the closed-loop phase (0 skips it).
+        #[arg(long, default_value_t = 64)]
+        closed_workers: usize,
+        /// Seconds of the closed-loop phase.
+        #[arg(long, default_value_t = 5.0)]
+        closed_s: f64,
+        /// Worker threads of the coordinator's tokio runtime.
+        #[arg(long, default_value_t = 2)]
+        server_threads: usize,
+        /// Worker threads of the load generator's tokio runtime.
+        #[arg(long, default_value_t = 2)]
+        client_threads: usize,
+        /// Also write the figures to this file as JSON.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         BenchCommand::Chunking { size_mb, runs } => chunking(size_mb, runs.max(1)),
+        BenchCommand::Coordinator {
+            tills,
+            interval_s,
+            rate,
+            duration_s,
+            stores_of,
+            max_in_flight,
+            closed_workers,
+            closed_s,
+            server_threads,
+            client_threads,
+            json,
+        } => {
+            let report = coordinator::run(&coordinator::Params {
+                tills,
+                interval_s,
+                rate,
+                duration_s,
+                stores_of,
+                max_in_flight,
+                closed_workers,
+                closed_s,
+                server_threads,
+                client_threads,
+            })?;
+            coordinator::print(&report);
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            Ok(())
+        }
     }
 }
 

@@ -1,48 +1,9 @@
-//! Time as the coordinator sees it; tests swap in a clock they move by hand.
+//! Time as the coordinator sees it (the clock trait lives in the protocol crate,
+//! shared with the node) and its RFC 3339 text form.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
-/// Milliseconds since the Unix epoch.
-pub trait Clock: Send + Sync + 'static {
-    /// Now, in milliseconds since the Unix epoch.
-    fn now_ms(&self) -> i64;
-}
-
-/// The system's wall clock.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_ms(&self) -> i64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64)
-    }
-}
-
-/// A clock that moves only when told to (for tests).
-#[derive(Debug, Clone)]
-pub struct ManualClock(Arc<AtomicI64>);
-
-impl ManualClock {
-    /// A clock showing `start_ms`.
-    pub fn new(start_ms: i64) -> Self {
-        Self(Arc::new(AtomicI64::new(start_ms)))
-    }
-
-    /// Moves the clock forward.
-    pub fn advance_ms(&self, ms: i64) {
-        self.0.fetch_add(ms, Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now_ms(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
+pub use tillswarm_protocol::clock::{Clock, ManualClock, SystemClock};
 
 /// RFC 3339 text (UTC, seconds) for a millisecond timestamp.
 pub fn rfc3339(ms: i64) -> String {

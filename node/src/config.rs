@@ -133,3 +133,57 @@ impl NodeConfig {
         self.update_root.join("update")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/config/node.toml");
+        let c = NodeConfig::load(&path).expect("example config");
+        assert_eq!(c.store_id.as_str(), "store-001");
+        assert_eq!(c.update_dir(), PathBuf::from("/home/ukm5/mint/update"));
+        assert_eq!(c.wan_rate_limit_kbit, Some(8000));
+        assert_eq!(
+            c.initial_version.map(|v| v.to_string()),
+            Some("5.2.100".into())
+        );
+    }
+
+    #[test]
+    fn bad_configs_are_refused_with_reasons() {
+        let good = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/config/node.toml"),
+        )
+        .expect("example");
+        for (from, to, needle) in [
+            (
+                "coordinator_url = \"http://127.0.0.1:8080\"",
+                "coordinator_url = \"ftp://x\"",
+                "coordinator_url",
+            ),
+            ("127.0.0.1:7781", "0.0.0.0:7781", "loopback"),
+            (
+                "store_id = \"store-001\"",
+                "store_id = \"bad store\"",
+                "store",
+            ),
+            (
+                "reboot_command = \"systemctl reboot\"",
+                "reboot_command = \"systemctl reboot\"\nsurprise = 1",
+                "surprise",
+            ),
+            (
+                "coordinator_public_key = \"8a",
+                "coordinator_public_key = \"zz",
+                "key",
+            ),
+        ] {
+            let text = good.replace(from, to);
+            assert_ne!(text, good, "{from} not found in the example");
+            let err = NodeConfig::parse(&text).expect_err(to).to_string();
+            assert!(err.contains(needle), "{err}");
+        }
+    }
+}

@@ -8,12 +8,49 @@
 //! advertised or served before its blake3 hash is checked; no package is staged
 //! or installed before its manifest signature and whole-file hash are checked.
 
+pub mod agent;
 pub mod chunks;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod install;
+pub mod local_api;
 pub mod stage;
 pub mod state;
 
+pub use agent::Agent;
 pub use config::NodeConfig;
 pub use error::{Error, Result};
+
+use std::sync::Arc;
+
+use tillswarm_protocol::clock::{Clock, SystemClock};
+
+/// Runs a node: the local interface on `config.local_api_listen` and the agent,
+/// until `shutdown` turns true.
+pub async fn run(config: NodeConfig, shutdown: tokio::sync::watch::Receiver<bool>) -> Result<()> {
+    run_with(config, Arc::new(SystemClock), shutdown).await
+}
+
+/// [`run`] with a given clock (tests move time by hand).
+pub async fn run_with(
+    config: NodeConfig,
+    clock: Arc<dyn Clock>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<()> {
+    let listen = config.local_api_listen;
+    let agent = Agent::open(config, clock, None)?;
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let mut stop = shutdown.clone();
+    let server = tokio::spawn(
+        warp::serve(agent.ui().routes())
+            .incoming(listener)
+            .graceful(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .run(),
+    );
+    let result = agent.run(shutdown).await;
+    let _ = server.await;
+    result
+}

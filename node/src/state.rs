@@ -152,6 +152,16 @@ impl State {
         })
     }
 
+    /// The assignments revision last received from the coordinator.
+    pub fn assignments_revision(&self) -> Result<Option<u64>> {
+        Ok(self.get_kv("assign_rev")?.and_then(|v| v.parse().ok()))
+    }
+
+    /// Records the assignments revision (after the list was applied).
+    pub fn set_assignments_revision(&self, rev: u64) -> Result<()> {
+        self.set_kv("assign_rev", &rev.to_string())
+    }
+
     /// The version the till runs (as installed by tillswarm), if known.
     pub fn installed_version(&self) -> Result<Option<Version>> {
         Ok(self

@@ -16,6 +16,7 @@
 
 pub mod api;
 pub mod chunking;
+pub mod clock;
 pub mod id;
 pub mod manifest;
 pub mod version;

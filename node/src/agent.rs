@@ -1,0 +1,617 @@
+//! The agent: one loop that heartbeats, keeps the local task list in step with
+//! the coordinator, drives every task through its states, and reports.
+//!
+//! Task by type, as the seed describes:
+//! - **Download**: fetch, verify, stage; done.
+//! - **Update**: stage, then ask the cashier (local interface). Declined: ask
+//!   again after the next restart of the node. Accepted, or no answer within
+//!   `autoUpdateTimeout` minutes: leave sale mode and install. Timeout unset:
+//!   never ask; only a manual install (`tillswarm node install`) installs it.
+//! - **Forced update**: stage, then install at the task's time without asking.
+//!
+//! Downloads and installs run as spawned jobs so heartbeats continue meanwhile;
+//! every state change is committed to [`State`] before it is acted on.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tillswarm_protocol::api::{
+    Assignment, DeviceState, HeartbeatRequest, ProgressReport, TargetState, TaskKind, TillSettings,
+};
+use tillswarm_protocol::clock::Clock;
+use tillswarm_protocol::{TaskId, Version};
+use tokio::sync::{Mutex, watch};
+use tokio::task::JoinHandle;
+
+use crate::chunks::ChunkStore;
+use crate::client::CoordinatorClient;
+use crate::config::NodeConfig;
+use crate::error::{Error, Result};
+use crate::install;
+use crate::local_api::{Answer, LocalUi, Prompt};
+use crate::stage::{self, ChunkSource, Progress};
+use crate::state::{LocalTask, State};
+
+/// How often the loop looks at its tasks when nothing wakes it.
+const TICK: Duration = Duration::from_millis(200);
+/// Least time between two progress-only reports of one task.
+const PROGRESS_REPORT_MS: i64 = 2_000;
+/// Chunks fetched at once.
+const PARALLEL_FETCHES: usize = 4;
+
+/// A running node. Cheap to clone.
+#[derive(Clone)]
+pub struct Agent {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: NodeConfig,
+    state: State,
+    store: Arc<ChunkStore>,
+    client: CoordinatorClient,
+    source: Arc<dyn ChunkSource>,
+    ui: LocalUi,
+    clock: Arc<dyn Clock>,
+    /// This start's boot number (a decline is asked again once it moves on).
+    boot: u64,
+    settings: Mutex<TillSettings>,
+    /// Download or install jobs in flight, by task.
+    jobs: Mutex<HashMap<TaskId, JoinHandle<()>>>,
+    /// When each task last reported progress (ms), to throttle progress reports.
+    last_report: Mutex<HashMap<TaskId, i64>>,
+    /// What the till is doing, for heartbeats.
+    activity: Mutex<DeviceState>,
+    /// Free disk bytes and when they were measured (ms); measured at most once a minute.
+    free_disk: Mutex<(i64, Option<u64>)>,
+}
+
+impl Agent {
+    /// Opens the node's state and stores, and counts this start as a boot.
+    pub fn open(
+        config: NodeConfig,
+        clock: Arc<dyn Clock>,
+        source: Option<Arc<dyn ChunkSource>>,
+    ) -> Result<Self> {
+        let state = State::open(&config.data_dir)?;
+        state.init_version(config.initial_version.as_ref())?;
+        let boot = state.next_boot()?;
+        let store = Arc::new(ChunkStore::open(&config.data_dir.join("chunks"))?);
+        let client = CoordinatorClient::new(
+            config.coordinator(),
+            config.device_token.clone(),
+            config.wan_rate_limit_kbit,
+        )?;
+        let source = source.unwrap_or_else(|| Arc::new(client.clone()));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                state,
+                store,
+                client,
+                source,
+                ui: LocalUi::default(),
+                clock,
+                boot,
+                settings: Mutex::new(TillSettings::default()),
+                jobs: Mutex::new(HashMap::new()),
+                last_report: Mutex::new(HashMap::new()),
+                activity: Mutex::new(DeviceState::Ready),
+                free_disk: Mutex::new((i64::MIN, None)),
+            }),
+        })
+    }
+
+    /// The local interface state (prompt, sale mode, manual install).
+    pub fn ui(&self) -> &LocalUi {
+        &self.inner.ui
+    }
+
+    /// The durable state.
+    pub fn state(&self) -> &State {
+        &self.inner.state
+    }
+
+    /// The node's config.
+    pub fn config(&self) -> &NodeConfig {
+        &self.inner.config
+    }
+
+    /// The chunk store.
+    pub fn chunk_store(&self) -> &Arc<ChunkStore> {
+        &self.inner.store
+    }
+
+    fn now(&self) -> i64 {
+        self.inner.clock.now_ms()
+    }
+
+    /// Runs until `shutdown` turns true; in-flight jobs are aborted (their state
+    /// is durable, so the next start resumes them).
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+        let mut next_heartbeat = 0i64;
+        let mut poll_ms = 1_000u64;
+        let mut failures = 0u32;
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let now = self.now();
+            if now >= next_heartbeat {
+                match self.heartbeat().await {
+                    Ok(interval) => {
+                        failures = 0;
+                        poll_ms = interval;
+                    }
+                    Err(e) => {
+                        failures = failures.saturating_add(1);
+                        // Back off up to ten times the interval, so a dead coordinator
+                        // is not hammered by every till at once.
+                        tracing::warn!(error = %e, failures, "heartbeat failed");
+                    }
+                }
+                let backoff = poll_ms.saturating_mul(u64::from(failures.min(10)).max(1));
+                next_heartbeat = self.now() + backoff as i64;
+            }
+            if let Err(e) = self.step().await {
+                tracing::error!(error = %e, "task step failed");
+            }
+            self.flush_reports().await;
+            tokio::select! {
+                _ = tokio::time::sleep(TICK) => {}
+                _ = self.inner.ui.changed.notified() => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        for (_, job) in self.inner.jobs.lock().await.drain() {
+            job.abort();
+        }
+        Ok(())
+    }
+
+    async fn free_disk(&self) -> Option<u64> {
+        let mut cached = self.inner.free_disk.lock().await;
+        let now = self.now();
+        if now.saturating_sub(cached.0) > 60_000 {
+            *cached = (now, df_free(&self.inner.config.data_dir).await);
+        }
+        cached.1
+    }
+
+    async fn heartbeat(&self) -> Result<u64> {
+        let known = self.inner.state.assignments_revision()?;
+        let req = HeartbeatRequest {
+            device_id: self.inner.config.device_id,
+            version: self.inner.state.installed_version()?,
+            state: *self.inner.activity.lock().await,
+            ip: None,
+            peer_id: None,
+            free_disk_bytes: self.free_disk().await,
+            known_revision: known,
+        };
+        let resp = self.inner.client.heartbeat(&req).await?;
+        *self.inner.settings.lock().await = resp.settings.clone();
+        if let Some(list) = resp.assignments {
+            let gone = self.inner.state.sync_assignments(&list)?;
+            for id in gone {
+                if let Some(job) = self.inner.jobs.lock().await.remove(&id) {
+                    job.abort();
+                }
+                self.inner.state.remove_task(id)?;
+                if self
+                    .inner
+                    .ui
+                    .status()
+                    .await
+                    .prompt
+                    .is_some_and(|p| p.task_id == id)
+                {
+                    self.inner.ui.close_prompt().await;
+                }
+            }
+            self.inner.state.set_assignments_revision(resp.revision)?;
+        }
+        Ok(resp.poll_interval_ms.max(50))
+    }
+
+    /// Moves every task on by one step where it can.
+    async fn step(&self) -> Result<()> {
+        let tasks = self.inner.state.tasks()?;
+        let installed = self.inner.state.installed_version()?;
+        let mut busy: HashSet<TaskId> = HashSet::new();
+        {
+            let mut jobs = self.inner.jobs.lock().await;
+            jobs.retain(|_, j| !j.is_finished());
+            busy.extend(jobs.keys().copied());
+        }
+        let installing = tasks
+            .iter()
+            .any(|t| t.state == TargetState::Installing && busy.contains(&t.assignment.task_id));
+        for t in &tasks {
+            let id = t.assignment.task_id;
+            if busy.contains(&id) {
+                continue;
+            }
+            match t.state {
+                TargetState::Pending | TargetState::Downloading => {
+                    if is_not_newer(&t.assignment, installed.as_ref()) {
+                        self.inner
+                            .state
+                            .set_state(id, TargetState::Skipped, None, None)?;
+                        continue;
+                    }
+                    self.spawn_download(t.clone()).await;
+                }
+                TargetState::Downloaded => self.after_download(t).await?,
+                TargetState::AwaitingCashier => {
+                    if !installing {
+                        self.awaiting_cashier(t).await?;
+                    }
+                }
+                TargetState::Declined => {
+                    if t.declined_boot != Some(self.inner.boot) {
+                        // A restart since the decline: ask again.
+                        self.inner
+                            .state
+                            .set_state(id, TargetState::Downloaded, None, None)?;
+                    }
+                }
+                TargetState::Installing => {
+                    // Not busy: the node died while up.sh ran. Say so; an operator
+                    // restart of the task installs again.
+                    self.inner.state.set_state(
+                        id,
+                        TargetState::Failed,
+                        Some("install interrupted (node restarted while up.sh ran); restart the task to reinstall"),
+                        None,
+                    )?;
+                }
+                TargetState::Rebooting => {
+                    if installed.as_ref() == Some(&t.assignment.version) {
+                        self.inner
+                            .state
+                            .set_state(id, TargetState::Installed, None, None)?;
+                    }
+                }
+                TargetState::Installed | TargetState::Failed | TargetState::Skipped => {}
+            }
+        }
+        if self.inner.ui.take_manual_install().await {
+            self.manual_install(&tasks).await?;
+        }
+        self.update_activity(&tasks, &busy).await;
+        Ok(())
+    }
+
+    async fn update_activity(&self, tasks: &[LocalTask], busy: &HashSet<TaskId>) {
+        let state = if tasks.iter().any(|t| t.state == TargetState::Installing) {
+            DeviceState::Installing
+        } else if tasks
+            .iter()
+            .any(|t| t.state == TargetState::AwaitingCashier)
+        {
+            DeviceState::AwaitingCashier
+        } else if tasks.iter().any(|t| busy.contains(&t.assignment.task_id)) {
+            DeviceState::Downloading
+        } else {
+            DeviceState::Ready
+        };
+        *self.inner.activity.lock().await = state;
+        let version = self.inner.state.installed_version().ok().flatten();
+        self.inner
+            .ui
+            .set_activity(version, format!("{state:?}").to_lowercase())
+            .await;
+    }
+
+    async fn after_download(&self, t: &LocalTask) -> Result<()> {
+        let id = t.assignment.task_id;
+        match t.assignment.kind {
+            TaskKind::Download => {}
+            TaskKind::Update => {
+                let timeout = self.inner.settings.lock().await.auto_update_timeout_minutes;
+                if timeout.is_some() {
+                    self.inner.state.set_asked(id, self.now())?;
+                    self.inner
+                        .state
+                        .set_state(id, TargetState::AwaitingCashier, None, None)?;
+                }
+                // No timeout configured: never ask; wait for a manual install.
+            }
+            TaskKind::ForcedUpdate => {
+                let at = t.assignment.install_at_unix.map_or(0, |s| s as i64 * 1000);
+                if self.now() >= at {
+                    self.spawn_install(t.clone()).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn awaiting_cashier(&self, t: &LocalTask) -> Result<()> {
+        let id = t.assignment.task_id;
+        let Some(minutes) = self.inner.settings.lock().await.auto_update_timeout_minutes else {
+            // The setting was removed while asking: stop asking.
+            self.inner.ui.close_prompt().await;
+            return self
+                .inner
+                .state
+                .set_state(id, TargetState::Downloaded, None, None);
+        };
+        let asked = t.asked_ms.unwrap_or_else(|| self.now());
+        let deadline = asked + i64::from(minutes) * 60_000;
+        self.inner
+            .ui
+            .ask(Prompt {
+                task_id: id,
+                version: t.assignment.version.clone(),
+                deadline_ms: deadline,
+            })
+            .await;
+        match self.inner.ui.take_answer(id).await {
+            Some(Answer::Accept) => {
+                tracing::info!(task = %id, "cashier accepted the update");
+                self.spawn_install(t.clone()).await;
+            }
+            Some(Answer::Decline) => {
+                tracing::info!(task = %id, "cashier declined; asking again after the next restart");
+                self.inner.ui.close_prompt().await;
+                self.inner.state.set_declined(id, self.inner.boot)?;
+            }
+            None if self.now() >= deadline => {
+                tracing::info!(task = %id, "no answer from the cashier in time; installing");
+                self.spawn_install(t.clone()).await;
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    async fn manual_install(&self, tasks: &[LocalTask]) -> Result<()> {
+        let candidate = tasks
+            .iter()
+            .filter(|t| {
+                t.assignment.kind != TaskKind::Download
+                    && matches!(
+                        t.state,
+                        TargetState::Downloaded
+                            | TargetState::AwaitingCashier
+                            | TargetState::Declined
+                    )
+            })
+            .max_by(|a, b| a.assignment.version.cmp(&b.assignment.version));
+        match candidate {
+            Some(t) => {
+                tracing::info!(task = %t.assignment.task_id, version = %t.assignment.version, "manual install");
+                self.spawn_install(t.clone()).await;
+            }
+            None => tracing::warn!("manual install requested, but no staged update is waiting"),
+        }
+        Ok(())
+    }
+
+    async fn spawn_download(&self, t: LocalTask) {
+        let id = t.assignment.task_id;
+        let this = self.clone();
+        let job = tokio::spawn(async move {
+            if let Err(e) = this.download(&t).await {
+                tracing::warn!(task = %id, error = %e, "download failed");
+                let permanent = matches!(e, Error::Verify(_) | Error::Install(_));
+                if permanent {
+                    let _ = this.inner.state.set_state(
+                        id,
+                        TargetState::Failed,
+                        Some(&e.to_string()),
+                        None,
+                    );
+                }
+                // Other errors (coordinator unreachable, disk hiccup) retry on a later step.
+            }
+        });
+        self.inner.jobs.lock().await.insert(id, job);
+    }
+
+    async fn download(&self, t: &LocalTask) -> Result<()> {
+        let id = t.assignment.task_id;
+        let c = &self.inner.config;
+        if t.state == TargetState::Pending {
+            self.inner
+                .state
+                .set_state(id, TargetState::Downloading, None, None)?;
+        }
+        let manifest = stage::manifest_for(
+            &t.assignment,
+            &c.coordinator_public_key,
+            &self.inner.client,
+            &c.data_dir.join("manifests"),
+        )
+        .await?;
+        let start = Progress {
+            bytes_done: t.bytes_done,
+            wan_bytes: t.wan_bytes,
+            lan_bytes: t.lan_bytes,
+        };
+        let state = self.inner.state.clone();
+        let progress = stage::fetch_missing(
+            &manifest,
+            &self.inner.store,
+            self.inner.source.as_ref(),
+            PARALLEL_FETCHES,
+            start,
+            |p| {
+                let _ = state.set_progress(id, p.bytes_done, p.wan_bytes, p.lan_bytes);
+            },
+        )
+        .await?;
+        let store = self.inner.store.clone();
+        let update_dir = c.update_dir();
+        tokio::task::spawn_blocking(move || stage::stage(&manifest, &store, &update_dir))
+            .await
+            .map_err(|e| Error::Io(std::io::Error::other(e)))??;
+        self.inner.state.set_progress(
+            id,
+            progress.bytes_done,
+            progress.wan_bytes,
+            progress.lan_bytes,
+        )?;
+        self.inner
+            .state
+            .set_state(id, TargetState::Downloaded, None, None)?;
+        tracing::info!(task = %id, version = %t.assignment.version, wan = progress.wan_bytes, lan = progress.lan_bytes, "package staged");
+        Ok(())
+    }
+
+    async fn spawn_install(&self, t: LocalTask) {
+        let id = t.assignment.task_id;
+        let this = self.clone();
+        let job = tokio::spawn(async move {
+            if let Err(e) = this.install(&t).await {
+                tracing::error!(task = %id, error = %e, "install failed");
+                let _ =
+                    this.inner
+                        .state
+                        .set_state(id, TargetState::Failed, Some(&e.to_string()), None);
+            }
+            this.inner.ui.request_leave_sale_mode(false).await;
+        });
+        self.inner.jobs.lock().await.insert(id, job);
+    }
+
+    /// Leaves sale mode (bounded wait for the POS), runs `up.sh`, records the
+    /// result, reports it, and reboots on success.
+    async fn install(&self, t: &LocalTask) -> Result<()> {
+        let id = t.assignment.task_id;
+        let c = &self.inner.config;
+        let staged: PathBuf = c.update_dir().join(t.assignment.version.as_str());
+        if !stage::is_staged(&staged, &t.assignment.package_id) {
+            return Err(Error::Install(format!(
+                "{} is not staged (verified) on this till",
+                staged.display()
+            )));
+        }
+        self.inner.ui.close_prompt().await;
+        self.inner.ui.request_leave_sale_mode(true).await;
+        let wait_until = tokio::time::Instant::now() + Duration::from_secs(c.sale_mode_timeout_s);
+        while !self.inner.ui.sale_mode_left().await && tokio::time::Instant::now() < wait_until {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = self.inner.ui.changed.notified() => {}
+            }
+        }
+        if !self.inner.ui.sale_mode_left().await {
+            tracing::warn!(task = %id, "the POS did not confirm leaving sale mode in time; installing anyway");
+        }
+        self.inner
+            .state
+            .set_state(id, TargetState::Installing, None, None)?;
+        self.flush_reports().await;
+        let outcome = install::run_up_sh(
+            &staged,
+            &c.update_root,
+            &t.assignment.version,
+            Duration::from_secs(c.install_timeout_s),
+            &c.data_dir.join("logs"),
+        )
+        .await?;
+        if !outcome.success {
+            self.inner.state.set_state(
+                id,
+                TargetState::Failed,
+                outcome.error.as_deref(),
+                Some(&outcome.log_tail),
+            )?;
+            return Ok(());
+        }
+        self.inner.state.set_installed(&t.assignment.version)?;
+        self.inner
+            .state
+            .set_state(id, TargetState::Rebooting, None, Some(&outcome.log_tail))?;
+        // The report must leave before the reboot takes the node down.
+        self.flush_reports().await;
+        install::reboot(&c.reboot_command).await?;
+        if c.reboot_command.trim() == "none" {
+            self.inner
+                .state
+                .set_state(id, TargetState::Installed, None, None)?;
+        }
+        Ok(())
+    }
+
+    /// Sends a report for every task whose state the coordinator has not heard;
+    /// progress-only changes at most every [`PROGRESS_REPORT_MS`].
+    async fn flush_reports(&self) {
+        let Ok(tasks) = self.inner.state.tasks() else {
+            return;
+        };
+        let now = self.now();
+        for t in tasks.into_iter().filter(|t| t.unreported) {
+            let id = t.assignment.task_id;
+            {
+                let last = self.inner.last_report.lock().await;
+                if t.state == TargetState::Downloading
+                    && last
+                        .get(&id)
+                        .is_some_and(|&at| now - at < PROGRESS_REPORT_MS)
+                {
+                    continue;
+                }
+            }
+            let Ok(seq) = self.inner.state.next_seq() else {
+                return;
+            };
+            let report = ProgressReport {
+                device_id: self.inner.config.device_id,
+                task_id: id,
+                attempt: t.assignment.attempt,
+                seq,
+                state: t.state,
+                bytes_done: t.bytes_done,
+                wan_bytes: t.wan_bytes,
+                lan_bytes: t.lan_bytes,
+                error: t.error.clone(),
+                log_tail: t.log_tail.clone(),
+            };
+            match self.inner.client.report(&report).await {
+                Ok(_) => {
+                    let _ = self.inner.state.mark_reported(id);
+                    self.inner.last_report.lock().await.insert(id, now);
+                }
+                Err(e) => {
+                    tracing::warn!(task = %id, error = %e, "report failed; will retry");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// True when the till already runs this version or a newer one (and the task
+/// is not an explicit rollback): nothing to do, never downgrade.
+fn is_not_newer(a: &Assignment, installed: Option<&Version>) -> bool {
+    match installed {
+        Some(v) if a.rollback => *v == a.version,
+        Some(v) => *v >= a.version,
+        None => false,
+    }
+}
+
+/// Free bytes on the volume holding `path` (via `df -Pk`; `None` when unknown).
+async fn df_free(path: &std::path::Path) -> Option<u64> {
+    let out = tokio::process::Command::new("df")
+        .arg("-Pk")
+        .arg(path)
+        .output()
+        .await
+        .ok()?;
+    let text = String::from_utf8(out.stdout).ok()?;
+    let kb: u64 = text
+        .lines()
+        .nth(1)?
+        .split_whitespace()
+        .nth(3)?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}

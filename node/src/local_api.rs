@@ -1,0 +1,235 @@
+//! The till-local interface (127.0.0.1 only) between the node and the till's POS
+//! software, or a person at the till:
+//!
+//! - `GET  /api/local/v1/status`: the node's state, the open update prompt (if
+//!   any) and whether the node asks the POS to leave sale mode;
+//! - `POST /api/local/v1/prompt/accept` | `/prompt/decline`: the cashier's answer;
+//! - `POST /api/local/v1/sale-mode/left`: the POS confirms it left sale mode;
+//! - `POST /api/local/v1/install`: a manual install of the newest staged package
+//!   (what `tillswarm node install` sends; the seed's `sudo ./up.sh`).
+//!
+//! `tillswarm node prompt accept|decline` answers the prompt from a shell.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tillswarm_protocol::{TaskId, Version};
+use tokio::sync::{Mutex, Notify};
+use warp::Filter;
+use warp::http::StatusCode;
+
+/// The cashier's answer to an update prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Answer {
+    /// Install now.
+    Accept,
+    /// Not now; ask again after the next restart.
+    Decline,
+}
+
+/// An open question to the cashier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prompt {
+    /// The task asking.
+    pub task_id: TaskId,
+    /// The version on offer.
+    pub version: Version,
+    /// Unix ms after which the node installs without an answer.
+    pub deadline_ms: i64,
+}
+
+/// What `GET /status` shows.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LocalStatus {
+    /// The version running.
+    pub version: Option<Version>,
+    /// The open prompt.
+    pub prompt: Option<Prompt>,
+    /// The node asks the POS to leave sale mode (an install is about to start).
+    pub leave_sale_mode: bool,
+    /// What the node is doing, in words.
+    pub activity: String,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    status: LocalStatus,
+    answer: Option<(TaskId, Answer)>,
+    sale_mode_left: bool,
+    manual_install: bool,
+}
+
+/// Shared between the local HTTP interface and the agent.
+#[derive(Clone, Default)]
+pub struct LocalUi {
+    inner: Arc<Mutex<Inner>>,
+    /// Wakes the agent when someone answers.
+    pub changed: Arc<Notify>,
+}
+
+impl LocalUi {
+    /// Opens a prompt (replacing any other).
+    pub async fn ask(&self, prompt: Prompt) {
+        let mut i = self.inner.lock().await;
+        if i.status.prompt.as_ref().map(|p| p.task_id) != Some(prompt.task_id) {
+            i.answer = None;
+        }
+        i.status.prompt = Some(prompt);
+    }
+
+    /// Closes the prompt.
+    pub async fn close_prompt(&self) {
+        let mut i = self.inner.lock().await;
+        i.status.prompt = None;
+        i.answer = None;
+    }
+
+    /// Takes the answer for `task`, if one came.
+    pub async fn take_answer(&self, task: TaskId) -> Option<Answer> {
+        let mut i = self.inner.lock().await;
+        match i.answer {
+            Some((t, a)) if t == task => {
+                i.answer = None;
+                Some(a)
+            }
+            _ => None,
+        }
+    }
+
+    /// Records an answer to the open prompt; false when no prompt is open.
+    pub async fn answer(&self, a: Answer) -> bool {
+        let ok = {
+            let mut i = self.inner.lock().await;
+            match i.status.prompt.as_ref().map(|p| p.task_id) {
+                Some(t) => {
+                    i.answer = Some((t, a));
+                    true
+                }
+                None => false,
+            }
+        };
+        self.changed.notify_one();
+        ok
+    }
+
+    /// Asks the POS to leave sale mode and forgets earlier confirmations.
+    pub async fn request_leave_sale_mode(&self, on: bool) {
+        let mut i = self.inner.lock().await;
+        i.status.leave_sale_mode = on;
+        i.sale_mode_left = false;
+    }
+
+    /// Whether the POS confirmed it left sale mode.
+    pub async fn sale_mode_left(&self) -> bool {
+        self.inner.lock().await.sale_mode_left
+    }
+
+    async fn confirm_sale_mode_left(&self) -> bool {
+        let ok = {
+            let mut i = self.inner.lock().await;
+            if i.status.leave_sale_mode {
+                i.sale_mode_left = true;
+            }
+            i.status.leave_sale_mode
+        };
+        self.changed.notify_one();
+        ok
+    }
+
+    /// Requests a manual install.
+    pub async fn request_manual_install(&self) {
+        self.inner.lock().await.manual_install = true;
+        self.changed.notify_one();
+    }
+
+    /// Takes a pending manual-install request.
+    pub async fn take_manual_install(&self) -> bool {
+        std::mem::take(&mut self.inner.lock().await.manual_install)
+    }
+
+    /// Updates what `/status` shows.
+    pub async fn set_activity(&self, version: Option<Version>, activity: impl Into<String>) {
+        let mut i = self.inner.lock().await;
+        i.status.version = version;
+        i.status.activity = activity.into();
+    }
+
+    /// The current status.
+    pub async fn status(&self) -> LocalStatus {
+        self.inner.lock().await.status.clone()
+    }
+
+    /// The local HTTP routes.
+    pub fn routes(&self) -> warp::filters::BoxedFilter<(warp::reply::Response,)> {
+        use warp::Reply;
+        let ui = self.clone();
+        let with = move || {
+            let ui = ui.clone();
+            warp::any().map(move || ui.clone())
+        };
+        let status = warp::path!("api" / "local" / "v1" / "status")
+            .and(warp::get())
+            .and(with())
+            .then(
+                |ui: LocalUi| async move { warp::reply::json(&ui.status().await).into_response() },
+            );
+        let prompt = warp::path!("api" / "local" / "v1" / "prompt" / String)
+            .and(warp::post())
+            .and(with())
+            .then(|verb: String, ui: LocalUi| async move {
+                let answer = match verb.as_str() {
+                    "accept" => Answer::Accept,
+                    "decline" => Answer::Decline,
+                    _ => {
+                        return reply(
+                            StatusCode::NOT_FOUND,
+                            "use /prompt/accept or /prompt/decline",
+                        );
+                    }
+                };
+                if ui.answer(answer).await {
+                    reply(StatusCode::OK, "answer recorded")
+                } else {
+                    reply(StatusCode::CONFLICT, "no update prompt is open")
+                }
+            });
+        let sale = warp::path!("api" / "local" / "v1" / "sale-mode" / "left")
+            .and(warp::post())
+            .and(with())
+            .then(|ui: LocalUi| async move {
+                if ui.confirm_sale_mode_left().await {
+                    reply(StatusCode::OK, "confirmed")
+                } else {
+                    reply(
+                        StatusCode::CONFLICT,
+                        "the node did not ask to leave sale mode",
+                    )
+                }
+            });
+        let install = warp::path!("api" / "local" / "v1" / "install")
+            .and(warp::post())
+            .and(with())
+            .then(|ui: LocalUi| async move {
+                ui.request_manual_install().await;
+                reply(StatusCode::ACCEPTED, "manual install requested")
+            });
+        status
+            .or(prompt)
+            .unify()
+            .or(sale)
+            .unify()
+            .or(install)
+            .unify()
+            .boxed()
+    }
+}
+
+fn reply(status: StatusCode, message: &str) -> warp::reply::Response {
+    use warp::Reply;
+    warp::reply::with_status(
+        warp::reply::json(&serde_json::json!({ "message": message })),
+        status,
+    )
+    .into_response()
+}
