@@ -46,11 +46,12 @@ impl ChunkStore {
         self.path(hash).is_file()
     }
 
-    /// Stores `data` under `hash` (the caller has hashed it). Already stored: no-op.
-    pub fn put(&self, hash: &ChunkHash, data: &[u8]) -> io::Result<()> {
+    /// Stores `data` under `hash` (the caller has hashed it). Returns whether it
+    /// was newly written (false: already stored).
+    pub fn put(&self, hash: &ChunkHash, data: &[u8]) -> io::Result<bool> {
         let dest = self.path(hash);
         if dest.is_file() {
-            return Ok(());
+            return Ok(false);
         }
         let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
         let tmp = self.tmp.join(format!("{}-{n}", std::process::id()));
@@ -62,7 +63,8 @@ impl ChunkStore {
         if let Some(parent) = dest.parent() {
             fs::create_dir_all(parent)?;
         }
-        fs::rename(&tmp, &dest)
+        fs::rename(&tmp, &dest)?;
+        Ok(true)
     }
 
     /// Reads `len` bytes from `offset` of a chunk (`None` len: to the end).

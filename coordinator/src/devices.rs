@@ -122,8 +122,30 @@ pub struct Store {
 /// naming the [`RegistryEntry`] fields.
 pub fn parse_registry(bytes: &[u8], is_json: bool) -> Result<Vec<RegistryEntry>> {
     let entries: Vec<RegistryEntry> = if is_json {
-        serde_json::from_slice(bytes)
-            .map_err(|e| Error::bad("invalid_registry", format!("registry JSON: {e}")))?
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(bytes).map_err(|e| {
+            Error::bad(
+                "invalid_registry",
+                format!("registry JSON must be an array of objects: {e}"),
+            )
+        })?;
+        if rows.len() > MAX_IMPORT_ROWS {
+            return Err(too_many());
+        }
+        rows.into_iter()
+            .enumerate()
+            .map(|(i, row)| {
+                // serde would also take a row's fields as a positional array.
+                if !row.is_object() {
+                    return Err(Error::bad(
+                        "invalid_registry",
+                        format!("registry entry {} is not an object", i + 1),
+                    ));
+                }
+                serde_json::from_value(row).map_err(|e| {
+                    Error::bad("invalid_registry", format!("registry entry {}: {e}", i + 1))
+                })
+            })
+            .collect::<Result<_>>()?
     } else {
         let mut reader = csv::ReaderBuilder::new()
             .trim(csv::Trim::All)

@@ -142,7 +142,11 @@ pub fn get(conn: &Connection, id: i64) -> Result<Group> {
 
 fn check_name(name: &str) -> Result<()> {
     let trimmed = name.trim();
-    if trimmed.is_empty() || trimmed.len() > MAX_NAME || trimmed.len() != name.len() {
+    if trimmed.is_empty()
+        || trimmed.len() > MAX_NAME
+        || trimmed.len() != name.len()
+        || name.chars().any(char::is_control)
+    {
         return Err(Error::bad(
             "invalid_group",
             format!(
@@ -283,6 +287,18 @@ pub fn from_task(
     input: &GroupInput,
     now_ms: i64,
 ) -> Result<i64> {
+    for state in states {
+        let known = serde_json::from_value::<tillswarm_protocol::api::TargetState>(
+            serde_json::Value::String(state.clone()),
+        )
+        .is_ok();
+        if !known {
+            return Err(Error::bad(
+                "invalid_state",
+                format!("{state:?} is not a target state (e.g. failed, declined, pending)"),
+            ));
+        }
+    }
     let exists = tx
         .prepare_cached("SELECT 1 FROM tasks WHERE id = ?1")?
         .exists([task_id])?;

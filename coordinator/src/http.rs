@@ -101,10 +101,39 @@ pub(crate) fn reply<T: Serialize>(r: Result<T>) -> Response {
     }
 }
 
-/// Parses a JSON body into `T`, with the parser's message on failure.
+/// Parses a JSON object body into `T`; the message names the offending field.
+/// Only objects are accepted: serde would otherwise take a struct's fields as a
+/// positional array, which no client means.
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T> {
-    serde_json::from_slice(body)
-        .map_err(|e| Error::bad("invalid_json", format!("invalid JSON body: {e}")))
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| Error::bad("invalid_json", format!("invalid JSON body: {e}")))?;
+    let kind = match &value {
+        serde_json::Value::Object(_) => return from_value(value),
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+    };
+    Err(Error::bad(
+        "invalid_json",
+        format!("invalid JSON body: invalid type: expected an object, got {kind}"),
+    ))
+}
+
+/// Converts parsed JSON into `T`, naming the offending field on failure.
+pub(crate) fn from_value<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            Error::bad("invalid_json", format!("invalid JSON body: {}", e.inner()))
+        } else {
+            Error::bad(
+                "invalid_json",
+                format!("invalid JSON body at `{path}`: {}", e.inner()),
+            )
+        }
+    })
 }
 
 /// Parses a path segment, turning a malformed id into a 400.
@@ -129,12 +158,6 @@ async fn recover(err: Rejection) -> std::result::Result<Response, Infallible> {
             StatusCode::NOT_FOUND,
             "not_found",
             "no such route".to_owned(),
-        )
-    } else if err.find::<warp::reject::MethodNotAllowed>().is_some() {
-        (
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "method not allowed on this route".to_owned(),
         )
     } else if err.find::<warp::reject::PayloadTooLarge>().is_some() {
         (
@@ -166,6 +189,14 @@ async fn recover(err: Rejection) -> std::result::Result<Response, Infallible> {
         )
     } else if let Some(e) = err.find::<Error>() {
         return Ok(error_response(e));
+    } else if err.find::<warp::reject::MethodNotAllowed>().is_some() {
+        // Last: a sibling route on the same path (GET beside POST) always adds a
+        // MethodNotAllowed, which must not hide the real reason (413, 411, 400).
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed on this route".to_owned(),
+        )
     } else {
         tracing::warn!(rejection = ?err, "unhandled rejection");
         (

@@ -72,7 +72,8 @@ pub fn check_format(path: &Path) -> Result<()> {
     }))
 }
 
-/// Chunks the file at `path` into the store and returns its signed manifest.
+/// Chunks the file at `path` into the store and returns its signed manifest
+/// and the chunks this call newly wrote (to remove if the package is refused).
 /// Blocking: run it off the async executor.
 pub fn ingest_file(
     path: &Path,
@@ -81,16 +82,33 @@ pub fn ingest_file(
     store: &ChunkStore,
     key: &SecretKey,
     now_ms: i64,
-) -> Result<(Manifest, SignedManifest)> {
+) -> Result<(Manifest, SignedManifest, Vec<ChunkHash>)> {
     check_format(path)?;
     let file = BufReader::with_capacity(1 << 20, File::open(path)?);
-    let chunked = tillswarm_protocol::chunking::chunk_reader_with(file, |info, data| {
-        store.put(&info.hash, data)
-    })?;
-    let manifest = Manifest::new(name, version, &chunked, (now_ms / 1000) as u64)
-        .map_err(|e| Error::bad("invalid_package", e.to_string()))?;
-    let signed = key.sign_manifest(&manifest);
-    Ok((manifest, signed))
+    let mut written = Vec::new();
+    let outcome = tillswarm_protocol::chunking::chunk_reader_with(file, |info, data| {
+        if store.put(&info.hash, data)? {
+            written.push(info.hash);
+        }
+        Ok(())
+    })
+    .map_err(Error::from)
+    .and_then(|chunked| {
+        Manifest::new(name, version, &chunked, (now_ms / 1000) as u64)
+            .map_err(|e| Error::bad("invalid_package", e.to_string()))
+    });
+    match outcome {
+        Ok(manifest) => {
+            let signed = key.sign_manifest(&manifest);
+            Ok((manifest, signed, written))
+        }
+        Err(e) => {
+            for h in written {
+                let _ = store.remove(&h);
+            }
+            Err(e)
+        }
+    }
 }
 
 fn is_unique_violation(e: &rusqlite::Error) -> bool {

@@ -123,6 +123,8 @@ struct Inner {
     key: SecretKey,
     clock: Arc<dyn Clock>,
     metrics: Metrics,
+    /// Serialises package ingestion and deletion (see `receive_and_ingest`).
+    ingest: tokio::sync::Mutex<()>,
 }
 
 impl Coordinator {
@@ -146,6 +148,7 @@ impl Coordinator {
                 key,
                 clock,
                 metrics: Metrics::default(),
+                ingest: tokio::sync::Mutex::new(()),
             }),
         };
         coordinator.collect_garbage().await?;
@@ -464,10 +467,14 @@ impl Coordinator {
         if received == 0 {
             return Err(Error::bad("invalid_package", "the upload is empty"));
         }
+        // One ingestion (or package deletion) at a time: chunks a refused package
+        // newly wrote can then be removed without racing another package that
+        // shares them. Bodies still stream in concurrently above.
+        let _ingesting = self.inner.ingest.lock().await;
         let this = self.clone();
         let path = tmp.to_path_buf();
         let now = self.now_ms();
-        let (manifest, signed) = tokio::task::spawn_blocking(move || {
+        let (manifest, signed, written) = tokio::task::spawn_blocking(move || {
             packages::ingest_file(
                 &path,
                 &name,
@@ -480,8 +487,19 @@ impl Coordinator {
         .await
         .map_err(|e| Error::Internal(e.to_string()))??;
         let id = manifest.package_id;
-        self.write(move |tx, now| packages::insert(tx, &manifest, &signed, now))
-            .await?;
+        if let Err(e) = self
+            .write(move |tx, now| packages::insert(tx, &manifest, &signed, now))
+            .await
+        {
+            let this = self.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                for h in written {
+                    let _ = this.inner.chunks.remove(&h);
+                }
+            })
+            .await;
+            return Err(e);
+        }
         tracing::info!(package = %id, size = received, "package uploaded");
         self.read(move |c, _| packages::get(c, &id)).await
     }
@@ -509,6 +527,7 @@ impl Coordinator {
 
     /// Deletes a package no unfinished task uses, and its unshared chunks.
     pub async fn delete_package(&self, id: PackageId) -> Result<()> {
+        let _ingesting = self.inner.ingest.lock().await;
         let orphans = self.write(move |tx, _| packages::delete(tx, &id)).await?;
         let this = self.clone();
         tokio::task::spawn_blocking(move || -> Result<()> {

@@ -22,12 +22,20 @@ pub struct TillType {
     pub tills: u64,
 }
 
-/// The settings body of `PUT /api/v1/till-types/{name}`.
+/// The settings body of `PUT /api/v1/till-types/{name}`. The field is required:
+/// `null` means "never ask", so leaving it out must not silently mean that.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TillTypeInput {
     /// Minutes, or `null` to never ask (the setting commented out).
+    #[serde(deserialize_with = "required_nullable")]
     pub auto_update_timeout_minutes: Option<u32>,
+}
+
+/// A field that must be present but may be `null` (serde treats a missing
+/// `Option` as `None` unless the field has its own deserializer).
+fn required_nullable<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    Option::<u32>::deserialize(d)
 }
 
 /// Every till type, with the default first.

@@ -335,6 +335,34 @@ async fn failures_become_a_group_and_restart_retries_only_them() {
         vec![till(0, 1), till(0, 2)]
     );
 
+    let bogus = c
+        .group_from_task(
+            id,
+            vec!["bogus".into()],
+            GroupInput {
+                name: Some("nope".into()),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(
+        matches!(
+            bogus,
+            Err(tillswarm_coordinator::Error::BadRequest {
+                code: "invalid_state",
+                ..
+            })
+        ),
+        "{bogus:?}"
+    );
+    let control = c
+        .create_group(GroupInput {
+            name: Some("a\nb".into()),
+            ..Default::default()
+        })
+        .await;
+    assert!(control.is_err(), "control characters in a group name");
+
     let restarted = c.restart_task(id).await.expect("restart");
     assert_eq!(restarted.summary.status, "running");
     assert_eq!(restarted.summary.attempt, 2);

@@ -221,6 +221,14 @@ pub struct ProgressReport {
 impl ProgressReport {
     /// Checks the free-text caps.
     pub fn validate(&self) -> Result<(), String> {
+        // Stored as a signed 64-bit integer by the coordinator.
+        if self.seq > i64::MAX as u64 {
+            return Err(format!(
+                "seq {} is over the limit of {}",
+                self.seq,
+                i64::MAX
+            ));
+        }
         check_len("error", self.error.as_deref(), MAX_ERROR_LEN)?;
         check_len("log_tail", self.log_tail.as_deref(), MAX_LOG_TAIL_LEN)
     }
@@ -286,5 +294,11 @@ mod tests {
             log_tail: Some("x".repeat(MAX_LOG_TAIL_LEN + 1)),
         };
         assert!(report.validate().is_err());
+        let huge_seq = ProgressReport {
+            log_tail: None,
+            seq: u64::MAX,
+            ..report
+        };
+        assert!(huge_seq.validate().is_err());
     }
 }

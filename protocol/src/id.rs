@@ -126,10 +126,23 @@ hash_id!(
     PackageId
 );
 
-/// A till's GUID as known to its store's till server.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// A till's GUID as known to its store's till server. In text (JSON, CSV, URLs)
+/// only the hyphenated form is accepted, optionally in braces.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct DeviceId(pub uuid::Uuid);
+
+impl<'de> Deserialize<'de> for DeviceId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            // Through FromStr, so JSON and CSV accept exactly what URLs accept.
+            let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+            s.parse().map_err(serde::de::Error::custom)
+        } else {
+            uuid::Uuid::deserialize(d).map(Self)
+        }
+    }
+}
 
 impl DeviceId {
     /// A device id from its 16 raw bytes.
@@ -293,6 +306,15 @@ mod tests {
         );
         assert!("not-a-guid".parse::<DeviceId>().is_err());
         assert!(serde_json::from_str::<DeviceId>("\"x\"").is_err());
+        // Other textual forms uuid knows are refused everywhere, not only in URLs.
+        assert!(serde_json::from_str::<DeviceId>("\"123e4567e89b12d3a456426614174000\"").is_err());
+        assert!(
+            serde_json::from_str::<DeviceId>("\"urn:uuid:123e4567-e89b-12d3-a456-426614174000\"")
+                .is_err()
+        );
+        let back: DeviceId =
+            serde_json::from_str(&serde_json::to_string(&g).expect("json")).expect("parse");
+        assert_eq!(back, g);
     }
 
     #[test]
