@@ -37,7 +37,7 @@ use crate::state::{LocalTask, State};
 /// How often the loop looks at its tasks when nothing wakes it.
 const TICK: Duration = Duration::from_millis(200);
 /// Least time between two progress-only reports of one task.
-const PROGRESS_REPORT_MS: i64 = 2_000;
+const PROGRESS_REPORT: Duration = Duration::from_secs(2);
 /// Chunks fetched at once.
 const PARALLEL_FETCHES: usize = 4;
 
@@ -60,12 +60,12 @@ struct Inner {
     settings: Mutex<TillSettings>,
     /// Download or install jobs in flight, by task.
     jobs: Mutex<HashMap<TaskId, JoinHandle<()>>>,
-    /// When each task last reported progress (ms), to throttle progress reports.
-    last_report: Mutex<HashMap<TaskId, i64>>,
+    /// When each task last reported, to throttle progress-only reports.
+    last_report: Mutex<HashMap<TaskId, tokio::time::Instant>>,
     /// What the till is doing, for heartbeats.
     activity: Mutex<DeviceState>,
-    /// Free disk bytes and when they were measured (ms); measured at most once a minute.
-    free_disk: Mutex<(i64, Option<u64>)>,
+    /// Free disk bytes and when they were measured; measured at most once a minute.
+    free_disk: Mutex<Option<(tokio::time::Instant, Option<u64>)>>,
 }
 
 impl Agent {
@@ -99,7 +99,7 @@ impl Agent {
                 jobs: Mutex::new(HashMap::new()),
                 last_report: Mutex::new(HashMap::new()),
                 activity: Mutex::new(DeviceState::Ready),
-                free_disk: Mutex::new((i64::MIN, None)),
+                free_disk: Mutex::new(None),
             }),
         })
     }
@@ -131,15 +131,16 @@ impl Agent {
     /// Runs until `shutdown` turns true; in-flight jobs are aborted (their state
     /// is durable, so the next start resumes them).
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
-        let mut next_heartbeat = 0i64;
+        // Polling is paced by monotonic time; the injectable clock only decides
+        // deadlines (cashier timeout, forced-update time).
+        let mut next_heartbeat = tokio::time::Instant::now();
         let mut poll_ms = 1_000u64;
         let mut failures = 0u32;
         loop {
             if *shutdown.borrow() {
                 break;
             }
-            let now = self.now();
-            if now >= next_heartbeat {
+            if tokio::time::Instant::now() >= next_heartbeat {
                 match self.heartbeat().await {
                     Ok(interval) => {
                         failures = 0;
@@ -153,7 +154,7 @@ impl Agent {
                     }
                 }
                 let backoff = poll_ms.saturating_mul(u64::from(failures.min(10)).max(1));
-                next_heartbeat = self.now() + backoff as i64;
+                next_heartbeat = tokio::time::Instant::now() + Duration::from_millis(backoff);
             }
             if let Err(e) = self.step().await {
                 tracing::error!(error = %e, "task step failed");
@@ -173,11 +174,14 @@ impl Agent {
 
     async fn free_disk(&self) -> Option<u64> {
         let mut cached = self.inner.free_disk.lock().await;
-        let now = self.now();
-        if now.saturating_sub(cached.0) > 60_000 {
-            *cached = (now, df_free(&self.inner.config.data_dir).await);
+        match *cached {
+            Some((at, bytes)) if at.elapsed() < Duration::from_secs(60) => bytes,
+            _ => {
+                let bytes = df_free(&self.inner.config.data_dir).await;
+                *cached = Some((tokio::time::Instant::now(), bytes));
+                bytes
+            }
         }
-        cached.1
     }
 
     async fn heartbeat(&self) -> Result<u64> {
@@ -317,6 +321,10 @@ impl Agent {
                     self.inner
                         .state
                         .set_state(id, TargetState::AwaitingCashier, None, None)?;
+                    // Show the prompt now, before the state is reported.
+                    if let Some(asking) = self.inner.state.task(id)? {
+                        self.awaiting_cashier(&asking).await?;
+                    }
                 }
                 // No timeout configured: never ask; wait for a manual install.
             }
@@ -540,12 +548,12 @@ impl Agent {
     }
 
     /// Sends a report for every task whose state the coordinator has not heard;
-    /// progress-only changes at most every [`PROGRESS_REPORT_MS`].
+    /// progress-only changes at most every [`PROGRESS_REPORT`].
     async fn flush_reports(&self) {
         let Ok(tasks) = self.inner.state.tasks() else {
             return;
         };
-        let now = self.now();
+        let now = tokio::time::Instant::now();
         for t in tasks.into_iter().filter(|t| t.unreported) {
             let id = t.assignment.task_id;
             {
@@ -553,7 +561,7 @@ impl Agent {
                 if t.state == TargetState::Downloading
                     && last
                         .get(&id)
-                        .is_some_and(|&at| now - at < PROGRESS_REPORT_MS)
+                        .is_some_and(|&at| now.duration_since(at) < PROGRESS_REPORT)
                 {
                     continue;
                 }

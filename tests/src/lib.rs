@@ -1,3 +1,183 @@
-//! The in-process cluster harness for tillswarm: a coordinator on port 0 and N till
-//! nodes in temporary folders with injected discovery, reused by the end-to-end
-//! tests, the bench and the demo. End-to-end tests live in `tests/tests/`.
+//! The in-process cluster harness for tillswarm: a real coordinator on a loopback
+//! port chosen by the OS, and till nodes in temporary folders, all in one process.
+//! End-to-end tests (`tests/tests/`), the bench and the demo reuse it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::stream;
+use tillswarm_coordinator::{Config, Coordinator};
+use tillswarm_node::stage::ChunkSource;
+use tillswarm_node::{Agent, NodeConfig};
+use tillswarm_protocol::clock::Clock;
+use tillswarm_protocol::{ChainId, DeviceId, PackageId, StoreId};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+/// A coordinator served on 127.0.0.1 with a temporary data folder.
+pub struct Cluster {
+    /// The service (for direct calls).
+    pub coordinator: Coordinator,
+    /// Its base URL.
+    pub url: String,
+    /// Holds every temporary folder of the cluster.
+    pub dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+}
+
+impl Cluster {
+    /// Starts a coordinator that asks tills to poll every `poll_ms`.
+    pub async fn start(poll_ms: u64) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = Config {
+            data_dir: dir.path().join("coordinator"),
+            poll_interval_ms: poll_ms,
+            poll_jitter: 0.0,
+            scheduler_tick_ms: 50,
+            ..Config::default()
+        };
+        let coordinator = Coordinator::open(config).await.expect("coordinator");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(tillswarm_coordinator::serve(
+            coordinator.clone(),
+            listener,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        Self {
+            coordinator,
+            url,
+            dir,
+            stop: Some(stop),
+            server: Some(server),
+        }
+    }
+
+    /// Imports the sample chain (2 stores x 6 tills, see `fixtures/registry`).
+    pub async fn import_sample_registry(&self) {
+        let registry = std::fs::read(tillswarm_fixtures::dir().join("registry/sample-chain.json"))
+            .expect("registry");
+        self.coordinator
+            .import_registry(registry, true)
+            .await
+            .expect("import");
+    }
+
+    /// Uploads a package.
+    pub async fn upload(&self, name: &str, version: &str, bytes: Vec<u8>) -> PackageId {
+        let body = stream::iter([Ok::<_, warp::Error>(bytes::Bytes::from(bytes))]);
+        self.coordinator
+            .upload_package(name.into(), version.into(), body)
+            .await
+            .expect("upload")
+            .package_id
+    }
+
+    /// A node config for till `device` of `store`, in its own temporary folders.
+    pub fn node_config(&self, device: DeviceId, store: &str) -> NodeConfig {
+        let root = self.dir.path().join(format!("till-{device}"));
+        NodeConfig {
+            device_id: device,
+            chain_id: ChainId::new("sample").expect("chain"),
+            store_id: StoreId::new(store).expect("store"),
+            coordinator_url: self.url.clone(),
+            coordinator_public_key: self.coordinator.public_key(),
+            device_token: None,
+            data_dir: root.join("data"),
+            update_root: root.join("mint"),
+            reboot_command: "none".into(),
+            wan_rate_limit_kbit: None,
+            install_timeout_s: 30,
+            local_api_listen: "127.0.0.1:0".parse().expect("addr"),
+            sale_mode_timeout_s: 0,
+            drop_in_scan_s: 1,
+            initial_version: Some("0.9".parse().expect("version")),
+        }
+    }
+
+    /// Stops the coordinator.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(s) = self.server.take() {
+            let _ = s.await;
+        }
+    }
+}
+
+/// Till `n` (1-based) of store index `store` (0-based) in the sample registry.
+pub fn sample_till(store: u32, n: u32) -> DeviceId {
+    format!("71110000-0000-0000-0000-{store:04x}{n:08x}")
+        .parse()
+        .expect("guid")
+}
+
+/// A node agent running in this process.
+pub struct RunningNode {
+    /// The agent (for its UI and state).
+    pub agent: Agent,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl RunningNode {
+    /// Opens and runs an agent with `config`, `clock` and optionally another chunk source.
+    pub fn start(
+        config: NodeConfig,
+        clock: Arc<dyn Clock>,
+        source: Option<Arc<dyn ChunkSource>>,
+    ) -> Self {
+        let agent = Agent::open(config, clock, source).expect("agent");
+        let (stop, stopped) = watch::channel(false);
+        let runner = agent.clone();
+        let task = tokio::spawn(async move {
+            let _ = runner.run(stopped).await;
+        });
+        Self { agent, stop, task }
+    }
+
+    /// Stops the agent (like a till shutting down; state is durable).
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Kills the agent abruptly (in-flight work is lost, as in a power cut).
+    pub async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+        let _ = self.stop.send(true);
+    }
+
+    /// The till's update root.
+    pub fn update_root(&self) -> PathBuf {
+        self.agent.config().update_root.clone()
+    }
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics after `secs`.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,516 @@
+//! End to end: a real coordinator on loopback and till nodes in temporary
+//! folders, in one process. Each task type, the cashier's answers, timeouts,
+//! failures, tampering, resume after a kill, and version rules.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures_util::future::BoxFuture;
+use tillswarm_coordinator::groups::GroupInput;
+use tillswarm_coordinator::tasks::{NewTask, TaskDetail};
+use tillswarm_coordinator::till_types::TillTypeInput;
+use tillswarm_node::Error as NodeError;
+use tillswarm_node::client::CoordinatorClient;
+use tillswarm_node::local_api::Answer;
+use tillswarm_node::stage::{ChunkSource, Origin};
+use tillswarm_protocol::api::{TargetState, TaskKind};
+use tillswarm_protocol::clock::{ManualClock, SystemClock};
+use tillswarm_protocol::{ChunkHash, DeviceId, PackageId};
+use tillswarm_tests::{Cluster, RunningNode, eventually, sample_till};
+
+const POLL_MS: u64 = 100;
+
+fn package(version: &str, payload: usize) -> Vec<u8> {
+    tillswarm_fixtures::package_tar(
+        &tillswarm_fixtures::up_sh("demo", version, 0),
+        &tillswarm_fixtures::noise(payload, 7),
+    )
+}
+
+async fn group_of(cluster: &Cluster, name: &str, members: Vec<DeviceId>) -> i64 {
+    cluster
+        .coordinator
+        .create_group(GroupInput {
+            name: Some(name.into()),
+            description: None,
+            members: Some(members),
+        })
+        .await
+        .expect("group")
+        .id
+}
+
+async fn task(cluster: &Cluster, kind: TaskKind, package_id: PackageId, group_id: i64) -> i64 {
+    cluster
+        .coordinator
+        .create_task(NewTask {
+            kind,
+            package_id,
+            group_id,
+            activate_at: None,
+            rollback: false,
+        })
+        .await
+        .expect("task")
+        .summary
+        .id
+}
+
+fn target_state(t: &TaskDetail, d: DeviceId) -> TargetState {
+    t.target_details
+        .iter()
+        .find(|x| x.device == d)
+        .map(|x| x.state)
+        .expect("target")
+}
+
+async fn wait_target(
+    cluster: &Cluster,
+    task: i64,
+    d: DeviceId,
+    want: TargetState,
+    secs: u64,
+) -> TaskDetail {
+    eventually(
+        secs,
+        &format!("{d} to reach {want:?} in task {task}"),
+        || async {
+            let t = cluster.coordinator.task(task).await.expect("task");
+            (target_state(&t, d) == want).then_some(t)
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn download_task_stages_verified_packages_on_every_till() {
+    let cluster = Cluster::start(POLL_MS).await;
+    cluster.import_sample_registry().await;
+    let pkg = cluster
+        .upload("demo", "1.0.0", package("1.0.0", 3 << 20))
+        .await;
+    let tills = [sample_till(0, 1), sample_till(0, 2), sample_till(1, 3)];
+    let g = group_of(&cluster, "three", tills.to_vec()).await;
+    let nodes: Vec<RunningNode> = tills
+        .iter()
+        .map(|&d| {
+            RunningNode::start(
+                cluster.node_config(d, "store-001"),
+                Arc::new(SystemClock),
+                None,
+            )
+        })
+        .collect();
+    let id = task(&cluster, TaskKind::Download, pkg, g).await;
+    for &d in &tills {
+        wait_target(&cluster, id, d, TargetState::Downloaded, 30).await;
+    }
+    let t = cluster.coordinator.task(id).await.expect("task");
+    assert_eq!(t.summary.status, "completed");
+    for n in &nodes {
+        let staged = n.update_root().join("update/1.0.0");
+        assert!(staged.join("up.sh").is_file());
+        assert!(staged.join("payload.bin").is_file());
+        assert!(tillswarm_node::stage::is_staged(&staged, &pkg));
+        // A download never installs.
+        assert_eq!(
+            n.agent
+                .state()
+                .installed_version()
+                .expect("state")
+                .map(|v| v.to_string()),
+            Some("0.9".into())
+        );
+    }
+    // Every till fetched the whole package over the WAN (no swarm yet) and said so.
+    let size = t.summary.package_size;
+    assert!(
+        t.target_details
+            .iter()
+            .all(|x| x.wan_bytes == size && x.bytes_done == size)
+    );
+    for n in nodes {
+        n.stop().await;
+    }
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_asks_the_cashier_accept_decline_and_silence() {
+    let cluster = Cluster::start(POLL_MS).await;
+    cluster.import_sample_registry().await;
+    let pkg = cluster
+        .upload("demo", "1.0.0", package("1.0.0", 1 << 20))
+        .await;
+    let (accepts, declines, silent) = (sample_till(0, 1), sample_till(0, 2), sample_till(0, 3));
+    let g = group_of(&cluster, "cashiers", vec![accepts, declines, silent]).await;
+    let clock = ManualClock::new(1_900_000_000_000);
+    let start = |d| {
+        RunningNode::start(
+            cluster.node_config(d, "store-001"),
+            Arc::new(clock.clone()),
+            None,
+        )
+    };
+    let (a, b, c) = (start(accepts), start(declines), start(silent));
+    let id = task(&cluster, TaskKind::Update, pkg, g).await;
+    for d in [accepts, declines, silent] {
+        wait_target(&cluster, id, d, TargetState::AwaitingCashier, 30).await;
+    }
+    let prompt = a
+        .agent
+        .ui()
+        .status()
+        .await
+        .prompt
+        .expect("the cashier is asked");
+    assert_eq!(prompt.version.to_string(), "1.0.0");
+    assert_eq!(
+        prompt.deadline_ms,
+        1_900_000_000_000 + 15 * 60_000,
+        "default autoUpdateTimeout: 15 min"
+    );
+
+    // Accepted: installs, reboots (simulated), reports the new version.
+    assert!(a.agent.ui().answer(Answer::Accept).await);
+    let t = wait_target(&cluster, id, accepts, TargetState::Installed, 30).await;
+    let installed_app =
+        std::fs::read_to_string(a.update_root().join("app/VERSION")).expect("up.sh ran");
+    assert_eq!(installed_app.trim(), "1.0.0");
+    assert!(t.target_details.iter().any(|x| {
+        x.device == accepts
+            && x.log_tail
+                .as_deref()
+                .is_some_and(|l| l.contains("installed"))
+    }));
+
+    // Declined: stays declined while the node runs, asked again after a restart.
+    assert!(b.agent.ui().answer(Answer::Decline).await);
+    wait_target(&cluster, id, declines, TargetState::Declined, 30).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        b.agent.ui().status().await.prompt.is_none(),
+        "not asked again before a restart"
+    );
+    let config = b.agent.config().clone();
+    b.stop().await;
+    let b = RunningNode::start(config, Arc::new(clock.clone()), None);
+    wait_target(&cluster, id, declines, TargetState::AwaitingCashier, 30).await;
+    eventually(10, "the prompt after the restart", || async {
+        b.agent.ui().status().await.prompt
+    })
+    .await;
+
+    // No answer: installs once autoUpdateTimeout has passed (the clock is moved).
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        target_state(&cluster.coordinator.task(id).await.expect("task"), silent),
+        TargetState::AwaitingCashier
+    );
+    clock.advance_ms(15 * 60_000 + 1);
+    wait_target(&cluster, id, silent, TargetState::Installed, 30).await;
+
+    for n in [a, b, c] {
+        n.stop().await;
+    }
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unset_timeout_never_asks_and_waits_for_a_manual_install() {
+    let cluster = Cluster::start(POLL_MS).await;
+    cluster.import_sample_registry().await;
+    cluster
+        .coordinator
+        .set_till_type(
+            "*".into(),
+            TillTypeInput {
+                auto_update_timeout_minutes: None,
+            },
+        )
+        .await
+        .expect("settings");
+    let pkg = cluster
+        .upload("demo", "1.0.0", package("1.0.0", 1 << 20))
+        .await;
+    let d = sample_till(1, 1);
+    let g = group_of(&cluster, "one", vec![d]).await;
+    let node = RunningNode::start(
+        cluster.node_config(d, "store-002"),
+        Arc::new(SystemClock),
+        None,
+    );
+    let id = task(&cluster, TaskKind::Update, pkg, g).await;
+    wait_target(&cluster, id, d, TargetState::Downloaded, 30).await;
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    assert!(
+        node.agent.ui().status().await.prompt.is_none(),
+        "never asks"
+    );
+    assert_eq!(
+        target_state(&cluster.coordinator.task(id).await.expect("task"), d),
+        TargetState::Downloaded
+    );
+    // The manual install (tillswarm node install).
+    node.agent.ui().request_manual_install().await;
+    wait_target(&cluster, id, d, TargetState::Installed, 30).await;
+    node.stop().await;
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forced_update_installs_without_asking_and_failures_carry_the_log() {
+    let cluster = Cluster::start(POLL_MS).await;
+    cluster.import_sample_registry().await;
+    let good = cluster
+        .upload("demo", "1.0.0", package("1.0.0", 1 << 20))
+        .await;
+    let broken = cluster
+        .upload(
+            "demo-broken",
+            "1.0.1",
+            tillswarm_fixtures::failing_package("1.0.1", 4096),
+        )
+        .await;
+    let (d1, d2) = (sample_till(0, 4), sample_till(0, 5));
+    let g1 = group_of(&cluster, "forced", vec![d1]).await;
+    let g2 = group_of(&cluster, "broken", vec![d2]).await;
+    let n1 = RunningNode::start(
+        cluster.node_config(d1, "store-001"),
+        Arc::new(SystemClock),
+        None,
+    );
+    let n2 = RunningNode::start(
+        cluster.node_config(d2, "store-001"),
+        Arc::new(SystemClock),
+        None,
+    );
+    let forced = task(&cluster, TaskKind::ForcedUpdate, good, g1).await;
+    let failing = task(&cluster, TaskKind::ForcedUpdate, broken, g2).await;
+    wait_target(&cluster, forced, d1, TargetState::Installed, 30).await;
+    assert!(n1.agent.ui().status().await.prompt.is_none());
+    let t = wait_target(&cluster, failing, d2, TargetState::Failed, 30).await;
+    let target = t
+        .target_details
+        .iter()
+        .find(|x| x.device == d2)
+        .expect("target");
+    assert!(
+        target
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("exit status: 1")),
+        "{target:?}"
+    );
+    assert!(
+        target
+            .log_tail
+            .as_deref()
+            .is_some_and(|l| l.contains("simulated install failure")),
+        "{target:?}"
+    );
+    assert_eq!(
+        n2.agent
+            .state()
+            .installed_version()
+            .expect("state")
+            .map(|v| v.to_string()),
+        Some("0.9".into())
+    );
+    n1.stop().await;
+    n2.stop().await;
+    cluster.stop().await;
+}
+
+/// A chunk source that flips a byte of every chunk it passes on.
+struct Tampering(CoordinatorClient);
+
+impl ChunkSource for Tampering {
+    fn fetch<'a>(
+        &'a self,
+        hash: &'a ChunkHash,
+        len: u32,
+    ) -> BoxFuture<'a, tillswarm_node::Result<(Vec<u8>, Origin)>> {
+        Box::pin(async move {
+            let mut data = self.0.chunk(hash, len).await?;
+            data[0] ^= 0xFF;
+            Ok((data, Origin::Lan))
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_manifests_and_chunks_are_refused_and_nothing_is_staged() {
+    let cluster = Cluster::start(POLL_MS).await;
+    cluster.import_sample_registry().await;
+    let pkg = cluster
+        .upload("demo", "1.0.0", package("1.0.0", 1 << 20))
+        .await;
+    let (wrong_key, bad_chunks) = (sample_till(1, 2), sample_till(1, 3));
+    let g = group_of(&cluster, "victims", vec![wrong_key, bad_chunks]).await;
+    let mut config = cluster.node_config(wrong_key, "store-002");
+    config.coordinator_public_key =
+        tillswarm_protocol::manifest::SecretKey::from_seed([9; 32]).public();
+    let n1 = RunningNode::start(config, Arc::new(SystemClock), None);
+    let config = cluster.node_config(bad_chunks, "store-002");
+    let client = CoordinatorClient::new(&cluster.url, None, None).expect("client");
+    let n2 = RunningNode::start(
+        config,
+        Arc::new(SystemClock),
+        Some(Arc::new(Tampering(client))),
+    );
+    let id = task(&cluster, TaskKind::Download, pkg, g).await;
+    let t = wait_target(&cluster, id, wrong_key, TargetState::Failed, 30).await;
+    let err = t
+        .target_details
+        .iter()
+        .find(|x| x.device == wrong_key)
+        .and_then(|x| x.error.clone())
+        .expect("error");
+    assert!(err.contains("signature"), "{err}");
+    let t = wait_target(&cluster, id, bad_chunks, TargetState::Failed, 30).await;
+    let err = t
+        .target_details
+        .iter()
+        .find(|x| x.device == bad_chunks)
+        .and_then(|x| x.error.clone())
+        .expect("error");
+    assert!(err.contains("verification failed"), "{err}");
+    for n in [&n1, &n2] {
+        assert!(
+            !n.update_root().join("update/1.0.0").exists(),
+            "nothing staged"
+        );
+    }
+    n1.stop().await;
+    n2.stop().await;
+    cluster.stop().await;
+}
+
+/// Counts bytes fetched; with `stall_after`, never answers after that many chunks.
+struct Counting {
+    client: CoordinatorClient,
+    bytes: Arc<AtomicU64>,
+    chunks: AtomicU64,
+    stall_after: Option<u64>,
+}
+
+impl ChunkSource for Counting {
+    fn fetch<'a>(
+        &'a self,
+        hash: &'a ChunkHash,
+        len: u32,
+    ) -> BoxFuture<'a, tillswarm_node::Result<(Vec<u8>, Origin)>> {
+        Box::pin(async move {
+            let n = self.chunks.fetch_add(1, Ordering::SeqCst);
+            let data = self.client.chunk(hash, len).await?;
+            self.bytes.fetch_add(data.len() as u64, Ordering::SeqCst);
+            if self.stall_after.is_some_and(|k| n >= k) {
+                // Fetched but never handed over: in flight when the node dies.
+                std::future::pending::<()>().await;
+            }
+            Ok::<_, NodeError>((data, Origin::Wan))
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_download_resumes_without_refetching_held_chunks() {
+    let cluster = Cluster::start(POLL_MS).await;
+    cluster.import_sample_registry().await;
+    let bytes = package("1.0.0", 24 << 20);
+    let size = bytes.len() as u64;
+    let pkg = cluster.upload("demo", "1.0.0", bytes).await;
+    let d = sample_till(1, 4);
+    let g = group_of(&cluster, "resume", vec![d]).await;
+    let config = cluster.node_config(d, "store-002");
+    let client = CoordinatorClient::new(&cluster.url, None, None).expect("client");
+    let fetched = Arc::new(AtomicU64::new(0));
+    let first = Counting {
+        client: client.clone(),
+        bytes: fetched.clone(),
+        chunks: AtomicU64::new(0),
+        stall_after: Some(8),
+    };
+    let node = RunningNode::start(config.clone(), Arc::new(SystemClock), Some(Arc::new(first)));
+    let id = task(&cluster, TaskKind::Download, pkg, g).await;
+    eventually(30, "the first chunks to land", || async {
+        let t = node.agent.state().tasks().ok()?;
+        t.first().filter(|t| t.bytes_done > 0).map(|_| ())
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    node.kill().await;
+    let first_run = fetched.load(Ordering::SeqCst);
+    assert!(first_run < size, "the first run must not finish");
+
+    let second = Counting {
+        client,
+        bytes: fetched.clone(),
+        chunks: AtomicU64::new(0),
+        stall_after: None,
+    };
+    let node = RunningNode::start(config, Arc::new(SystemClock), Some(Arc::new(second)));
+    let t = wait_target(&cluster, id, d, TargetState::Downloaded, 60).await;
+    let total = fetched.load(Ordering::SeqCst);
+    // Re-fetched at most the chunks that were in flight (4 at most, each <= 4 MiB).
+    let in_flight = 4 * tillswarm_protocol::chunking::MAX_CHUNK as u64;
+    assert!(
+        total <= size + in_flight,
+        "fetched {total} bytes for a {size}-byte package"
+    );
+    let reported = t.target_details[0].wan_bytes;
+    assert!(
+        reported <= total && reported >= size,
+        "reported {reported}, fetched {total}"
+    );
+    assert!(tillswarm_node::stage::is_staged(
+        &node.update_root().join("update/1.0.0"),
+        &pkg
+    ));
+    node.stop().await;
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_till_never_downgrades_and_skips_what_it_runs() {
+    let cluster = Cluster::start(POLL_MS).await;
+    cluster.import_sample_registry().await;
+    let pkg = cluster
+        .upload("demo", "1.0.0", package("1.0.0", 1 << 20))
+        .await;
+    let d = sample_till(1, 5);
+    let g = group_of(&cluster, "newer", vec![d]).await;
+    // The coordinator last heard 0.9, so it assigns the task...
+    let config = cluster.node_config(d, "store-002");
+    let node = RunningNode::start(config.clone(), Arc::new(SystemClock), None);
+    eventually(10, "a first heartbeat", || async {
+        cluster
+            .coordinator
+            .device(d)
+            .await
+            .ok()
+            .and_then(|x| x.last_seen)
+    })
+    .await;
+    node.stop().await;
+    let id = task(&cluster, TaskKind::ForcedUpdate, pkg, g).await;
+    // ...but meanwhile the till was moved to 2.0 by hand: it must skip, not downgrade.
+    tillswarm_node::state::State::open(&config.data_dir)
+        .expect("state")
+        .set_installed(&"2.0".parse().expect("version"))
+        .expect("set");
+    let node = RunningNode::start(config, Arc::new(SystemClock), None);
+    wait_target(&cluster, id, d, TargetState::Skipped, 30).await;
+    assert!(!node.update_root().join("update/1.0.0").exists());
+    assert_eq!(
+        node.agent
+            .state()
+            .installed_version()
+            .expect("state")
+            .map(|v| v.to_string()),
+        Some("2.0".into())
+    );
+    node.stop().await;
+    cluster.stop().await;
+}
