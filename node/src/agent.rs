@@ -32,7 +32,7 @@ use crate::error::{Error, Result};
 use crate::install;
 use crate::local_api::{Answer, LocalUi, Prompt};
 use crate::stage::{self, ChunkSource, Progress};
-use crate::state::{LocalTask, State};
+use crate::state::{DROP_IN_TASK, LocalTask, State};
 
 /// How often the loop looks at its tasks when nothing wakes it.
 const TICK: Duration = Duration::from_millis(200);
@@ -64,6 +64,8 @@ struct Inner {
     last_report: Mutex<HashMap<TaskId, tokio::time::Instant>>,
     /// What the till is doing, for heartbeats.
     activity: Mutex<DeviceState>,
+    /// When `update/` was last scanned for dropped-in packages.
+    last_scan: Mutex<Option<tokio::time::Instant>>,
     /// Free disk bytes and when they were measured; measured at most once a minute.
     free_disk: Mutex<Option<(tokio::time::Instant, Option<u64>)>>,
 }
@@ -100,6 +102,7 @@ impl Agent {
                 last_report: Mutex::new(HashMap::new()),
                 activity: Mutex::new(DeviceState::Ready),
                 free_disk: Mutex::new(None),
+                last_scan: Mutex::new(None),
             }),
         })
     }
@@ -282,10 +285,37 @@ impl Agent {
                 TargetState::Installed | TargetState::Failed | TargetState::Skipped => {}
             }
         }
+        self.scan_drop_ins(installed.as_ref()).await?;
         if self.inner.ui.take_manual_install().await {
             self.manual_install(&tasks).await?;
         }
         self.update_activity(&tasks, &busy).await;
+        Ok(())
+    }
+
+    /// Every `drop_in_scan_s`, looks for a package folder a person put in
+    /// `<update_root>/update/<version>/` (with an `up.sh`, or a tar holding one)
+    /// that is newer than what runs, and offers the newest like an Update task.
+    async fn scan_drop_ins(&self, installed: Option<&Version>) -> Result<()> {
+        {
+            let mut last = self.inner.last_scan.lock().await;
+            let every = Duration::from_secs(self.inner.config.drop_in_scan_s);
+            if last.is_some_and(|at| at.elapsed() < every) {
+                return Ok(());
+            }
+            *last = Some(tokio::time::Instant::now());
+        }
+        let dir = self.inner.config.update_dir();
+        let installed = installed.cloned();
+        let found =
+            tokio::task::spawn_blocking(move || crate::dropin::newest(&dir, installed.as_ref()))
+                .await
+                .map_err(|e| Error::Io(std::io::Error::other(e)))??;
+        if let Some((version, id)) = found {
+            if self.inner.state.offer_drop_in(&version, &id)? {
+                tracing::info!(%version, "package dropped into the update folder; offering it");
+            }
+        }
         Ok(())
     }
 
@@ -493,7 +523,9 @@ impl Agent {
         let id = t.assignment.task_id;
         let c = &self.inner.config;
         let staged: PathBuf = c.update_dir().join(t.assignment.version.as_str());
-        if !stage::is_staged(&staged, &t.assignment.package_id) {
+        // A drop-in was placed by a person (the seed's manual path); anything
+        // else must be our own verified staging.
+        if id != DROP_IN_TASK && !stage::is_staged(&staged, &t.assignment.package_id) {
             return Err(Error::Install(format!(
                 "{} is not staged (verified) on this till",
                 staged.display()
@@ -554,7 +586,10 @@ impl Agent {
             return;
         };
         let now = tokio::time::Instant::now();
-        for t in tasks.into_iter().filter(|t| t.unreported) {
+        for t in tasks
+            .into_iter()
+            .filter(|t| t.unreported && t.assignment.task_id != DROP_IN_TASK)
+        {
             let id = t.assignment.task_id;
             {
                 let last = self.inner.last_report.lock().await;

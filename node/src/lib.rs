@@ -12,6 +12,7 @@ pub mod agent;
 pub mod chunks;
 pub mod client;
 pub mod config;
+pub mod dropin;
 pub mod error;
 pub mod install;
 pub mod local_api;

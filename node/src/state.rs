@@ -41,6 +41,9 @@ CREATE TABLE IF NOT EXISTS tasks (
 );
 "#;
 
+/// The id of the local task that offers a package dropped in by hand.
+pub const DROP_IN_TASK: TaskId = TaskId(0);
+
 /// A task as the node tracks it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LocalTask {
@@ -235,13 +238,39 @@ impl State {
                 }
             }
             let listed: Vec<i64> = assignments.iter().map(|a| a.task_id.0 as i64).collect();
-            let mut stmt = tx.prepare("SELECT task_id FROM tasks")?;
+            // Task 0 is the local drop-in offer: the coordinator never lists it.
+            let mut stmt = tx.prepare("SELECT task_id FROM tasks WHERE task_id <> 0")?;
             let all: Vec<i64> = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
             drop(stmt);
             let gone: Vec<TaskId> =
                 all.into_iter().filter(|id| !listed.contains(id)).map(|id| TaskId(id as u64)).collect();
             tx.commit()?;
             Ok(gone)
+        })
+    }
+
+    /// Offers a package dropped into `update/<version>/` by hand, as the local
+    /// task [`DROP_IN_TASK`] (replacing an older offer not being installed).
+    /// Returns false when that version is already on offer.
+    pub fn offer_drop_in(&self, version: &Version, package_id: &PackageId) -> Result<bool> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let current: Option<(String, String)> = tx
+                .query_row("SELECT version, state FROM tasks WHERE task_id = 0", [], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            if let Some((v, state)) = &current {
+                if v == version.as_str() || state == "installing" {
+                    return Ok(false);
+                }
+            }
+            tx.execute("DELETE FROM tasks WHERE task_id = 0", [])?;
+            tx.execute(
+                "INSERT INTO tasks (task_id, attempt, kind, package_id, name, version, size, rollback, state, unreported)
+                 VALUES (0, 1, 'update', ?1, 'manual', ?2, 0, 0, 'downloaded', 0)",
+                params![package_id.to_hex(), version.as_str()],
+            )?;
+            tx.commit()?;
+            Ok(true)
         })
     }
 

@@ -514,3 +514,109 @@ async fn a_till_never_downgrades_and_skips_what_it_runs() {
     node.stop().await;
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_package_dropped_in_by_hand_is_offered_and_installed() {
+    let cluster = Cluster::start(POLL_MS).await;
+    cluster.import_sample_registry().await;
+    let d = sample_till(1, 6);
+    let node = RunningNode::start(
+        cluster.node_config(d, "store-002"),
+        Arc::new(SystemClock),
+        None,
+    );
+    // Support's package, unpacked by hand into update/2.0/.
+    let folder = node.update_root().join("update/2.0");
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    std::fs::write(
+        folder.join("up.sh"),
+        tillswarm_fixtures::up_sh("support", "2.0", 0),
+    )
+    .expect("up.sh");
+    std::fs::write(folder.join("payload.bin"), b"by hand").expect("payload");
+    let prompt = eventually(10, "the drop-in to be offered", || async {
+        node.agent.ui().status().await.prompt
+    })
+    .await;
+    assert_eq!(prompt.version.to_string(), "2.0");
+    assert!(node.agent.ui().answer(Answer::Accept).await);
+    eventually(20, "the coordinator to see 2.0", || async {
+        let dev = cluster.coordinator.device(d).await.ok()?;
+        (dev.version.as_deref() == Some("2.0")).then_some(())
+    })
+    .await;
+    let app = std::fs::read_to_string(node.update_root().join("app/VERSION")).expect("installed");
+    assert_eq!(app.trim(), "2.0");
+    node.stop().await;
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_during_install_is_reported_never_silent() {
+    let cluster = Cluster::start(POLL_MS).await;
+    cluster.import_sample_registry().await;
+    let slow = tillswarm_fixtures::package_tar("echo starting\nsleep 20\necho done\n", b"payload");
+    let pkg = cluster.upload("slow", "1.0.0", slow).await;
+    let d = sample_till(0, 6);
+    let g = group_of(&cluster, "slow", vec![d]).await;
+    let config = cluster.node_config(d, "store-001");
+    let node = RunningNode::start(config.clone(), Arc::new(SystemClock), None);
+    let id = task(&cluster, TaskKind::ForcedUpdate, pkg, g).await;
+    wait_target(&cluster, id, d, TargetState::Installing, 30).await;
+    node.kill().await; // power cut while up.sh runs
+    let node = RunningNode::start(config, Arc::new(SystemClock), None);
+    let t = wait_target(&cluster, id, d, TargetState::Failed, 30).await;
+    let err = t.target_details[0].error.clone().expect("reason");
+    assert!(err.contains("interrupted"), "{err}");
+    assert_eq!(
+        node.agent
+            .state()
+            .installed_version()
+            .expect("state")
+            .map(|v| v.to_string()),
+        Some("0.9".into())
+    );
+    // The operator can retry: a restart gives the till a fresh attempt.
+    let restarted = cluster.coordinator.restart_task(id).await.expect("restart");
+    assert_eq!(restarted.summary.attempt, 2);
+    node.kill().await;
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_reboot_the_till_reports_the_new_version() {
+    let cluster = Cluster::start(POLL_MS).await;
+    cluster.import_sample_registry().await;
+    let pkg = cluster
+        .upload("demo", "1.0.0", package("1.0.0", 1 << 20))
+        .await;
+    let d = sample_till(1, 2);
+    let g = group_of(&cluster, "reboot", vec![d]).await;
+    let mut config = cluster.node_config(d, "store-002");
+    let marker = cluster.dir.path().join("rebooted");
+    config.reboot_command = format!("touch {}", marker.display());
+    let node = RunningNode::start(config.clone(), Arc::new(SystemClock), None);
+    let id = task(&cluster, TaskKind::ForcedUpdate, pkg, g).await;
+    wait_target(&cluster, id, d, TargetState::Rebooting, 30).await;
+    eventually(10, "the reboot command", || async {
+        marker.exists().then_some(())
+    })
+    .await;
+    // The "reboot" did not stop this process; the coordinator counts the till as
+    // installed once it reports the new version, i.e. after it comes back.
+    node.kill().await;
+    let node = RunningNode::start(config, Arc::new(SystemClock), None);
+    wait_target(&cluster, id, d, TargetState::Installed, 30).await;
+    assert_eq!(
+        cluster
+            .coordinator
+            .task(id)
+            .await
+            .expect("task")
+            .summary
+            .status,
+        "completed"
+    );
+    node.stop().await;
+    cluster.stop().await;
+}
