@@ -10,7 +10,7 @@ use tillswarm_node::NodeConfig;
 #[derive(Debug, Args)]
 pub struct NodeArgs {
     /// The node's config file (TOML; see fixtures/config/node.toml).
-    #[arg(long, default_value = "/etc/tillswarm/node.toml")]
+    #[arg(long, global = true, default_value = "/etc/tillswarm/node.toml")]
     config: PathBuf,
     #[command(subcommand)]
     command: Option<NodeCommand>,
@@ -29,6 +29,19 @@ enum NodeCommand {
     SaleModeLeft,
     /// Show what the node is doing and any open prompt.
     Status,
+    /// Advertise this till over mDNS and print each store peer found or lost as
+    /// one JSON line, for a while (real discovery, without the node).
+    Discover {
+        /// How long to run, in seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// The TCP port to advertise (nothing listens on it here).
+        #[arg(long, default_value_t = 7782)]
+        port: u16,
+        /// Use loopback only (nodes on this machine) instead of the LAN.
+        #[arg(long)]
+        loopback: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -77,6 +90,11 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         }) => post("prompt/decline").await,
         Some(NodeCommand::Install) => post("install").await,
         Some(NodeCommand::SaleModeLeft) => post("sale-mode/left").await,
+        Some(NodeCommand::Discover {
+            seconds,
+            port,
+            loopback,
+        }) => discover(&config, seconds, port, loopback).await,
         Some(NodeCommand::Status) => {
             let url = format!("{local}/status");
             let text = reqwest::get(&url)
@@ -90,4 +108,39 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `node discover`: the peer id is derived from the GUID (no libp2p key here).
+async fn discover(
+    config: &NodeConfig,
+    seconds: u64,
+    port: u16,
+    loopback: bool,
+) -> anyhow::Result<()> {
+    use tillswarm_node::discovery::{Discovery, LocalAdvert, MdnsDiscovery};
+    let me = LocalAdvert::new(config, format!("discover-{}", config.device_id), port);
+    let (events_tx, mut events) = tokio::sync::mpsc::channel(64);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mdns = if loopback {
+        MdnsDiscovery::loopback(tillswarm_node::discovery::MDNS_PORT)
+    } else {
+        MdnsDiscovery::default()
+    };
+    let task = Box::new(mdns).start(me, events_tx, stopped);
+    let until = tokio::time::sleep(std::time::Duration::from_secs(seconds));
+    let signal = crate::coordinator_cmd::shutdown_signal();
+    tokio::pin!(until, signal);
+    loop {
+        tokio::select! {
+            _ = &mut until => break,
+            _ = &mut signal => break,
+            event = events.recv() => match event {
+                Some(event) => println!("{}", serde_json::to_string(&event)?),
+                None => break,
+            },
+        }
+    }
+    let _ = stop.send(true);
+    task.await.context("discovery task")?;
+    Ok(())
 }

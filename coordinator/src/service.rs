@@ -245,7 +245,10 @@ impl Coordinator {
             } else if current {
                 None
             } else {
-                Some(tasks::assignments(tx, &req.device_id)?)
+                // Every till polls within interval * (1 + jitter); a second more for skew.
+                let settle =
+                    (config.poll_interval_ms as f64 * (1.0 + config.poll_jitter)) as i64 + 1_000;
+                Some(tasks::assignments(tx, &req.device_id, settle)?)
             };
             Ok(HeartbeatResponse {
                 approved: outcome.approved,

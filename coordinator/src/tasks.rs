@@ -557,7 +557,13 @@ pub fn promote_installed(
 }
 
 /// The tasks a till must carry out now: running tasks where it is not final.
-pub fn assignments(conn: &Connection, device: &DeviceId) -> Result<Vec<Assignment>> {
+/// `settle_ms` after activation, WAN fetches may start (see
+/// [`Assignment::wan_start_unix_ms`]).
+pub fn assignments(
+    conn: &Connection,
+    device: &DeviceId,
+    settle_ms: i64,
+) -> Result<Vec<Assignment>> {
     let mut stmt = conn.prepare_cached(
         "SELECT t.id, t.kind, t.package_id, t.package_name, t.package_version, t.package_size,
                 t.activate_at_ms, t.activated_ms, t.rollback, tt.attempt, tt.state
@@ -589,6 +595,7 @@ pub fn assignments(conn: &Connection, device: &DeviceId) -> Result<Vec<Assignmen
                     .then(|| (at.or(activated).unwrap_or(0) / 1000) as u64),
                 rollback: r.get(8)?,
                 attempt: r.get(9)?,
+                wan_start_unix_ms: activated.map(|a| (a + settle_ms).max(0) as u64),
             },
         ))
     })?;

@@ -64,6 +64,8 @@ struct Inner {
     last_report: Mutex<HashMap<TaskId, tokio::time::Instant>>,
     /// What the till is doing, for heartbeats.
     activity: Mutex<DeviceState>,
+    /// The store swarm, once started (only with a swarm key).
+    net: std::sync::OnceLock<crate::swarm::StoreNet>,
     /// When `update/` was last scanned for dropped-in packages.
     last_scan: Mutex<Option<tokio::time::Instant>>,
     /// Free disk bytes and when they were measured; measured at most once a minute.
@@ -103,6 +105,7 @@ impl Agent {
                 activity: Mutex::new(DeviceState::Ready),
                 free_disk: Mutex::new(None),
                 last_scan: Mutex::new(None),
+                net: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -131,9 +134,43 @@ impl Agent {
         self.inner.clock.now_ms()
     }
 
+    /// The store swarm, when it runs.
+    pub fn net(&self) -> Option<crate::swarm::StoreNet> {
+        self.inner.net.get().cloned()
+    }
+
+    /// Starts the store swarm if the config has a swarm key.
+    async fn start_swarm(&self, shutdown: watch::Receiver<bool>) -> Result<Option<JoinHandle<()>>> {
+        let c = &self.inner.config;
+        let Some(psk) = c.swarm_psk()? else {
+            return Ok(None);
+        };
+        let key = crate::swarm::load_or_create_key(&c.data_dir)?;
+        let config = crate::swarm::SwarmConfig {
+            listen: c.swarm_listen,
+            psk,
+            chain: c.chain_id.clone(),
+            store: c.store_id.clone(),
+            device: c.device_id,
+            max_uploads: c.max_uploads,
+        };
+        let (net, task) =
+            crate::swarm::start(config, key, self.inner.store.clone(), shutdown).await?;
+        tracing::info!(peer = %net.peer_id, addr = %net.listen_addr, "store swarm listening");
+        let _ = self.inner.net.set(net);
+        Ok(Some(task))
+    }
+
     /// Runs until `shutdown` turns true; in-flight jobs are aborted (their state
     /// is durable, so the next start resumes them).
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+    pub async fn run(self, shutdown: watch::Receiver<bool>) -> Result<()> {
+        use tracing::Instrument;
+        let span = tracing::info_span!("node", till = %self.inner.config.device_id);
+        self.run_inner(shutdown).instrument(span).await
+    }
+
+    async fn run_inner(self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+        let swarm_task = self.start_swarm(shutdown.clone()).await?;
         // Polling is paced by monotonic time; the injectable clock only decides
         // deadlines (cashier timeout, forced-update time).
         let mut next_heartbeat = tokio::time::Instant::now();
@@ -171,6 +208,9 @@ impl Agent {
         }
         for (_, job) in self.inner.jobs.lock().await.drain() {
             job.abort();
+        }
+        if let Some(t) = swarm_task {
+            let _ = t.await;
         }
         Ok(())
     }
@@ -433,21 +473,25 @@ impl Agent {
     async fn spawn_download(&self, t: LocalTask) {
         let id = t.assignment.task_id;
         let this = self.clone();
-        let job = tokio::spawn(async move {
-            if let Err(e) = this.download(&t).await {
-                tracing::warn!(task = %id, error = %e, "download failed");
-                let permanent = matches!(e, Error::Verify(_) | Error::Install(_));
-                if permanent {
-                    let _ = this.inner.state.set_state(
-                        id,
-                        TargetState::Failed,
-                        Some(&e.to_string()),
-                        None,
-                    );
+        let span = tracing::Span::current();
+        let job = tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                if let Err(e) = this.download(&t).await {
+                    tracing::warn!(task = %id, error = %e, "download failed");
+                    let permanent = matches!(e, Error::Verify(_) | Error::Install(_));
+                    if permanent {
+                        let _ = this.inner.state.set_state(
+                            id,
+                            TargetState::Failed,
+                            Some(&e.to_string()),
+                            None,
+                        );
+                    }
+                    // Other errors (coordinator unreachable, disk hiccup) retry on a later step.
                 }
-                // Other errors (coordinator unreachable, disk hiccup) retry on a later step.
-            }
-        });
+            },
+            span,
+        ));
         self.inner.jobs.lock().await.insert(id, job);
     }
 
@@ -472,17 +516,46 @@ impl Agent {
             lan_bytes: t.lan_bytes,
         };
         let state = self.inner.state.clone();
-        let progress = stage::fetch_missing(
-            &manifest,
-            &self.inner.store,
-            self.inner.source.as_ref(),
-            PARALLEL_FETCHES,
-            start,
-            |p| {
-                let _ = state.set_progress(id, p.bytes_done, p.wan_bytes, p.lan_bytes);
-            },
-        )
-        .await?;
+        let on_progress = move |p: Progress| {
+            let _ = state.set_progress(id, p.bytes_done, p.wan_bytes, p.lan_bytes);
+        };
+        let progress = match self.net() {
+            Some(net) => {
+                // No WAN fetch before the task's common start (every till of the
+                // store knows the task by then), nor in the swarm's first seconds
+                // (peers finding each other). Bounded, in case clocks disagree.
+                let wait_ms = t
+                    .assignment
+                    .wan_start_unix_ms
+                    .map_or(0, |at| at as i64 - self.now())
+                    .clamp(0, 120_000);
+                let limits = crate::swarm::planner::Limits {
+                    wan_start_ms: (net.now_ms() + wait_ms).max(4_000),
+                    ..Default::default()
+                };
+                crate::swarm::fetch::fetch_package(
+                    &manifest,
+                    &self.inner.store,
+                    &net,
+                    self.inner.source.as_ref(),
+                    limits,
+                    start,
+                    on_progress,
+                )
+                .await?
+            }
+            None => {
+                stage::fetch_missing(
+                    &manifest,
+                    &self.inner.store,
+                    self.inner.source.as_ref(),
+                    PARALLEL_FETCHES,
+                    start,
+                    on_progress,
+                )
+                .await?
+            }
+        };
         let store = self.inner.store.clone();
         let update_dir = c.update_dir();
         tokio::task::spawn_blocking(move || stage::stage(&manifest, &store, &update_dir))
@@ -504,16 +577,22 @@ impl Agent {
     async fn spawn_install(&self, t: LocalTask) {
         let id = t.assignment.task_id;
         let this = self.clone();
-        let job = tokio::spawn(async move {
-            if let Err(e) = this.install(&t).await {
-                tracing::error!(task = %id, error = %e, "install failed");
-                let _ =
-                    this.inner
-                        .state
-                        .set_state(id, TargetState::Failed, Some(&e.to_string()), None);
-            }
-            this.inner.ui.request_leave_sale_mode(false).await;
-        });
+        let span = tracing::Span::current();
+        let job = tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                if let Err(e) = this.install(&t).await {
+                    tracing::error!(task = %id, error = %e, "install failed");
+                    let _ = this.inner.state.set_state(
+                        id,
+                        TargetState::Failed,
+                        Some(&e.to_string()),
+                        None,
+                    );
+                }
+                this.inner.ui.request_leave_sale_mode(false).await;
+            },
+            span,
+        ));
         self.inner.jobs.lock().await.insert(id, job);
     }
 
@@ -618,7 +697,7 @@ impl Agent {
             };
             match self.inner.client.report(&report).await {
                 Ok(_) => {
-                    let _ = self.inner.state.mark_reported(id);
+                    let _ = self.inner.state.mark_reported(id, t.change);
                     self.inner.last_report.lock().await.insert(id, now);
                 }
                 Err(e) => {

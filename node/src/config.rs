@@ -58,6 +58,29 @@ pub struct NodeConfig {
     /// node remembers what it installed).
     #[serde(default)]
     pub initial_version: Option<Version>,
+    /// The chain's store-swarm key (64 hex): tills share chunks only with peers
+    /// holding the same key. Absent: no swarm, every chunk comes over the WAN.
+    #[serde(default)]
+    pub swarm_key: Option<String>,
+    /// Where the swarm listens for the store's other tills.
+    #[serde(default = "default_swarm_listen")]
+    pub swarm_listen: SocketAddr,
+    /// Find the store's other tills with mDNS (off: only peers given by the harness).
+    #[serde(default = "default_true")]
+    pub mdns: bool,
+    /// Most chunk uploads served to peers at once.
+    #[serde(default = "default_max_uploads")]
+    pub max_uploads: usize,
+}
+
+fn default_swarm_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 0))
+}
+fn default_true() -> bool {
+    true
+}
+fn default_max_uploads() -> usize {
+    4
 }
 
 fn default_data_dir() -> PathBuf {
@@ -115,6 +138,17 @@ impl NodeConfig {
                 "install_timeout_s and drop_in_scan_s must be positive".into(),
             ));
         }
+        if let Some(k) = &self.swarm_key {
+            self.swarm_psk().map_err(|_| {
+                Error::Config(format!(
+                    "swarm_key must be 64 hex characters, got {} characters",
+                    k.len()
+                ))
+            })?;
+        }
+        if self.max_uploads == 0 {
+            return Err(Error::Config("max_uploads must be positive".into()));
+        }
         if self.reboot_command.trim().is_empty() {
             return Err(Error::Config(
                 "reboot_command is empty (use \"none\" to skip rebooting)".into(),
@@ -126,6 +160,20 @@ impl NodeConfig {
     /// The coordinator URL without a trailing slash.
     pub fn coordinator(&self) -> &str {
         self.coordinator_url.trim_end_matches('/')
+    }
+
+    /// The swarm key's 32 bytes, when a swarm is configured.
+    pub fn swarm_psk(&self) -> Result<Option<[u8; 32]>> {
+        match &self.swarm_key {
+            None => Ok(None),
+            Some(k) => {
+                let h: tillswarm_protocol::ChunkHash = k
+                    .trim()
+                    .parse()
+                    .map_err(|_| Error::Config("swarm_key must be 64 hex characters".into()))?;
+                Ok(Some(h.0))
+            }
+        }
     }
 
     /// `<update_root>/update`.

@@ -12,12 +12,14 @@ pub mod agent;
 pub mod chunks;
 pub mod client;
 pub mod config;
+pub mod discovery;
 pub mod dropin;
 pub mod error;
 pub mod install;
 pub mod local_api;
 pub mod stage;
 pub mod state;
+pub mod swarm;
 
 pub use agent::Agent;
 pub use config::NodeConfig;

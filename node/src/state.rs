@@ -37,6 +37,11 @@ CREATE TABLE IF NOT EXISTS tasks (
     asked_ms    INTEGER,
     -- A report of the current state is still owed to the coordinator.
     unreported  INTEGER NOT NULL DEFAULT 1,
+    -- Unix ms before which chunks are not fetched over the WAN.
+    wan_start   INTEGER,
+    -- Bumped by every change that needs reporting; a report clears `unreported`
+    -- only if no change came after the one it carried.
+    change      INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (task_id)
 );
 "#;
@@ -67,6 +72,8 @@ pub struct LocalTask {
     pub asked_ms: Option<i64>,
     /// Whether the coordinator still has to hear about the current state.
     pub unreported: bool,
+    /// Counts reportable changes (see [`State::mark_reported`]).
+    pub change: u64,
 }
 
 /// Handle to the state database (one connection; short transactions).
@@ -212,16 +219,22 @@ impl State {
                         // A restart of the task: try again from the top (chunks already held stay).
                         tx.execute(
                             "UPDATE tasks SET attempt = ?2, state = 'pending', error = NULL, log_tail = NULL,
-                                 declined_boot = NULL, asked_ms = NULL, install_at = ?3, unreported = 1
+                                 declined_boot = NULL, asked_ms = NULL, install_at = ?3, unreported = 1, change = change + 1,
+                                 wan_start = ?4
                              WHERE task_id = ?1",
-                            params![a.task_id.0 as i64, a.attempt, a.install_at_unix.map(|t| t as i64)],
+                            params![
+                                a.task_id.0 as i64,
+                                a.attempt,
+                                a.install_at_unix.map(|t| t as i64),
+                                a.wan_start_unix_ms.map(|t| t as i64)
+                            ],
                         )?;
                     }
                     None => {
                         tx.execute(
                             "INSERT INTO tasks (task_id, attempt, kind, package_id, name, version, size,
-                                                install_at, rollback, state)
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending')",
+                                                install_at, rollback, state, wan_start)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?10)",
                             params![
                                 a.task_id.0 as i64,
                                 a.attempt,
@@ -231,7 +244,8 @@ impl State {
                                 a.version.as_str(),
                                 a.size as i64,
                                 a.install_at_unix.map(|t| t as i64),
-                                a.rollback
+                                a.rollback,
+                                a.wan_start_unix_ms.map(|t| t as i64)
                             ],
                         )?;
                     }
@@ -287,7 +301,8 @@ impl State {
         self.with(|c| {
             let mut stmt = c.prepare(
                 "SELECT task_id, attempt, kind, package_id, name, version, size, install_at, rollback, state,
-                        bytes_done, wan_bytes, lan_bytes, error, log_tail, declined_boot, asked_ms, unreported
+                        bytes_done, wan_bytes, lan_bytes, error, log_tail, declined_boot, asked_ms, unreported,
+                        wan_start, change
                  FROM tasks ORDER BY task_id",
             )?;
             let rows = stmt.query_map([], |r| {
@@ -308,6 +323,7 @@ impl State {
                         size: r.get::<_, i64>(6)? as u64,
                         install_at_unix: r.get::<_, Option<i64>>(7)?.map(|t| t as u64),
                         rollback: r.get(8)?,
+                        wan_start_unix_ms: r.get::<_, Option<i64>>(18)?.map(|t| t as u64),
                     },
                     state: parse_enum(&r.get::<_, String>(9)?)?,
                     bytes_done: r.get::<_, i64>(10)? as u64,
@@ -318,6 +334,7 @@ impl State {
                     declined_boot: r.get::<_, Option<i64>>(15)?.map(|b| b as u64),
                     asked_ms: r.get(16)?,
                     unreported: r.get(17)?,
+                    change: r.get::<_, i64>(19)? as u64,
                 })
             })?;
             rows.collect()
@@ -342,7 +359,7 @@ impl State {
     ) -> Result<()> {
         self.with(|c| {
             c.execute(
-                "UPDATE tasks SET state = ?2, error = ?3, log_tail = coalesce(?4, log_tail), unreported = 1
+                "UPDATE tasks SET state = ?2, error = ?3, log_tail = coalesce(?4, log_tail), unreported = 1, change = change + 1
                  WHERE task_id = ?1",
                 params![id.0 as i64, state.as_str(), error, log_tail],
             )
@@ -360,7 +377,7 @@ impl State {
     ) -> Result<()> {
         self.with(|c| {
             c.execute(
-                "UPDATE tasks SET bytes_done = ?2, wan_bytes = ?3, lan_bytes = ?4, unreported = 1 WHERE task_id = ?1",
+                "UPDATE tasks SET bytes_done = ?2, wan_bytes = ?3, lan_bytes = ?4, unreported = 1, change = change + 1 WHERE task_id = ?1",
                 params![id.0 as i64, bytes_done as i64, wan_bytes as i64, lan_bytes as i64],
             )
             .map(|_| ())
@@ -382,7 +399,7 @@ impl State {
     pub fn set_declined(&self, id: TaskId, boot: u64) -> Result<()> {
         self.with(|c| {
             c.execute(
-                "UPDATE tasks SET state = 'declined', declined_boot = ?2, asked_ms = NULL, unreported = 1
+                "UPDATE tasks SET state = 'declined', declined_boot = ?2, asked_ms = NULL, unreported = 1, change = change + 1
                  WHERE task_id = ?1",
                 params![id.0 as i64, boot as i64],
             )
@@ -390,12 +407,13 @@ impl State {
         })
     }
 
-    /// Marks a task's current state as reported.
-    pub fn mark_reported(&self, id: TaskId) -> Result<()> {
+    /// Marks a task as reported, unless it changed again after the report's
+    /// snapshot (`change`): then the newer state is still owed.
+    pub fn mark_reported(&self, id: TaskId, change: u64) -> Result<()> {
         self.with(|c| {
             c.execute(
-                "UPDATE tasks SET unreported = 0 WHERE task_id = ?1",
-                [id.0 as i64],
+                "UPDATE tasks SET unreported = 0 WHERE task_id = ?1 AND change = ?2",
+                params![id.0 as i64, change as i64],
             )
             .map(|_| ())
         })
@@ -417,6 +435,7 @@ mod tests {
             install_at_unix: None,
             rollback: false,
             attempt,
+            wan_start_unix_ms: None,
         }
     }
 

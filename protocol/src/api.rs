@@ -190,6 +190,12 @@ pub struct Assignment {
     pub rollback: bool,
     /// Bumped when an operator restarts the task, so a till retries a failure.
     pub attempt: u32,
+    /// Unix ms before which no chunk of this task is fetched over the WAN. Every
+    /// till of a store learns of the task within one poll interval; starting WAN
+    /// fetches together lets them split the work from the first chunk instead of
+    /// the earliest poller fetching chunks the others then fetch again.
+    #[serde(default)]
+    pub wan_start_unix_ms: Option<u64>,
 }
 
 /// A node's report about one task; the coordinator keeps the highest `seq`.

@@ -167,15 +167,19 @@ pub enum PeerMessage {
         /// Suggested wait before asking this peer again.
         retry_after_ms: u32,
     },
+    /// The answer to a message that needs no other answer (a [`PeerMessage::Have`]).
+    Ack,
 }
 
 impl PeerMessage {
     /// Checks the caps and consistency rules serde cannot express.
     pub fn validate(&self) -> Result<(), WireError> {
         match self {
-            Self::Hello(_) | Self::Request { .. } | Self::NotHave { .. } | Self::Busy { .. } => {
-                Ok(())
-            }
+            Self::Hello(_)
+            | Self::Request { .. }
+            | Self::NotHave { .. }
+            | Self::Busy { .. }
+            | Self::Ack => Ok(()),
             Self::Bitfield { have, .. } => have.validate(),
             Self::Have { indices, .. } => {
                 if indices.len() > MAX_HAVE_INDICES {

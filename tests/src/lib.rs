@@ -28,8 +28,13 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts a coordinator that asks tills to poll every `poll_ms`.
+    /// Starts a coordinator that asks tills to poll every `poll_ms`. Set
+    /// `RUST_LOG` (e.g. `tillswarm_node=debug`) to see the cluster's logs.
     pub async fn start(poll_ms: u64) -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let dir = tempfile::tempdir().expect("tempdir");
         let config = Config {
             data_dir: dir.path().join("coordinator"),
@@ -99,6 +104,10 @@ impl Cluster {
             sale_mode_timeout_s: 0,
             drop_in_scan_s: 1,
             initial_version: Some("0.9".parse().expect("version")),
+            swarm_key: None,
+            swarm_listen: "127.0.0.1:0".parse().expect("addr"),
+            mdns: false,
+            max_uploads: 4,
         }
     }
 
@@ -179,5 +188,27 @@ where
             "timed out waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A swarm key for tests (any 32 bytes; the same for a whole chain).
+pub const TEST_SWARM_KEY: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+
+/// Connects every pair of running nodes (the "static discovery" of in-process
+/// tests), once each one's swarm is up.
+pub async fn connect_all(nodes: &[&RunningNode]) {
+    let mut nets = Vec::new();
+    for n in nodes {
+        let net = eventually(10, "the store swarm to start", || async { n.agent.net() }).await;
+        nets.push(net);
+    }
+    for a in &nets {
+        for b in &nets {
+            if a.peer_id != b.peer_id {
+                a.add_peer(b.peer_id, vec![b.listen_addr.clone()])
+                    .await
+                    .expect("dial");
+            }
+        }
     }
 }

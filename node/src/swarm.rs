@@ -1,0 +1,703 @@
+//! The store swarm: the tills of one store, connected over the LAN with libp2p,
+//! sharing chunks so a package crosses the store's WAN link about once.
+//!
+//! Transport: TCP, then a private-network handshake with the chain's pre-shared
+//! key (a device without the key cannot even start noise), then noise and yamux.
+//! On top, one request-response protocol ([`wire::PROTOCOL_NAME`]) carrying
+//! [`PeerMessage`]s in capped frames ([`codec`]). A peer becomes live only after
+//! a `Hello` proving the same chain and store.
+//!
+//! One event loop owns the libp2p `Swarm` ([`run`]); the rest of the node talks to
+//! it through the cloneable [`StoreNet`] handle (commands with oneshot replies) and
+//! reads the shared [`NetView`] (live peers and what they hold). The transfer
+//! planner ([`planner`]) and the download driver ([`fetch`]) sit on top.
+
+pub mod codec;
+pub mod fetch;
+pub mod planner;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use libp2p::core::upgrade::Version;
+use libp2p::core::{Multiaddr, Transport};
+use libp2p::identity::Keypair;
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{PeerId, StreamProtocol, noise, pnet, tcp, yamux};
+use tillswarm_protocol::wire::{self, Bitfield, Hello, PeerMessage};
+use tillswarm_protocol::{ChainId, ChunkHash, DeviceId, PackageId, StoreId};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
+
+use crate::chunks::ChunkStore;
+use crate::error::{Error, Result};
+
+/// Most commands queued for the event loop.
+const COMMAND_QUEUE: usize = 256;
+/// A peer must answer a request within this time.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Settings of a node's store swarm.
+#[derive(Debug, Clone)]
+pub struct SwarmConfig {
+    /// Where to listen for peers (`0.0.0.0:0`: every interface, any port).
+    pub listen: SocketAddr,
+    /// The chain's pre-shared key: peers without it cannot connect.
+    pub psk: [u8; 32],
+    /// This till's chain.
+    pub chain: ChainId,
+    /// This till's store.
+    pub store: StoreId,
+    /// This till's GUID.
+    pub device: DeviceId,
+    /// Most chunk uploads served at once; further requests get `Busy`.
+    pub max_uploads: usize,
+}
+
+/// A live peer as the swarm sees it.
+#[derive(Debug, Clone, Default)]
+pub struct PeerView {
+    /// Its GUID (from its Hello).
+    pub device: Option<DeviceId>,
+    /// What it holds, per package, by manifest index.
+    pub holds: HashMap<PackageId, HashSet<usize>>,
+    /// When it last said anything (monotonic ms since the loop started).
+    pub last_heard_ms: i64,
+}
+
+/// Live peers and their holdings, shared with the download driver.
+#[derive(Debug, Default)]
+pub struct NetView {
+    /// Peers that passed the Hello check and are connected.
+    pub peers: HashMap<PeerId, PeerView>,
+}
+
+enum Command {
+    AddPeer {
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+    },
+    Fetch {
+        peer: PeerId,
+        hash: ChunkHash,
+        reply: oneshot::Sender<Result<Option<Vec<u8>>>>,
+    },
+    Track {
+        package: PackageId,
+        chunks: Vec<ChunkHash>,
+    },
+    Untrack {
+        package: PackageId,
+    },
+    Announce {
+        package: PackageId,
+        indices: Vec<u32>,
+    },
+    Ban {
+        peer: PeerId,
+        for_ms: i64,
+    },
+}
+
+/// Handle to a running store swarm. Cheap to clone.
+#[derive(Clone)]
+pub struct StoreNet {
+    commands: mpsc::Sender<Command>,
+    view: Arc<Mutex<NetView>>,
+    /// Notified whenever the view changes.
+    pub changed: Arc<Notify>,
+    /// This node's peer id.
+    pub peer_id: PeerId,
+    /// The address it listens on.
+    pub listen_addr: Multiaddr,
+    start: tokio::time::Instant,
+}
+
+impl StoreNet {
+    /// Queues a command, waiting while the loop's inbox is full (bounded).
+    async fn send(&self, c: Command) -> Result<()> {
+        self.commands
+            .send(c)
+            .await
+            .map_err(|_| Error::Coordinator("store swarm stopped".into()))
+    }
+
+    /// Monotonic ms since the swarm started (the view's time base).
+    pub fn now_ms(&self) -> i64 {
+        self.start.elapsed().as_millis() as i64
+    }
+
+    /// Dials a peer found by discovery.
+    pub async fn add_peer(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<()> {
+        self.commands
+            .send(Command::AddPeer { peer, addrs })
+            .await
+            .map_err(|_| Error::Coordinator("store swarm stopped".into()))
+    }
+
+    /// Fetches a chunk from `peer`: `Ok(None)` when it does not have it or is busy.
+    /// The bytes are not verified yet. Cancel-safe (the answer is dropped).
+    pub async fn fetch(&self, peer: PeerId, hash: ChunkHash) -> Result<Option<Vec<u8>>> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Fetch { peer, hash, reply })
+            .await
+            .map_err(|_| Error::Coordinator("store swarm stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| Error::Coordinator("store swarm stopped".into()))?
+    }
+
+    /// Starts serving and advertising the held chunks of a package.
+    pub async fn track(&self, package: PackageId, chunks: Vec<ChunkHash>) -> Result<()> {
+        self.send(Command::Track { package, chunks }).await
+    }
+
+    /// Stops advertising a package (its chunks stay servable by hash).
+    pub async fn untrack(&self, package: PackageId) -> Result<()> {
+        self.send(Command::Untrack { package }).await
+    }
+
+    /// Tells the live peers about newly verified chunks.
+    pub async fn announce(&self, package: PackageId, indices: Vec<u32>) -> Result<()> {
+        self.send(Command::Announce { package, indices }).await
+    }
+
+    /// Disconnects and ignores a peer for a while (it sent a bad chunk).
+    pub async fn ban(&self, peer: PeerId, for_ms: i64) -> Result<()> {
+        self.send(Command::Ban { peer, for_ms }).await
+    }
+
+    /// A copy of the live peers and their holdings.
+    pub fn view(&self) -> HashMap<PeerId, PeerView> {
+        self.view
+            .lock()
+            .map(|v| v.peers.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// Loads the node's libp2p identity from `<data>/node.key` (created 0600 on
+/// first use), so its peer id survives restarts.
+pub fn load_or_create_key(data_dir: &std::path::Path) -> Result<Keypair> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let path = data_dir.join("node.key");
+    let seed: [u8; 32] = match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            text.trim()
+                .parse::<ChunkHash>()
+                .map_err(|_| Error::Config(format!("{} is not a 64-hex key", path.display())))?
+                .0
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut seed = [0u8; 32];
+            getrandom::fill(&mut seed)
+                .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
+            std::fs::create_dir_all(data_dir)?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)?;
+            f.write_all(ChunkHash(seed).to_hex().as_bytes())?;
+            f.sync_all()?;
+            seed
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Keypair::ed25519_from_bytes(seed).map_err(|e| Error::Config(format!("node key: {e}")))
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    rr: request_response::Behaviour<codec::StoreCodec>,
+}
+
+fn build_swarm(key: Keypair, psk: [u8; 32]) -> Result<libp2p::Swarm<Behaviour>> {
+    let psk = pnet::PreSharedKey::new(psk);
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_other_transport(|key| {
+            let noise = noise::Config::new(key)
+                .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e) })?;
+            let transport = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                .and_then(move |socket, _| pnet::PnetConfig::new(psk).handshake(socket))
+                .upgrade(Version::V1Lazy)
+                .authenticate(noise)
+                .multiplex(yamux::Config::default())
+                .boxed();
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(transport)
+        })
+        .map_err(|e| Error::Coordinator(format!("store swarm transport: {e}")))?
+        .with_behaviour(|_| Behaviour {
+            rr: request_response::Behaviour::with_codec(
+                codec::StoreCodec,
+                [(
+                    StreamProtocol::new(wire::PROTOCOL_NAME),
+                    ProtocolSupport::Full,
+                )],
+                request_response::Config::default()
+                    .with_request_timeout(REQUEST_TIMEOUT)
+                    .with_max_concurrent_streams(64),
+            ),
+        })
+        .map_err(|e| Error::Coordinator(format!("store swarm behaviour: {e}")))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
+        .build();
+    Ok(swarm)
+}
+
+/// Starts the swarm's event loop; returns its handle and the loop's task. The
+/// loop ends when `shutdown` turns true.
+pub async fn start(
+    config: SwarmConfig,
+    key: Keypair,
+    store: Arc<ChunkStore>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(StoreNet, tokio::task::JoinHandle<()>)> {
+    let peer_id = key.public().to_peer_id();
+    let mut swarm = build_swarm(key, config.psk)?;
+    let listen: Multiaddr = format!("/ip4/{}/tcp/{}", config.listen.ip(), config.listen.port())
+        .parse()
+        .map_err(|e| Error::Config(format!("swarm listen address: {e}")))?;
+    swarm
+        .listen_on(listen)
+        .map_err(|e| Error::Config(format!("swarm listen: {e}")))?;
+    // Wait for the actual address (the port may have been 0).
+    let listen_addr = loop {
+        match swarm.select_next_some().await {
+            SwarmEvent::NewListenAddr { address, .. } => break address,
+            SwarmEvent::ListenerError { error, .. } => return Err(Error::Io(error)),
+            _ => {}
+        }
+    };
+    let (commands, inbox) = mpsc::channel(COMMAND_QUEUE);
+    let view = Arc::new(Mutex::new(NetView::default()));
+    let changed = Arc::new(Notify::new());
+    let start_at = tokio::time::Instant::now();
+    let net = StoreNet {
+        commands,
+        view: view.clone(),
+        changed: changed.clone(),
+        peer_id,
+        listen_addr,
+        start: start_at,
+    };
+    let event_loop = EventLoop {
+        swarm,
+        config: config.clone(),
+        store,
+        view,
+        changed,
+        start: start_at,
+        tracked: HashMap::new(),
+        pending_fetch: HashMap::new(),
+        hello_ok: HashSet::new(),
+        banned: HashMap::new(),
+        uploads: Arc::new(Semaphore::new(config.max_uploads.max(1))),
+        upload_done: mpsc::channel(64),
+    };
+    let task = tokio::spawn(tracing::Instrument::instrument(
+        event_loop.run(inbox, shutdown),
+        tracing::Span::current(),
+    ));
+    Ok((net, task))
+}
+
+type UploadDone = (
+    ResponseChannel<PeerMessage>,
+    PeerMessage,
+    tokio::sync::OwnedSemaphorePermit,
+);
+
+struct EventLoop {
+    swarm: libp2p::Swarm<Behaviour>,
+    config: SwarmConfig,
+    store: Arc<ChunkStore>,
+    view: Arc<Mutex<NetView>>,
+    changed: Arc<Notify>,
+    start: tokio::time::Instant,
+    /// Packages this node advertises: their chunk hashes in manifest order.
+    tracked: HashMap<PackageId, Vec<ChunkHash>>,
+    pending_fetch: HashMap<OutboundRequestId, oneshot::Sender<Result<Option<Vec<u8>>>>>,
+    /// Peers whose Hello matched (chain, store, protocol).
+    hello_ok: HashSet<PeerId>,
+    /// Peers ignored until the given ms.
+    banned: HashMap<PeerId, i64>,
+    uploads: Arc<Semaphore>,
+    upload_done: (mpsc::Sender<UploadDone>, mpsc::Receiver<UploadDone>),
+}
+
+impl EventLoop {
+    fn now(&self) -> i64 {
+        self.start.elapsed().as_millis() as i64
+    }
+
+    fn hello(&self) -> PeerMessage {
+        PeerMessage::Hello(Hello {
+            protocol_version: wire::PROTOCOL_VERSION,
+            chain: self.config.chain.clone(),
+            store: self.config.store.clone(),
+            device: self.config.device,
+        })
+    }
+
+    fn hello_matches(&self, h: &Hello) -> bool {
+        h.protocol_version == wire::PROTOCOL_VERSION
+            && h.chain == self.config.chain
+            && h.store == self.config.store
+    }
+
+    fn is_banned(&self, peer: &PeerId) -> bool {
+        self.banned
+            .get(peer)
+            .is_some_and(|&until| until > self.now())
+    }
+
+    fn bitfield(&self, package: &PackageId) -> Option<Bitfield> {
+        let hashes = self.tracked.get(package)?;
+        let mut bf = Bitfield::new(hashes.len() as u32);
+        for (i, h) in hashes.iter().enumerate() {
+            if self.store.contains(h) {
+                bf.set(i as u32);
+            }
+        }
+        Some(bf)
+    }
+
+    fn touch(&self, peer: &PeerId, update: impl FnOnce(&mut PeerView)) {
+        if !self.hello_ok.contains(peer) {
+            return;
+        }
+        let now = self.now();
+        if let Ok(mut v) = self.view.lock() {
+            let p = v.peers.entry(*peer).or_default();
+            p.last_heard_ms = now;
+            update(p);
+        }
+        self.changed.notify_waiters();
+    }
+
+    fn drop_peer(&mut self, peer: &PeerId) {
+        self.hello_ok.remove(peer);
+        if let Ok(mut v) = self.view.lock() {
+            v.peers.remove(peer);
+        }
+        self.changed.notify_waiters();
+    }
+
+    fn send_bitfields_to(&mut self, peer: PeerId) {
+        let packages: Vec<PackageId> = self.tracked.keys().copied().collect();
+        for package in packages {
+            if let Some(have) = self.bitfield(&package) {
+                self.swarm
+                    .behaviour_mut()
+                    .rr
+                    .send_request(&peer, PeerMessage::Bitfield { package, have });
+            }
+        }
+    }
+
+    async fn run(
+        mut self,
+        mut inbox: mpsc::Receiver<Command>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                Some(cmd) = inbox.recv() => self.on_command(cmd),
+                Some((channel, response, permit)) = self.upload_done.1.recv() => {
+                    let _ = self.swarm.behaviour_mut().rr.send_response(channel, response);
+                    drop(permit);
+                }
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() {
+                        break;
+                    }
+                }
+            }
+        }
+        for (_, reply) in self.pending_fetch.drain() {
+            let _ = reply.send(Err(Error::Coordinator("store swarm stopped".into())));
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::AddPeer { peer, addrs } => {
+                if peer == *self.swarm.local_peer_id()
+                    || self.is_banned(&peer)
+                    || self.swarm.is_connected(&peer)
+                {
+                    return;
+                }
+                let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                    .addresses(addrs)
+                    .build();
+                if let Err(e) = self.swarm.dial(opts) {
+                    tracing::debug!(peer = %peer, error = %e, "dial failed");
+                }
+            }
+            Command::Fetch { peer, hash, reply } => {
+                if !self.hello_ok.contains(&peer) {
+                    let _ = reply.send(Ok(None));
+                    return;
+                }
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .rr
+                    .send_request(&peer, PeerMessage::Request { hash });
+                self.pending_fetch.insert(id, reply);
+            }
+            Command::Track { package, chunks } => {
+                self.tracked.insert(package, chunks);
+                let peers: Vec<PeerId> = self.hello_ok.iter().copied().collect();
+                for p in peers {
+                    if let Some(have) = self.bitfield(&package) {
+                        self.swarm
+                            .behaviour_mut()
+                            .rr
+                            .send_request(&p, PeerMessage::Bitfield { package, have });
+                    }
+                }
+            }
+            Command::Untrack { package } => {
+                self.tracked.remove(&package);
+            }
+            Command::Announce { package, indices } => {
+                let peers: Vec<PeerId> = self.hello_ok.iter().copied().collect();
+                for batch in indices.chunks(wire::MAX_HAVE_INDICES) {
+                    for p in &peers {
+                        let msg = PeerMessage::Have {
+                            package,
+                            indices: batch.to_vec(),
+                        };
+                        self.swarm.behaviour_mut().rr.send_request(p, msg);
+                    }
+                }
+            }
+            Command::Ban { peer, for_ms } => {
+                tracing::warn!(peer = %peer, "banning a peer that sent a bad chunk");
+                let until = self.now() + for_ms;
+                self.banned.insert(peer, until);
+                self.drop_peer(&peer);
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                num_established,
+                ..
+            } => {
+                if self.is_banned(&peer_id) {
+                    let _ = self.swarm.disconnect_peer_id(peer_id);
+                } else if num_established.get() == 1 {
+                    let hello = self.hello();
+                    self.swarm.behaviour_mut().rr.send_request(&peer_id, hello);
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
+                tracing::info!(peer = %peer_id, "store peer left");
+                self.drop_peer(&peer_id);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Rr(event)) => self.on_rr_event(event),
+            _ => {}
+        }
+    }
+
+    fn accept_hello(&mut self, peer: PeerId, h: &Hello) -> bool {
+        if !self.hello_matches(h) {
+            tracing::warn!(peer = %peer, chain = %h.chain, store = %h.store, "peer of another chain or store; disconnecting");
+            self.banned.insert(peer, self.now() + 60_000);
+            let _ = self.swarm.disconnect_peer_id(peer);
+            return false;
+        }
+        if self.hello_ok.insert(peer) {
+            tracing::info!(peer = %peer, device = %h.device, "store peer joined");
+            let device = h.device;
+            self.touch(&peer, |p| p.device = Some(device));
+            self.send_bitfields_to(peer);
+        }
+        true
+    }
+
+    fn on_rr_event(&mut self, event: request_response::Event<PeerMessage, PeerMessage>) {
+        use request_response::{Event, Message};
+        match event {
+            Event::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                self.on_request(peer, request, channel);
+            }
+            Event::Message {
+                peer,
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some(reply) = self.pending_fetch.remove(&request_id) {
+                    let answer = match response {
+                        PeerMessage::Chunk { data, .. } => Ok(Some(data)),
+                        PeerMessage::NotHave { .. } | PeerMessage::Busy { .. } => Ok(None),
+                        other => Err(Error::Verify(format!(
+                            "unexpected answer to a chunk request: {other:?}"
+                        ))),
+                    };
+                    self.touch(&peer, |_| {});
+                    let _ = reply.send(answer);
+                    return;
+                }
+                match response {
+                    PeerMessage::Hello(h) => {
+                        self.accept_hello(peer, &h);
+                    }
+                    PeerMessage::Bitfield { package, have } => {
+                        self.touch(&peer, |p| {
+                            // An empty bitfield means "not taking part in this package".
+                            if have.chunk_count > 0 {
+                                let set = p.holds.entry(package).or_default();
+                                set.extend(
+                                    (0..have.chunk_count)
+                                        .filter(|&i| have.get(i))
+                                        .map(|i| i as usize),
+                                );
+                            }
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                tracing::debug!(peer = %peer, error = %error, "request to a peer failed");
+                if let Some(reply) = self.pending_fetch.remove(&request_id) {
+                    let _ = reply.send(Ok(None));
+                }
+            }
+            Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(peer = %peer, error = %error, "request from a peer failed");
+            }
+            Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn respond(&mut self, channel: ResponseChannel<PeerMessage>, msg: PeerMessage) {
+        let _ = self.swarm.behaviour_mut().rr.send_response(channel, msg);
+    }
+
+    fn on_request(
+        &mut self,
+        peer: PeerId,
+        request: PeerMessage,
+        channel: ResponseChannel<PeerMessage>,
+    ) {
+        if self.is_banned(&peer) {
+            let _ = self.swarm.disconnect_peer_id(peer);
+            return;
+        }
+        match request {
+            PeerMessage::Hello(h) => {
+                let mine = self.hello();
+                if self.accept_hello(peer, &h) {
+                    self.respond(channel, mine);
+                }
+            }
+            early if !self.hello_ok.contains(&peer) => {
+                // Its Hello may still be in flight on another stream: answer
+                // harmlessly and record nothing. Its holdings arrive again in the
+                // bitfield exchange that follows the Hello; no chunk is served yet.
+                let answer = match early {
+                    PeerMessage::Request { hash } => PeerMessage::NotHave { hash },
+                    _ => PeerMessage::Ack,
+                };
+                self.respond(channel, answer);
+            }
+            PeerMessage::Bitfield { package, have } => {
+                self.touch(&peer, |p| {
+                    if have.chunk_count > 0 {
+                        let set = p.holds.entry(package).or_default();
+                        set.extend(
+                            (0..have.chunk_count)
+                                .filter(|&i| have.get(i))
+                                .map(|i| i as usize),
+                        );
+                    }
+                });
+                let mine = self.bitfield(&package).unwrap_or_else(|| Bitfield::new(0));
+                self.respond(
+                    channel,
+                    PeerMessage::Bitfield {
+                        package,
+                        have: mine,
+                    },
+                );
+            }
+            PeerMessage::Have { package, indices } => {
+                self.touch(&peer, |p| {
+                    p.holds
+                        .entry(package)
+                        .or_default()
+                        .extend(indices.iter().map(|&i| i as usize))
+                });
+                self.respond(channel, PeerMessage::Ack);
+            }
+            PeerMessage::Request { hash } => {
+                let Ok(permit) = self.uploads.clone().try_acquire_owned() else {
+                    self.respond(
+                        channel,
+                        PeerMessage::Busy {
+                            hash,
+                            retry_after_ms: 200,
+                        },
+                    );
+                    return;
+                };
+                let store = self.store.clone();
+                let done = self.upload_done.0.clone();
+                tokio::spawn(async move {
+                    let data = tokio::task::spawn_blocking(move || store.get(&hash))
+                        .await
+                        .ok()
+                        .and_then(|r| r.ok())
+                        .flatten();
+                    let response = match data {
+                        Some(data) => PeerMessage::Chunk { hash, data },
+                        None => PeerMessage::NotHave { hash },
+                    };
+                    let _ = done.send((channel, response, permit)).await;
+                });
+            }
+            other => {
+                tracing::debug!(peer = %peer, message = ?other, "unexpected request; disconnecting");
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! Downloading a package through the store swarm: the [`Planner`] decides, this
+//! driver fetches (LAN from peers, WAN from the coordinator), verifies through
+//! the chunk store, announces each verified chunk at once so peers can relay it,
+//! and bans peers that send bad bytes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use libp2p::PeerId;
+use tillswarm_protocol::manifest::Manifest;
+
+use super::StoreNet;
+use super::planner::{Action, Limits, Outcome, Planner};
+use crate::chunks::ChunkStore;
+use crate::error::{Error, Result};
+use crate::stage::{ChunkSource, Progress};
+
+/// Longest wait for one chunk from a peer before asking elsewhere.
+const LAN_FETCH_TIMEOUT: Duration = Duration::from_secs(15);
+/// Longest wait for one chunk from the coordinator (a slow, capped WAN).
+const WAN_FETCH_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Fetches every chunk of `manifest` the store lacks, sharing with the store's
+/// peers; `wan` is the coordinator. Calls `on_progress` after each chunk lands.
+pub async fn fetch_package(
+    manifest: &Manifest,
+    store: &Arc<ChunkStore>,
+    net: &StoreNet,
+    wan: &dyn ChunkSource,
+    limits: Limits,
+    start: Progress,
+    mut on_progress: impl FnMut(Progress),
+) -> Result<Progress> {
+    let package = manifest.package_id;
+    let hashes: Vec<_> = manifest.chunks.iter().map(|c| c.hash).collect();
+    net.track(package, hashes.clone()).await?;
+    let have: Vec<bool> = hashes.iter().map(|h| store.contains(h)).collect();
+    let mut planner = Planner::new(
+        net.peer_id.to_bytes(),
+        manifest.chunks.clone(),
+        have,
+        limits,
+    );
+    let mut progress = Progress {
+        bytes_done: planner.bytes_held(),
+        ..start
+    };
+    on_progress(progress);
+    let mut in_flight = FuturesUnordered::new();
+    let mut announce: Vec<u32> = Vec::new();
+    let mut peer_ids: HashMap<Vec<u8>, PeerId> = HashMap::new();
+    loop {
+        // Refresh the peers taking part in this package from the swarm's view.
+        let view = net.view();
+        let mut present = Vec::new();
+        for (id, pv) in &view {
+            if let Some(holds) = pv.holds.get(&package) {
+                let key = id.to_bytes();
+                peer_ids.insert(key.clone(), *id);
+                planner.set_peer(key.clone(), holds.iter().copied(), pv.last_heard_ms);
+                present.push(key);
+            }
+        }
+        for gone in planner.peers().into_iter().filter(|k| !present.contains(k)) {
+            planner.peer_down(&gone);
+        }
+        if planner.is_complete() && in_flight.is_empty() {
+            break;
+        }
+        tracing::trace!(
+            held = planner.bytes_held(),
+            in_flight = in_flight.len(),
+            "fetch loop"
+        );
+        for action in planner.next(net.now_ms()) {
+            let (index, peer) = match &action {
+                Action::Wan { index } => (*index, None),
+                Action::Lan { index, peer } => (*index, peer_ids.get(peer).copied()),
+            };
+            let chunk = planner.chunks()[index];
+            let net = net.clone();
+            in_flight.push(async move {
+                // A stalled request is abandoned and the chunk planned again.
+                let fetched: Result<Option<Vec<u8>>> = match peer {
+                    None => tokio::time::timeout(
+                        WAN_FETCH_TIMEOUT,
+                        wan.fetch(&chunk.hash, chunk.length),
+                    )
+                    .await
+                    .unwrap_or_else(|_| Err(Error::Coordinator("chunk fetch timed out".into())))
+                    .map(|(d, _)| Some(d)),
+                    Some(p) => tokio::time::timeout(LAN_FETCH_TIMEOUT, net.fetch(p, chunk.hash))
+                        .await
+                        .unwrap_or(Ok(None)),
+                };
+                (index, peer, fetched)
+            });
+        }
+        if !announce.is_empty() {
+            net.announce(package, std::mem::take(&mut announce)).await?;
+        }
+        tokio::select! {
+            Some((index, peer, fetched)) = in_flight.next() => {
+                let chunk = planner.chunks()[index];
+                let outcome = match fetched {
+                    Ok(Some(data)) => {
+                        let n = data.len() as u64;
+                        let put_store = store.clone();
+                        let stored = tokio::task::spawn_blocking(move || put_store.put(&chunk.hash, &data))
+                            .await
+                            .map_err(|e| Error::Io(std::io::Error::other(e)))?;
+                        match stored {
+                            Ok(()) => {
+                                match peer {
+                                    Some(_) => progress.lan_bytes += n,
+                                    None => progress.wan_bytes += n,
+                                }
+                                Outcome::Stored
+                            }
+                            Err(Error::Verify(why)) => {
+                                tracing::warn!(chunk = %chunk.hash, peer = ?peer, %why, "bad chunk");
+                                if let Some(p) = peer {
+                                    let _ = net.ban(p, limits.ban_ms).await;
+                                }
+                                Outcome::Corrupt
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    Ok(None) => Outcome::Failed,
+                    Err(e) => {
+                        tracing::debug!(chunk = %chunk.hash, error = %e, "chunk fetch failed");
+                        Outcome::Failed
+                    }
+                };
+                if outcome == Outcome::Stored {
+                    announce.push(index as u32);
+                }
+                planner.finished(index, outcome, net.now_ms());
+                // Chunks repeated in the manifest land together.
+                for (i, c) in planner.chunks().to_vec().iter().enumerate() {
+                    if c.hash == chunk.hash && outcome == Outcome::Stored {
+                        planner.mark_held(i);
+                    }
+                }
+                progress.bytes_done = planner.bytes_held();
+                on_progress(progress);
+            }
+            _ = net.changed.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+    if !announce.is_empty() {
+        net.announce(package, announce).await?;
+    }
+    Ok(progress)
+}

@@ -1,0 +1,307 @@
+//! The store swarm in one process: ten tills of one store (libp2p on loopback,
+//! static discovery) share a package so it crosses the "WAN" (the coordinator)
+//! about once; peers leaving, a peer serving corrupt chunks, and delta updates.
+
+use std::sync::Arc;
+
+use tillswarm_coordinator::groups::GroupInput;
+use tillswarm_coordinator::tasks::{NewTask, TaskDetail};
+use tillswarm_protocol::api::{TargetState, TaskKind};
+use tillswarm_protocol::clock::SystemClock;
+use tillswarm_protocol::{DeviceId, PackageId};
+use tillswarm_tests::{Cluster, RunningNode, TEST_SWARM_KEY, connect_all, eventually, sample_till};
+
+/// Ten tills of one store (the sample registry has six per store; the rest are
+/// approved as pending devices).
+fn tills() -> Vec<DeviceId> {
+    (1..=10u32)
+        .map(|n| {
+            if n <= 6 {
+                sample_till(0, n)
+            } else {
+                format!("71110000-0000-0000-0000-0000000000{n:02}")
+                    .parse()
+                    .expect("guid")
+            }
+        })
+        .collect()
+}
+
+async fn setup(cluster: &Cluster, tills: &[DeviceId]) -> i64 {
+    cluster.import_sample_registry().await;
+    for &d in tills {
+        // Unknown tills show up as pending on their first heartbeat; approve them now.
+        if cluster.coordinator.device(d).await.is_err() {
+            let hb = tillswarm_protocol::api::HeartbeatRequest {
+                device_id: d,
+                version: Some("0.9".parse().expect("v")),
+                state: tillswarm_protocol::api::DeviceState::Ready,
+                ip: None,
+                peer_id: None,
+                free_disk_bytes: None,
+                known_revision: None,
+            };
+            cluster
+                .coordinator
+                .heartbeat(hb, None)
+                .await
+                .expect("heartbeat");
+            cluster
+                .coordinator
+                .approve_device(d)
+                .await
+                .expect("approve");
+        }
+    }
+    cluster
+        .coordinator
+        .create_group(GroupInput {
+            name: Some("store".into()),
+            description: None,
+            members: Some(tills.to_vec()),
+        })
+        .await
+        .expect("group")
+        .id
+}
+
+fn start_node(cluster: &Cluster, d: DeviceId) -> RunningNode {
+    let mut config = cluster.node_config(d, "store-001");
+    config.swarm_key = Some(TEST_SWARM_KEY.into());
+    RunningNode::start(config, Arc::new(SystemClock), None)
+}
+
+async fn download(cluster: &Cluster, pkg: PackageId, group: i64) -> i64 {
+    cluster
+        .coordinator
+        .create_task(NewTask {
+            kind: TaskKind::Download,
+            package_id: pkg,
+            group_id: group,
+            activate_at: None,
+            rollback: false,
+        })
+        .await
+        .expect("task")
+        .summary
+        .id
+}
+
+async fn wait_all(cluster: &Cluster, task: i64, tills: &[DeviceId], secs: u64) -> TaskDetail {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let t = cluster.coordinator.task(task).await.expect("task");
+        let done = tills.iter().all(|d| {
+            t.target_details
+                .iter()
+                .any(|x| x.device == *d && x.state == TargetState::Downloaded)
+        });
+        if done {
+            return t;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let states: Vec<String> = t
+                .target_details
+                .iter()
+                .map(|x| {
+                    format!(
+                        "{} {:?} {}/{}",
+                        x.device, x.state, x.bytes_done, t.summary.package_size
+                    )
+                })
+                .collect();
+            panic!(
+                "task {task}: not every till holds the package after {secs} s:\n{}",
+                states.join("\n")
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+fn wan_total(t: &TaskDetail, tills: &[DeviceId]) -> u64 {
+    t.target_details
+        .iter()
+        .filter(|x| tills.contains(&x.device))
+        .map(|x| x.wan_bytes)
+        .sum()
+}
+
+/// The swarm tests run one at a time: each runs up to ten tills on this
+/// machine's two cores, and in parallel they would only slow each other down.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn package(version: &str, mib: usize) -> Vec<u8> {
+    tillswarm_fixtures::package_tar(
+        &tillswarm_fixtures::up_sh("demo", version, 0),
+        &tillswarm_fixtures::noise(mib << 20, 99),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_tills_share_a_package_crossing_the_wan_about_once() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start(100).await;
+    let tills = tills();
+    let group = setup(&cluster, &tills).await;
+    let bytes = package("1.0.0", 64);
+    let size = bytes.len() as u64;
+    let pkg = cluster.upload("demo", "1.0.0", bytes).await;
+    let nodes: Vec<RunningNode> = tills.iter().map(|&d| start_node(&cluster, d)).collect();
+    connect_all(&nodes.iter().collect::<Vec<_>>()).await;
+    let task = download(&cluster, pkg, group).await;
+    let t = wait_all(&cluster, task, &tills, 240).await;
+    let wan = wan_total(&t, &tills);
+    let lan: u64 = t.target_details.iter().map(|x| x.lan_bytes).sum();
+    let ratio = wan as f64 / size as f64;
+    eprintln!(
+        "10 tills, {} MiB: WAN {wan} bytes = {ratio:.3} x package, LAN {lan} bytes",
+        size >> 20
+    );
+    assert!(ratio <= 1.05, "WAN bytes {ratio:.3} x package size");
+    assert_eq!(
+        t.stores
+            .iter()
+            .find(|s| s.store_id == "store-001")
+            .map(|s| s.tills),
+        Some(6)
+    );
+    // Every till verified and staged the same bytes.
+    for n in &nodes {
+        assert!(tillswarm_node::stage::is_staged(
+            &n.update_root().join("update/1.0.0"),
+            &pkg
+        ));
+    }
+    // WAN fetches were spread across the tills, not all on one.
+    let fetchers = t.target_details.iter().filter(|x| x.wan_bytes > 0).count();
+    assert!(fetchers >= 5, "only {fetchers} tills used the WAN");
+    for n in nodes {
+        n.stop().await;
+    }
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rest_finish_when_three_tills_die_midway() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start(100).await;
+    let tills = tills();
+    let group = setup(&cluster, &tills).await;
+    let bytes = package("1.0.0", 48);
+    let size = bytes.len() as u64;
+    let pkg = cluster.upload("demo", "1.0.0", bytes).await;
+    let mut nodes: Vec<RunningNode> = tills.iter().map(|&d| start_node(&cluster, d)).collect();
+    connect_all(&nodes.iter().collect::<Vec<_>>()).await;
+    let task = download(&cluster, pkg, group).await;
+    // Midway: some bytes have moved, not all.
+    eventually(120, "the transfer to be under way", || async {
+        let t = cluster.coordinator.task(task).await.ok()?;
+        let done: u64 = t.target_details.iter().map(|x| x.bytes_done).sum();
+        (done > size * 2).then_some(())
+    })
+    .await;
+    let dead: Vec<RunningNode> = nodes.drain(..3).collect();
+    for n in dead {
+        n.kill().await;
+    }
+    let survivors = &tills[3..];
+    let t = wait_all(&cluster, task, survivors, 240).await;
+    let wan = wan_total(&t, &tills) as f64 / size as f64;
+    eprintln!("3 of 10 tills killed midway: the other 7 finished; WAN {wan:.3} x package");
+    for n in nodes {
+        n.stop().await;
+    }
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_serving_corrupt_chunks_is_banned_and_everyone_finishes() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start(100).await;
+    let tills: Vec<DeviceId> = tills().into_iter().take(5).collect();
+    let group = setup(&cluster, &tills).await;
+    let bytes = package("1.0.0", 16);
+    let pkg = cluster.upload("demo", "1.0.0", bytes).await;
+    let manifest = cluster
+        .coordinator
+        .package(pkg)
+        .await
+        .expect("package")
+        .manifest;
+    // The evil till claims every chunk: its chunk store holds garbage under the right names.
+    let evil_config = {
+        let mut c = cluster.node_config(tills[0], "store-001");
+        c.swarm_key = Some(TEST_SWARM_KEY.into());
+        c
+    };
+    for chunk in &manifest.chunks {
+        let hex = chunk.hash.to_hex();
+        let dir = evil_config.data_dir.join("chunks").join(&hex[..2]);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join(&hex), vec![0xEE; chunk.length as usize]).expect("garbage");
+    }
+    let evil = RunningNode::start(evil_config, Arc::new(SystemClock), None);
+    let honest: Vec<RunningNode> = tills[1..]
+        .iter()
+        .map(|&d| start_node(&cluster, d))
+        .collect();
+    let mut all: Vec<&RunningNode> = vec![&evil];
+    all.extend(honest.iter());
+    connect_all(&all).await;
+    let task = download(&cluster, pkg, group).await;
+    let t = wait_all(&cluster, task, &tills[1..], 120).await;
+    for n in &honest {
+        assert!(
+            tillswarm_node::stage::is_staged(&n.update_root().join("update/1.0.0"), &pkg),
+            "right hash"
+        );
+        let net = n.agent.net().expect("swarm");
+        let evil_id = evil.agent.net().expect("swarm").peer_id;
+        assert!(
+            !net.view().contains_key(&evil_id),
+            "the evil till is no longer a live peer"
+        );
+    }
+    eprintln!(
+        "corrupt peer banned; honest WAN {:.3} x package",
+        wan_total(&t, &tills[1..]) as f64 / t.summary.package_size as f64
+    );
+    evil.stop().await;
+    for n in honest {
+        n.stop().await;
+    }
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_fetches_only_the_changed_chunks() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start(100).await;
+    let tills: Vec<DeviceId> = tills().into_iter().take(5).collect();
+    let group = setup(&cluster, &tills).await;
+    let size = tillswarm_fixtures::DEMO_PAYLOAD_SIZE;
+    let old = cluster
+        .upload(
+            "demo",
+            "1.0.0",
+            tillswarm_fixtures::demo_package("1.0.0", size),
+        )
+        .await;
+    let new_bytes = tillswarm_fixtures::demo_package("1.1.0", size);
+    let new_size = new_bytes.len() as u64;
+    let new = cluster.upload("demo", "1.1.0", new_bytes).await;
+    let nodes: Vec<RunningNode> = tills.iter().map(|&d| start_node(&cluster, d)).collect();
+    connect_all(&nodes.iter().collect::<Vec<_>>()).await;
+    let first = download(&cluster, old, group).await;
+    wait_all(&cluster, first, &tills, 120).await;
+    let second = download(&cluster, new, group).await;
+    let t = wait_all(&cluster, second, &tills, 120).await;
+    let ratio = wan_total(&t, &tills) as f64 / new_size as f64;
+    eprintln!("delta 1.0.0 -> 1.1.0 on 5 tills: WAN {ratio:.3} x package");
+    assert!(ratio <= 0.2, "delta WAN {ratio:.3} x package");
+    for n in nodes {
+        n.stop().await;
+    }
+    cluster.stop().await;
+}
