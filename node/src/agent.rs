@@ -155,10 +155,57 @@ impl Agent {
             max_uploads: c.max_uploads,
         };
         let (net, task) =
-            crate::swarm::start(config, key, self.inner.store.clone(), shutdown).await?;
+            crate::swarm::start(config, key, self.inner.store.clone(), shutdown.clone()).await?;
         tracing::info!(peer = %net.peer_id, addr = %net.listen_addr, "store swarm listening");
+        if c.mdns {
+            self.start_discovery(&net, shutdown);
+        }
         let _ = self.inner.net.set(net);
         Ok(Some(task))
+    }
+
+    /// Advertises this node with mDNS and dials every store peer it finds.
+    fn start_discovery(&self, net: &crate::swarm::StoreNet, shutdown: watch::Receiver<bool>) {
+        use crate::discovery::{Discovery, DiscoveryEvent, LocalAdvert, MdnsDiscovery};
+        use libp2p::multiaddr::Protocol;
+        let port = net
+            .listen_addr
+            .iter()
+            .find_map(|p| match p {
+                Protocol::Tcp(port) => Some(port),
+                _ => None,
+            })
+            .unwrap_or(0);
+        let advert = LocalAdvert::new(&self.inner.config, net.peer_id.to_string(), port);
+        let (events, mut found) = tokio::sync::mpsc::channel(64);
+        let _discovery = Box::new(MdnsDiscovery::default()).start(advert, events, shutdown);
+        let net = net.clone();
+        tokio::spawn(async move {
+            while let Some(event) = found.recv().await {
+                let DiscoveryEvent::Found(peer) = event else {
+                    continue;
+                };
+                let Ok(id) = peer.peer_id.parse::<libp2p::PeerId>() else {
+                    continue;
+                };
+                let addrs = peer
+                    .addrs
+                    .iter()
+                    .map(|a| {
+                        let ip = match a.ip() {
+                            std::net::IpAddr::V4(v4) => Protocol::Ip4(v4),
+                            std::net::IpAddr::V6(v6) => Protocol::Ip6(v6),
+                        };
+                        libp2p::Multiaddr::empty()
+                            .with(ip)
+                            .with(Protocol::Tcp(a.port()))
+                    })
+                    .collect();
+                if net.add_peer(id, addrs).await.is_err() {
+                    break;
+                }
+            }
+        });
     }
 
     /// Runs until `shutdown` turns true; in-flight jobs are aborted (their state
