@@ -602,6 +602,16 @@ impl EventLoop {
                 }
             }
             Event::InboundFailure { peer, error, .. } => {
+                // A frame over the cap or one that does not decode is hostile or
+                // broken: drop the connection (the codec already refused to read on).
+                if let request_response::InboundFailure::Io(e) = &error {
+                    if e.kind() == std::io::ErrorKind::InvalidData {
+                        tracing::warn!(peer = %peer, error = %e, "garbage from a peer; disconnecting");
+                        self.drop_peer(&peer);
+                        let _ = self.swarm.disconnect_peer_id(peer);
+                        return;
+                    }
+                }
                 tracing::debug!(peer = %peer, error = %error, "request from a peer failed");
             }
             Event::ResponseSent { .. } => {}

@@ -305,3 +305,38 @@ async fn a_new_version_fetches_only_the_changed_chunks() {
     }
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_devices_cannot_join_the_store() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start(100).await;
+    cluster.import_sample_registry().await;
+    let member = start_node(&cluster, sample_till(0, 1));
+    let friend = start_node(&cluster, sample_till(0, 2));
+    // Same store, another chain key: the private-network handshake fails.
+    let mut config = cluster.node_config(sample_till(0, 3), "store-001");
+    config.swarm_key = Some("22".repeat(32));
+    let stranger = RunningNode::start(config, Arc::new(SystemClock), None);
+    // The right key, another store: refused at Hello.
+    let mut config = cluster.node_config(sample_till(1, 1), "store-002");
+    config.swarm_key = Some(TEST_SWARM_KEY.into());
+    let neighbour = RunningNode::start(config, Arc::new(SystemClock), None);
+    connect_all(&[&member, &friend, &stranger, &neighbour]).await;
+    let net = member.agent.net().expect("swarm");
+    let friend_id = friend.agent.net().expect("swarm").peer_id;
+    eventually(10, "the store peer to join", || async {
+        net.view().contains_key(&friend_id).then_some(())
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let live: Vec<_> = net.view().into_keys().collect();
+    assert_eq!(
+        live,
+        vec![friend_id],
+        "only the store's own till is a live peer"
+    );
+    for n in [member, friend, stranger, neighbour] {
+        n.stop().await;
+    }
+    cluster.stop().await;
+}

@@ -89,3 +89,38 @@ impl request_response::Codec for StoreCodec {
         write_frame(io, &res).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tillswarm_protocol::ChunkHash;
+
+    #[tokio::test]
+    async fn frames_round_trip_and_hostile_frames_fail_cleanly() {
+        let msg = PeerMessage::Chunk {
+            hash: ChunkHash::of(b"x"),
+            data: b"x".to_vec(),
+        };
+        let mut buf = futures_util::io::Cursor::new(Vec::new());
+        write_frame(&mut buf, &msg).await.expect("write");
+        let mut r = futures_util::io::Cursor::new(buf.into_inner());
+        assert_eq!(read_frame(&mut r).await.expect("read"), msg);
+
+        // A 4 GiB length prefix is refused before any allocation.
+        let mut huge = futures_util::io::Cursor::new(vec![0xFF, 0xFF, 0xFF, 0xFF, 1, 2, 3]);
+        let err = read_frame(&mut huge).await.expect_err("oversized");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        // Garbage of a plausible length.
+        let mut garbage = vec![0, 0, 0, 4];
+        garbage.extend_from_slice(&[0xFE, 0xFE, 0xFE, 0xFE]);
+        let err = read_frame(&mut futures_util::io::Cursor::new(garbage))
+            .await
+            .expect_err("garbage");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        // Truncated.
+        let err = read_frame(&mut futures_util::io::Cursor::new(vec![0, 0, 0, 9, 1]))
+            .await
+            .expect_err("short");
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+}
