@@ -383,6 +383,21 @@ impl EventLoop {
         self.changed.notify_waiters();
     }
 
+    /// Records a peer's holdings of a package. An empty bitfield (no chunk
+    /// count) means the peer does not take part in that package.
+    fn record_bitfield(&self, peer: &PeerId, package: PackageId, have: &Bitfield) {
+        if have.chunk_count == 0 {
+            self.touch(peer, |_| {});
+            return;
+        }
+        self.touch(peer, |p| {
+            let held = (0..have.chunk_count)
+                .filter(|&i| have.get(i))
+                .map(|i| i as usize);
+            p.holds.entry(package).or_default().extend(held);
+        });
+    }
+
     fn drop_peer(&mut self, peer: &PeerId) {
         self.hello_ok.remove(peer);
         if let Ok(mut v) = self.view.lock() {
@@ -575,17 +590,7 @@ impl EventLoop {
                         self.accept_hello(peer, &h);
                     }
                     PeerMessage::Bitfield { package, have } => {
-                        self.touch(&peer, |p| {
-                            // An empty bitfield means "not taking part in this package".
-                            if have.chunk_count > 0 {
-                                let set = p.holds.entry(package).or_default();
-                                set.extend(
-                                    (0..have.chunk_count)
-                                        .filter(|&i| have.get(i))
-                                        .map(|i| i as usize),
-                                );
-                            }
-                        });
+                        self.record_bitfield(&peer, package, &have);
                     }
                     _ => {}
                 }
@@ -650,16 +655,7 @@ impl EventLoop {
                 self.respond(channel, answer);
             }
             PeerMessage::Bitfield { package, have } => {
-                self.touch(&peer, |p| {
-                    if have.chunk_count > 0 {
-                        let set = p.holds.entry(package).or_default();
-                        set.extend(
-                            (0..have.chunk_count)
-                                .filter(|&i| have.get(i))
-                                .map(|i| i as usize),
-                        );
-                    }
-                });
+                self.record_bitfield(&peer, package, &have);
                 let mine = self.bitfield(&package).unwrap_or_else(|| Bitfield::new(0));
                 self.respond(
                     channel,
