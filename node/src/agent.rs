@@ -281,7 +281,7 @@ impl Agent {
             version: self.inner.state.installed_version()?,
             state: *self.inner.activity.lock().await,
             ip: None,
-            peer_id: None,
+            peer_id: self.net().map(|n| n.peer_id.to_string()),
             free_disk_bytes: self.free_disk().await,
             known_revision: known,
         };

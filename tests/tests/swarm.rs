@@ -176,6 +176,10 @@ async fn ten_tills_share_a_package_crossing_the_wan_about_once() {
     // WAN fetches were spread across the tills, not all on one.
     let fetchers = t.target_details.iter().filter(|x| x.wan_bytes > 0).count();
     assert!(fetchers >= 5, "only {fetchers} tills used the WAN");
+    // Heartbeats carry each till's libp2p peer id.
+    let dev = cluster.coordinator.device(tills[0]).await.expect("device");
+    let expected = nodes[0].agent.net().expect("swarm").peer_id.to_string();
+    assert_eq!(dev.peer_id.as_deref(), Some(expected.as_str()));
     for n in nodes {
         n.stop().await;
     }
