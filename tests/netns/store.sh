@@ -233,8 +233,11 @@ t_staged = max(staged) if len(staged) == tills else float("nan")
 # The nodes' common start: activation + poll interval x (1 + jitter 0.2) + 1 s
 # (coordinator service.rs); no WAN fetch happens before it, by design.
 common = 1.0 * 1.2 + 1.0
-cratio = (secs - common) / bound
-print(f"from the common start (+{common:.1f} s): {secs - common:.2f} s, time ratio {cratio:.2f} (limit 1.3; "
+# "All tills hold the package" is when the last till logged "package staged"
+# (the coordinator only hears it at the next report, sampled every ~0.3 s here).
+done_at = t_staged if t_staged == t_staged else secs
+cratio = (done_at - common) / bound
+print(f"from the common start (+{common:.1f} s) to the last till staged: {done_at - common:.2f} s, time ratio {cratio:.2f} (limit 1.3; "
       f"from task creation {tratio:.2f}, which includes the deliberate common-start delay)")
 print(f"timeline: WAN busy (>64 KiB in) from +{t0:.1f} s, package size in by +{t1:.1f} s "
       f"({size * 8 / max(t1 - t0, 1e-9) / 1e6:.1f} Mbit/s), last till staged +{t_staged:.2f} s (node log), "
