@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
-use tillswarm_protocol::api::{Assignment, ProgressReport, TargetState, TaskKind};
+use tillswarm_protocol::api::{Assignment, MAX_STORE_PEERS, ProgressReport, TargetState, TaskKind};
 use tillswarm_protocol::{DeviceId, PackageId, Version};
 
 use crate::clock::{parse_rfc3339, rfc3339};
@@ -557,8 +557,9 @@ pub fn promote_installed(
 }
 
 /// The tasks a till must carry out now: running tasks where it is not final.
-/// `settle_ms` after activation, WAN fetches may start (see
-/// [`Assignment::wan_start_unix_ms`]).
+/// Every till of a store knows a task `settle_ms` after its activation (see
+/// [`Assignment::join_by_unix_ms`]); each assignment names the task's other
+/// unfinished tills in the same store.
 pub fn assignments(
     conn: &Connection,
     device: &DeviceId,
@@ -595,7 +596,8 @@ pub fn assignments(
                     .then(|| (at.or(activated).unwrap_or(0) / 1000) as u64),
                 rollback: r.get(8)?,
                 attempt: r.get(9)?,
-                wan_start_unix_ms: activated.map(|a| (a + settle_ms).max(0) as u64),
+                join_by_unix_ms: activated.map(|a| (a + settle_ms).max(0) as u64),
+                store_peers: Vec::new(),
             },
         ))
     })?;
@@ -604,6 +606,33 @@ pub fn assignments(
         let (state, a) = row?;
         if !state.is_final_for(a.kind) {
             out.push(a);
+        }
+    }
+    drop(stmt);
+    let mut peers = conn.prepare_cached(
+        "SELECT tt.device, tt.state FROM task_targets tt JOIN devices d ON d.guid = tt.device
+         WHERE tt.task_id = ?1 AND tt.device <> ?2
+           AND d.store_id = (SELECT store_id FROM devices WHERE guid = ?2)
+         ORDER BY tt.device LIMIT ?3",
+    )?;
+    for a in &mut out {
+        let rows = peers.query_map(
+            params![
+                a.task_id.0 as i64,
+                device.to_string(),
+                // Some may be final and dropped below; the cap is on what is sent.
+                (MAX_STORE_PEERS * 2) as i64
+            ],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+        )?;
+        for row in rows {
+            let (guid, state) = row?;
+            let final_state = parse_state(&state)?.is_final_for(a.kind);
+            if let (false, Ok(d)) = (final_state, guid.parse()) {
+                if a.store_peers.len() < MAX_STORE_PEERS {
+                    a.store_peers.push(d);
+                }
+            }
         }
     }
     Ok(out)

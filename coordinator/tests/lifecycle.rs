@@ -470,3 +470,42 @@ async fn till_type_settings_reach_their_tills() {
     let standard = heartbeat(c, till(0, 1), "1.0", None).await;
     assert_eq!(standard.settings.auto_update_timeout_minutes, Some(15));
 }
+
+#[tokio::test]
+async fn assignments_name_the_unfinished_tills_of_the_same_store() {
+    let f = fixture().await;
+    let c = &f.coordinator;
+    let pkg = upload(c, "demo", "1.0.0", small_package("1.0.0")).await;
+    let id = c
+        .create_task(task(TaskKind::Download, pkg, 1, None))
+        .await
+        .expect("task")
+        .summary
+        .id;
+    let peers_of = |a: &[tillswarm_protocol::api::Assignment]| {
+        let mut p = a[0].store_peers.clone();
+        p.sort_by_key(|d| d.to_string());
+        p
+    };
+    let a = heartbeat(c, till(0, 1), "0.9", None)
+        .await
+        .assignments
+        .expect("list");
+    let expected: Vec<DeviceId> = (2..=6).map(|n| till(0, n)).collect();
+    assert_eq!(
+        peers_of(&a),
+        expected,
+        "store 0's other tills, no other store"
+    );
+    let join_by = a[0].join_by_unix_ms.expect("join-by time");
+    assert!(join_by > T0 as u64, "after activation: {join_by}");
+    // A till that finished no longer counts.
+    c.report(report(till(0, 2), id, 1, 1, TargetState::Downloaded))
+        .await
+        .expect("report");
+    let a = heartbeat(c, till(0, 1), "0.9", None)
+        .await
+        .assignments
+        .expect("list");
+    assert_eq!(peers_of(&a), expected[1..].to_vec());
+}

@@ -40,6 +40,10 @@ const TICK: Duration = Duration::from_millis(200);
 const PROGRESS_REPORT: Duration = Duration::from_secs(2);
 /// Chunks fetched at once.
 const PARALLEL_FETCHES: usize = 4;
+/// No WAN fetch in the swarm's first milliseconds: a node that starts a task at
+/// boot first finds its store peers (mDNS answers within about a second), so it
+/// does not take every chunk for itself.
+const SWARM_WARM_UP_MS: i64 = 3_000;
 
 /// A running node. Cheap to clone.
 #[derive(Clone)]
@@ -568,16 +572,20 @@ impl Agent {
         };
         let progress = match self.net() {
             Some(net) => {
-                // No WAN fetch before the task's common start (every till of the
-                // store knows the task by then), nor in the swarm's first seconds
-                // (peers finding each other). Bounded, in case clocks disagree.
-                let wait_ms = t
+                // The store's other tills of the task own their share of the WAN
+                // work until every till knows the task (bounded, in case clocks
+                // disagree); after that only those that joined do.
+                let join_in_ms = t
                     .assignment
-                    .wan_start_unix_ms
+                    .join_by_unix_ms
                     .map_or(0, |at| at as i64 - self.now())
                     .clamp(0, 120_000);
+                let expected = crate::swarm::fetch::Expected {
+                    devices: t.assignment.store_peers.iter().copied().collect(),
+                    until_ms: net.now_ms() + join_in_ms,
+                };
                 let limits = crate::swarm::planner::Limits {
-                    wan_start_ms: (net.now_ms() + wait_ms).max(4_000),
+                    wan_start_ms: SWARM_WARM_UP_MS,
                     ..Default::default()
                 };
                 crate::swarm::fetch::fetch_package(
@@ -586,6 +594,7 @@ impl Agent {
                     &net,
                     self.inner.source.as_ref(),
                     limits,
+                    &expected,
                     start,
                     on_progress,
                 )

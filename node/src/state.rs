@@ -8,12 +8,17 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
-use tillswarm_protocol::api::{Assignment, TargetState, TaskKind};
+use tillswarm_protocol::api::{Assignment, MAX_STORE_PEERS, TargetState, TaskKind};
 use tillswarm_protocol::{PackageId, TaskId, Version};
 
 use crate::error::{Error, Result};
 
-const SCHEMA: &str = r#"
+/// Schema migrations, applied in order; `PRAGMA user_version` counts those applied.
+/// Append only: a released step is never edited.
+const MIGRATIONS: &[&str] = &[
+    // 1: the first schema (databases created before migrations existed have it
+    // at user_version 0, hence IF NOT EXISTS).
+    r#"
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tasks (
     task_id     INTEGER NOT NULL,
@@ -37,14 +42,33 @@ CREATE TABLE IF NOT EXISTS tasks (
     asked_ms    INTEGER,
     -- A report of the current state is still owed to the coordinator.
     unreported  INTEGER NOT NULL DEFAULT 1,
-    -- Unix ms before which chunks are not fetched over the WAN.
+    -- Unix ms before which chunks are not fetched over the WAN (see migration 2).
     wan_start   INTEGER,
     -- Bumped by every change that needs reporting; a report clears `unreported`
     -- only if no change came after the one it carried.
     change      INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (task_id)
 );
-"#;
+"#,
+    // 2: WAN work is split over the store's tills from the first chunk: the
+    // assignment names them and says by when they all know the task.
+    r#"
+ALTER TABLE tasks RENAME COLUMN wan_start TO join_by;
+ALTER TABLE tasks ADD COLUMN store_peers TEXT NOT NULL DEFAULT '[]';
+"#,
+];
+
+/// Brings the database to the latest schema, one transaction per step.
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, step) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(step)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
 
 /// The id of the local task that offers a package dropped in by hand.
 pub const DROP_IN_TASK: TaskId = TaskId(0);
@@ -86,6 +110,12 @@ fn kind_str(k: TaskKind) -> &'static str {
     k.as_str()
 }
 
+/// The assignment's store peers as stored (capped, as the protocol says).
+fn peers_json(a: &Assignment) -> String {
+    let peers = &a.store_peers[..a.store_peers.len().min(MAX_STORE_PEERS)];
+    serde_json::to_string(peers).unwrap_or_else(|_| "[]".into())
+}
+
 fn parse_enum<T: serde::de::DeserializeOwned>(s: &str) -> rusqlite::Result<T> {
     serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
@@ -96,11 +126,18 @@ impl State {
     /// Opens (creating) the state database in `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let conn = Connection::open(dir.join("node.sqlite3"))?;
+        let mut conn = Connection::open(dir.join("node.sqlite3"))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: a till loses power without warning; a committed step must survive.
         conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.execute_batch(SCHEMA)?;
+        let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if current > MIGRATIONS.len() as i64 {
+            return Err(Error::Install(format!(
+                "state database has schema {current}, this node knows up to {}: a newer node wrote it",
+                MIGRATIONS.len()
+            )));
+        }
+        migrate(&mut conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -220,21 +257,22 @@ impl State {
                         tx.execute(
                             "UPDATE tasks SET attempt = ?2, state = 'pending', error = NULL, log_tail = NULL,
                                  declined_boot = NULL, asked_ms = NULL, install_at = ?3, unreported = 1, change = change + 1,
-                                 wan_start = ?4
+                                 join_by = ?4, store_peers = ?5
                              WHERE task_id = ?1",
                             params![
                                 a.task_id.0 as i64,
                                 a.attempt,
                                 a.install_at_unix.map(|t| t as i64),
-                                a.wan_start_unix_ms.map(|t| t as i64)
+                                a.join_by_unix_ms.map(|t| t as i64),
+                                peers_json(a)
                             ],
                         )?;
                     }
                     None => {
                         tx.execute(
                             "INSERT INTO tasks (task_id, attempt, kind, package_id, name, version, size,
-                                                install_at, rollback, state, wan_start)
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?10)",
+                                                install_at, rollback, state, join_by, store_peers)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?10, ?11)",
                             params![
                                 a.task_id.0 as i64,
                                 a.attempt,
@@ -245,7 +283,8 @@ impl State {
                                 a.size as i64,
                                 a.install_at_unix.map(|t| t as i64),
                                 a.rollback,
-                                a.wan_start_unix_ms.map(|t| t as i64)
+                                a.join_by_unix_ms.map(|t| t as i64),
+                                peers_json(a)
                             ],
                         )?;
                     }
@@ -302,7 +341,7 @@ impl State {
             let mut stmt = c.prepare(
                 "SELECT task_id, attempt, kind, package_id, name, version, size, install_at, rollback, state,
                         bytes_done, wan_bytes, lan_bytes, error, log_tail, declined_boot, asked_ms, unreported,
-                        wan_start, change
+                        join_by, change, store_peers
                  FROM tasks ORDER BY task_id",
             )?;
             let rows = stmt.query_map([], |r| {
@@ -323,7 +362,9 @@ impl State {
                         size: r.get::<_, i64>(6)? as u64,
                         install_at_unix: r.get::<_, Option<i64>>(7)?.map(|t| t as u64),
                         rollback: r.get(8)?,
-                        wan_start_unix_ms: r.get::<_, Option<i64>>(18)?.map(|t| t as u64),
+                        join_by_unix_ms: r.get::<_, Option<i64>>(18)?.map(|t| t as u64),
+                        // Written by this node from a checked list; unreadable means none.
+                        store_peers: serde_json::from_str(&r.get::<_, String>(20)?).unwrap_or_default(),
                     },
                     state: parse_enum(&r.get::<_, String>(9)?)?,
                     bytes_done: r.get::<_, i64>(10)? as u64,
@@ -435,7 +476,8 @@ mod tests {
             install_at_unix: None,
             rollback: false,
             attempt,
-            wan_start_unix_ms: None,
+            join_by_unix_ms: None,
+            store_peers: Vec::new(),
         }
     }
 
@@ -474,5 +516,49 @@ mod tests {
             s.previous_version().expect("prev").map(|v| v.to_string()),
             Some("0.9".into())
         );
+    }
+
+    #[test]
+    fn a_database_from_before_migrations_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            // The first release's schema, at user_version 0, with a task in it.
+            let c = Connection::open(dir.path().join("node.sqlite3")).expect("open");
+            c.execute_batch(MIGRATIONS[0]).expect("schema 1");
+            c.execute(
+                "INSERT INTO tasks (task_id, attempt, kind, package_id, name, version, size, rollback, state, wan_start)
+                 VALUES (7, 1, 'download', ?1, 'demo', '1.0', 10, 0, 'downloading', 1234)",
+                [PackageId::of(b"p").to_hex()],
+            )
+            .expect("row");
+        }
+        let s = State::open(dir.path()).expect("migrate");
+        let t = s.task(TaskId(7)).expect("task").expect("kept");
+        assert_eq!(t.state, TargetState::Downloading);
+        assert_eq!(t.assignment.join_by_unix_ms, Some(1234));
+        assert!(t.assignment.store_peers.is_empty());
+        // Store peers round-trip, and reopening applies nothing twice.
+        let mut a = assignment(8, 1);
+        a.store_peers = vec![
+            "6f1c2d3e-0000-4000-8000-000000000001"
+                .parse()
+                .expect("guid"),
+        ];
+        s.sync_assignments(&[a.clone()]).expect("sync");
+        drop(s);
+        let s = State::open(dir.path()).expect("reopen");
+        let t = s.task(TaskId(8)).expect("task").expect("present");
+        assert_eq!(t.assignment.store_peers, a.store_peers);
+    }
+
+    #[test]
+    fn a_database_from_a_newer_node_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let c = Connection::open(dir.path().join("node.sqlite3")).expect("open");
+            c.pragma_update(None, "user_version", 99).expect("pragma");
+        }
+        let err = State::open(dir.path()).err().expect("refused").to_string();
+        assert!(err.contains("newer node"), "{err}");
     }
 }

@@ -16,6 +16,8 @@ pub const MAX_ERROR_LEN: usize = 1024;
 pub const MAX_LOG_TAIL_LEN: usize = 8 * 1024;
 /// Longest free-form short field (IP address, peer id).
 pub const MAX_SHORT_FIELD_LEN: usize = 128;
+/// Most store peers listed in one [`Assignment`].
+pub const MAX_STORE_PEERS: usize = 512;
 
 /// What a task makes a till do (the seed's three task types).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -190,12 +192,17 @@ pub struct Assignment {
     pub rollback: bool,
     /// Bumped when an operator restarts the task, so a till retries a failure.
     pub attempt: u32,
-    /// Unix ms before which no chunk of this task is fetched over the WAN. Every
-    /// till of a store learns of the task within one poll interval; starting WAN
-    /// fetches together lets them split the work from the first chunk instead of
-    /// the earliest poller fetching chunks the others then fetch again.
+    /// Unix ms by which every till of the store has learned of the task (its
+    /// activation plus one poll interval with jitter, plus slack). Until then the
+    /// connected tills named in [`Assignment::store_peers`] rank as WAN owners
+    /// even before they join, so a store splits the WAN work from the first chunk
+    /// without waiting; after it only tills that joined rank.
     #[serde(default)]
-    pub wan_start_unix_ms: Option<u64>,
+    pub join_by_unix_ms: Option<u64>,
+    /// The other tills of this task in the same store (at most
+    /// [`MAX_STORE_PEERS`]; a node ignores the rest).
+    #[serde(default)]
+    pub store_peers: Vec<DeviceId>,
 }
 
 /// A node's report about one task; the coordinator keeps the highest `seq`.

@@ -3,13 +3,14 @@
 //! the chunk store, announces each verified chunk at once so peers can relay it,
 //! and bans peers that send bad bytes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use libp2p::PeerId;
+use tillswarm_protocol::DeviceId;
 use tillswarm_protocol::manifest::Manifest;
 
 use super::StoreNet;
@@ -23,14 +24,26 @@ const LAN_FETCH_TIMEOUT: Duration = Duration::from_secs(15);
 /// Longest wait for one chunk from the coordinator (a slow, capped WAN).
 const WAN_FETCH_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// The store's other tills of the task, from the assignment: until `until_ms`
+/// (the swarm's clock) those connected rank as WAN owners before they join.
+#[derive(Debug, Clone, Default)]
+pub struct Expected {
+    /// Their GUIDs (checked against each peer's Hello).
+    pub devices: HashSet<DeviceId>,
+    /// When every till of the store knows the task.
+    pub until_ms: i64,
+}
+
 /// Fetches every chunk of `manifest` the store lacks, sharing with the store's
 /// peers; `wan` is the coordinator. Calls `on_progress` after each chunk lands.
+#[allow(clippy::too_many_arguments)]
 pub async fn fetch_package(
     manifest: &Manifest,
     store: &Arc<ChunkStore>,
     net: &StoreNet,
     wan: &dyn ChunkSource,
     limits: Limits,
+    expected: &Expected,
     start: Progress,
     mut on_progress: impl FnMut(Progress),
 ) -> Result<Progress> {
@@ -53,16 +66,25 @@ pub async fn fetch_package(
     let mut announce: Vec<u32> = Vec::new();
     let mut peer_ids: HashMap<Vec<u8>, PeerId> = HashMap::new();
     loop {
-        // Refresh the peers taking part in this package from the swarm's view.
+        // Refresh the peers taking part in this package from the swarm's view,
+        // plus the store's tills of this task that have not joined yet, while
+        // they still may: they own their share of the WAN work from the start.
         let view = net.view();
+        let now = net.now_ms();
         let mut present = Vec::new();
         for (id, pv) in &view {
+            let key = id.to_bytes();
             if let Some(holds) = pv.holds.get(&package) {
-                let key = id.to_bytes();
-                peer_ids.insert(key.clone(), *id);
                 planner.set_peer(key.clone(), holds.iter().copied(), pv.last_heard_ms);
-                present.push(key);
+            } else if now < expected.until_ms
+                && pv.device.is_some_and(|d| expected.devices.contains(&d))
+            {
+                planner.set_peer(key.clone(), [], now);
+            } else {
+                continue;
             }
+            peer_ids.insert(key.clone(), *id);
+            present.push(key);
         }
         for gone in planner.peers().into_iter().filter(|k| !present.contains(k)) {
             planner.peer_down(&gone);

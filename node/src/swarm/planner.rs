@@ -7,7 +7,9 @@
 //!   flight.
 //! - A chunk no peer holds has one WAN owner: rendezvous hashing of (chunk hash,
 //!   peer id) over the store's live peers and this node ranks the candidates;
-//!   the first is the owner. Only the owner fetches it from the coordinator; the
+//!   the first is the owner. The driver decides who the live peers are: those
+//!   taking part in the package, plus the task's other tills of the store that
+//!   are connected but have not joined yet, until every till knows the task. Only the owner fetches it from the coordinator; the
 //!   others wait for it to appear on the LAN. A peer that departs, or that has
 //!   announced nothing for [`Limits::owner_stall_ms`], drops out of the ranking,
 //!   so the next peer takes its chunks over. No tracker: every node computes the
