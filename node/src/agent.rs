@@ -44,6 +44,8 @@ const PARALLEL_FETCHES: usize = 4;
 /// boot first finds its store peers (mDNS answers within about a second), so it
 /// does not take every chunk for itself.
 const SWARM_WARM_UP_MS: i64 = 3_000;
+/// Most held packages offered to the store after a start (newest first).
+const MAX_SEEDED_PACKAGES: usize = 8;
 
 /// A running node. Cheap to clone.
 #[derive(Clone)]
@@ -164,8 +166,55 @@ impl Agent {
         if c.mdns {
             self.start_discovery(&net, shutdown);
         }
+        self.seed_held_packages(&net).await;
         let _ = self.inner.net.set(net);
         Ok(Some(task))
+    }
+
+    /// Offers the store every package this till holds completely (verified
+    /// manifest, every chunk present), newest first, so tills of a later task
+    /// for the same package (the next rollout wave) fetch it over the LAN even
+    /// after this till restarted.
+    async fn seed_held_packages(&self, net: &crate::swarm::StoreNet) {
+        let dir = self.inner.config.data_dir.join("manifests");
+        let key = self.inner.config.coordinator_public_key;
+        let store = self.inner.store.clone();
+        let held = tokio::task::spawn_blocking(move || {
+            let mut files: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.path().extension().is_none())
+                .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+                .collect();
+            files.sort_by(|a, b| b.0.cmp(&a.0));
+            files
+                .into_iter()
+                .filter_map(|(_, path)| {
+                    let bytes = std::fs::read(&path).ok()?;
+                    if bytes.len() > tillswarm_protocol::manifest::MAX_SIGNED_MANIFEST_BYTES {
+                        return None;
+                    }
+                    let m = tillswarm_protocol::manifest::SignedManifest::from_bytes(&bytes)
+                        .and_then(|s| s.verify(&key))
+                        .ok()?;
+                    m.chunks
+                        .iter()
+                        .all(|c| store.contains(&c.hash))
+                        .then_some(m)
+                })
+                .take(MAX_SEEDED_PACKAGES)
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        for m in held {
+            tracing::debug!(package = %m.package_id, version = %m.version, "offering a held package to the store");
+            let hashes = m.chunks.iter().map(|c| c.hash).collect();
+            if net.track(m.package_id, hashes).await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Advertises this node with mDNS and dials every store peer it finds.

@@ -344,3 +344,51 @@ async fn foreign_devices_cannot_join_the_store() {
     }
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_till_still_offers_the_package_it_holds_to_the_next_wave() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start(100).await;
+    let tills = tills();
+    let (pilot, rest) = (tills[0], tills[1]);
+    setup(&cluster, &tills).await;
+    let group_of = |name: &str, d: DeviceId| GroupInput {
+        name: Some(name.into()),
+        description: None,
+        members: Some(vec![d]),
+    };
+    let g_pilot = cluster
+        .coordinator
+        .create_group(group_of("pilot", pilot))
+        .await
+        .expect("group")
+        .id;
+    let g_rest = cluster
+        .coordinator
+        .create_group(group_of("rest", rest))
+        .await
+        .expect("group")
+        .id;
+    let bytes = package("1.0.0", 8);
+    let size = bytes.len() as u64;
+    let pkg = cluster.upload("demo", "1.0.0", bytes).await;
+    // Wave 1: the pilot alone fetches everything over the WAN.
+    let node = start_node(&cluster, pilot);
+    let task = download(&cluster, pkg, g_pilot).await;
+    let t = wait_all(&cluster, task, &[pilot], 60).await;
+    assert_eq!(wan_total(&t, &[pilot]), size);
+    // The pilot restarts (an install ends in a reboot); its task is over.
+    node.stop().await;
+    let pilot_node = start_node(&cluster, pilot);
+    let other = start_node(&cluster, rest);
+    connect_all(&[&pilot_node, &other]).await;
+    // Wave 2: the next till gets it from the pilot, not over the WAN.
+    let task = download(&cluster, pkg, g_rest).await;
+    let t = wait_all(&cluster, task, &[rest], 60).await;
+    let wan = wan_total(&t, &[rest]);
+    eprintln!("second wave after the pilot restarted: WAN {wan} of {size} bytes");
+    assert_eq!(wan, 0, "the second wave fetched over the WAN");
+    pilot_node.stop().await;
+    other.stop().await;
+    cluster.stop().await;
+}
