@@ -187,7 +187,7 @@ impl Agent {
                 .filter(|e| e.path().extension().is_none())
                 .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
                 .collect();
-            files.sort_by(|a, b| b.0.cmp(&a.0));
+            files.sort_by_key(|f| std::cmp::Reverse(f.0));
             files
                 .into_iter()
                 .filter_map(|(_, path)| {
