@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 mod coordinator_cmd;
+mod demo;
 mod node_cmd;
 mod package;
 
@@ -23,6 +24,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// A live demo on this machine: coordinator, web panel and simulated stores
+    /// of tills (in-process nodes, simulated WAN links and cashiers).
+    Demo(demo::DemoArgs),
     /// Run the head-office coordinator (database, APIs, web panel).
     Coordinator(coordinator_cmd::CoordinatorArgs),
     /// Run the agent on a till, or talk to the running one.
@@ -50,14 +54,21 @@ enum FixturesCommand {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The demo runs dozens of nodes in one process and prints its own summary:
+    // only warnings from them unless RUST_LOG asks for more.
+    let default_filter = match cli.command {
+        Command::Demo(_) => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();
-    match run(Cli::parse()) {
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
@@ -76,6 +87,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Demo(args) => demo::run(args).await,
         Command::Coordinator(args) => coordinator_cmd::run(args).await,
         Command::Node(args) => node_cmd::run(args).await,
         Command::Package(cmd) => package::run(cmd).await,

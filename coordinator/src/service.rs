@@ -409,15 +409,16 @@ impl Coordinator {
 
     /// Streams an upload to a temporary file (never holding it in memory), then
     /// checks, chunks, stores and signs it. Nothing is visible until it is complete.
-    pub async fn upload_package<S, B>(
+    pub async fn upload_package<S, B, E>(
         &self,
         name: String,
         version: String,
         body: S,
     ) -> Result<Package>
     where
-        S: Stream<Item = Result<B, warp::Error>> + Send + Unpin,
+        S: Stream<Item = Result<B, E>> + Send + Unpin,
         B: Buf,
+        E: std::fmt::Display,
     {
         tillswarm_protocol::manifest::validate_name(&name)
             .map_err(|e| Error::bad("invalid_package", e.to_string()))?;
@@ -437,7 +438,7 @@ impl Coordinator {
         result
     }
 
-    async fn receive_and_ingest<S, B>(
+    async fn receive_and_ingest<S, B, E>(
         &self,
         tmp: &std::path::Path,
         name: String,
@@ -445,8 +446,9 @@ impl Coordinator {
         mut body: S,
     ) -> Result<Package>
     where
-        S: Stream<Item = Result<B, warp::Error>> + Send + Unpin,
+        S: Stream<Item = Result<B, E>> + Send + Unpin,
         B: Buf,
+        E: std::fmt::Display,
     {
         let limit = self.inner.config.max_package_bytes;
         let mut file = tokio::fs::File::create(tmp).await?;

@@ -125,7 +125,8 @@ impl LocalUi {
         self.inner.lock().await.sale_mode_left
     }
 
-    async fn confirm_sale_mode_left(&self) -> bool {
+    /// The POS confirms it left sale mode; false when nobody asked it to.
+    pub async fn confirm_sale_mode_left(&self) -> bool {
         let ok = {
             let mut i = self.inner.lock().await;
             if i.status.leave_sale_mode {

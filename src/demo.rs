@@ -1,0 +1,919 @@
+//! `tillswarm demo`: the whole product on one machine, with nothing to configure.
+//!
+//! It runs a real coordinator (embedded SQLite, the operator panel, the APIs) on
+//! `--listen`, imports a demo chain (stores with names, addresses and time
+//! zones; numbered tills), uploads the demo packages, and runs every till as a
+//! real node agent in this process. What is simulated, and named so:
+//! - each store's **WAN link** ([`SimulatedWanLink`]): one token bucket per store
+//!   that every till of the store shares for chunks from the coordinator;
+//! - each store's **LAN**: the tills' swarms listen on 127.0.0.1 and are
+//!   introduced to each other directly instead of by mDNS (libp2p, the chain
+//!   key, chunk sharing and verification are the real ones);
+//! - the **cashiers** ([`Cashier`]): some accept the update prompt, some decline
+//!   it (the till restarts a little later, "end of shift", and they accept when
+//!   asked again), some never answer (the till installs when
+//!   `autoUpdateTimeout` runs out);
+//! - the **reboot** after an install: the till's agent is stopped and started.
+//!
+//! Without `--scenario` it runs until Ctrl-C; the operator works in the panel.
+//! `--scenario rollout` runs the recommended rollout to the end (pilot group,
+//! then Even with an Update task, then Odd with a timed Forced update), writes a
+//! JSON summary and exits non-zero unless every till installed.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use clap::{Args, ValueEnum};
+use futures_util::future::BoxFuture;
+use serde::Serialize;
+use tillswarm_coordinator::groups::GroupInput;
+use tillswarm_coordinator::tasks::{NewTask, TaskDetail};
+use tillswarm_coordinator::till_types::TillTypeInput;
+use tillswarm_coordinator::{Config, Coordinator};
+use tillswarm_node::client::{CoordinatorClient, RateLimiter};
+use tillswarm_node::local_api::Answer;
+use tillswarm_node::stage::{ChunkSource, Origin};
+use tillswarm_node::{Agent, NodeConfig};
+use tillswarm_protocol::api::{TargetState, TaskKind};
+use tillswarm_protocol::clock::SystemClock;
+use tillswarm_protocol::{ChainId, ChunkHash, DeviceId, PackageId, StoreId};
+use tokio::sync::{Mutex, watch};
+use tokio::task::JoinHandle;
+
+/// The demo stores: name, address, IANA time zone. More stores reuse them with a number.
+const STORES: &[(&str, &str, &str)] = &[
+    ("Central Market", "12 Lenin St, Kazan", "Europe/Moscow"),
+    ("Riverside", "3 Embankment Rd, Samara", "Europe/Samara"),
+    (
+        "Uralsky",
+        "48 Malysheva St, Yekaterinburg",
+        "Asia/Yekaterinburg",
+    ),
+    (
+        "Siberia Mall",
+        "7 Krasny Ave, Novosibirsk",
+        "Asia/Novosibirsk",
+    ),
+    (
+        "Amber Coast",
+        "21 Victory Sq, Kaliningrad",
+        "Europe/Kaliningrad",
+    ),
+    (
+        "Pacific",
+        "5 Svetlanskaya St, Vladivostok",
+        "Asia/Vladivostok",
+    ),
+];
+
+/// Chain id of the demo chain.
+const CHAIN: &str = "demo-chain";
+/// The store-swarm key of the demo chain (any 32 bytes, shared by its tills).
+const SWARM_KEY: &str = "d3e0c4a1b2f5968778695a4b3c2d1e0f0f1e2d3c4b5a69788796a5b4c3d2e1f0";
+/// The version every demo till runs at start.
+const START_VERSION: &str = "1.0.0";
+/// The version the demo rolls out.
+const NEW_VERSION: &str = "1.1.0";
+
+/// Options of `tillswarm demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Number of stores (1 to 50).
+    #[arg(long, default_value_t = 3)]
+    stores: u32,
+    /// Tills per store (1 to 64).
+    #[arg(long, default_value_t = 8)]
+    tills: u32,
+    /// Where the coordinator and its panel listen (default 127.0.0.1:8080;
+    /// with `--scenario`, a free port).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Folder for everything the demo writes (default: a temporary folder,
+    /// removed on exit).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Simulated WAN bandwidth of each store, in Mbit/s.
+    #[arg(long, default_value_t = 20.0)]
+    wan_mbit: f64,
+    /// Payload size of the demo packages, in MiB.
+    #[arg(long, default_value_t = 16)]
+    package_mb: usize,
+    /// Run a scripted scenario to the end instead of waiting for Ctrl-C.
+    #[arg(long, value_enum)]
+    scenario: Option<Scenario>,
+    /// Write the scenario's summary here (JSON).
+    #[arg(long, requires = "scenario")]
+    json: Option<PathBuf>,
+}
+
+/// Scripted scenarios.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Scenario {
+    /// Pilot group, then Even (Update task), then Odd (timed Forced update).
+    Rollout,
+}
+
+/// How a simulated cashier answers the update prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cashier {
+    /// Accepts about a second after the prompt appears.
+    Accepts,
+    /// Accepts after a few seconds.
+    AcceptsLate,
+    /// Declines; after the till's next restart, accepts.
+    DeclinesOnce,
+    /// Never answers: the till installs when `autoUpdateTimeout` runs out.
+    Absent,
+}
+
+impl Cashier {
+    /// The cashier of till number `n` (1-based): the four kinds take turns
+    /// among the odd and among the even tills, so every wave meets each kind.
+    pub fn for_till(n: u32) -> Self {
+        [
+            Self::Accepts,
+            Self::DeclinesOnce,
+            Self::Absent,
+            Self::AcceptsLate,
+        ][((n.saturating_sub(1) / 2) % 4) as usize]
+    }
+}
+
+/// One store's WAN link, simulated: a token bucket every till of the store
+/// shares for chunks from the coordinator (manifests and heartbeats are tiny
+/// and pass freely).
+pub struct SimulatedWanLink {
+    client: CoordinatorClient,
+    link: Arc<RateLimiter>,
+}
+
+impl ChunkSource for SimulatedWanLink {
+    fn fetch<'a>(
+        &'a self,
+        hash: &'a ChunkHash,
+        len: u32,
+    ) -> BoxFuture<'a, tillswarm_node::Result<(Vec<u8>, Origin)>> {
+        Box::pin(async move {
+            self.link.acquire(len as usize).await;
+            Ok((self.client.chunk(hash, len).await?, Origin::Wan))
+        })
+    }
+}
+
+/// A till of the demo chain and its running agent.
+struct Till {
+    device: DeviceId,
+    store: usize,
+    number: u32,
+    cashier: Cashier,
+    config: NodeConfig,
+    wan: Arc<SimulatedWanLink>,
+    running: Mutex<Option<Running>>,
+    /// Restarts so far (reboots after installs, restarts after declines).
+    restarts: std::sync::atomic::AtomicU32,
+}
+
+struct Running {
+    agent: Agent,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Till {
+    async fn start(&self) -> anyhow::Result<()> {
+        let agent = Agent::open(
+            self.config.clone(),
+            Arc::new(SystemClock),
+            Some(self.wan.clone() as Arc<dyn ChunkSource>),
+        )
+        .with_context(|| format!("opening till {}", self.device))?;
+        let (stop, stopped) = watch::channel(false);
+        let runner = agent.clone();
+        let device = self.device;
+        let task = tokio::spawn(async move {
+            if let Err(e) = runner.run(stopped).await {
+                tracing::error!(till = %device, error = %e, "till agent stopped");
+            }
+        });
+        *self.running.lock().await = Some(Running { agent, stop, task });
+        Ok(())
+    }
+
+    async fn stop(&self) {
+        if let Some(r) = self.running.lock().await.take() {
+            let _ = r.stop.send(true);
+            let _ = r.task.await;
+        }
+    }
+
+    /// A reboot of the till: its agent stops and starts again (a new boot).
+    async fn restart(&self) -> anyhow::Result<()> {
+        self.stop().await;
+        self.restarts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.start().await
+    }
+
+    async fn agent(&self) -> Option<Agent> {
+        self.running.lock().await.as_ref().map(|r| r.agent.clone())
+    }
+}
+
+/// The running demo: a coordinator, its HTTP server and the tills.
+struct Demo {
+    coordinator: Coordinator,
+    url: String,
+    tills: Vec<Arc<Till>>,
+    stores: Vec<String>,
+    packages: BTreeMap<String, (PackageId, u64)>,
+    server: JoinHandle<()>,
+    stop_server: Option<tokio::sync::oneshot::Sender<()>>,
+    background: Vec<JoinHandle<()>>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+/// Runs `tillswarm demo`.
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    ensure!((1..=50).contains(&args.stores), "--stores must be 1 to 50");
+    ensure!((1..=64).contains(&args.tills), "--tills must be 1 to 64");
+    ensure!(
+        args.wan_mbit > 0.0 && args.wan_mbit <= 10_000.0,
+        "--wan-mbit must be above 0 and at most 10000"
+    );
+    ensure!(
+        (1..=1024).contains(&args.package_mb),
+        "--package-mb must be 1 to 1024"
+    );
+    let demo = Demo::start(&args).await?;
+    let result = match args.scenario {
+        None => demo.interactive().await,
+        Some(Scenario::Rollout) => demo.rollout(args.json.as_deref()).await,
+    };
+    demo.shutdown().await;
+    result
+}
+
+impl Demo {
+    async fn start(args: &DemoArgs) -> anyhow::Result<Self> {
+        let (root, tmp) = match &args.data {
+            Some(d) => (d.clone(), None),
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("tillswarm-demo-")
+                    .tempdir()
+                    .context("creating a temporary folder")?;
+                (t.path().to_path_buf(), Some(t))
+            }
+        };
+        std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+        let config = Config {
+            data_dir: root.join("coordinator"),
+            // Fast polls: a demo should react within seconds.
+            poll_interval_ms: 2_000,
+            poll_jitter: 0.2,
+            scheduler_tick_ms: 250,
+            ..Config::default()
+        };
+        let coordinator = Coordinator::open(config)
+            .await
+            .context("opening the coordinator")?;
+        let listen = args.listen.unwrap_or_else(|| match args.scenario {
+            Some(_) => SocketAddr::from(([127, 0, 0, 1], 0)),
+            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+        });
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listening on {listen} (pass --listen to pick another)"))?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let (stop_server, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(tillswarm_coordinator::serve(
+            coordinator.clone(),
+            listener,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+
+        // The chain: stores and numbered tills, as a store registry would list them.
+        let mut registry = Vec::new();
+        let mut stores = Vec::new();
+        for s in 0..args.stores {
+            let (name, address, tz) = STORES[s as usize % STORES.len()];
+            let round = s as usize / STORES.len();
+            let name = match round {
+                0 => name.to_owned(),
+                r => format!("{name} {}", r + 1),
+            };
+            let store_id = format!("store-{:03}", s + 1);
+            for n in 1..=args.tills {
+                registry.push(serde_json::json!({
+                    "guid": demo_till(s, n).to_string(),
+                    "till_name": format!("Till {n}"),
+                    "till_number": n,
+                    "store_id": store_id,
+                    "store_name": name,
+                    "store_address": address,
+                    "till_type": "standard",
+                    "time_zone": tz,
+                }));
+            }
+            stores.push(store_id);
+        }
+        coordinator
+            .import_registry(serde_json::to_vec(&registry)?, true)
+            .await
+            .context("importing the demo chain")?;
+        // Cashiers who never answer are waited for one minute, then the till installs.
+        coordinator
+            .set_till_type(
+                "standard".into(),
+                TillTypeInput {
+                    auto_update_timeout_minutes: Some(1),
+                },
+            )
+            .await
+            .context("setting autoUpdateTimeout")?;
+
+        // The packages (skipped when a reused --data folder has them already).
+        let mut packages = BTreeMap::new();
+        let existing = coordinator
+            .packages(tillswarm_coordinator::service::Paging::default())
+            .await?
+            .items;
+        for version in [START_VERSION, NEW_VERSION] {
+            let found = existing
+                .iter()
+                .find(|p| p.name == "demo" && p.version == version);
+            let (id, size) = match found {
+                Some(p) => (p.package_id, p.size),
+                None => {
+                    let bytes = tillswarm_fixtures::demo_package(version, args.package_mb << 20);
+                    let size = bytes.len() as u64;
+                    let body = futures_util::stream::iter([Ok::<_, std::io::Error>(
+                        bytes::Bytes::from(bytes),
+                    )]);
+                    let p = coordinator
+                        .upload_package("demo".into(), version.into(), body)
+                        .await
+                        .with_context(|| format!("uploading demo {version}"))?;
+                    (p.package_id, size)
+                }
+            };
+            packages.insert(version.to_owned(), (id, size));
+        }
+
+        // The tills: one simulated WAN link per store, shared by its tills.
+        let kbit = (args.wan_mbit * 1000.0).round().max(1.0) as u64;
+        let mut tills = Vec::new();
+        for (s, store_id) in stores.iter().enumerate() {
+            let wan = Arc::new(SimulatedWanLink {
+                client: CoordinatorClient::new(&url, None, None)?,
+                link: Arc::new(RateLimiter::kbit(kbit)),
+            });
+            for n in 1..=args.tills {
+                let device = demo_till(s as u32, n);
+                let dir = root.join("tills").join(format!("{store_id}-till-{n:02}"));
+                let config = NodeConfig {
+                    device_id: device,
+                    chain_id: ChainId::new(CHAIN)?,
+                    store_id: StoreId::new(store_id)?,
+                    coordinator_url: url.clone(),
+                    coordinator_public_key: coordinator.public_key(),
+                    device_token: None,
+                    data_dir: dir.join("data"),
+                    update_root: dir.join("mint"),
+                    reboot_command: "none".into(),
+                    wan_rate_limit_kbit: None,
+                    install_timeout_s: 120,
+                    local_api_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                    sale_mode_timeout_s: 5,
+                    drop_in_scan_s: 10,
+                    initial_version: Some(START_VERSION.parse()?),
+                    swarm_key: Some(SWARM_KEY.into()),
+                    swarm_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                    mdns: false,
+                    max_uploads: 4,
+                };
+                tills.push(Arc::new(Till {
+                    device,
+                    store: s,
+                    number: n,
+                    cashier: Cashier::for_till(n),
+                    config,
+                    wan: wan.clone(),
+                    running: Mutex::new(None),
+                    restarts: Default::default(),
+                }));
+            }
+        }
+        for t in &tills {
+            t.start().await?;
+        }
+        let mut background = Vec::new();
+        for s in 0..stores.len() {
+            let members: Vec<Arc<Till>> = tills.iter().filter(|t| t.store == s).cloned().collect();
+            background.push(tokio::spawn(simulated_lan(members)));
+        }
+        for t in &tills {
+            background.push(tokio::spawn(simulated_cashier(t.clone())));
+        }
+        Ok(Self {
+            coordinator,
+            url,
+            tills,
+            stores,
+            packages,
+            server,
+            stop_server: Some(stop_server),
+            background,
+            _tmp: tmp,
+        })
+    }
+
+    async fn interactive(&self) -> anyhow::Result<()> {
+        let (id, size) = self.packages[NEW_VERSION];
+        println!();
+        println!("tillswarm demo is running");
+        println!(
+            "  panel:    {}/   (API: {}/api/v1/openapi.json)",
+            self.url, self.url
+        );
+        println!(
+            "  chain:    {} stores x {} tills, every till at {START_VERSION}; one simulated WAN link per store",
+            self.stores.len(),
+            self.tills.len() / self.stores.len().max(1)
+        );
+        println!("  packages: demo {START_VERSION}, demo {NEW_VERSION} ({id}, {size} bytes)");
+        println!(
+            "  cashiers: by till number, some accept the prompt, some decline (asked again after a restart), some never answer (install after autoUpdateTimeout = 1 min)"
+        );
+        println!(
+            "  try:      Tasks -> new Update task, package demo {NEW_VERSION}, a group; watch each store's WAN ratio"
+        );
+        println!("Ctrl-C stops the demo.");
+        tokio::signal::ctrl_c()
+            .await
+            .context("waiting for Ctrl-C")?;
+        println!("stopping");
+        Ok(())
+    }
+
+    /// Pilot -> Even -> Odd, then the summary.
+    async fn rollout(&self, json: Option<&Path>) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let (package_id, package_size) = self.packages[NEW_VERSION];
+        println!(
+            "rollout of demo {NEW_VERSION} ({package_size} bytes) to {} tills in {} stores; panel at {}/",
+            self.tills.len(),
+            self.stores.len(),
+            self.url
+        );
+        // The pilot: the first till of every store.
+        let pilot = self
+            .coordinator
+            .create_group(GroupInput {
+                name: Some("Pilot".into()),
+                description: Some("Till 1 of every store".into()),
+                members: Some(
+                    self.tills
+                        .iter()
+                        .filter(|t| t.number == 1)
+                        .map(|t| t.device)
+                        .collect(),
+                ),
+            })
+            .await
+            .context("creating the pilot group")?;
+        let mut waves = Vec::new();
+        let plan = [
+            ("pilot", TaskKind::Update, pilot.id, None),
+            ("even", TaskKind::Update, 2, None),
+            (
+                "odd",
+                TaskKind::ForcedUpdate,
+                3,
+                Some(Duration::from_secs(10)),
+            ),
+        ];
+        let mut ok = true;
+        for (name, kind, group, delay) in plan {
+            let activate_at = delay.map(|d| {
+                tillswarm_coordinator::clock::rfc3339(
+                    self.coordinator.now_ms() + d.as_millis() as i64,
+                )
+            });
+            let wave_start = Instant::now();
+            let task = self
+                .coordinator
+                .create_task(NewTask {
+                    kind,
+                    package_id,
+                    group_id: group,
+                    activate_at: activate_at.clone(),
+                    rollback: false,
+                })
+                .await
+                .with_context(|| format!("creating the {name} task"))?;
+            let id = task.summary.id;
+            println!(
+                "{name}: task {id} ({}, group {group}{})",
+                kind.as_str(),
+                activate_at.map_or(String::new(), |a| format!(", at {a}"))
+            );
+            let detail = self.wait_task(id, Duration::from_secs(600)).await?;
+            let failed: Vec<_> = detail
+                .target_details
+                .iter()
+                .filter(|t| t.state == TargetState::Failed)
+                .collect();
+            let installed = detail
+                .target_details
+                .iter()
+                .filter(|t| t.state == TargetState::Installed)
+                .count();
+            println!(
+                "{name}: {installed} installed, {} skipped, {} failed in {:.1} s; WAN per store: {}",
+                detail
+                    .target_details
+                    .iter()
+                    .filter(|t| t.state == TargetState::Skipped)
+                    .count(),
+                failed.len(),
+                wave_start.elapsed().as_secs_f64(),
+                detail
+                    .stores
+                    .iter()
+                    .map(|s| format!("{} {:.2}x", s.store_id, s.wan_ratio))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            if !failed.is_empty() {
+                ok = false;
+                for f in failed {
+                    println!(
+                        "  failed: {} {}",
+                        f.device,
+                        f.error.as_deref().unwrap_or("")
+                    );
+                }
+            }
+            waves.push(WaveSummary {
+                name,
+                task_id: id,
+                kind: kind.as_str(),
+                targets: detail.target_details.len(),
+                installed,
+                seconds: wave_start.elapsed().as_secs_f64(),
+                detail,
+            });
+            if !ok {
+                break; // the recommended rollout stops at a failed wave
+            }
+        }
+
+        // Every till should now run the new version; bytes per store over all waves.
+        let devices = self
+            .coordinator
+            .devices(
+                Default::default(),
+                tillswarm_coordinator::service::Paging {
+                    page: None,
+                    per_page: Some(tillswarm_coordinator::service::MAX_PER_PAGE),
+                },
+            )
+            .await?
+            .items;
+        let ours: Vec<_> = devices
+            .iter()
+            .filter(|d| self.tills.iter().any(|t| t.device == d.guid))
+            .collect();
+        let installed = ours
+            .iter()
+            .filter(|d| d.version.as_deref() == Some(NEW_VERSION))
+            .count();
+        let mut stores = Vec::new();
+        for (s, store_id) in self.stores.iter().enumerate() {
+            let (mut wan, mut lan) = (0u64, 0u64);
+            for w in &waves {
+                for t in w.detail.stores.iter().filter(|x| &x.store_id == store_id) {
+                    wan += t.wan_bytes;
+                    lan += t.lan_bytes;
+                }
+            }
+            stores.push(StoreSummary {
+                store_id: store_id.clone(),
+                tills: self.tills.iter().filter(|t| t.store == s).count(),
+                wan_bytes: wan,
+                lan_bytes: lan,
+                wan_ratio: wan as f64 / package_size as f64,
+            });
+        }
+        let all_installed = installed == self.tills.len();
+        // One WAN copy per store for the whole rollout: later waves take the
+        // package from tills of earlier waves over the LAN.
+        let wan_ok = stores.iter().all(|s| s.wan_ratio <= MAX_ROLLOUT_WAN_RATIO);
+        ok = ok && all_installed && wan_ok;
+        let summary = RolloutSummary {
+            ok,
+            package_size,
+            devices_total: self.tills.len(),
+            devices_installed: installed,
+            seconds: started.elapsed().as_secs_f64(),
+            max_wan_ratio: MAX_ROLLOUT_WAN_RATIO,
+            stores,
+            waves: waves
+                .iter()
+                .map(|w| WaveJson {
+                    name: w.name,
+                    task_id: w.task_id,
+                    kind: w.kind,
+                    targets: w.targets,
+                    installed: w.installed,
+                    seconds: w.seconds,
+                })
+                .collect(),
+            cashiers: self
+                .tills
+                .iter()
+                .map(|t| CashierJson {
+                    device: t.device,
+                    store_id: self.stores[t.store].clone(),
+                    number: t.number,
+                    cashier: t.cashier,
+                    restarts: t.restarts.load(std::sync::atomic::Ordering::Relaxed),
+                })
+                .collect(),
+        };
+        for s in &summary.stores {
+            println!(
+                "store {}: {} tills, WAN {} bytes ({:.3}x the package) over the whole rollout, LAN {} bytes",
+                s.store_id, s.tills, s.wan_bytes, s.wan_ratio, s.lan_bytes
+            );
+        }
+        println!(
+            "rollout {}: {installed}/{} tills run {NEW_VERSION}, {:.1} s",
+            if ok { "ok" } else { "FAILED" },
+            self.tills.len(),
+            summary.seconds
+        );
+        if let Some(path) = json {
+            std::fs::write(path, serde_json::to_vec_pretty(&summary)?)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        if !all_installed {
+            bail!(
+                "only {installed} of {} tills installed {NEW_VERSION}",
+                self.tills.len()
+            );
+        }
+        if !wan_ok {
+            bail!("a store's WAN bytes exceeded {MAX_ROLLOUT_WAN_RATIO} x the package");
+        }
+        if !ok {
+            bail!("a wave had failed tills");
+        }
+        Ok(())
+    }
+
+    /// Waits until every target of task `id` is final (installed, skipped or failed).
+    async fn wait_task(&self, id: i64, limit: Duration) -> anyhow::Result<TaskDetail> {
+        let deadline = Instant::now() + limit;
+        let mut last_line = String::new();
+        loop {
+            let t = self.coordinator.task(id).await?;
+            let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+            for d in &t.target_details {
+                *counts.entry(d.state.as_str()).or_default() += 1;
+            }
+            let line = counts
+                .iter()
+                .map(|(s, n)| format!("{n} {s}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            if line != last_line {
+                println!("  task {id} [{}]: {line}", t.summary.status);
+                last_line.clone_from(&line);
+            }
+            let done = t.summary.status != "scheduled"
+                && !t.target_details.is_empty()
+                && t.target_details.iter().all(|d| {
+                    matches!(
+                        d.state,
+                        TargetState::Installed | TargetState::Skipped | TargetState::Failed
+                    )
+                });
+            if done || t.summary.status == "completed" {
+                return Ok(t);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "task {id} did not finish within {} s: {line}",
+                    limit.as_secs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    async fn shutdown(mut self) {
+        for b in &self.background {
+            b.abort();
+        }
+        for t in &self.tills {
+            t.stop().await;
+        }
+        if let Some(s) = self.stop_server.take() {
+            let _ = s.send(());
+        }
+        let _ = (&mut self.server).await;
+    }
+}
+
+/// Largest WAN bytes per store over the whole rollout, as a multiple of the
+/// package size, for the scenario to pass.
+const MAX_ROLLOUT_WAN_RATIO: f64 = 1.10;
+
+/// GUID of till `n` (1-based) of store index `s`.
+fn demo_till(s: u32, n: u32) -> DeviceId {
+    format!("de300000-0000-4000-8000-{s:04x}{n:08x}")
+        .parse()
+        .expect("a well-formed GUID")
+}
+
+/// The store's LAN, simulated: introduces every running till's swarm to the
+/// others (mDNS does this on a real LAN), again after restarts.
+async fn simulated_lan(tills: Vec<Arc<Till>>) {
+    loop {
+        let mut nets = Vec::new();
+        for t in &tills {
+            if let Some(net) = t.agent().await.and_then(|a| a.net()) {
+                nets.push(net);
+            }
+        }
+        for a in &nets {
+            let view = a.view();
+            for b in nets.iter().filter(|b| b.peer_id != a.peer_id) {
+                if !view.contains_key(&b.peer_id) {
+                    let _ = a.add_peer(b.peer_id, vec![b.listen_addr.clone()]).await;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// A till's cashier and its POS: answers prompts as its [`Cashier`] kind says,
+/// confirms leaving sale mode, and restarts the till after an install (the
+/// reboot) and some seconds after a decline (the end of a shift).
+async fn simulated_cashier(till: Arc<Till>) {
+    let mut declined_at_boot: Option<u32> = None;
+    let mut prompt_seen: Option<(tillswarm_protocol::TaskId, Instant)> = None;
+    let mut version = None;
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let Some(agent) = till.agent().await else {
+            continue;
+        };
+        let restarts = till.restarts.load(std::sync::atomic::Ordering::Relaxed);
+        let status = agent.ui().status().await;
+        if status.leave_sale_mode {
+            agent.ui().confirm_sale_mode_left().await;
+        }
+        // A new version running: the install finished; the till reboots.
+        let installed = agent.state().installed_version().ok().flatten();
+        if version.is_some() && installed != version {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if let Err(e) = till.restart().await {
+                tracing::error!(till = %till.device, error = %e, "restart failed");
+            }
+            version = installed;
+            continue;
+        }
+        version = installed;
+        // Declined earlier: the shift ends, the till restarts, the cashier accepts next time.
+        if declined_at_boot == Some(restarts) && status.prompt.is_none() {
+            tokio::time::sleep(Duration::from_secs(8)).await;
+            if let Err(e) = till.restart().await {
+                tracing::error!(till = %till.device, error = %e, "restart failed");
+            }
+            continue;
+        }
+        let Some(prompt) = status.prompt else {
+            prompt_seen = None;
+            continue;
+        };
+        let since = match prompt_seen {
+            Some((task, at)) if task == prompt.task_id => at,
+            _ => {
+                prompt_seen = Some((prompt.task_id, Instant::now()));
+                Instant::now()
+            }
+        };
+        let waited = since.elapsed();
+        let answer = match till.cashier {
+            Cashier::Accepts if waited >= Duration::from_secs(1) => Some(Answer::Accept),
+            Cashier::AcceptsLate if waited >= Duration::from_secs(5) => Some(Answer::Accept),
+            Cashier::DeclinesOnce if waited >= Duration::from_secs(2) => {
+                if declined_at_boot.is_some() {
+                    Some(Answer::Accept)
+                } else {
+                    declined_at_boot = Some(restarts);
+                    Some(Answer::Decline)
+                }
+            }
+            _ => None,
+        };
+        if let Some(a) = answer {
+            agent.ui().answer(a).await;
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct RolloutSummary {
+    ok: bool,
+    package_size: u64,
+    devices_total: usize,
+    devices_installed: usize,
+    seconds: f64,
+    max_wan_ratio: f64,
+    stores: Vec<StoreSummary>,
+    waves: Vec<WaveJson>,
+    cashiers: Vec<CashierJson>,
+}
+
+#[derive(Serialize)]
+struct StoreSummary {
+    store_id: String,
+    tills: usize,
+    wan_bytes: u64,
+    lan_bytes: u64,
+    wan_ratio: f64,
+}
+
+struct WaveSummary {
+    name: &'static str,
+    task_id: i64,
+    kind: &'static str,
+    targets: usize,
+    installed: usize,
+    seconds: f64,
+    detail: TaskDetail,
+}
+
+#[derive(Serialize)]
+struct WaveJson {
+    name: &'static str,
+    task_id: i64,
+    kind: &'static str,
+    targets: usize,
+    installed: usize,
+    seconds: f64,
+}
+
+#[derive(Serialize)]
+struct CashierJson {
+    device: DeviceId,
+    store_id: String,
+    number: u32,
+    cashier: Cashier,
+    restarts: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_wave_meets_every_kind_of_cashier() {
+        let odd: Vec<Cashier> = (1..=8).step_by(2).map(Cashier::for_till).collect();
+        let even: Vec<Cashier> = (2..=8).step_by(2).map(Cashier::for_till).collect();
+        for wave in [odd, even] {
+            for kind in [
+                Cashier::Accepts,
+                Cashier::AcceptsLate,
+                Cashier::DeclinesOnce,
+                Cashier::Absent,
+            ] {
+                assert!(wave.contains(&kind), "{kind:?} missing from {wave:?}");
+            }
+        }
+        assert_eq!(Cashier::for_till(1), Cashier::Accepts, "the pilot accepts");
+    }
+
+    #[test]
+    fn demo_guids_are_distinct() {
+        let mut all: Vec<DeviceId> = (0..50)
+            .flat_map(|s| (1..=64).map(move |n| demo_till(s, n)))
+            .collect();
+        let n = all.len();
+        all.sort_by_key(|d| d.to_string());
+        all.dedup();
+        assert_eq!(all.len(), n);
+    }
+}
