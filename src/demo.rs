@@ -4,7 +4,7 @@
 //! `--listen`, imports a demo chain (stores with names, addresses and time
 //! zones; numbered tills), uploads the demo packages, and runs every till as a
 //! real node agent in this process. What is simulated, and named so:
-//! - each store's **WAN link** ([`SimulatedWanLink`]): one token bucket per store
+//! - each store's **WAN link** (`SimulatedWanLink`): one token bucket per store
 //!   that every till of the store shares for chunks from the coordinator;
 //! - each store's **LAN**: the tills' swarms listen on 127.0.0.1 and are
 //!   introduced to each other directly instead of by mDNS (libp2p, the chain
@@ -28,19 +28,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use clap::{Args, ValueEnum};
-use futures_util::future::BoxFuture;
 use serde::Serialize;
 use tillswarm_coordinator::groups::GroupInput;
 use tillswarm_coordinator::tasks::{NewTask, TaskDetail};
 use tillswarm_coordinator::till_types::TillTypeInput;
 use tillswarm_coordinator::{Config, Coordinator};
-use tillswarm_node::client::{CoordinatorClient, RateLimiter};
 use tillswarm_node::local_api::Answer;
-use tillswarm_node::stage::{ChunkSource, Origin};
+use tillswarm_node::sim::SimulatedWanLink;
+use tillswarm_node::stage::ChunkSource;
 use tillswarm_node::{Agent, NodeConfig};
 use tillswarm_protocol::api::{TargetState, TaskKind};
 use tillswarm_protocol::clock::SystemClock;
-use tillswarm_protocol::{ChainId, ChunkHash, DeviceId, PackageId, StoreId};
+use tillswarm_protocol::{ChainId, DeviceId, PackageId, StoreId};
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 
@@ -141,27 +140,6 @@ impl Cashier {
             Self::Absent,
             Self::AcceptsLate,
         ][((n.saturating_sub(1) / 2) % 4) as usize]
-    }
-}
-
-/// One store's WAN link, simulated: a token bucket every till of the store
-/// shares for chunks from the coordinator (manifests and heartbeats are tiny
-/// and pass freely).
-pub struct SimulatedWanLink {
-    client: CoordinatorClient,
-    link: Arc<RateLimiter>,
-}
-
-impl ChunkSource for SimulatedWanLink {
-    fn fetch<'a>(
-        &'a self,
-        hash: &'a ChunkHash,
-        len: u32,
-    ) -> BoxFuture<'a, tillswarm_node::Result<(Vec<u8>, Origin)>> {
-        Box::pin(async move {
-            self.link.acquire(len as usize).await;
-            Ok((self.client.chunk(hash, len).await?, Origin::Wan))
-        })
     }
 }
 
@@ -371,10 +349,7 @@ impl Demo {
         let kbit = (args.wan_mbit * 1000.0).round().max(1.0) as u64;
         let mut tills = Vec::new();
         for (s, store_id) in stores.iter().enumerate() {
-            let wan = Arc::new(SimulatedWanLink {
-                client: CoordinatorClient::new(&url, None, None)?,
-                link: Arc::new(RateLimiter::kbit(kbit)),
-            });
+            let wan = Arc::new(SimulatedWanLink::new(&url, kbit)?);
             for n in 1..=args.tills {
                 let device = demo_till(s as u32, n);
                 let dir = root.join("tills").join(format!("{store_id}-till-{n:02}"));
@@ -389,6 +364,7 @@ impl Demo {
                     update_root: dir.join("mint"),
                     reboot_command: "none".into(),
                     wan_rate_limit_kbit: None,
+                    lan_rate_limit_kbit: None,
                     install_timeout_s: 120,
                     local_api_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
                     sale_mode_timeout_s: 5,
@@ -755,14 +731,7 @@ async fn simulated_lan(tills: Vec<Arc<Till>>) {
                 nets.push(net);
             }
         }
-        for a in &nets {
-            let view = a.view();
-            for b in nets.iter().filter(|b| b.peer_id != a.peer_id) {
-                if !view.contains_key(&b.peer_id) {
-                    let _ = a.add_peer(b.peer_id, vec![b.listen_addr.clone()]).await;
-                }
-            }
-        }
+        tillswarm_node::sim::introduce(&nets).await;
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }

@@ -72,6 +72,8 @@ struct Inner {
     activity: Mutex<DeviceState>,
     /// The store swarm, once started (only with a swarm key).
     net: std::sync::OnceLock<crate::swarm::StoreNet>,
+    /// The cap on chunks from store peers (`lan_rate_limit_kbit`).
+    lan_cap: Option<Arc<crate::client::RateLimiter>>,
     /// When `update/` was last scanned for dropped-in packages.
     last_scan: Mutex<Option<tokio::time::Instant>>,
     /// Free disk bytes and when they were measured; measured at most once a minute.
@@ -95,6 +97,9 @@ impl Agent {
             config.wan_rate_limit_kbit,
         )?;
         let source = source.unwrap_or_else(|| Arc::new(client.clone()));
+        let config_lan_cap = config
+            .lan_rate_limit_kbit
+            .map(|k| Arc::new(crate::client::RateLimiter::kbit(k)));
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -112,6 +117,7 @@ impl Agent {
                 free_disk: Mutex::new(None),
                 last_scan: Mutex::new(None),
                 net: std::sync::OnceLock::new(),
+                lan_cap: config_lan_cap,
             }),
         })
     }
@@ -644,6 +650,7 @@ impl Agent {
                     self.inner.source.as_ref(),
                     limits,
                     &expected,
+                    self.inner.lan_cap.as_ref(),
                     start,
                     on_progress,
                 )

@@ -41,6 +41,10 @@ pub struct NodeConfig {
     /// Cap on bandwidth from the coordinator (the WAN), in kbit/s; absent: none.
     #[serde(default)]
     pub wan_rate_limit_kbit: Option<u64>,
+    /// Cap on bandwidth from the store's other tills (the LAN), in kbit/s;
+    /// absent: none. Keeps sharing from crowding a busy store LAN.
+    #[serde(default)]
+    pub lan_rate_limit_kbit: Option<u64>,
     /// Longest an `up.sh` may run before it is killed and the install fails.
     #[serde(default = "default_install_timeout_s")]
     pub install_timeout_s: u64,
@@ -146,6 +150,12 @@ impl NodeConfig {
                 ))
             })?;
         }
+        if self.wan_rate_limit_kbit == Some(0) || self.lan_rate_limit_kbit == Some(0) {
+            return Err(Error::Config(
+                "wan_rate_limit_kbit and lan_rate_limit_kbit must be positive (omit for no cap)"
+                    .into(),
+            ));
+        }
         if self.max_uploads == 0 {
             return Err(Error::Config("max_uploads must be positive".into()));
         }
@@ -193,6 +203,7 @@ mod tests {
         assert_eq!(c.store_id.as_str(), "store-001");
         assert_eq!(c.update_dir(), PathBuf::from("/home/ukm5/mint/update"));
         assert_eq!(c.wan_rate_limit_kbit, Some(8000));
+        assert_eq!(c.lan_rate_limit_kbit, Some(200_000));
         assert_eq!(
             c.initial_version.map(|v| v.to_string()),
             Some("5.2.100".into())

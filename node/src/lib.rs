@@ -17,6 +17,7 @@ pub mod dropin;
 pub mod error;
 pub mod install;
 pub mod local_api;
+pub mod sim;
 pub mod stage;
 pub mod state;
 pub mod swarm;

@@ -99,6 +99,7 @@ impl Cluster {
             update_root: root.join("mint"),
             reboot_command: "none".into(),
             wan_rate_limit_kbit: None,
+            lan_rate_limit_kbit: None,
             install_timeout_s: 30,
             local_api_listen: "127.0.0.1:0".parse().expect("addr"),
             sale_mode_timeout_s: 0,

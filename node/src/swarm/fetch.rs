@@ -16,6 +16,7 @@ use tillswarm_protocol::manifest::Manifest;
 use super::StoreNet;
 use super::planner::{Action, Limits, Outcome, Planner};
 use crate::chunks::ChunkStore;
+use crate::client::RateLimiter;
 use crate::error::{Error, Result};
 use crate::stage::{ChunkSource, Progress};
 
@@ -44,6 +45,7 @@ pub async fn fetch_package(
     wan: &dyn ChunkSource,
     limits: Limits,
     expected: &Expected,
+    lan_cap: Option<&Arc<RateLimiter>>,
     start: Progress,
     mut on_progress: impl FnMut(Progress),
 ) -> Result<Progress> {
@@ -114,9 +116,14 @@ pub async fn fetch_package(
                     .await
                     .unwrap_or_else(|_| Err(Error::Coordinator("chunk fetch timed out".into())))
                     .map(|(d, _)| Some(d)),
-                    Some(p) => tokio::time::timeout(LAN_FETCH_TIMEOUT, net.fetch(p, chunk.hash))
-                        .await
-                        .unwrap_or(Ok(None)),
+                    Some(p) => {
+                        if let Some(cap) = lan_cap {
+                            cap.acquire(chunk.length as usize).await;
+                        }
+                        tokio::time::timeout(LAN_FETCH_TIMEOUT, net.fetch(p, chunk.hash))
+                            .await
+                            .unwrap_or(Ok(None))
+                    }
                 };
                 (index, peer, fetched)
             });
