@@ -224,6 +224,16 @@ mod tests {
             ),
             ("127.0.0.1:7781", "0.0.0.0:7781", "loopback"),
             (
+                "wan_rate_limit_kbit = 8000",
+                "wan_rate_limit_kbit = 0",
+                "must be positive",
+            ),
+            (
+                "lan_rate_limit_kbit = 200000",
+                "lan_rate_limit_kbit = 0",
+                "must be positive",
+            ),
+            (
                 "store_id = \"store-001\"",
                 "store_id = \"bad store\"",
                 "store",
