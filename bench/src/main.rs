@@ -6,6 +6,11 @@
 //! - `coordinator`: heartbeat load (open loop at the tills' poll rate, then closed
 //!   loop for the maximum) against a real coordinator started in-process; see
 //!   [`coordinator`].
+//! - `distribution`: a store's tills getting a package through the swarm over a
+//!   slow WAN link, against plain HTTP per till; see [`distribution`].
+//! - `lan`: a package moved between two tills by the store swarm (the product's
+//!   download driver over libp2p) against a raw TCP copy of the same bytes, on
+//!   loopback or (`--netns`, root) across a veth pair; see [`lan`].
 //!
 //! Micro-benchmarks with statistics live in `benches/` (criterion).
 
@@ -19,6 +24,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 mod coordinator;
+mod distribution;
+mod lan;
 
 #[derive(Debug, Parser)]
 #[command(name = "tillswarm-bench", version, about = "tillswarm benchmarks")]
@@ -29,6 +36,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
+    /// Time and WAN bytes until every till of a store holds a package, against
+    /// every till downloading it by plain HTTP over the same link.
+    Distribution(distribution::DistributionArgs),
     /// Chunk+hash throughput of ingestion against plain blake3 on the same file.
     Chunking {
         /// Size of the generated input file in MiB.
@@ -75,6 +85,38 @@ enum BenchCommand {
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
+    /// Store-swarm transfer between two tills against raw TCP on the same link.
+    Lan {
+        /// Size of the package in MiB.
+        #[arg(long, default_value_t = 1024)]
+        size_mb: u64,
+        /// Timed runs of each contender (the fastest is reported).
+        #[arg(long, default_value_t = 3)]
+        runs: u32,
+        /// Across a veth pair between two network namespaces the bench creates
+        /// (root only; skipped otherwise) instead of loopback in one process.
+        #[arg(long)]
+        netns: bool,
+        /// B's planner limit on LAN fetches in flight (default: a till's).
+        #[arg(long)]
+        lan_in_flight: Option<usize>,
+        /// B's planner limit on requests in flight to one peer (default: a till's).
+        #[arg(long)]
+        per_peer_in_flight: Option<usize>,
+        /// Chunk uploads A serves at once (the node's default is 4).
+        #[arg(long, default_value_t = 4)]
+        max_uploads: usize,
+        /// With --netns: shape the link A -> B to this many Mbit/s (tbf), e.g.
+        /// 1000 for a gigabit store LAN.
+        #[arg(long)]
+        link_mbit: Option<u32>,
+        /// Also write the figures to this file as JSON.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
+    /// One peer of `lan --netns`, run by the bench inside a network namespace.
+    #[command(hide = true)]
+    LanPeer(lan::PeerArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -112,6 +154,40 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        BenchCommand::Lan {
+            size_mb,
+            runs,
+            netns,
+            lan_in_flight,
+            per_peer_in_flight,
+            max_uploads,
+            link_mbit,
+            json,
+        } => {
+            let params = lan::Params {
+                size_mb,
+                runs,
+                netns,
+                lan_in_flight,
+                per_peer_in_flight,
+                max_uploads,
+                link_mbit,
+            };
+            let Some(report) = lan::run(&params)? else {
+                return Ok(());
+            };
+            lan::print(&report);
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            Ok(())
+        }
+        BenchCommand::LanPeer(args) => lan::peer_main(args),
+        BenchCommand::Distribution(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(distribution::run(args)),
     }
 }
 
