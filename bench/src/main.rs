@@ -6,6 +6,8 @@
 //! - `coordinator`: heartbeat load (open loop at the tills' poll rate, then closed
 //!   loop for the maximum) against a real coordinator started in-process; see
 //!   [`coordinator`].
+//! - `distribution`: a store's tills getting a package through the swarm over a
+//!   slow WAN link, against plain HTTP per till; see [`distribution`].
 //! - `lan`: a package moved between two tills by the store swarm (the product's
 //!   download driver over libp2p) against a raw TCP copy of the same bytes, on
 //!   loopback or (`--netns`, root) across a veth pair; see [`lan`].
@@ -22,6 +24,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 mod coordinator;
+mod distribution;
 mod lan;
 
 #[derive(Debug, Parser)]
@@ -33,6 +36,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
+    /// Time and WAN bytes until every till of a store holds a package, against
+    /// every till downloading it by plain HTTP over the same link.
+    Distribution(distribution::DistributionArgs),
     /// Chunk+hash throughput of ingestion against plain blake3 on the same file.
     Chunking {
         /// Size of the generated input file in MiB.
@@ -178,6 +184,10 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         BenchCommand::LanPeer(args) => lan::peer_main(args),
+        BenchCommand::Distribution(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(distribution::run(args)),
     }
 }
 
