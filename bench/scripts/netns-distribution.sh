@@ -13,8 +13,8 @@
 #      "package staged" log line, WAN bytes (task's wan_bytes and the router's
 #      WAN rx counter), LAN bytes, each node's peak RSS (VmHWM) and CPU time.
 #   2. http baseline (unless --skip-http): the nodes are stopped, and every till
-#      fetches the same file at once with curl from `python3 -m http.server` in
-#      the coordinator namespace; measured: start -> the last download done,
+#      fetches the same file at once with curl (python3 urllib if there is no
+#      curl) from `python3 -m http.server` in the coordinator namespace; measured: start -> the last download done,
 #      router WAN rx bytes.
 #   3. a table on stdout and JSON to --json.
 #
@@ -22,7 +22,7 @@
 #   bench/scripts/netns-distribution.sh /path/to/tillswarm [--tills N] [--size-mb M]
 #       [--wan-mbit W] [--lan-mbit L] [--json OUT.json] [--skip-http]
 #       [--http-timeout S] [--swarm-timeout S] [--settle-s S] [--keep-logs DIR]
-#       [--node-log RUST_LOG-filter]
+#       [--node-log RUST_LOG-filter] [--stores 1]
 # The same settings as environment variables: TILLS (20), SIZE_MB (64),
 # WAN_MBIT (20), LAN_MBIT (1000; 0 = LAN unshaped), STORES (only 1), JSON_OUT,
 # SKIP_HTTP=1, HTTP_TIMEOUT_S, SWARM_TIMEOUT_S, SETTLE_S (min wait before the
@@ -369,6 +369,7 @@ PY
   sleep 1
 done
 echo "settled: $ready_msg" >&2
+settle_json="{\"waited_s\": $waited, \"online\": $online, \"min_peers_joined\": $min_peers, \"peers_expected\": $((tills - 1))}"
 
 # --- 1. the swarm run -------------------------------------------------------------------
 bound=$("$py" -c "print($size * 8 / ($wan_mbit * 1e6))")
@@ -500,7 +501,7 @@ fi
 # --- 3. the report --------------------------------------------------------------------------
 "$py" - "$work" "$size" "$tills" "$wan_mbit" "$lan_mbit" "$start" "$coord_done" "$swarm_rx" \
   "$swarm_lan_wire" "$http_state" "${http_start:-0}" "${http_rx:-0}" "$json_out" \
-  "$bin" "$load_before" "$load_after" <<'PY'
+  "$bin" "$load_before" "$load_after" "$settle_json" <<'PY'
 import datetime, json, re, statistics, sys
 (work, size, tills, wan_mbit, lan_mbit, start, coord_done, swarm_rx, lan_wire,
  http_state, http_start, http_rx, json_out) = sys.argv[1:14]
@@ -508,6 +509,7 @@ size, tills, wan_mbit, lan_mbit = int(size), int(tills), int(wan_mbit), int(lan_
 start, coord_done, http_start = float(start), float(coord_done), float(http_start)
 swarm_rx, lan_wire, http_rx = int(swarm_rx), int(lan_wire), int(http_rx)
 binary, load_before, load_after = sys.argv[14:17]
+settle = json.loads(sys.argv[17])
 bound = size * 8 / (wan_mbit * 1e6)
 MiB = 2 ** 20
 
@@ -624,6 +626,7 @@ out = {
         "wan_lan_bytes_per_till": [[t.get("wan_bytes", 0), t.get("lan_bytes", 0)] for t in targets],
     },
     "http": http,
+    "settle_before_task": settle,
     "host": {"binary": binary, "cpus": __import__("os").cpu_count(),
              "loadavg_before_task": load_before, "loadavg_at_swarm_end": load_after},
 }
@@ -650,6 +653,8 @@ rows = [
     ("CPU until WAN quiet / after", " / ".join(
         "n/a" if c is None else f"nodes {c['nodes_cores']:.2f} cores, host {100 * c['host_busy']:.0f}% busy"
         for c in (cpu_transfer, cpu_tail))),
+    ("before the task", f"{settle['online']}/{tills} online, every till joined >= "
+        f"{settle['min_peers_joined']}/{settle['peers_expected']} peers (waited {settle['waited_s']} s)"),
     ("host load (before / after swarm)", f"{load_before} / {load_after} on {__import__('os').cpu_count()} CPUs"),
     ("coordinator RSS / CPU", f"{procs['coordinator'][0] / MiB:.1f} MiB / {procs['coordinator'][1]:.2f} s"),
 ]
