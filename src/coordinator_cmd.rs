@@ -1,19 +1,25 @@
-//! `tillswarm coordinator ...`: run the head-office service, or import a store
+//! `tillswarm coordinator ...`: run the head-office service; manage its
+//! operator accounts and API tokens on its data folder; import a store
 //! registry into a running one.
 
-use std::io::Write;
+use std::io::{BufRead, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use tillswarm_coordinator::{Config, Coordinator};
+use tillswarm_coordinator::admin::Accounts;
+use tillswarm_coordinator::auth::Role;
+use tillswarm_coordinator::{Config, Coordinator, ServeOptions};
 
-/// Run the coordinator (default) or talk to one.
+use crate::remote::Remote;
+
+/// Run the coordinator (default) or administer it.
 #[derive(Debug, Args)]
 pub struct CoordinatorArgs {
     /// Folder for the database, chunk store and signing key.
-    #[arg(long, default_value = "./tillswarm-data")]
+    #[arg(long, default_value = "./tillswarm-data", global = true)]
     data: PathBuf,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
@@ -24,6 +30,40 @@ pub struct CoordinatorArgs {
     /// Poll interval hinted to tills, in seconds.
     #[arg(long, default_value_t = 30)]
     poll_interval_s: u64,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on an address other than loopback (operators' passwords
+    /// and tokens then cross the network readable); without TLS this is refused.
+    #[arg(long)]
+    insecure_http: bool,
+    /// Another origin whose pages may make changes with a session cookie, e.g.
+    /// the public address of a reverse proxy (repeatable).
+    #[arg(long, value_name = "URL")]
+    allowed_origin: Vec<String>,
+    /// Require `Authorization: Bearer <this>` on /metrics.
+    #[arg(long, env = "TILLSWARM_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
+    /// Close a connection that sends no complete request head for this long
+    /// (also idle keep-alive connections and stalled TLS handshakes).
+    #[arg(long, default_value_t = 30)]
+    header_timeout_s: u64,
+    /// A login session unused this long ends, in minutes.
+    #[arg(long, default_value_t = 30)]
+    session_idle_min: u64,
+    /// A login session ends this long after login, in hours.
+    #[arg(long, default_value_t = 12)]
+    session_max_hours: u64,
+    /// Audit log rows older than this are purged, in days.
+    #[arg(long, default_value_t = 365)]
+    audit_retention_days: u64,
+    /// If no operator account exists yet, create this admin and print its
+    /// generated password once.
+    #[arg(long, value_name = "NAME")]
+    init_admin: Option<String>,
     #[command(subcommand)]
     command: Option<CoordinatorCommand>,
 }
@@ -35,62 +75,270 @@ enum CoordinatorCommand {
     Import {
         /// The registry file (`.json` is sent as JSON, anything else as CSV).
         file: PathBuf,
-        /// The coordinator's URL.
-        #[arg(long, default_value = "http://127.0.0.1:8080")]
-        coordinator: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Operator accounts (on the data folder; the coordinator may be running).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// API tokens for scripts and CI (on the data folder).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Add a user; prints a generated password once unless --password-stdin.
+    Add {
+        /// Login name: letters, digits, `. _ @ -`.
+        name: String,
+        /// viewer, operator, approver or admin.
+        #[arg(long)]
+        role: Role,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set a user's password (ends their sessions); prints a generated one
+    /// unless --password-stdin.
+    Passwd {
+        /// The user.
+        name: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Remove a user (never the last admin).
+    Remove {
+        /// The user.
+        name: String,
+    },
+    /// List users.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create an API token; prints it as the last line of standard output, once.
+    Create {
+        /// A name for the token (unique among live tokens).
+        #[arg(long)]
+        name: String,
+        /// viewer, operator, approver or admin.
+        #[arg(long)]
+        role: Role,
+        /// Days until it expires; without it, never.
+        #[arg(long)]
+        expires_days: Option<u32>,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token; it fails from its next request on.
+    Revoke {
+        /// The token's name.
+        name: String,
     },
 }
 
 /// Runs a coordinator subcommand.
 pub async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
     match args.command {
-        None => {
-            serve(
-                args.data,
-                args.listen,
-                args.max_package_mb,
-                args.poll_interval_s,
-            )
-            .await
-        }
-        Some(CoordinatorCommand::Import { file, coordinator }) => import(&file, &coordinator).await,
+        None => serve(args).await,
+        Some(CoordinatorCommand::Import {
+            ref file,
+            ref remote,
+        }) => import(file, remote).await,
+        Some(CoordinatorCommand::User(ref cmd)) => user(&args.data, cmd),
+        Some(CoordinatorCommand::Token(ref cmd)) => token(&args.data, cmd),
     }
 }
 
-async fn serve(
-    data: PathBuf,
-    listen: SocketAddr,
-    max_package_mb: u64,
-    poll_interval_s: u64,
-) -> anyhow::Result<()> {
+/// The OS user running the command, for the audit log.
+fn os_user() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    match std::env::var("SUDO_USER") {
+        Ok(sudo) if sudo != user => format!("{user} (sudo by {sudo})"),
+        _ => user,
+    }
+}
+
+fn read_password_line() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading the password from standard input")?;
+    let password = line.trim_end_matches(['\n', '\r']).to_owned();
+    anyhow::ensure!(!password.is_empty(), "no password on standard input");
+    Ok(password)
+}
+
+fn user(data: &Path, cmd: &UserCommand) -> anyhow::Result<()> {
+    let open = |command: &str| {
+        Accounts::open(data, &os_user(), command)
+            .with_context(|| format!("opening the coordinator data in {}", data.display()))
+    };
+    match cmd {
+        UserCommand::Add {
+            name,
+            role,
+            password_stdin,
+        } => {
+            let chosen = password_stdin.then(read_password_line).transpose()?;
+            let generated = open("coordinator user add")?.add_user(name, *role, chosen)?;
+            println!("added user {name} ({role})");
+            if let Some(p) = generated {
+                println!("password (shown once): {p}");
+            }
+        }
+        UserCommand::Passwd {
+            name,
+            password_stdin,
+        } => {
+            let chosen = password_stdin.then(read_password_line).transpose()?;
+            let generated = open("coordinator user passwd")?.set_password(name, chosen)?;
+            println!("password of {name} set; their sessions ended");
+            if let Some(p) = generated {
+                println!("password (shown once): {p}");
+            }
+        }
+        UserCommand::Remove { name } => {
+            open("coordinator user remove")?.remove_user(name)?;
+            println!("removed user {name}");
+        }
+        UserCommand::List => {
+            let users = open("coordinator user list")?.users()?;
+            println!("{:<24} {:<9} {:<21} sessions", "name", "role", "added");
+            for u in users {
+                println!(
+                    "{:<24} {:<9} {:<21} {}",
+                    u.name, u.role, u.created_at, u.sessions
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn token(data: &Path, cmd: &TokenCommand) -> anyhow::Result<()> {
+    let open = |command: &str| {
+        Accounts::open(data, &os_user(), command)
+            .with_context(|| format!("opening the coordinator data in {}", data.display()))
+    };
+    match cmd {
+        TokenCommand::Create {
+            name,
+            role,
+            expires_days,
+        } => {
+            let t = open("coordinator token create")?.create_token(name, *role, *expires_days)?;
+            let expiry = t.token.expires_at.as_deref().unwrap_or("never");
+            println!("token {name} ({role}), expires {expiry}; shown once, stored only as a hash:");
+            println!("{}", t.token_secret);
+        }
+        TokenCommand::List => {
+            let tokens = open("coordinator token list")?.tokens()?;
+            println!(
+                "{:<24} {:<9} {:<21} {:<21} {:<21} state",
+                "name", "role", "created", "expires", "last used"
+            );
+            for t in tokens {
+                let state = if t.revoked_at.is_some() {
+                    "revoked"
+                } else {
+                    "live"
+                };
+                println!(
+                    "{:<24} {:<9} {:<21} {:<21} {:<21} {state}",
+                    t.name,
+                    t.role,
+                    t.created_at,
+                    t.expires_at.as_deref().unwrap_or("never"),
+                    t.last_used_at.as_deref().unwrap_or("never"),
+                );
+            }
+        }
+        TokenCommand::Revoke { name } => {
+            open("coordinator token revoke")?.revoke_token(name)?;
+            println!("revoked token {name}");
+        }
+    }
+    Ok(())
+}
+
+async fn serve(args: CoordinatorArgs) -> anyhow::Result<()> {
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tillswarm_coordinator::server::tls_config(cert, key)?),
+        _ => None,
+    };
+    if tls.is_none() && !args.listen.ip().is_loopback() {
+        anyhow::ensure!(
+            args.insecure_http,
+            "refusing plain HTTP on {}: operators' passwords and tokens would cross the \
+             network readable. Give --tls-cert and --tls-key, listen on a loopback address \
+             behind a TLS proxy, or pass --insecure-http",
+            args.listen
+        );
+        tracing::warn!(listen = %args.listen, "serving plain HTTP beyond loopback (--insecure-http)");
+    }
+    if let Some(name) = &args.init_admin {
+        let mut accounts = Accounts::open(&args.data, &os_user(), "coordinator --init-admin")?;
+        if accounts.user_count()? == 0 {
+            let password = accounts.add_user(name, Role::Admin, None)?;
+            println!(
+                "created admin {name}; password (shown once): {}",
+                password.unwrap_or_default()
+            );
+        } else {
+            println!("--init-admin {name}: operator accounts exist already; nothing created");
+        }
+    }
     let config = Config {
-        data_dir: data.clone(),
-        max_package_bytes: max_package_mb << 20,
-        poll_interval_ms: poll_interval_s * 1000,
+        data_dir: args.data.clone(),
+        max_package_bytes: args.max_package_mb << 20,
+        poll_interval_ms: args.poll_interval_s * 1000,
+        session_idle_timeout_s: args.session_idle_min.max(1) * 60,
+        session_max_age_s: args.session_max_hours.max(1) * 3600,
+        audit_retention_days: args.audit_retention_days.max(1),
+        allowed_origins: args.allowed_origin.clone(),
+        metrics_token: args.metrics_token.clone(),
         ..Config::default()
     };
     let coordinator = Coordinator::open(config)
         .await
-        .with_context(|| format!("opening the coordinator data in {}", data.display()))?;
-    let listener = tokio::net::TcpListener::bind(listen)
+        .with_context(|| format!("opening the coordinator data in {}", args.data.display()))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
         .await
-        .with_context(|| format!("listening on {listen}"))?;
+        .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     // stdout may be a closed pipe (a supervisor that read the URL and left):
     // write without panicking.
     let mut out = std::io::stdout();
     let _ = writeln!(
         out,
-        "tillswarm coordinator listening on http://{addr}/ (data in {})",
-        data.display()
+        "tillswarm coordinator listening on {scheme}://{addr}/ (data in {})",
+        args.data.display()
     );
     let _ = writeln!(
         out,
         "coordinator public key (pin it on tills): {}",
         coordinator.public_key()
     );
+    if !coordinator.has_users().await? {
+        let _ = writeln!(
+            out,
+            "no operator account exists yet: create the first admin with\n  \
+             tillswarm coordinator user add NAME --role admin --data {}",
+            args.data.display()
+        );
+    }
     let _ = out.flush();
-    tillswarm_coordinator::serve(coordinator, listener, shutdown_signal()).await;
+    let options = ServeOptions {
+        tls,
+        header_timeout: Duration::from_secs(args.header_timeout_s.max(1)),
+    };
+    tillswarm_coordinator::serve_with(coordinator, listener, options, shutdown_signal()).await;
     tracing::info!("coordinator stopped");
     Ok(())
 }
@@ -114,34 +362,26 @@ pub async fn shutdown_signal() {
     }
 }
 
-async fn import(file: &PathBuf, coordinator: &str) -> anyhow::Result<()> {
+async fn import(file: &Path, remote: &Remote) -> anyhow::Result<()> {
     let body = tokio::fs::read(file)
         .await
         .with_context(|| format!("reading {}", file.display()))?;
     let is_json = file
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("json"));
-    let url = format!(
-        "{}/api/v1/devices/import",
-        coordinator.trim_end_matches('/')
-    );
-    let response = reqwest::Client::new()
-        .post(&url)
-        .header(
-            "content-type",
-            if is_json {
-                "application/json"
-            } else {
-                "text/csv"
-            },
-        )
+    let content_type = if is_json {
+        "application/json"
+    } else {
+        "text/csv"
+    };
+    let response = remote
+        .request(reqwest::Method::POST, "/api/v1/devices/import")?
+        .header("content-type", content_type)
         .body(body)
         .send()
         .await
-        .with_context(|| format!("sending to {url}"))?;
-    let status = response.status();
-    let text = response.text().await.unwrap_or_default();
-    anyhow::ensure!(status.is_success(), "import refused ({status}): {text}");
+        .with_context(|| format!("sending to {}", remote.coordinator))?;
+    let text = Remote::check(response, "import refused").await?;
     println!("{text}");
     Ok(())
 }

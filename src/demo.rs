@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use clap::{Args, ValueEnum};
 use serde::Serialize;
+use tillswarm_coordinator::auth::Caller;
 use tillswarm_coordinator::groups::GroupInput;
 use tillswarm_coordinator::tasks::{NewTask, TaskDetail};
 use tillswarm_coordinator::till_types::TillTypeInput;
@@ -303,7 +304,11 @@ impl Demo {
             stores.push(store_id);
         }
         coordinator
-            .import_registry(serde_json::to_vec(&registry)?, true)
+            .import_registry(
+                serde_json::to_vec(&registry)?,
+                true,
+                &Caller::system("demo"),
+            )
             .await
             .context("importing the demo chain")?;
         // Cashiers who never answer are waited for one minute, then the till installs.
@@ -313,6 +318,7 @@ impl Demo {
                 TillTypeInput {
                     auto_update_timeout_minutes: Some(1),
                 },
+                &Caller::system("demo"),
             )
             .await
             .context("setting autoUpdateTimeout")?;
@@ -336,7 +342,12 @@ impl Demo {
                         bytes::Bytes::from(bytes),
                     )]);
                     let p = coordinator
-                        .upload_package("demo".into(), version.into(), body)
+                        .upload_package(
+                            "demo".into(),
+                            version.into(),
+                            body,
+                            &Caller::system("demo"),
+                        )
                         .await
                         .with_context(|| format!("uploading demo {version}"))?;
                     (p.package_id, size)
@@ -452,17 +463,20 @@ impl Demo {
         // The pilot: the first till of every store.
         let pilot = self
             .coordinator
-            .create_group(GroupInput {
-                name: Some("Pilot".into()),
-                description: Some("Till 1 of every store".into()),
-                members: Some(
-                    self.tills
-                        .iter()
-                        .filter(|t| t.number == 1)
-                        .map(|t| t.device)
-                        .collect(),
-                ),
-            })
+            .create_group(
+                GroupInput {
+                    name: Some("Pilot".into()),
+                    description: Some("Till 1 of every store".into()),
+                    members: Some(
+                        self.tills
+                            .iter()
+                            .filter(|t| t.number == 1)
+                            .map(|t| t.device)
+                            .collect(),
+                    ),
+                },
+                &Caller::system("demo"),
+            )
             .await
             .context("creating the pilot group")?;
         let mut waves = Vec::new();
@@ -486,13 +500,16 @@ impl Demo {
             let wave_start = Instant::now();
             let task = self
                 .coordinator
-                .create_task(NewTask {
-                    kind,
-                    package_id,
-                    group_id: group,
-                    activate_at: activate_at.clone(),
-                    rollback: false,
-                })
+                .create_task(
+                    NewTask {
+                        kind,
+                        package_id,
+                        group_id: group,
+                        activate_at: activate_at.clone(),
+                        rollback: false,
+                    },
+                    &Caller::system("demo"),
+                )
                 .await
                 .with_context(|| format!("creating the {name} task"))?;
             let id = task.summary.id;

@@ -13,6 +13,7 @@ mod coordinator_cmd;
 mod demo;
 mod node_cmd;
 mod package;
+mod remote;
 
 /// Peer-to-peer software updates for the tills of retail chains.
 #[derive(Debug, Parser)]

@@ -57,7 +57,8 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let post = |path: &str| {
         let url = format!("{local}/{path}");
         async move {
-            let resp = reqwest::Client::new()
+            let resp = tillswarm_node::tls::http_client(None)?
+                .build()?
                 .post(&url)
                 .send()
                 .await

@@ -9,6 +9,8 @@ use clap::Subcommand;
 use serde::Serialize;
 use tillswarm_protocol::{ChunkInfo, PackageId, chunk_reader};
 
+use crate::remote::Remote;
+
 /// Package subcommands.
 #[derive(Debug, Subcommand)]
 pub enum PackageCommand {
@@ -23,9 +25,8 @@ pub enum PackageCommand {
     },
     /// Upload a package to a coordinator (streamed, with a progress bar).
     Upload {
-        /// The coordinator's URL.
-        #[arg(long, default_value = "http://127.0.0.1:8080")]
-        coordinator: String,
+        #[command(flatten)]
+        remote: Remote,
         /// Package name, e.g. `ukm5-till`.
         #[arg(long)]
         name: String,
@@ -49,11 +50,11 @@ struct Inspection<'a> {
 pub async fn run(cmd: PackageCommand) -> anyhow::Result<()> {
     match cmd {
         PackageCommand::Upload {
-            coordinator,
+            remote,
             name,
             version,
             file,
-        } => upload(&coordinator, &name, &version, &file).await,
+        } => upload(&remote, &name, &version, &file).await,
         PackageCommand::Inspect { file, json } => {
             tokio::task::spawn_blocking(move || inspect(file, json)).await?
         }
@@ -91,12 +92,7 @@ fn inspect(file: PathBuf, json: bool) -> anyhow::Result<()> {
     }
 }
 
-async fn upload(
-    coordinator: &str,
-    name: &str,
-    version: &str,
-    file: &PathBuf,
-) -> anyhow::Result<()> {
+async fn upload(remote: &Remote, name: &str, version: &str, file: &PathBuf) -> anyhow::Result<()> {
     use futures_util::TryStreamExt;
 
     let f = tokio::fs::File::open(file)
@@ -113,20 +109,17 @@ async fn upload(
     let counted = bar.clone();
     let stream = tokio_util::io::ReaderStream::with_capacity(f, 1 << 20)
         .inspect_ok(move |b| counted.inc(b.len() as u64));
-    let url = format!("{}/api/v1/packages", coordinator.trim_end_matches('/'));
-    let response = reqwest::Client::new()
-        .post(&url)
+    let response = remote
+        .request(reqwest::Method::POST, "/api/v1/packages")?
         .query(&[("name", name), ("version", version)])
         .header("content-type", "application/octet-stream")
         .header("content-length", size)
         .body(reqwest::Body::wrap_stream(stream))
         .send()
         .await
-        .with_context(|| format!("uploading to {url}"))?;
+        .with_context(|| format!("uploading to {}", remote.coordinator))?;
     bar.finish_and_clear();
-    let status = response.status();
-    let text = response.text().await.unwrap_or_default();
-    anyhow::ensure!(status.is_success(), "upload refused ({status}): {text}");
+    let text = Remote::check(response, "upload refused").await?;
     println!("{text}");
     Ok(())
 }

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use futures_util::StreamExt;
 use serde::Serialize;
+use tillswarm_coordinator::auth::Caller;
 use tillswarm_coordinator::devices::RegistryEntry;
 use tillswarm_coordinator::{Config, Coordinator};
 use tillswarm_protocol::api::{DeviceState, HeartbeatRequest, HeartbeatResponse};
@@ -306,7 +307,9 @@ impl Server {
                             })
                             .await?;
                             let start = Instant::now();
-                            let summary = coordinator.import_registry(registry, true).await?;
+                            let summary = coordinator
+                                .import_registry(registry, true, &Caller::system("bench"))
+                                .await?;
                             let import_s = start.elapsed().as_secs_f64();
                             anyhow::ensure!(
                                 summary.devices_added == summary.rows,

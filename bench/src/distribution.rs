@@ -27,6 +27,7 @@ use clap::Args;
 use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
+use tillswarm_coordinator::auth::Caller;
 use tillswarm_coordinator::tasks::NewTask;
 use tillswarm_coordinator::{Config, Coordinator};
 use tillswarm_node::sim::SimulatedWanLink;
@@ -223,6 +224,7 @@ async fn run_in_process(args: &DistributionArgs) -> anyhow::Result<Report> {
         poll_jitter: 0.2,
         scheduler_tick_ms: 100,
         max_package_bytes: (args.size_mb + 64) << 20,
+        ..Config::default()
     };
     let coordinator = Coordinator::open(config).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -250,7 +252,11 @@ async fn run_in_process(args: &DistributionArgs) -> anyhow::Result<Report> {
         }
     }
     coordinator
-        .import_registry(serde_json::to_vec(&registry)?, true)
+        .import_registry(
+            serde_json::to_vec(&registry)?,
+            true,
+            &Caller::system("bench"),
+        )
         .await?;
     let pkg_path = dir.path().join("package.tar");
     tillswarm_fixtures::write_large_package(&pkg_path, "2.0.0", args.size_mb << 20)
@@ -259,7 +265,12 @@ async fn run_in_process(args: &DistributionArgs) -> anyhow::Result<Report> {
     let file = tokio::fs::File::open(&pkg_path).await?;
     let body = tokio_util_free_stream(file);
     let package = coordinator
-        .upload_package("bench".into(), "2.0.0".into(), body)
+        .upload_package(
+            "bench".into(),
+            "2.0.0".into(),
+            body,
+            &Caller::system("bench"),
+        )
         .await
         .context("uploading the package")?;
     let lower_bound_s = size as f64 * 8.0 / (args.wan_mbit * 1e6);
@@ -350,13 +361,16 @@ async fn run_in_process(args: &DistributionArgs) -> anyhow::Result<Report> {
     let bar = progress_bar(total, "swarm");
     let started = Instant::now();
     let task = coordinator
-        .create_task(NewTask {
-            kind: TaskKind::Download,
-            package_id: package.package_id,
-            group_id: 1,
-            activate_at: None,
-            rollback: false,
-        })
+        .create_task(
+            NewTask {
+                kind: TaskKind::Download,
+                package_id: package.package_id,
+                group_id: 1,
+                activate_at: None,
+                rollback: false,
+            },
+            &Caller::system("bench"),
+        )
         .await?;
     let task_id = TaskId(task.summary.id as u64);
     let mut store_done: HashMap<usize, f64> = HashMap::new();

@@ -11,10 +11,34 @@ use crate::error::{Error, Result};
 
 mod schema;
 
+#[cfg(test)]
+pub(crate) use schema::migrate;
+
 /// Most database jobs waiting for the owner thread; callers wait beyond that.
 const QUEUE_DEPTH: usize = 1024;
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// Opens the database file with the coordinator's settings and migrations. The
+/// coordinator keeps one such connection on its thread; the command line opens
+/// its own (another process may hold the file: SQLite's locks and the busy
+/// timeout keep the two apart).
+pub(crate) fn open_connection(path: &Path) -> Result<Connection> {
+    let mut conn = Connection::open(path)?;
+    configure(&mut conn)?;
+    Ok(conn)
+}
+
+fn configure(conn: &mut Connection) -> Result<()> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // NORMAL in WAL mode: a power cut can lose the last commits but never
+    // corrupts; every acknowledged operator action is committed first.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    schema::migrate(conn)?;
+    Ok(())
+}
 
 /// A cloneable handle to the database thread.
 /// The thread ends when the last handle is dropped; every job commits before it
@@ -28,23 +52,18 @@ impl Db {
     /// Opens (creating if needed) the database at `path`, applies pending
     /// migrations and starts the owner thread.
     pub fn open(path: &Path) -> Result<Self> {
-        let conn = Connection::open(path)?;
-        Self::start(conn)
+        Self::start(open_connection(path)?)
     }
 
     /// An in-memory database, for tests.
     pub fn open_in_memory() -> Result<Self> {
-        Self::start(Connection::open_in_memory()?)
+        let mut conn = Connection::open_in_memory()?;
+        configure(&mut conn)?;
+        Self::start(conn)
     }
 
-    fn start(mut conn: Connection) -> Result<Self> {
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        // NORMAL in WAL mode: a power cut can lose the last commits but never
-        // corrupts; every acknowledged operator action is committed first.
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        schema::migrate(&mut conn)?;
+    fn start(conn: Connection) -> Result<Self> {
+        let mut conn = conn;
         let (jobs, mut inbox) = mpsc::channel::<Job>(QUEUE_DEPTH);
         std::thread::Builder::new()
             .name("tillswarm-db".into())

@@ -25,6 +25,31 @@ pub enum Error {
         /// What conflicts, for a person.
         message: String,
     },
+    /// No valid credentials came with the request (401).
+    #[error("{message}")]
+    Unauthenticated {
+        /// Stable machine-readable code.
+        code: &'static str,
+        /// What is missing or wrong, for a person (never which part was wrong).
+        message: String,
+    },
+    /// The caller is known but may not do this (403).
+    #[error("{message}")]
+    Forbidden {
+        /// Stable machine-readable code.
+        code: &'static str,
+        /// Why, for a person.
+        message: String,
+    },
+    /// Too many attempts; try again after `retry_after_s` seconds (429).
+    #[error("too many attempts; try again in {retry_after_s} s")]
+    TooManyAttempts {
+        /// Seconds until the next attempt may succeed (the `Retry-After` header).
+        retry_after_s: u64,
+    },
+    /// The client stopped sending its request body (408).
+    #[error("{0}")]
+    Timeout(String),
     /// The body is larger than allowed (413).
     #[error("{0}")]
     TooLarge(String),
@@ -54,6 +79,54 @@ impl Error {
         }
     }
 
+    /// A 401 with a code and message.
+    pub fn unauthenticated(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Unauthenticated {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A 403 with a code and message.
+    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Forbidden {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The HTTP status this error is answered with (without logging anything).
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
+            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Self::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Db(_) | Self::Io(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable code a client sees (`internal` for our own failures).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest { code, .. }
+            | Self::Unauthenticated { code, .. }
+            | Self::Forbidden { code, .. }
+            | Self::Conflict { code, .. } => code,
+            Self::TooManyAttempts { .. } => "too_many_attempts",
+            Self::NotFound(_) => "not_found",
+            Self::Timeout(_) => "timeout",
+            Self::TooLarge(_) => "too_large",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::Db(_) | Self::Io(_) | Self::Internal(_) => "internal",
+        }
+    }
+
     /// A 409 with a code and message.
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
         Self::Conflict {
@@ -65,29 +138,17 @@ impl Error {
     /// The HTTP status and the JSON body a client sees. Internal errors get a
     /// generic body; their details go to the log.
     pub fn to_response_parts(&self) -> (StatusCode, ApiError) {
-        let (status, code, message) = match self {
-            Self::BadRequest { code, message } => (StatusCode::BAD_REQUEST, *code, message.clone()),
-            Self::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m.clone()),
-            Self::Conflict { code, message } => (StatusCode::CONFLICT, *code, message.clone()),
-            Self::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", m.clone()),
-            Self::UnsupportedMediaType(m) => (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                m.clone(),
-            ),
+        let message = match self {
             Self::Db(_) | Self::Io(_) | Self::Internal(_) => {
                 tracing::error!(error = %self, "internal error");
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "internal error; see the coordinator log".to_owned(),
-                )
+                "internal error; see the coordinator log".to_owned()
             }
+            other => other.to_string(),
         };
         (
-            status,
+            self.status(),
             ApiError {
-                code: code.to_owned(),
+                code: self.code().to_owned(),
                 message,
             },
         )

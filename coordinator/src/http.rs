@@ -1,7 +1,8 @@
 //! HTTP routes: the node API, the operator API, the panel, health and metrics.
 //! [`routes`] builds the whole filter tree; tests drive it with `warp::test`
-//! without a socket. Every failure becomes a JSON [`ApiError`] body with a
-//! stable code: 4xx for the caller's mistakes, 5xx only for our own.
+//! without a socket, and [`crate::server`] serves it. Every failure becomes a
+//! JSON [`ApiError`] body with a stable code: 4xx for the caller's mistakes, 5xx
+//! only for our own. Operator routes pass the guard (`guard.rs`) first.
 
 use std::convert::Infallible;
 
@@ -16,6 +17,8 @@ use crate::error::{Error, Result};
 use crate::metrics::Family;
 use crate::service::Coordinator;
 
+mod account;
+pub mod guard;
 mod node;
 pub mod openapi;
 mod operator;
@@ -40,20 +43,36 @@ pub fn routes(c: Coordinator) -> BoxedFilter<(Response,)> {
         .map(|| json(StatusCode::OK, &serde_json::json!({"status": "ok"})));
     let metrics = {
         let c = c.clone();
-        warp::path!("metrics").and(warp::get()).then(move || {
-            let c = c.clone();
-            async move {
-                match c.gauges().await {
-                    Ok(g) => warp::reply::with_header(
-                        c.metrics().render(&g),
-                        header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4",
-                    )
-                    .into_response(),
-                    Err(e) => error_response(&e),
+        warp::path!("metrics")
+            .and(warp::get())
+            .and(warp::header::optional::<String>("authorization"))
+            .then(move |auth: Option<String>| {
+                let c = c.clone();
+                async move {
+                    if let Some(expected) = &c.config().metrics_token {
+                        // blake3's Hash compares in constant time.
+                        let sent = auth
+                            .as_deref()
+                            .and_then(|a| a.strip_prefix("Bearer "))
+                            .unwrap_or("");
+                        if blake3::hash(sent.as_bytes()) != blake3::hash(expected.as_bytes()) {
+                            return error_response(&Error::unauthenticated(
+                                "unauthenticated",
+                                "/metrics needs `Authorization: Bearer <metrics token>`",
+                            ));
+                        }
+                    }
+                    match c.gauges().await {
+                        Ok(g) => warp::reply::with_header(
+                            c.metrics().render(&g),
+                            header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4",
+                        )
+                        .into_response(),
+                        Err(e) => error_response(&e),
+                    }
                 }
-            }
-        })
+            })
     };
     let openapi = warp::path!("api" / "v1" / "openapi.json")
         .and(warp::get())
@@ -87,10 +106,26 @@ pub(crate) fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
     warp::reply::with_status(warp::reply::json(body), status).into_response()
 }
 
-/// The response for an error.
+/// The response for an error (with `Retry-After` on a 429 and
+/// `WWW-Authenticate` on a 401).
 pub(crate) fn error_response(e: &Error) -> Response {
     let (status, body) = e.to_response_parts();
-    json(status, &body)
+    let mut r = json(status, &body);
+    match e {
+        Error::TooManyAttempts { retry_after_s } => {
+            if let Ok(v) = header::HeaderValue::from_str(&retry_after_s.to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        Error::Unauthenticated { .. } => {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"tillswarm\""),
+            );
+        }
+        _ => {}
+    }
+    r
 }
 
 /// 200 with the value as JSON, or the error's response.
@@ -145,11 +180,55 @@ where
         .map_err(|e: T::Err| Error::bad("invalid_id", format!("invalid {what} {text:?}: {e}")))
 }
 
-/// A JSON body capped at `limit` bytes.
+/// A request body that sends nothing for this long is refused (408), so a
+/// slow client cannot hold a request open by trickling its body.
+pub const BODY_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A body capped at `limit` bytes (by `Content-Length` and as received), read
+/// with the [`BODY_IDLE`] timeout between pieces.
 pub(crate) fn body(
     limit: u64,
 ) -> impl Filter<Extract = (bytes::Bytes,), Error = Rejection> + Clone {
-    warp::body::content_length_limit(limit).and(warp::body::bytes())
+    warp::body::content_length_limit(limit)
+        .and(warp::body::stream())
+        .and_then(move |stream| async move {
+            collect_body(stream, limit)
+                .await
+                .map_err(warp::reject::custom)
+        })
+}
+
+async fn collect_body<S, B>(stream: S, limit: u64) -> Result<bytes::Bytes>
+where
+    S: futures_util::Stream<Item = std::result::Result<B, warp::Error>>,
+    B: bytes::Buf,
+{
+    use bytes::BufMut;
+    use futures_util::StreamExt;
+    let mut stream = std::pin::pin!(stream);
+    let mut out = bytes::BytesMut::new();
+    loop {
+        let piece = tokio::time::timeout(BODY_IDLE, stream.next())
+            .await
+            .map_err(|_| Error::Timeout("the request body stalled".into()))?;
+        match piece {
+            None => return Ok(out.freeze()),
+            Some(Err(e)) => {
+                return Err(Error::bad(
+                    "invalid_body",
+                    format!("the request body could not be read: {e}"),
+                ));
+            }
+            Some(Ok(piece)) => {
+                if (out.len() + piece.remaining()) as u64 > limit {
+                    return Err(Error::TooLarge(format!(
+                        "the request body is larger than {limit} bytes"
+                    )));
+                }
+                out.put(piece);
+            }
+        }
+    }
 }
 
 async fn recover(err: Rejection) -> std::result::Result<Response, Infallible> {

@@ -1,18 +1,24 @@
 //! The head-office service of tillswarm.
 //!
 //! It owns: the SQLite database (devices, stores, groups, packages, tasks, till
-//! type settings), package ingestion into a content-addressed chunk store, the
-//! manifest signing key, the task scheduler, the node-facing API (heartbeats,
-//! assignments, progress, manifests, chunks), the operator API under `/api/v1/`,
-//! serving the web panel, and metrics.
+//! type settings, operators, the audit log), package ingestion into a
+//! content-addressed chunk store, the manifest signing key, the task scheduler,
+//! the node-facing API (heartbeats, assignments, progress, manifests, chunks),
+//! the operator API under `/api/v1/` with its authentication, roles and CSRF
+//! defence, serving the web panel, metrics, and the HTTP(S) accept loop.
 //!
-//! Entry point: [`serve`] runs the HTTP server and the scheduler on a listener the
-//! caller bound, until the caller's shutdown future resolves. [`Coordinator`] is the
-//! service itself, usable without HTTP.
+//! Entry points: [`serve`] / [`serve_with`] run the server and the scheduler on
+//! a listener the caller bound, until the caller's shutdown future resolves.
+//! [`Coordinator`] is the service itself, usable without HTTP.
+//! [`admin::Accounts`] administers users and tokens on a data folder (the CLI).
 //!
-//! Architecture invariant: only this crate touches the server's SQLite database,
-//! and only on the database thread ([`db::Db`]).
+//! Architecture invariants: only this crate touches the server's SQLite
+//! database, and in the coordinator process only on the database thread
+//! ([`db::Db`]). No operator route without a rule in [`auth::rules`].
 
+pub mod admin;
+pub mod audit;
+pub mod auth;
 pub mod chunks;
 pub mod clock;
 pub mod db;
@@ -23,6 +29,7 @@ pub mod http;
 mod keys;
 pub mod metrics;
 pub mod packages;
+pub mod server;
 pub mod service;
 pub mod tasks;
 pub mod till_types;
@@ -31,24 +38,35 @@ use std::future::Future;
 use std::time::Duration;
 
 pub use error::{Error, Result};
+pub use server::ServeOptions;
 pub use service::{Config, Coordinator};
 
-/// Serves `coordinator` on `listener` and runs its scheduler until `shutdown`
-/// resolves; then stops accepting, lets in-flight requests finish and returns.
+/// Serves `coordinator` over plain HTTP on `listener` and runs its scheduler
+/// until `shutdown` resolves; then stops accepting, lets in-flight requests
+/// finish and returns.
 pub async fn serve(
     coordinator: Coordinator,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
+    serve_with(coordinator, listener, ServeOptions::default(), shutdown).await;
+}
+
+/// As [`serve`], with TLS and timeouts from `options`.
+pub async fn serve_with(
+    coordinator: Coordinator,
+    listener: tokio::net::TcpListener,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let scheduler = tokio::spawn(run_scheduler(coordinator.clone(), stop_rx));
-    let server = warp::serve(http::routes(coordinator))
-        .incoming(listener)
-        .graceful(async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
-        });
-    server.run().await;
+    let routes = http::routes(coordinator);
+    server::run(routes, listener, options, async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    })
+    .await;
     let _ = scheduler.await;
 }
 

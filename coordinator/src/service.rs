@@ -12,6 +12,10 @@ use tillswarm_protocol::manifest::{Manifest, PublicKey, SecretKey};
 use tillswarm_protocol::{ChunkHash, DeviceId, PackageId, Version};
 use tokio::io::AsyncWriteExt;
 
+use crate::audit::{self, Note, Outcome};
+use crate::auth::limiter::{LoginLimiter, LoginLimits};
+use crate::auth::password::Hasher;
+use crate::auth::{Caller, rules};
 use crate::chunks::ChunkStore;
 use crate::clock::{Clock, SystemClock};
 use crate::db::Db;
@@ -22,6 +26,9 @@ use crate::metrics::Metrics;
 use crate::packages::{self, Package};
 use crate::tasks::{self, NewTask, ReportOutcome, TaskDetail, TaskFilter, TaskSummary};
 use crate::till_types::{self, TillType, TillTypeInput};
+
+/// The database's file name in the data folder.
+pub const DB_FILE: &str = "coordinator.sqlite3";
 
 /// Coordinator settings. Every field has a default suited to a single head office.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -38,6 +45,27 @@ pub struct Config {
     pub poll_jitter: f64,
     /// How often the scheduler looks for due tasks, in milliseconds.
     pub scheduler_tick_ms: u64,
+    /// A login session unused this long ends, in seconds.
+    pub session_idle_timeout_s: u64,
+    /// A login session ends this long after login however busy, in seconds.
+    pub session_max_age_s: u64,
+    /// Audit rows older than this many days are purged.
+    pub audit_retention_days: u64,
+    /// Origins besides the coordinator's own (`https://panel.example:8443`) whose
+    /// pages may make cookie-authenticated changes (a proxy's public address).
+    pub allowed_origins: Vec<String>,
+    /// When set, `/metrics` needs `Authorization: Bearer <this>`.
+    pub metrics_token: Option<String>,
+    /// Login attempts in a burst for one user name, then one per
+    /// `login_user_period_s`.
+    pub login_user_burst: u32,
+    /// Seconds per further login attempt for one user name.
+    pub login_user_period_s: u64,
+    /// Login attempts in a burst from one client address, then one per
+    /// `login_client_period_s`.
+    pub login_client_burst: u32,
+    /// Seconds per further login attempt from one client address.
+    pub login_client_period_s: u64,
 }
 
 impl Default for Config {
@@ -48,6 +76,15 @@ impl Default for Config {
             poll_interval_ms: 30_000,
             poll_jitter: 0.2,
             scheduler_tick_ms: 250,
+            session_idle_timeout_s: 30 * 60,
+            session_max_age_s: 12 * 3600,
+            audit_retention_days: 365,
+            allowed_origins: Vec::new(),
+            metrics_token: None,
+            login_user_burst: 5,
+            login_user_period_s: 12,
+            login_client_burst: 30,
+            login_client_period_s: 2,
         }
     }
 }
@@ -125,6 +162,12 @@ struct Inner {
     metrics: Metrics,
     /// Serialises package ingestion and deletion (see `receive_and_ingest`).
     ingest: tokio::sync::Mutex<()>,
+    /// Password hashing off the executor, a few at a time.
+    hasher: Hasher,
+    /// Slows repeated login attempts.
+    logins: LoginLimiter,
+    /// When the scheduler last purged old audit rows and sessions (ms).
+    last_purge_ms: std::sync::atomic::AtomicI64,
 }
 
 impl Coordinator {
@@ -137,9 +180,15 @@ impl Coordinator {
     /// As [`Coordinator::open`], with a given clock (tests move time by hand).
     pub async fn open_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Self> {
         std::fs::create_dir_all(&config.data_dir)?;
-        let db = Db::open(&config.data_dir.join("coordinator.sqlite3"))?;
+        let db = Db::open(&config.data_dir.join(DB_FILE))?;
         let chunks = ChunkStore::open(&config.data_dir.join("chunks"))?;
         let key = crate::keys::load_or_create(&config.data_dir)?;
+        let logins = LoginLimiter::new(LoginLimits {
+            per_user_burst: config.login_user_burst,
+            per_user_period: std::time::Duration::from_secs(config.login_user_period_s),
+            per_client_burst: config.login_client_burst,
+            per_client_period: std::time::Duration::from_secs(config.login_client_period_s),
+        });
         let coordinator = Self {
             inner: Arc::new(Inner {
                 config,
@@ -149,6 +198,9 @@ impl Coordinator {
                 clock,
                 metrics: Metrics::default(),
                 ingest: tokio::sync::Mutex::new(()),
+                hasher: Hasher::default(),
+                logins,
+                last_purge_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
             }),
         };
         coordinator.collect_garbage().await?;
@@ -199,6 +251,67 @@ impl Coordinator {
                 Ok(out)
             })
             .await
+    }
+
+    /// Runs `f` in one transaction and appends its audit row (outcome `ok`) in
+    /// the same transaction, so no change commits without its row. If `f` fails,
+    /// nothing of it commits and a `failed` row is appended on its own. `f` may
+    /// fill in the note's target (e.g. the id it created) and detail.
+    async fn change<T, F>(&self, by: &Caller, action: &'static str, note: Note, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>, i64, &mut Note) -> Result<T> + Send + 'static,
+    {
+        let caller = by.clone();
+        let first = note.clone();
+        let ok_status = rules::ok_status(&by.method, &by.route);
+        let result = self
+            .write(move |tx, now| {
+                let mut note = note;
+                let out = f(tx, now, &mut note)?;
+                audit::append(tx, &caller, action, &note, Outcome::Ok, ok_status, now)?;
+                Ok(out)
+            })
+            .await;
+        if let Err(e) = &result {
+            self.audit_failure(by, action, first, e).await;
+        }
+        result
+    }
+
+    /// Appends a `failed` audit row for an attempt that ended in `e`.
+    pub(crate) async fn audit_failure(
+        &self,
+        by: &Caller,
+        action: &'static str,
+        note: Note,
+        e: &Error,
+    ) {
+        let mut note = note;
+        if note.detail.is_none() {
+            note.detail = Some(e.code().to_owned());
+        }
+        self.audit(by, action, note, Outcome::Failed, e.status().as_u16())
+            .await;
+    }
+
+    /// Appends an audit row on its own (a refused or failed attempt, a login).
+    /// A failure to write it is logged, never hidden from the log.
+    pub(crate) async fn audit(
+        &self,
+        by: &Caller,
+        action: &'static str,
+        note: Note,
+        outcome: Outcome,
+        status: u16,
+    ) {
+        let by = by.clone();
+        let written = self
+            .write(move |tx, now| audit::append(tx, &by, action, &note, outcome, status, now))
+            .await;
+        if let Err(e) = written {
+            tracing::error!(error = %e, action, "could not write an audit row");
+        }
     }
 
     async fn collect_garbage(&self) -> Result<()> {
@@ -305,10 +418,31 @@ impl Coordinator {
     // ----- devices and stores -----
 
     /// Imports registry rows (CSV or JSON).
-    pub async fn import_registry(&self, body: Vec<u8>, is_json: bool) -> Result<ImportSummary> {
-        let entries = devices::parse_registry(&body, is_json)?;
-        self.write(move |tx, now| devices::import(tx, &entries, now))
-            .await
+    pub async fn import_registry(
+        &self,
+        body: Vec<u8>,
+        is_json: bool,
+        by: &Caller,
+    ) -> Result<ImportSummary> {
+        let entries = match devices::parse_registry(&body, is_json) {
+            Ok(e) => e,
+            Err(e) => {
+                self.audit_failure(by, "registry.import", Note::on("registry"), &e)
+                    .await;
+                return Err(e);
+            }
+        };
+        self.change(
+            by,
+            "registry.import",
+            Note::on("registry"),
+            move |tx, now, note| {
+                let summary = devices::import(tx, &entries, now)?;
+                note.detail(format!("{} rows", summary.rows));
+                Ok(summary)
+            },
+        )
+        .await
     }
 
     /// A page of devices.
@@ -326,8 +460,9 @@ impl Coordinator {
     }
 
     /// Approves a pending device.
-    pub async fn approve_device(&self, guid: DeviceId) -> Result<Device> {
-        self.write(move |tx, now| {
+    pub async fn approve_device(&self, guid: DeviceId, by: &Caller) -> Result<Device> {
+        let note = Note::on(format!("device:{guid}"));
+        self.change(by, "device.approve", note, move |tx, now, _| {
             devices::approve(tx, &guid)?;
             devices::get(tx, &guid, now)
         })
@@ -335,8 +470,12 @@ impl Coordinator {
     }
 
     /// Removes a device.
-    pub async fn delete_device(&self, guid: DeviceId) -> Result<()> {
-        self.write(move |tx, _| devices::delete(tx, &guid)).await
+    pub async fn delete_device(&self, guid: DeviceId, by: &Caller) -> Result<()> {
+        let note = Note::on(format!("device:{guid}"));
+        self.change(by, "device.delete", note, move |tx, _, _| {
+            devices::delete(tx, &guid)
+        })
+        .await
     }
 
     /// Every store.
@@ -357,17 +496,19 @@ impl Coordinator {
     }
 
     /// Creates a custom group.
-    pub async fn create_group(&self, input: GroupInput) -> Result<Group> {
-        self.write(move |tx, now| {
+    pub async fn create_group(&self, input: GroupInput, by: &Caller) -> Result<Group> {
+        self.change(by, "group.create", Note::default(), move |tx, now, note| {
             let id = groups::create(tx, &input, now)?;
+            note.target(format!("group:{id}"));
             groups::get(tx, id)
         })
         .await
     }
 
     /// Edits a custom group.
-    pub async fn update_group(&self, id: i64, input: GroupInput) -> Result<Group> {
-        self.write(move |tx, _| {
+    pub async fn update_group(&self, id: i64, input: GroupInput, by: &Caller) -> Result<Group> {
+        let note = Note::on(format!("group:{id}"));
+        self.change(by, "group.update", note, move |tx, _, _| {
             groups::update(tx, id, &input)?;
             groups::get(tx, id)
         })
@@ -375,8 +516,9 @@ impl Coordinator {
     }
 
     /// Deletes a custom group not waiting to be used by a scheduled task.
-    pub async fn delete_group(&self, id: i64) -> Result<()> {
-        self.write(move |tx, _| {
+    pub async fn delete_group(&self, id: i64, by: &Caller) -> Result<()> {
+        let note = Note::on(format!("group:{id}"));
+        self.change(by, "group.delete", note, move |tx, _, _| {
             let waiting = tx
                 .prepare_cached("SELECT 1 FROM tasks WHERE group_id = ?1 AND activated_ms IS NULL")?
                 .exists([id])?;
@@ -397,9 +539,12 @@ impl Coordinator {
         task: i64,
         states: Vec<String>,
         input: GroupInput,
+        by: &Caller,
     ) -> Result<Group> {
-        self.write(move |tx, now| {
+        let note = Note::on(format!("task:{task}"));
+        self.change(by, "task.group", note, move |tx, now, note| {
             let id = groups::from_task(tx, task, &states, &input, now)?;
+            note.detail(format!("group:{id}"));
             groups::get(tx, id)
         })
         .await
@@ -414,6 +559,28 @@ impl Coordinator {
         name: String,
         version: String,
         body: S,
+        by: &Caller,
+    ) -> Result<Package>
+    where
+        S: Stream<Item = Result<B, E>> + Send + Unpin,
+        B: Buf,
+        E: std::fmt::Display,
+    {
+        let mut note = Note::default();
+        note.detail(format!("{name} {version}"));
+        let result = self.upload_unaudited(name, version, body, by).await;
+        if let Err(e) = &result {
+            self.audit_failure(by, "package.upload", note, e).await;
+        }
+        result
+    }
+
+    async fn upload_unaudited<S, B, E>(
+        &self,
+        name: String,
+        version: String,
+        body: S,
+        by: &Caller,
     ) -> Result<Package>
     where
         S: Stream<Item = Result<B, E>> + Send + Unpin,
@@ -433,7 +600,7 @@ impl Coordinator {
                 .await?;
         }
         let tmp = self.inner.chunks.temp_path("upload");
-        let result = self.receive_and_ingest(&tmp, name, version, body).await;
+        let result = self.receive_and_ingest(&tmp, name, version, body, by).await;
         let _ = tokio::fs::remove_file(&tmp).await;
         result
     }
@@ -444,6 +611,7 @@ impl Coordinator {
         name: String,
         version: Version,
         mut body: S,
+        by: &Caller,
     ) -> Result<Package>
     where
         S: Stream<Item = Result<B, E>> + Send + Unpin,
@@ -453,7 +621,10 @@ impl Coordinator {
         let limit = self.inner.config.max_package_bytes;
         let mut file = tokio::fs::File::create(tmp).await?;
         let mut received = 0u64;
-        while let Some(piece) = body.next().await {
+        while let Some(piece) = tokio::time::timeout(crate::http::BODY_IDLE, body.next())
+            .await
+            .map_err(|_| Error::Timeout("the upload stalled".into()))?
+        {
             let mut piece = piece
                 .map_err(|e| Error::bad("upload_interrupted", format!("upload failed: {e}")))?;
             received += piece.remaining() as u64;
@@ -492,8 +663,23 @@ impl Coordinator {
         .await
         .map_err(|e| Error::Internal(e.to_string()))??;
         let id = manifest.package_id;
+        let caller = by.clone();
+        let ok_status = rules::ok_status(&by.method, &by.route);
+        let mut note = Note::on(format!("package:{id}"));
+        note.detail(format!("{} {}", manifest.name, manifest.version));
         if let Err(e) = self
-            .write(move |tx, now| packages::insert(tx, &manifest, &signed, now))
+            .write(move |tx, now| {
+                packages::insert(tx, &manifest, &signed, now)?;
+                audit::append(
+                    tx,
+                    &caller,
+                    "package.upload",
+                    &note,
+                    Outcome::Ok,
+                    ok_status,
+                    now,
+                )
+            })
             .await
         {
             let this = self.clone();
@@ -505,7 +691,13 @@ impl Coordinator {
             .await;
             return Err(e);
         }
-        tracing::info!(package = %id, size = received, "package uploaded");
+        tracing::info!(
+            package = %id,
+            size = received,
+            user = %by.actor.name,
+            client = %by.client,
+            "package uploaded"
+        );
         self.read(move |c, _| packages::get(c, &id)).await
     }
 
@@ -531,9 +723,14 @@ impl Coordinator {
     }
 
     /// Deletes a package no unfinished task uses, and its unshared chunks.
-    pub async fn delete_package(&self, id: PackageId) -> Result<()> {
+    pub async fn delete_package(&self, id: PackageId, by: &Caller) -> Result<()> {
         let _ingesting = self.inner.ingest.lock().await;
-        let orphans = self.write(move |tx, _| packages::delete(tx, &id)).await?;
+        let note = Note::on(format!("package:{id}"));
+        let orphans = self
+            .change(by, "package.delete", note, move |tx, _, _| {
+                packages::delete(tx, &id)
+            })
+            .await?;
         let this = self.clone();
         tokio::task::spawn_blocking(move || -> Result<()> {
             for h in orphans {
@@ -548,10 +745,19 @@ impl Coordinator {
     // ----- tasks -----
 
     /// Creates a task (activated now when it has no timer).
-    pub async fn create_task(&self, input: NewTask) -> Result<TaskDetail> {
-        self.write(move |tx, now| {
+    pub async fn create_task(&self, input: NewTask, by: &Caller) -> Result<TaskDetail> {
+        self.change(by, "task.create", Note::default(), move |tx, now, note| {
             let id = tasks::create(tx, &input, now)?;
-            tasks::get(tx, id)
+            note.target(format!("task:{id}"));
+            let task = tasks::get(tx, id)?;
+            note.detail(format!(
+                "{} {} {} for group {}",
+                task.summary.kind.as_str(),
+                task.summary.package_name,
+                task.summary.package_version,
+                task.summary.group_name
+            ));
+            Ok(task)
         })
         .await
     }
@@ -571,8 +777,9 @@ impl Coordinator {
     }
 
     /// Pauses a task.
-    pub async fn pause_task(&self, id: i64) -> Result<TaskDetail> {
-        self.write(move |tx, _| {
+    pub async fn pause_task(&self, id: i64, by: &Caller) -> Result<TaskDetail> {
+        let note = Note::on(format!("task:{id}"));
+        self.change(by, "task.pause", note, move |tx, _, _| {
             tasks::pause(tx, id)?;
             tasks::get(tx, id)
         })
@@ -580,8 +787,9 @@ impl Coordinator {
     }
 
     /// Resumes a task.
-    pub async fn resume_task(&self, id: i64) -> Result<TaskDetail> {
-        self.write(move |tx, now| {
+    pub async fn resume_task(&self, id: i64, by: &Caller) -> Result<TaskDetail> {
+        let note = Note::on(format!("task:{id}"));
+        self.change(by, "task.resume", note, move |tx, now, _| {
             tasks::resume(tx, id, now)?;
             tasks::get(tx, id)
         })
@@ -589,8 +797,9 @@ impl Coordinator {
     }
 
     /// Restarts a task for the tills not yet done.
-    pub async fn restart_task(&self, id: i64) -> Result<TaskDetail> {
-        self.write(move |tx, now| {
+    pub async fn restart_task(&self, id: i64, by: &Caller) -> Result<TaskDetail> {
+        let note = Note::on(format!("task:{id}"));
+        self.change(by, "task.restart", note, move |tx, now, _| {
             tasks::restart(tx, id, now)?;
             tasks::get(tx, id)
         })
@@ -598,13 +807,30 @@ impl Coordinator {
     }
 
     /// Deletes a task.
-    pub async fn delete_task(&self, id: i64) -> Result<()> {
-        self.write(move |tx, _| tasks::delete(tx, id)).await
+    pub async fn delete_task(&self, id: i64, by: &Caller) -> Result<()> {
+        let note = Note::on(format!("task:{id}"));
+        self.change(by, "task.delete", note, move |tx, _, _| {
+            tasks::delete(tx, id)
+        })
+        .await
     }
 
-    /// One scheduler step: activates due tasks. Returns the activated ids.
+    /// One scheduler step: activates due tasks (returns their ids); about once
+    /// an hour also purges expired sessions and audit rows past retention.
     pub async fn tick(&self) -> Result<Vec<i64>> {
-        self.write(tasks::activate_due).await
+        let activated = self.write(tasks::activate_due).await?;
+        let now = self.now_ms();
+        let last = self
+            .inner
+            .last_purge_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if now.saturating_sub(last) >= 3_600_000 {
+            self.inner
+                .last_purge_ms
+                .store(now, std::sync::atomic::Ordering::Relaxed);
+            self.purge().await?;
+        }
+        Ok(activated)
     }
 
     // ----- till types -----
@@ -615,8 +841,14 @@ impl Coordinator {
     }
 
     /// Sets a till type's settings.
-    pub async fn set_till_type(&self, name: String, input: TillTypeInput) -> Result<Vec<TillType>> {
-        self.write(move |tx, _| {
+    pub async fn set_till_type(
+        &self,
+        name: String,
+        input: TillTypeInput,
+        by: &Caller,
+    ) -> Result<Vec<TillType>> {
+        let note = Note::on(format!("till_type:{name}"));
+        self.change(by, "till_type.set", note, move |tx, _, _| {
             till_types::set(tx, &name, &input)?;
             till_types::list(tx)
         })
@@ -630,6 +862,8 @@ impl Coordinator {
 }
 
 /// A random share of `interval * fraction`, from the OS's randomness.
+pub mod access;
+
 fn jitter_ms(interval: u64, fraction: f64) -> u64 {
     let span = (interval as f64 * fraction.clamp(0.0, 1.0)) as u64;
     if span == 0 {

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use futures_util::stream;
+use tillswarm_coordinator::auth::Caller;
 use tillswarm_coordinator::clock::{ManualClock, rfc3339};
 use tillswarm_coordinator::groups::GroupInput;
 use tillswarm_coordinator::service::{Config, Coordinator, Paging};
@@ -37,7 +38,7 @@ async fn fixture() -> Fixture {
     let registry = std::fs::read(tillswarm_fixtures::dir().join("registry/sample-chain.json"))
         .expect("registry");
     let summary = coordinator
-        .import_registry(registry, true)
+        .import_registry(registry, true, &Caller::system("test"))
         .await
         .expect("import");
     assert_eq!(summary.devices_added, 12);
@@ -57,7 +58,7 @@ fn till(store: u32, n: u32) -> DeviceId {
 
 async fn upload(c: &Coordinator, name: &str, version: &str, bytes: Vec<u8>) -> PackageId {
     let body = stream::iter([Ok::<_, warp::Error>(bytes::Bytes::from(bytes))]);
-    c.upload_package(name.into(), version.into(), body)
+    c.upload_package(name.into(), version.into(), body, &Caller::system("test"))
         .await
         .expect("upload")
         .package_id
@@ -131,15 +132,21 @@ async fn timed_task_activates_on_time_and_takes_members_then() {
     let c = &f.coordinator;
     let pkg = upload(c, "demo", "1.0.0", small_package("1.0.0")).await;
     let group = c
-        .create_group(GroupInput {
-            name: Some("pilot".into()),
-            description: None,
-            members: Some(vec![till(0, 1)]),
-        })
+        .create_group(
+            GroupInput {
+                name: Some("pilot".into()),
+                description: None,
+                members: Some(vec![till(0, 1)]),
+            },
+            &Caller::system("test"),
+        )
         .await
         .expect("group");
     let t = c
-        .create_task(task(TaskKind::Update, pkg, group.id, Some(T0 + 60_000)))
+        .create_task(
+            task(TaskKind::Update, pkg, group.id, Some(T0 + 60_000)),
+            &Caller::system("test"),
+        )
         .await
         .expect("task");
     assert_eq!(t.summary.status, "scheduled");
@@ -151,6 +158,7 @@ async fn timed_task_activates_on_time_and_takes_members_then() {
             members: Some(vec![till(0, 1), till(1, 2)]),
             ..Default::default()
         },
+        &Caller::system("test"),
     )
     .await
     .expect("edit");
@@ -184,7 +192,10 @@ async fn installed_only_after_the_new_version_is_reported() {
     let c = &f.coordinator;
     let pkg = upload(c, "demo", "1.0.0", small_package("1.0.0")).await;
     let t = c
-        .create_task(task(TaskKind::ForcedUpdate, pkg, 2, None))
+        .create_task(
+            task(TaskKind::ForcedUpdate, pkg, 2, None),
+            &Caller::system("test"),
+        )
         .await
         .expect("task");
     let id = t.summary.id;
@@ -241,17 +252,23 @@ async fn newer_tills_are_skipped_and_a_task_completes() {
     let c = &f.coordinator;
     let pkg = upload(c, "demo", "1.0.0", small_package("1.0.0")).await;
     let g = c
-        .create_group(GroupInput {
-            name: Some("two".into()),
-            description: None,
-            members: Some(vec![till(0, 1), till(0, 3)]),
-        })
+        .create_group(
+            GroupInput {
+                name: Some("two".into()),
+                description: None,
+                members: Some(vec![till(0, 1), till(0, 3)]),
+            },
+            &Caller::system("test"),
+        )
         .await
         .expect("group");
     heartbeat(c, till(0, 1), "1.0", None).await; // the same version as 1.0.0
     heartbeat(c, till(0, 3), "0.5", None).await;
     let t = c
-        .create_task(task(TaskKind::Download, pkg, g.id, None))
+        .create_task(
+            task(TaskKind::Download, pkg, g.id, None),
+            &Caller::system("test"),
+        )
         .await
         .expect("task");
     assert_eq!(t.summary.states.get("skipped"), Some(&1));
@@ -286,15 +303,21 @@ async fn failures_become_a_group_and_restart_retries_only_them() {
     let c = &f.coordinator;
     let pkg = upload(c, "demo", "1.0.0", small_package("1.0.0")).await;
     let g = c
-        .create_group(GroupInput {
-            name: Some("store-1".into()),
-            description: None,
-            members: Some(vec![till(0, 1), till(0, 2), till(0, 3)]),
-        })
+        .create_group(
+            GroupInput {
+                name: Some("store-1".into()),
+                description: None,
+                members: Some(vec![till(0, 1), till(0, 2), till(0, 3)]),
+            },
+            &Caller::system("test"),
+        )
         .await
         .expect("group");
     let id = c
-        .create_task(task(TaskKind::Update, pkg, g.id, None))
+        .create_task(
+            task(TaskKind::Update, pkg, g.id, None),
+            &Caller::system("test"),
+        )
         .await
         .expect("task")
         .summary
@@ -327,6 +350,7 @@ async fn failures_become_a_group_and_restart_retries_only_them() {
                 name: Some("retry".into()),
                 ..Default::default()
             },
+            &Caller::system("test"),
         )
         .await
         .expect("group from failures");
@@ -343,6 +367,7 @@ async fn failures_become_a_group_and_restart_retries_only_them() {
                 name: Some("nope".into()),
                 ..Default::default()
             },
+            &Caller::system("test"),
         )
         .await;
     assert!(
@@ -356,14 +381,20 @@ async fn failures_become_a_group_and_restart_retries_only_them() {
         "{bogus:?}"
     );
     let control = c
-        .create_group(GroupInput {
-            name: Some("a\nb".into()),
-            ..Default::default()
-        })
+        .create_group(
+            GroupInput {
+                name: Some("a\nb".into()),
+                ..Default::default()
+            },
+            &Caller::system("test"),
+        )
         .await;
     assert!(control.is_err(), "control characters in a group name");
 
-    let restarted = c.restart_task(id).await.expect("restart");
+    let restarted = c
+        .restart_task(id, &Caller::system("test"))
+        .await
+        .expect("restart");
     assert_eq!(restarted.summary.status, "running");
     assert_eq!(restarted.summary.attempt, 2);
     assert_eq!(restarted.summary.states.get("pending"), Some(&2));
@@ -388,7 +419,10 @@ async fn pause_hides_and_resume_restores_assignments() {
     let c = &f.coordinator;
     let pkg = upload(c, "demo", "1.0.0", small_package("1.0.0")).await;
     let id = c
-        .create_task(task(TaskKind::Download, pkg, 1, None))
+        .create_task(
+            task(TaskKind::Download, pkg, 1, None),
+            &Caller::system("test"),
+        )
         .await
         .expect("task")
         .summary
@@ -397,7 +431,11 @@ async fn pause_hides_and_resume_restores_assignments() {
     let hb = heartbeat(c, d, "0.9", None).await;
     assert_eq!(hb.assignments.expect("list").len(), 1);
     assert_eq!(
-        c.pause_task(id).await.expect("pause").summary.status,
+        c.pause_task(id, &Caller::system("test"))
+            .await
+            .expect("pause")
+            .summary
+            .status,
         "paused"
     );
     let paused = heartbeat(c, d, "0.9", Some(hb.revision)).await;
@@ -407,12 +445,18 @@ async fn pause_hides_and_resume_restores_assignments() {
     );
     assert!(paused.assignments.expect("list").is_empty());
     assert_eq!(
-        c.resume_task(id).await.expect("resume").summary.status,
+        c.resume_task(id, &Caller::system("test"))
+            .await
+            .expect("resume")
+            .summary
+            .status,
         "running"
     );
     let resumed = heartbeat(c, d, "0.9", Some(paused.revision)).await;
     assert_eq!(resumed.assignments.expect("list").len(), 1);
-    c.delete_task(id).await.expect("delete");
+    c.delete_task(id, &Caller::system("test"))
+        .await
+        .expect("delete");
     assert!(
         heartbeat(c, d, "0.9", None)
             .await
@@ -421,7 +465,9 @@ async fn pause_hides_and_resume_restores_assignments() {
             .is_empty()
     );
     // With the task gone the package can be deleted.
-    c.delete_package(pkg).await.expect("delete package");
+    c.delete_package(pkg, &Caller::system("test"))
+        .await
+        .expect("delete package");
 }
 
 #[tokio::test]
@@ -437,7 +483,10 @@ async fn unknown_tills_are_pending_until_approved() {
     assert_eq!(device.status, "pending");
     assert!(device.online);
     assert_eq!(
-        c.approve_device(stranger).await.expect("approve").status,
+        c.approve_device(stranger, &Caller::system("test"))
+            .await
+            .expect("approve")
+            .status,
         "approved"
     );
     assert!(heartbeat(c, stranger, "1.0", None).await.approved);
@@ -461,6 +510,7 @@ async fn till_type_settings_reach_their_tills() {
         TillTypeInput {
             auto_update_timeout_minutes: None,
         },
+        &Caller::system("test"),
     )
     .await
     .expect("set");
@@ -477,7 +527,10 @@ async fn assignments_name_the_unfinished_tills_of_the_same_store() {
     let c = &f.coordinator;
     let pkg = upload(c, "demo", "1.0.0", small_package("1.0.0")).await;
     let id = c
-        .create_task(task(TaskKind::Download, pkg, 1, None))
+        .create_task(
+            task(TaskKind::Download, pkg, 1, None),
+            &Caller::system("test"),
+        )
         .await
         .expect("task")
         .summary

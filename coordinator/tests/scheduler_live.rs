@@ -4,6 +4,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::stream;
+use tillswarm_coordinator::auth::Caller;
 use tillswarm_coordinator::clock::{parse_rfc3339, rfc3339};
 use tillswarm_coordinator::service::{Config, Coordinator};
 use tillswarm_coordinator::tasks::NewTask;
@@ -20,13 +21,16 @@ async fn timed_task_activates_within_a_second() {
     .expect("open");
     let registry = std::fs::read(tillswarm_fixtures::dir().join("registry/sample-chain.json"))
         .expect("registry");
-    c.import_registry(registry, true).await.expect("import");
+    c.import_registry(registry, true, &Caller::system("test"))
+        .await
+        .expect("import");
     let tar = tillswarm_fixtures::package_tar(&tillswarm_fixtures::up_sh("demo", "1.0", 0), b"x");
     let pkg = c
         .upload_package(
             "demo".into(),
             "1.0".into(),
             stream::iter([Ok::<_, warp::Error>(bytes::Bytes::from(tar))]),
+            &Caller::system("test"),
         )
         .await
         .expect("upload");
@@ -46,13 +50,16 @@ async fn timed_task_activates_within_a_second() {
         .as_millis() as i64;
     let at_ms = (now_ms / 1000 + 2) * 1000;
     let task = c
-        .create_task(NewTask {
-            kind: TaskKind::Download,
-            package_id: pkg.package_id,
-            group_id: 1,
-            activate_at: Some(rfc3339(at_ms)),
-            rollback: false,
-        })
+        .create_task(
+            NewTask {
+                kind: TaskKind::Download,
+                package_id: pkg.package_id,
+                group_id: 1,
+                activate_at: Some(rfc3339(at_ms)),
+                rollback: false,
+            },
+            &Caller::system("test"),
+        )
         .await
         .expect("task");
     assert_eq!(task.summary.status, "scheduled");

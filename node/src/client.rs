@@ -74,7 +74,7 @@ impl CoordinatorClient {
         token: Option<String>,
         wan_rate_limit_kbit: Option<u64>,
     ) -> Result<Self> {
-        let http = reqwest::Client::builder()
+        let http = crate::tls::http_client(None)?
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(120))
             .build()

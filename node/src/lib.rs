@@ -21,6 +21,7 @@ pub mod sim;
 pub mod stage;
 pub mod state;
 pub mod swarm;
+pub mod tls;
 
 pub use agent::Agent;
 pub use config::NodeConfig;

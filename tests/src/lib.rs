@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream;
+use tillswarm_coordinator::auth::Caller;
 use tillswarm_coordinator::{Config, Coordinator};
 use tillswarm_node::stage::ChunkSource;
 use tillswarm_node::{Agent, NodeConfig};
@@ -70,7 +71,7 @@ impl Cluster {
         let registry = std::fs::read(tillswarm_fixtures::dir().join("registry/sample-chain.json"))
             .expect("registry");
         self.coordinator
-            .import_registry(registry, true)
+            .import_registry(registry, true, &Caller::system("test"))
             .await
             .expect("import");
     }
@@ -79,7 +80,7 @@ impl Cluster {
     pub async fn upload(&self, name: &str, version: &str, bytes: Vec<u8>) -> PackageId {
         let body = stream::iter([Ok::<_, warp::Error>(bytes::Bytes::from(bytes))]);
         self.coordinator
-            .upload_package(name.into(), version.into(), body)
+            .upload_package(name.into(), version.into(), body, &Caller::system("test"))
             .await
             .expect("upload")
             .package_id

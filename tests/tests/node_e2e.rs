@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::future::BoxFuture;
+use tillswarm_coordinator::auth::Caller;
 use tillswarm_coordinator::groups::GroupInput;
 use tillswarm_coordinator::tasks::{NewTask, TaskDetail};
 use tillswarm_coordinator::till_types::TillTypeInput;
@@ -30,11 +31,14 @@ fn package(version: &str, payload: usize) -> Vec<u8> {
 async fn group_of(cluster: &Cluster, name: &str, members: Vec<DeviceId>) -> i64 {
     cluster
         .coordinator
-        .create_group(GroupInput {
-            name: Some(name.into()),
-            description: None,
-            members: Some(members),
-        })
+        .create_group(
+            GroupInput {
+                name: Some(name.into()),
+                description: None,
+                members: Some(members),
+            },
+            &Caller::system("test"),
+        )
         .await
         .expect("group")
         .id
@@ -43,13 +47,16 @@ async fn group_of(cluster: &Cluster, name: &str, members: Vec<DeviceId>) -> i64 
 async fn task(cluster: &Cluster, kind: TaskKind, package_id: PackageId, group_id: i64) -> i64 {
     cluster
         .coordinator
-        .create_task(NewTask {
-            kind,
-            package_id,
-            group_id,
-            activate_at: None,
-            rollback: false,
-        })
+        .create_task(
+            NewTask {
+                kind,
+                package_id,
+                group_id,
+                activate_at: None,
+                rollback: false,
+            },
+            &Caller::system("test"),
+        )
         .await
         .expect("task")
         .summary
@@ -227,6 +234,7 @@ async fn unset_timeout_never_asks_and_waits_for_a_manual_install() {
             TillTypeInput {
                 auto_update_timeout_minutes: None,
             },
+            &Caller::system("test"),
         )
         .await
         .expect("settings");
@@ -577,7 +585,11 @@ async fn a_kill_during_install_is_reported_never_silent() {
         Some("0.9".into())
     );
     // The operator can retry: a restart gives the till a fresh attempt.
-    let restarted = cluster.coordinator.restart_task(id).await.expect("restart");
+    let restarted = cluster
+        .coordinator
+        .restart_task(id, &Caller::system("test"))
+        .await
+        .expect("restart");
     assert_eq!(restarted.summary.attempt, 2);
     node.kill().await;
     cluster.stop().await;

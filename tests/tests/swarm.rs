@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use tillswarm_coordinator::auth::Caller;
 use tillswarm_coordinator::groups::GroupInput;
 use tillswarm_coordinator::tasks::{NewTask, TaskDetail};
 use tillswarm_protocol::api::{TargetState, TaskKind};
@@ -48,18 +49,21 @@ async fn setup(cluster: &Cluster, tills: &[DeviceId]) -> i64 {
                 .expect("heartbeat");
             cluster
                 .coordinator
-                .approve_device(d)
+                .approve_device(d, &Caller::system("test"))
                 .await
                 .expect("approve");
         }
     }
     cluster
         .coordinator
-        .create_group(GroupInput {
-            name: Some("store".into()),
-            description: None,
-            members: Some(tills.to_vec()),
-        })
+        .create_group(
+            GroupInput {
+                name: Some("store".into()),
+                description: None,
+                members: Some(tills.to_vec()),
+            },
+            &Caller::system("test"),
+        )
         .await
         .expect("group")
         .id
@@ -74,13 +78,16 @@ fn start_node(cluster: &Cluster, d: DeviceId) -> RunningNode {
 async fn download(cluster: &Cluster, pkg: PackageId, group: i64) -> i64 {
     cluster
         .coordinator
-        .create_task(NewTask {
-            kind: TaskKind::Download,
-            package_id: pkg,
-            group_id: group,
-            activate_at: None,
-            rollback: false,
-        })
+        .create_task(
+            NewTask {
+                kind: TaskKind::Download,
+                package_id: pkg,
+                group_id: group,
+                activate_at: None,
+                rollback: false,
+            },
+            &Caller::system("test"),
+        )
         .await
         .expect("task")
         .summary
@@ -359,13 +366,13 @@ async fn a_restarted_till_still_offers_the_package_it_holds_to_the_next_wave() {
     };
     let g_pilot = cluster
         .coordinator
-        .create_group(group_of("pilot", pilot))
+        .create_group(group_of("pilot", pilot), &Caller::system("test"))
         .await
         .expect("group")
         .id;
     let g_rest = cluster
         .coordinator
-        .create_group(group_of("rest", rest))
+        .create_group(group_of("rest", rest), &Caller::system("test"))
         .await
         .expect("group")
         .id;

@@ -125,6 +125,69 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX task_targets_device ON task_targets(device);
     "#,
+    // 2: operator accounts, sessions, API tokens and the audit log.
+    r#"
+    CREATE TABLE users (
+        id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+        name                TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        role                TEXT NOT NULL CHECK (role IN ('viewer', 'operator', 'approver', 'admin')),
+        password_hash       TEXT NOT NULL,      -- argon2id PHC string
+        created_ms          INTEGER NOT NULL,
+        password_changed_ms INTEGER NOT NULL
+    );
+
+    -- Server-side sessions; the cookie holds a random id, stored here only as
+    -- its blake3 hash, so a copy of the database opens no session.
+    CREATE TABLE sessions (
+        id_hash      TEXT PRIMARY KEY,
+        user_id      INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        created_ms   INTEGER NOT NULL,
+        last_seen_ms INTEGER NOT NULL,
+        expires_ms   INTEGER NOT NULL,          -- absolute expiry
+        client       TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX sessions_user ON sessions(user_id);
+
+    -- API tokens, stored only as the blake3 hash of the token. A revoked token
+    -- keeps its row (the audit log names it); only one live token per name.
+    CREATE TABLE api_tokens (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        name         TEXT NOT NULL COLLATE NOCASE,
+        token_hash   TEXT NOT NULL UNIQUE,
+        role         TEXT NOT NULL CHECK (role IN ('viewer', 'operator', 'approver', 'admin')),
+        created_ms   INTEGER NOT NULL,
+        created_by   TEXT NOT NULL,
+        expires_ms   INTEGER,                   -- NULL: never
+        revoked_ms   INTEGER,
+        last_used_ms INTEGER
+    );
+    CREATE UNIQUE INDEX api_tokens_live_name ON api_tokens(name) WHERE revoked_ms IS NULL;
+
+    -- Who did what. Append-only: rows are never changed, only purged by age.
+    CREATE TABLE audit (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms      INTEGER NOT NULL,
+        actor      TEXT NOT NULL,               -- user or token name, or the CLI's OS user
+        actor_kind TEXT NOT NULL CHECK (actor_kind IN ('user', 'token', 'cli', 'system', 'anonymous')),
+        role       TEXT,
+        client     TEXT NOT NULL,               -- client address, or 'local'
+        method     TEXT NOT NULL,
+        route      TEXT NOT NULL,
+        action     TEXT NOT NULL,               -- e.g. task.create, session.login
+        target     TEXT,                        -- e.g. task:12, device:<guid>
+        outcome    TEXT NOT NULL CHECK (outcome IN ('ok', 'failed', 'denied')),
+        status     INTEGER NOT NULL,
+        detail     TEXT
+    );
+    CREATE INDEX audit_at ON audit(at_ms);
+    CREATE INDEX audit_actor ON audit(actor, at_ms);
+    CREATE INDEX audit_action ON audit(action, at_ms);
+    CREATE INDEX audit_target ON audit(target, at_ms);
+    CREATE TRIGGER audit_append_only BEFORE UPDATE ON audit
+    BEGIN
+        SELECT RAISE(ABORT, 'the audit log is append-only');
+    END;
+    "#,
 ];
 
 /// Brings the schema up to date.

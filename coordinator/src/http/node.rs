@@ -22,7 +22,7 @@ pub(super) fn routes(c: Coordinator) -> BoxedFilter<(Response,)> {
     let heartbeat = warp::path!("api" / "v1" / "node" / "heartbeat")
         .and(warp::post())
         .and(with())
-        .and(warp::addr::remote())
+        .and(super::guard::client_addr())
         .and(body(MAX_JSON_BODY))
         .then(
             |c: Coordinator, addr: Option<SocketAddr>, b: bytes::Bytes| async move {

@@ -1,5 +1,6 @@
 //! The operator API under `/api/v1/`: devices, stores, groups, packages, tasks
-//! and till-type settings.
+//! and till-type settings. Every route passes [`guard`] right after its path
+//! and method; changes hand the [`Caller`] to the service, which audits them.
 
 use serde::Deserialize;
 use tillswarm_protocol::{DeviceId, PackageId};
@@ -8,9 +9,11 @@ use warp::http::{StatusCode, header};
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
+use super::guard::guard;
 use super::{
     MAX_IMPORT_BODY, MAX_JSON_BODY, body, error_response, json, parse_id, parse_json, reply,
 };
+use crate::auth::Caller;
 use crate::devices::DeviceFilter;
 use crate::error::Error;
 use crate::groups::GroupInput;
@@ -18,14 +21,14 @@ use crate::service::{Coordinator, Paging};
 use crate::tasks::{NewTask, TaskFilter};
 use crate::till_types::TillTypeInput;
 
-fn with(
+pub(super) fn with(
     c: &Coordinator,
 ) -> impl Filter<Extract = (Coordinator,), Error = std::convert::Infallible> + Clone + use<> {
     let c = c.clone();
     warp::any().map(move || c.clone())
 }
 
-fn no_content(r: crate::error::Result<()>) -> Response {
+pub(super) fn no_content(r: crate::error::Result<()>) -> Response {
     match r {
         Ok(()) => warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT).into_response(),
         Err(e) => error_response(&e),
@@ -63,26 +66,31 @@ pub(super) fn routes(c: Coordinator) -> BoxedFilter<(Response,)> {
         .unify()
         .or(till_types(&c))
         .unify()
+        .or(super::account::routes(&c))
+        .unify()
         .boxed()
 }
 
 fn devices(c: &Coordinator) -> BoxedFilter<(Response,)> {
-    let list =
-        warp::path!("api" / "v1" / "devices")
-            .and(warp::get())
-            .and(with(c))
-            .and(warp::query::<DeviceFilter>())
-            .and(warp::query::<Paging>())
-            .then(|c: Coordinator, f: DeviceFilter, p: Paging| async move {
+    let list = warp::path!("api" / "v1" / "devices")
+        .and(warp::get())
+        .and(guard(c))
+        .and(with(c))
+        .and(warp::query::<DeviceFilter>())
+        .and(warp::query::<Paging>())
+        .then(
+            |_: Caller, c: Coordinator, f: DeviceFilter, p: Paging| async move {
                 reply(c.devices(f, p).await)
-            });
+            },
+        );
     let import = warp::path!("api" / "v1" / "devices" / "import")
         .and(warp::post())
+        .and(guard(c))
         .and(with(c))
         .and(warp::header::optional::<String>("content-type"))
         .and(body(MAX_IMPORT_BODY))
         .then(
-            |c: Coordinator, ct: Option<String>, b: bytes::Bytes| async move {
+            |by: Caller, c: Coordinator, ct: Option<String>, b: bytes::Bytes| async move {
                 let ct = ct.unwrap_or_default().to_ascii_lowercase();
                 let is_json = if ct.contains("json") {
                     true
@@ -94,13 +102,14 @@ fn devices(c: &Coordinator) -> BoxedFilter<(Response,)> {
                         "send the registry as application/json or text/csv",
                     ));
                 };
-                reply(c.import_registry(b.to_vec(), is_json).await)
+                reply(c.import_registry(b.to_vec(), is_json, &by).await)
             },
         );
     let get = warp::path!("api" / "v1" / "devices" / String)
         .and(warp::get())
+        .and(guard(c))
         .and(with(c))
-        .then(|id: String, c: Coordinator| async move {
+        .then(|id: String, _: Caller, c: Coordinator| async move {
             match parse_id::<DeviceId>(&id, "device GUID") {
                 Ok(g) => reply(c.device(g).await),
                 Err(e) => error_response(&e),
@@ -108,26 +117,29 @@ fn devices(c: &Coordinator) -> BoxedFilter<(Response,)> {
         });
     let approve = warp::path!("api" / "v1" / "devices" / String / "approve")
         .and(warp::post())
+        .and(guard(c))
         .and(with(c))
-        .then(|id: String, c: Coordinator| async move {
+        .then(|id: String, by: Caller, c: Coordinator| async move {
             match parse_id::<DeviceId>(&id, "device GUID") {
-                Ok(g) => reply(c.approve_device(g).await),
+                Ok(g) => reply(c.approve_device(g, &by).await),
                 Err(e) => error_response(&e),
             }
         });
     let delete = warp::path!("api" / "v1" / "devices" / String)
         .and(warp::delete())
+        .and(guard(c))
         .and(with(c))
-        .then(|id: String, c: Coordinator| async move {
+        .then(|id: String, by: Caller, c: Coordinator| async move {
             match parse_id::<DeviceId>(&id, "device GUID") {
-                Ok(g) => no_content(c.delete_device(g).await),
+                Ok(g) => no_content(c.delete_device(g, &by).await),
                 Err(e) => error_response(&e),
             }
         });
     let stores = warp::path!("api" / "v1" / "stores")
         .and(warp::get())
+        .and(guard(c))
         .and(with(c))
-        .then(|c: Coordinator| async move { reply(c.stores().await) });
+        .then(|_: Caller, c: Coordinator| async move { reply(c.stores().await) });
     list.or(import)
         .unify()
         .or(get)
@@ -144,14 +156,16 @@ fn devices(c: &Coordinator) -> BoxedFilter<(Response,)> {
 fn groups(c: &Coordinator) -> BoxedFilter<(Response,)> {
     let list = warp::path!("api" / "v1" / "groups")
         .and(warp::get())
+        .and(guard(c))
         .and(with(c))
-        .then(|c: Coordinator| async move { reply(c.groups().await) });
+        .then(|_: Caller, c: Coordinator| async move { reply(c.groups().await) });
     let create = warp::path!("api" / "v1" / "groups")
         .and(warp::post())
+        .and(guard(c))
         .and(with(c))
         .and(body(MAX_JSON_BODY * 8))
-        .then(|c: Coordinator, b: bytes::Bytes| async move {
-            let r = async { c.create_group(parse_json(&b)?).await };
+        .then(|by: Caller, c: Coordinator, b: bytes::Bytes| async move {
+            let r = async { c.create_group(parse_json(&b)?, &by).await };
             match r.await {
                 Ok(g) => json(StatusCode::CREATED, &g),
                 Err(e) => error_response(&e),
@@ -159,8 +173,9 @@ fn groups(c: &Coordinator) -> BoxedFilter<(Response,)> {
         });
     let get = warp::path!("api" / "v1" / "groups" / String)
         .and(warp::get())
+        .and(guard(c))
         .and(with(c))
-        .then(|id: String, c: Coordinator| async move {
+        .then(|id: String, _: Caller, c: Coordinator| async move {
             match parse_id::<i64>(&id, "group id") {
                 Ok(id) => reply(c.group(id).await),
                 Err(e) => error_response(&e),
@@ -168,22 +183,26 @@ fn groups(c: &Coordinator) -> BoxedFilter<(Response,)> {
         });
     let update = warp::path!("api" / "v1" / "groups" / String)
         .and(warp::patch().or(warp::put()).unify())
+        .and(guard(c))
         .and(with(c))
         .and(body(MAX_JSON_BODY * 8))
-        .then(|id: String, c: Coordinator, b: bytes::Bytes| async move {
-            let r = async {
-                let id = parse_id::<i64>(&id, "group id")?;
-                let input: GroupInput = parse_json(&b)?;
-                c.update_group(id, input).await
-            };
-            reply(r.await)
-        });
+        .then(
+            |id: String, by: Caller, c: Coordinator, b: bytes::Bytes| async move {
+                let r = async {
+                    let id = parse_id::<i64>(&id, "group id")?;
+                    let input: GroupInput = parse_json(&b)?;
+                    c.update_group(id, input, &by).await
+                };
+                reply(r.await)
+            },
+        );
     let delete = warp::path!("api" / "v1" / "groups" / String)
         .and(warp::delete())
+        .and(guard(c))
         .and(with(c))
-        .then(|id: String, c: Coordinator| async move {
+        .then(|id: String, by: Caller, c: Coordinator| async move {
             match parse_id::<i64>(&id, "group id") {
-                Ok(id) => no_content(c.delete_group(id).await),
+                Ok(id) => no_content(c.delete_group(id, &by).await),
                 Err(e) => error_response(&e),
             }
         });
@@ -201,18 +220,20 @@ fn groups(c: &Coordinator) -> BoxedFilter<(Response,)> {
 fn packages(c: &Coordinator) -> BoxedFilter<(Response,)> {
     let list = warp::path!("api" / "v1" / "packages")
         .and(warp::get())
+        .and(guard(c))
         .and(with(c))
         .and(warp::query::<Paging>())
-        .then(|c: Coordinator, p: Paging| async move { reply(c.packages(p).await) });
+        .then(|_: Caller, c: Coordinator, p: Paging| async move { reply(c.packages(p).await) });
     let limit = c.config().max_package_bytes;
     let upload = warp::path!("api" / "v1" / "packages")
         .and(warp::post())
+        .and(guard(c))
         .and(with(c))
         .and(warp::query::<UploadQuery>())
         .and(warp::header::optional::<u64>("content-length"))
         .and(warp::body::stream())
         .then(
-            move |c: Coordinator, q: UploadQuery, len: Option<u64>, stream| async move {
+            move |by: Caller, c: Coordinator, q: UploadQuery, len: Option<u64>, stream| async move {
                 let (Some(name), Some(version)) = (q.name, q.version) else {
                     return error_response(&Error::bad(
                         "invalid_package",
@@ -224,7 +245,7 @@ fn packages(c: &Coordinator) -> BoxedFilter<(Response,)> {
                         "packages are limited to {limit} bytes"
                     )));
                 }
-                match c.upload_package(name, version, Box::pin(stream)).await {
+                match c.upload_package(name, version, Box::pin(stream), &by).await {
                     Ok(p) => json(StatusCode::CREATED, &p),
                     Err(e) => error_response(&e),
                 }
@@ -232,8 +253,9 @@ fn packages(c: &Coordinator) -> BoxedFilter<(Response,)> {
         );
     let get = warp::path!("api" / "v1" / "packages" / String)
         .and(warp::get())
+        .and(guard(c))
         .and(with(c))
-        .then(|id: String, c: Coordinator| async move {
+        .then(|id: String, _: Caller, c: Coordinator| async move {
             match parse_id::<PackageId>(&id, "package id") {
                 Ok(id) => reply(c.package(id).await),
                 Err(e) => error_response(&e),
@@ -241,8 +263,9 @@ fn packages(c: &Coordinator) -> BoxedFilter<(Response,)> {
         });
     let manifest = warp::path!("api" / "v1" / "packages" / String / "manifest")
         .and(warp::get())
+        .and(guard(c))
         .and(with(c))
-        .then(|id: String, c: Coordinator| async move {
+        .then(|id: String, _: Caller, c: Coordinator| async move {
             let r = async {
                 let id = parse_id::<PackageId>(&id, "package id")?;
                 c.signed_manifest(id).await
@@ -259,10 +282,11 @@ fn packages(c: &Coordinator) -> BoxedFilter<(Response,)> {
         });
     let delete = warp::path!("api" / "v1" / "packages" / String)
         .and(warp::delete())
+        .and(guard(c))
         .and(with(c))
-        .then(|id: String, c: Coordinator| async move {
+        .then(|id: String, by: Caller, c: Coordinator| async move {
             match parse_id::<PackageId>(&id, "package id") {
-                Ok(id) => no_content(c.delete_package(id).await),
+                Ok(id) => no_content(c.delete_package(id, &by).await),
                 Err(e) => error_response(&e),
             }
         });
@@ -277,44 +301,58 @@ fn packages(c: &Coordinator) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
+/// `POST /api/v1/tasks/{id}/pause|resume|restart`.
 fn task_action(
     c: &Coordinator,
-    action: &'static str,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone + use<> {
-    warp::path!("api" / "v1" / "tasks" / String / String)
+    let verb = warp::path("pause")
+        .map(|| "pause")
+        .or(warp::path("resume").map(|| "resume"))
+        .unify()
+        .or(warp::path("restart").map(|| "restart"))
+        .unify();
+    warp::path!("api" / "v1" / "tasks" / String / ..)
+        .and(verb)
+        .and(warp::path::end())
         .and(warp::post())
+        .and(guard(c))
         .and(with(c))
-        .and_then(move |id: String, verb: String, c: Coordinator| async move {
-            if verb != action {
-                return Err(warp::reject::not_found());
-            }
-            let r = async {
-                let id = parse_id::<i64>(&id, "task id")?;
-                match action {
-                    "pause" => c.pause_task(id).await,
-                    "resume" => c.resume_task(id).await,
-                    _ => c.restart_task(id).await,
-                }
-            };
-            Ok::<_, Rejection>(reply(r.await))
-        })
+        .then(
+            |id: String, verb: &'static str, by: Caller, c: Coordinator| async move {
+                let r = async {
+                    let id = parse_id::<i64>(&id, "task id")?;
+                    match verb {
+                        "pause" => c.pause_task(id, &by).await,
+                        "resume" => c.resume_task(id, &by).await,
+                        _ => c.restart_task(id, &by).await,
+                    }
+                };
+                reply(r.await)
+            },
+        )
 }
 
 fn tasks(c: &Coordinator) -> BoxedFilter<(Response,)> {
     let list = warp::path!("api" / "v1" / "tasks")
         .and(warp::get())
+        .and(guard(c))
         .and(with(c))
         .and(warp::query::<TaskFilter>())
         .and(warp::query::<Paging>())
-        .then(|c: Coordinator, f: TaskFilter, p: Paging| async move { reply(c.tasks(f, p).await) });
+        .then(
+            |_: Caller, c: Coordinator, f: TaskFilter, p: Paging| async move {
+                reply(c.tasks(f, p).await)
+            },
+        );
     let create = warp::path!("api" / "v1" / "tasks")
         .and(warp::post())
+        .and(guard(c))
         .and(with(c))
         .and(body(MAX_JSON_BODY))
-        .then(|c: Coordinator, b: bytes::Bytes| async move {
+        .then(|by: Caller, c: Coordinator, b: bytes::Bytes| async move {
             let r = async {
                 let input: NewTask = parse_json(&b)?;
-                c.create_task(input).await
+                c.create_task(input, &by).await
             };
             match r.await {
                 Ok(t) => json(StatusCode::CREATED, &t),
@@ -323,8 +361,9 @@ fn tasks(c: &Coordinator) -> BoxedFilter<(Response,)> {
         });
     let get = warp::path!("api" / "v1" / "tasks" / String)
         .and(warp::get())
+        .and(guard(c))
         .and(with(c))
-        .then(|id: String, c: Coordinator| async move {
+        .then(|id: String, _: Caller, c: Coordinator| async move {
             match parse_id::<i64>(&id, "task id") {
                 Ok(id) => reply(c.task(id).await),
                 Err(e) => error_response(&e),
@@ -332,34 +371,38 @@ fn tasks(c: &Coordinator) -> BoxedFilter<(Response,)> {
         });
     let delete = warp::path!("api" / "v1" / "tasks" / String)
         .and(warp::delete())
+        .and(guard(c))
         .and(with(c))
-        .then(|id: String, c: Coordinator| async move {
+        .then(|id: String, by: Caller, c: Coordinator| async move {
             match parse_id::<i64>(&id, "task id") {
-                Ok(id) => no_content(c.delete_task(id).await),
+                Ok(id) => no_content(c.delete_task(id, &by).await),
                 Err(e) => error_response(&e),
             }
         });
     let group = warp::path!("api" / "v1" / "tasks" / String / "group")
         .and(warp::post())
+        .and(guard(c))
         .and(with(c))
         .and(body(MAX_JSON_BODY))
-        .then(|id: String, c: Coordinator, b: bytes::Bytes| async move {
-            let r = async {
-                let id = parse_id::<i64>(&id, "task id")?;
-                let input: TaskGroupInput = parse_json(&b)?;
-                let states = input.states.unwrap_or_else(|| vec!["failed".into()]);
-                let group = GroupInput {
-                    name: Some(input.name),
-                    description: input.description,
-                    members: None,
+        .then(
+            |id: String, by: Caller, c: Coordinator, b: bytes::Bytes| async move {
+                let r = async {
+                    let id = parse_id::<i64>(&id, "task id")?;
+                    let input: TaskGroupInput = parse_json(&b)?;
+                    let states = input.states.unwrap_or_else(|| vec!["failed".into()]);
+                    let group = GroupInput {
+                        name: Some(input.name),
+                        description: input.description,
+                        members: None,
+                    };
+                    c.group_from_task(id, states, group, &by).await
                 };
-                c.group_from_task(id, states, group).await
-            };
-            match r.await {
-                Ok(g) => json(StatusCode::CREATED, &g),
-                Err(e) => error_response(&e),
-            }
-        });
+                match r.await {
+                    Ok(g) => json(StatusCode::CREATED, &g),
+                    Err(e) => error_response(&e),
+                }
+            },
+        );
     list.or(create)
         .unify()
         .or(get)
@@ -368,11 +411,7 @@ fn tasks(c: &Coordinator) -> BoxedFilter<(Response,)> {
         .unify()
         .or(group)
         .unify()
-        .or(task_action(c, "pause"))
-        .unify()
-        .or(task_action(c, "resume"))
-        .unify()
-        .or(task_action(c, "restart"))
+        .or(task_action(c))
         .unify()
         .boxed()
 }
@@ -380,20 +419,24 @@ fn tasks(c: &Coordinator) -> BoxedFilter<(Response,)> {
 fn till_types(c: &Coordinator) -> BoxedFilter<(Response,)> {
     let list = warp::path!("api" / "v1" / "till-types")
         .and(warp::get())
+        .and(guard(c))
         .and(with(c))
-        .then(|c: Coordinator| async move { reply(c.till_types().await) });
+        .then(|_: Caller, c: Coordinator| async move { reply(c.till_types().await) });
     let set = warp::path!("api" / "v1" / "till-types" / String)
         .and(warp::put())
+        .and(guard(c))
         .and(with(c))
         .and(body(MAX_JSON_BODY))
-        .then(|name: String, c: Coordinator, b: bytes::Bytes| async move {
-            let r = async {
-                let name = percent_decode(&name)?;
-                let input: TillTypeInput = parse_json(&b)?;
-                c.set_till_type(name, input).await
-            };
-            reply(r.await)
-        });
+        .then(
+            |name: String, by: Caller, c: Coordinator, b: bytes::Bytes| async move {
+                let r = async {
+                    let name = percent_decode(&name)?;
+                    let input: TillTypeInput = parse_json(&b)?;
+                    c.set_till_type(name, input, &by).await
+                };
+                reply(r.await)
+            },
+        );
     list.or(set).unify().boxed()
 }
 
