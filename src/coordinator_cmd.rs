@@ -51,6 +51,10 @@ pub struct CoordinatorArgs {
     /// (also idle keep-alive connections and stalled TLS handshakes).
     #[arg(long, default_value_t = 30)]
     header_timeout_s: u64,
+    /// Refuse a request whose body pauses for this long (a slow upload is fine
+    /// as long as it keeps moving).
+    #[arg(long, default_value_t = 30)]
+    body_timeout_s: u64,
     /// A login session unused this long ends, in minutes.
     #[arg(long, default_value_t = 30)]
     session_idle_min: u64,
@@ -337,6 +341,7 @@ async fn serve(args: CoordinatorArgs) -> anyhow::Result<()> {
     let options = ServeOptions {
         tls,
         header_timeout: Duration::from_secs(args.header_timeout_s.max(1)),
+        body_timeout: Duration::from_secs(args.body_timeout_s.max(1)),
     };
     tillswarm_coordinator::serve_with(coordinator, listener, options, shutdown_signal()).await;
     tracing::info!("coordinator stopped");

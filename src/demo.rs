@@ -29,8 +29,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use clap::{Args, ValueEnum};
 use serde::Serialize;
-use tillswarm_coordinator::auth::Caller;
+use tillswarm_coordinator::auth::{Caller, Role};
 use tillswarm_coordinator::groups::GroupInput;
+use tillswarm_coordinator::service::access::NewUserInput;
 use tillswarm_coordinator::tasks::{NewTask, TaskDetail};
 use tillswarm_coordinator::till_types::TillTypeInput;
 use tillswarm_coordinator::{Config, Coordinator};
@@ -207,6 +208,8 @@ impl Till {
 struct Demo {
     coordinator: Coordinator,
     url: String,
+    /// The demo admin's password, generated at each start.
+    admin_password: String,
     tills: Vec<Arc<Till>>,
     stores: Vec<String>,
     packages: BTreeMap<String, (PackageId, u64)>,
@@ -214,6 +217,35 @@ struct Demo {
     stop_server: Option<tokio::sync::oneshot::Sender<()>>,
     background: Vec<JoinHandle<()>>,
     _tmp: Option<tempfile::TempDir>,
+}
+
+/// The demo's operator account (an admin).
+const DEMO_ADMIN: &str = "admin";
+
+/// Creates the demo admin with a new random password, or gives the existing one
+/// (a reused `--data` folder) a new random password; returns it.
+async fn demo_admin(coordinator: &Coordinator) -> anyhow::Result<String> {
+    let by = Caller::system("demo");
+    let added = coordinator
+        .add_user(
+            NewUserInput {
+                name: DEMO_ADMIN.into(),
+                role: Role::Admin,
+                password: None,
+            },
+            &by,
+        )
+        .await;
+    let user = match added {
+        Ok(u) => u,
+        Err(tillswarm_coordinator::Error::Conflict { .. }) => coordinator
+            .set_password(DEMO_ADMIN.into(), None, "user.passwd", &by)
+            .await
+            .context("setting the demo admin's password")?,
+        Err(e) => return Err(e).context("creating the demo admin"),
+    };
+    user.password
+        .context("the coordinator generated no password for the demo admin")
 }
 
 /// Runs `tillswarm demo`.
@@ -261,6 +293,7 @@ impl Demo {
         let coordinator = Coordinator::open(config)
             .await
             .context("opening the coordinator")?;
+        let admin_password = demo_admin(&coordinator).await?;
         let listen = args.listen.unwrap_or_else(|| match args.scenario {
             Some(_) => SocketAddr::from(([127, 0, 0, 1], 0)),
             None => SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -412,6 +445,7 @@ impl Demo {
         Ok(Self {
             coordinator,
             url,
+            admin_password,
             tills,
             stores,
             packages,
@@ -429,6 +463,10 @@ impl Demo {
         println!(
             "  panel:    {}/   (API: {}/api/v1/openapi.json)",
             self.url, self.url
+        );
+        println!(
+            "  login:    user {DEMO_ADMIN}, password {}   (generated at this start)",
+            self.admin_password
         );
         println!(
             "  chain:    {} stores x {} tills, every till at {START_VERSION}; one simulated WAN link per store",
@@ -455,10 +493,11 @@ impl Demo {
         let started = Instant::now();
         let (package_id, package_size) = self.packages[NEW_VERSION];
         println!(
-            "rollout of demo {NEW_VERSION} ({package_size} bytes) to {} tills in {} stores; panel at {}/",
+            "rollout of demo {NEW_VERSION} ({package_size} bytes) to {} tills in {} stores; panel at {}/ (user {DEMO_ADMIN}, password {})",
             self.tills.len(),
             self.stores.len(),
-            self.url
+            self.url,
+            self.admin_password
         );
         // The pilot: the first till of every store.
         let pilot = self

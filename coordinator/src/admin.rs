@@ -97,7 +97,7 @@ impl Accounts {
         self.change(
             "user.passwd",
             Note::on(format!("user:{name}")),
-            |tx, now, _| accounts::set_password(tx, name, &phc, now),
+            |tx, now, _| accounts::set_password(tx, name, &phc, None, now),
         )?;
         Ok(generated.then_some(password))
     }

@@ -53,8 +53,9 @@ pub fn routes(c: Coordinator) -> BoxedFilter<(Response,)> {
                         // blake3's Hash compares in constant time.
                         let sent = auth
                             .as_deref()
-                            .and_then(|a| a.strip_prefix("Bearer "))
-                            .unwrap_or("");
+                            .and_then(|a| a.split_once(' '))
+                            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                            .map_or("", |(_, token)| token.trim());
                         if blake3::hash(sent.as_bytes()) != blake3::hash(expected.as_bytes()) {
                             return error_response(&Error::unauthenticated(
                                 "unauthenticated",
@@ -83,7 +84,7 @@ pub fn routes(c: Coordinator) -> BoxedFilter<(Response,)> {
     let panel = warp::path::end()
         .and(warp::get())
         .map(|| warp::reply::html(tillswarm_web::INDEX_HTML).into_response());
-    health
+    let tree = health
         .or(metrics)
         .unify()
         .or(openapi)
@@ -95,7 +96,19 @@ pub fn routes(c: Coordinator) -> BoxedFilter<(Response,)> {
         .or(operator::routes(c))
         .unify()
         .recover(recover)
-        .unify()
+        .unify();
+    // `path::full` reads the path without consuming it: the tree still routes.
+    warp::path::full()
+        .and(tree)
+        .map(|path: warp::path::FullPath, mut r: Response| {
+            if r.status() == StatusCode::METHOD_NOT_ALLOWED {
+                let allow = openapi::methods_of(path.as_str()).join(", ");
+                if let Ok(v) = header::HeaderValue::from_str(&allow) {
+                    r.headers_mut().insert(header::ALLOW, v);
+                }
+            }
+            r
+        })
         .with(log)
         .map(Reply::into_response)
         .boxed()
@@ -180,25 +193,62 @@ where
         .map_err(|e: T::Err| Error::bad("invalid_id", format!("invalid {what} {text:?}: {e}")))
 }
 
-/// A request body that sends nothing for this long is refused (408), so a
-/// slow client cannot hold a request open by trickling its body.
+/// How long a request body may pause before it is refused (408), unless the
+/// accept loop set another [`BodyIdle`] on the request; so a slow client cannot
+/// hold a request open by trickling its body.
 pub const BODY_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// The body pause limit for a request, set by the accept loop from its options.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyIdle(pub std::time::Duration);
+
+/// The body pause limit of this request.
+pub(crate) fn body_idle()
+-> impl Filter<Extract = (std::time::Duration,), Error = Infallible> + Clone + Copy {
+    warp::ext::optional::<BodyIdle>().map(|b: Option<BodyIdle>| b.map_or(BODY_IDLE, |b| b.0))
+}
+
 /// A body capped at `limit` bytes (by `Content-Length` and as received), read
-/// with the [`BODY_IDLE`] timeout between pieces.
+/// with the body pause limit between pieces.
 pub(crate) fn body(
     limit: u64,
 ) -> impl Filter<Extract = (bytes::Bytes,), Error = Rejection> + Clone {
     warp::body::content_length_limit(limit)
+        .and(body_idle())
         .and(warp::body::stream())
-        .and_then(move |stream| async move {
-            collect_body(stream, limit)
+        .and_then(move |idle, stream| async move {
+            collect_body(stream, limit, idle)
                 .await
                 .map_err(warp::reject::custom)
         })
 }
 
-async fn collect_body<S, B>(stream: S, limit: u64) -> Result<bytes::Bytes>
+/// `stream` with each item awaited at most `idle`; a pause ends it with an error.
+pub(crate) fn idle_limited<S, T, E>(
+    stream: S,
+    idle: std::time::Duration,
+) -> impl futures_util::Stream<Item = std::result::Result<T, String>> + Send
+where
+    S: futures_util::Stream<Item = std::result::Result<T, E>> + Send + 'static,
+    E: std::fmt::Display,
+    T: Send,
+{
+    use futures_util::StreamExt;
+    futures_util::stream::unfold(Some(Box::pin(stream)), move |state| async move {
+        let mut stream = state?;
+        match tokio::time::timeout(idle, stream.next()).await {
+            Err(_) => Some((Err(format!("the body paused for over {idle:?}")), None)),
+            Ok(None) => None,
+            Ok(Some(item)) => Some((item.map_err(|e| e.to_string()), Some(stream))),
+        }
+    })
+}
+
+async fn collect_body<S, B>(
+    stream: S,
+    limit: u64,
+    idle: std::time::Duration,
+) -> Result<bytes::Bytes>
 where
     S: futures_util::Stream<Item = std::result::Result<B, warp::Error>>,
     B: bytes::Buf,
@@ -208,7 +258,7 @@ where
     let mut stream = std::pin::pin!(stream);
     let mut out = bytes::BytesMut::new();
     loop {
-        let piece = tokio::time::timeout(BODY_IDLE, stream.next())
+        let piece = tokio::time::timeout(idle, stream.next())
             .await
             .map_err(|_| Error::Timeout("the request body stalled".into()))?;
         match piece {

@@ -7,7 +7,8 @@
 //!   `Secure`, the CSRF check expects `https://`).
 //! - Timeouts: hyper's header read timeout closes a connection that sends no
 //!   complete request head in time: a silent client, a slow one, or an idle
-//!   keep-alive connection. Bodies are read with an idle timeout by the routes.
+//!   keep-alive connection. A body that pauses longer than the body timeout
+//!   is refused (the routes read it with that limit, from [`BodyIdle`]).
 //! - Each request carries the peer's address ([`ClientAddr`]).
 //! - Shutdown: stop accepting, let in-flight requests finish (bounded by
 //!   [`DRAIN_LIMIT`]), then return.
@@ -24,6 +25,7 @@ use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
 use crate::error::{Error, Result};
+use crate::http::BodyIdle;
 use crate::http::guard::{ClientAddr, OverTls};
 
 /// How long shutdown waits for in-flight requests.
@@ -37,6 +39,9 @@ pub struct ServeOptions {
     /// A connection that sends no complete request head (or TLS handshake) in
     /// this time is closed; also the limit on an idle keep-alive connection.
     pub header_timeout: Duration,
+    /// A request body that pauses this long is refused (408) and its
+    /// connection closed.
+    pub body_timeout: Duration,
 }
 
 impl Default for ServeOptions {
@@ -44,6 +49,7 @@ impl Default for ServeOptions {
         Self {
             tls: None,
             header_timeout: Duration::from_secs(30),
+            body_timeout: crate::http::BODY_IDLE,
         }
     }
 }
@@ -110,17 +116,19 @@ pub async fn run(
         let service = service.clone();
         let acceptor = acceptor.clone();
         let watcher = graceful.watcher();
-        let timeout = options.header_timeout;
+        let timeouts = (options.header_timeout, options.body_timeout);
         tokio::spawn(async move {
             match acceptor {
-                None => serve_connection(tcp, service, peer, false, timeout, watcher).await,
-                Some(acceptor) => match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => {
-                        serve_connection(tls, service, peer, true, timeout, watcher).await
+                None => serve_connection(tcp, service, peer, false, timeouts, watcher).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(timeouts.0, acceptor.accept(tcp)).await {
+                        Ok(Ok(tls)) => {
+                            serve_connection(tls, service, peer, true, timeouts, watcher).await
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
-                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                },
+                }
             }
         });
     }
@@ -138,7 +146,7 @@ async fn serve_connection<S, Svc>(
     service: Svc,
     peer: std::net::SocketAddr,
     tls: bool,
-    header_timeout: Duration,
+    (header_timeout, body_timeout): (Duration, Duration),
     watcher: hyper_util::server::graceful::Watcher,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -153,6 +161,7 @@ async fn serve_connection<S, Svc>(
 {
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ClientAddr(peer));
+        req.extensions_mut().insert(BodyIdle(body_timeout));
         if tls {
             req.extensions_mut().insert(OverTls);
         }

@@ -621,10 +621,7 @@ impl Coordinator {
         let limit = self.inner.config.max_package_bytes;
         let mut file = tokio::fs::File::create(tmp).await?;
         let mut received = 0u64;
-        while let Some(piece) = tokio::time::timeout(crate::http::BODY_IDLE, body.next())
-            .await
-            .map_err(|_| Error::Timeout("the upload stalled".into()))?
-        {
+        while let Some(piece) = body.next().await {
             let mut piece = piece
                 .map_err(|e| Error::bad("upload_interrupted", format!("upload failed: {e}")))?;
             received += piece.remaining() as u64;

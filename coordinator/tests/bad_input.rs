@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 use tempfile::TempDir;
+use tillswarm_coordinator::auth::{Caller, Role};
+use tillswarm_coordinator::service::access::NewTokenInput;
 use tillswarm_coordinator::{Config, Coordinator};
 use tillswarm_protocol::api::{MAX_ERROR_LEN, MAX_LOG_TAIL_LEN};
 use warp::filters::BoxedFilter;
@@ -28,10 +30,12 @@ const TILL_2: &str = "71110000-0000-0000-0000-000000000002";
 const REGISTRY_HEADER: &str =
     "guid,till_name,till_number,store_id,store_name,store_address,till_type,time_zone";
 
-/// A coordinator in a temporary folder and its route tree.
+/// A coordinator in a temporary folder, its route tree and an admin token
+/// every request carries (the bad input here is about content, not access).
 struct Api {
     dir: TempDir,
     routes: BoxedFilter<(Response,)>,
+    token: String,
 }
 
 /// A response, its body collected.
@@ -73,9 +77,22 @@ async fn api_with_limit(max_package_bytes: u64) -> Api {
     })
     .await
     .expect("open coordinator");
+    let token = coordinator
+        .create_token(
+            NewTokenInput {
+                name: "bad-input".into(),
+                role: Role::Admin,
+                expires_days: None,
+            },
+            &Caller::system("test"),
+        )
+        .await
+        .expect("token")
+        .token_secret;
     Api {
         dir,
         routes: tillswarm_coordinator::http::routes(coordinator),
+        token,
     }
 }
 
@@ -99,6 +116,7 @@ fn enc(s: &str) -> String {
 
 impl Api {
     async fn send(&self, req: warp::test::RequestBuilder) -> Reply {
+        let req = req.header("authorization", format!("Bearer {}", self.token));
         let r = req.reply(&self.routes).await;
         let (parts, body) = r.into_parts();
         Reply {

@@ -11,7 +11,8 @@ use tillswarm_coordinator::{Config, Coordinator};
 use warp::http::StatusCode;
 
 /// Every route the code defines, as (method, OpenAPI path template), read from
-/// `src/http.rs`, `src/http/node.rs` and `src/http/operator.rs`.
+/// `src/http.rs`, `src/http/node.rs`, `src/http/operator.rs` and
+/// `src/http/account.rs`.
 ///
 /// This list must be updated with the routes: when a route is added, removed or
 /// changed, change it here and in `src/http/openapi.json`.
@@ -58,6 +59,19 @@ const ROUTES: &[(&str, &str)] = &[
     // http/operator.rs: till types
     ("GET", "/api/v1/till-types"),
     ("PUT", "/api/v1/till-types/{name}"),
+    // http/account.rs: the caller's session, users, tokens, the audit log
+    ("POST", "/api/v1/session"),
+    ("GET", "/api/v1/session"),
+    ("DELETE", "/api/v1/session"),
+    ("POST", "/api/v1/session/password"),
+    ("GET", "/api/v1/users"),
+    ("POST", "/api/v1/users"),
+    ("DELETE", "/api/v1/users/{name}"),
+    ("POST", "/api/v1/users/{name}/password"),
+    ("GET", "/api/v1/tokens"),
+    ("POST", "/api/v1/tokens"),
+    ("DELETE", "/api/v1/tokens/{name}"),
+    ("GET", "/api/v1/audit"),
 ];
 
 const METHODS: &[&str] = &[

@@ -2,6 +2,8 @@
 //! port chosen by the OS, and till nodes in temporary folders, all in one process.
 //! End-to-end tests (`tests/tests/`), the bench and the demo reuse it.
 
+pub mod tls;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;

@@ -186,8 +186,15 @@ pub fn remove_user(tx: &Transaction<'_>, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Sets a user's password hash and ends every session of that user.
-pub fn set_password(tx: &Transaction<'_>, name: &str, phc: &str, now: i64) -> Result<()> {
+/// Sets a user's password hash and ends every session of that user but
+/// `keep` (the session that changed its own password).
+pub fn set_password(
+    tx: &Transaction<'_>,
+    name: &str,
+    phc: &str,
+    keep: Option<&str>,
+    now: i64,
+) -> Result<()> {
     let changed = tx.execute(
         "UPDATE users SET password_hash = ?2, password_changed_ms = ?3 WHERE name = ?1",
         params![name, phc, now],
@@ -196,8 +203,9 @@ pub fn set_password(tx: &Transaction<'_>, name: &str, phc: &str, now: i64) -> Re
         return Err(Error::NotFound(format!("no user {name:?}")));
     }
     tx.execute(
-        "DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE name = ?1)",
-        [name],
+        "DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE name = ?1)
+         AND id_hash IS NOT ?2",
+        params![name, keep],
     )?;
     Ok(())
 }
@@ -546,7 +554,7 @@ mod tests {
         assert!(remove_user(&tx, "root").is_err());
         add_user(&tx, "second", Role::Admin, "x", 0).expect("add");
         let (secret, _) = create_session(&tx, 1, "", LIMITS, 0).expect("session");
-        set_password(&tx, "root", "y", 1).expect("passwd");
+        set_password(&tx, "root", "y", None, 1).expect("passwd");
         assert!(
             session_actor(&tx, &secret, LIMITS, 2)
                 .expect("lookup")

@@ -79,15 +79,18 @@ impl LoginLimiter {
         }
         let now = self.clock.now();
         let wait = |d: Duration| d.as_secs() + 1;
+        // The user first: an attempt refused for the name spends nothing of
+        // the address's allowance.
+        let key: String = user.chars().take(64).collect::<String>().to_lowercase();
+        self.users
+            .check_key(&key)
+            .map_err(|n| wait(n.wait_time_from(now)))?;
         if let Some(ip) = client {
             self.clients
                 .check_key(&ip)
                 .map_err(|n| wait(n.wait_time_from(now)))?;
         }
-        let key: String = user.chars().take(64).collect::<String>().to_lowercase();
-        self.users
-            .check_key(&key)
-            .map_err(|n| wait(n.wait_time_from(now)))
+        Ok(())
     }
 
     /// Drops the state of keys that are back to a full burst.
@@ -131,14 +134,17 @@ mod tests {
         }
         let wait = l.attempt("anna", Some(ip)).expect_err("out of attempts");
         assert!((1..=61).contains(&wait), "{wait}");
-        // Another name from the same address still may, until the address runs out.
+        // Another name from the same address still may, until the address runs
+        // out (anna's refused attempt spent none of it).
         l.attempt("boris", Some(ip)).expect("other user");
+        l.attempt("clara", Some(ip))
+            .expect("the address's fifth attempt");
         assert!(
-            l.attempt("clara", Some(ip)).is_err(),
+            l.attempt("dora", Some(ip)).is_err(),
             "the address is out too"
         );
         assert!(
-            l.attempt("clara", Some("10.0.0.2".parse().expect("ip")))
+            l.attempt("dora", Some("10.0.0.2".parse().expect("ip")))
                 .is_ok()
         );
     }

@@ -135,7 +135,10 @@ fn users(c: &Coordinator) -> BoxedFilter<(Response,)> {
         .and(guard(c))
         .and(with(c))
         .then(|name: String, by: Caller, c: Coordinator| async move {
-            no_content(c.remove_user(name, &by).await)
+            match super::operator::percent_decode(&name) {
+                Ok(name) => no_content(c.remove_user(name, &by).await),
+                Err(e) => error_response(&e),
+            }
         });
     let passwd = warp::path!("api" / "v1" / "users" / String / "password")
         .and(warp::post())
@@ -187,7 +190,10 @@ fn tokens(c: &Coordinator) -> BoxedFilter<(Response,)> {
         .and(guard(c))
         .and(with(c))
         .then(|name: String, by: Caller, c: Coordinator| async move {
-            no_content(c.revoke_token(name, &by).await)
+            match super::operator::percent_decode(&name) {
+                Ok(name) => no_content(c.revoke_token(name, &by).await),
+                Err(e) => error_response(&e),
+            }
         });
     list.or(create).unify().or(revoke).unify().boxed()
 }

@@ -225,32 +225,40 @@ fn packages(c: &Coordinator) -> BoxedFilter<(Response,)> {
         .and(warp::query::<Paging>())
         .then(|_: Caller, c: Coordinator, p: Paging| async move { reply(c.packages(p).await) });
     let limit = c.config().max_package_bytes;
-    let upload = warp::path!("api" / "v1" / "packages")
-        .and(warp::post())
-        .and(guard(c))
-        .and(with(c))
-        .and(warp::query::<UploadQuery>())
-        .and(warp::header::optional::<u64>("content-length"))
-        .and(warp::body::stream())
-        .then(
-            move |by: Caller, c: Coordinator, q: UploadQuery, len: Option<u64>, stream| async move {
-                let (Some(name), Some(version)) = (q.name, q.version) else {
-                    return error_response(&Error::bad(
-                        "invalid_package",
-                        "name and version are required query parameters",
-                    ));
-                };
-                if len.is_some_and(|l| l > limit) {
-                    return error_response(&Error::TooLarge(format!(
-                        "packages are limited to {limit} bytes"
-                    )));
-                }
-                match c.upload_package(name, version, Box::pin(stream), &by).await {
-                    Ok(p) => json(StatusCode::CREATED, &p),
-                    Err(e) => error_response(&e),
-                }
-            },
-        );
+    let upload =
+        warp::path!("api" / "v1" / "packages")
+            .and(warp::post())
+            .and(guard(c))
+            .and(with(c))
+            .and(warp::query::<UploadQuery>())
+            .and(warp::header::optional::<u64>("content-length"))
+            .and(super::body_idle())
+            .and(warp::body::stream())
+            .then(
+                move |by: Caller,
+                      c: Coordinator,
+                      q: UploadQuery,
+                      len: Option<u64>,
+                      idle,
+                      stream| async move {
+                    let (Some(name), Some(version)) = (q.name, q.version) else {
+                        return error_response(&Error::bad(
+                            "invalid_package",
+                            "name and version are required query parameters",
+                        ));
+                    };
+                    if len.is_some_and(|l| l > limit) {
+                        return error_response(&Error::TooLarge(format!(
+                            "packages are limited to {limit} bytes"
+                        )));
+                    }
+                    let stream = Box::pin(super::idle_limited(stream, idle));
+                    match c.upload_package(name, version, stream, &by).await {
+                        Ok(p) => json(StatusCode::CREATED, &p),
+                        Err(e) => error_response(&e),
+                    }
+                },
+            );
     let get = warp::path!("api" / "v1" / "packages" / String)
         .and(warp::get())
         .and(guard(c))
@@ -442,14 +450,14 @@ fn till_types(c: &Coordinator) -> BoxedFilter<(Response,)> {
 
 /// Decodes `%XX` escapes in a path segment (till type names may hold spaces or
 /// `*`); refuses escapes that do not decode to UTF-8.
-fn percent_decode(s: &str) -> crate::error::Result<String> {
+pub(super) fn percent_decode(s: &str) -> crate::error::Result<String> {
     percent_encoding::percent_decode_str(s)
         .decode_utf8()
         .map(|c| c.into_owned())
         .map_err(|_| {
             Error::bad(
                 "invalid_id",
-                "the till type name is not valid UTF-8 once decoded",
+                "the name in the path is not valid UTF-8 once decoded",
             )
         })
 }

@@ -252,7 +252,7 @@ impl Coordinator {
         by: &Caller,
     ) -> Result<UserWithPassword> {
         if by.actor.kind != ActorKind::User {
-            return Err(Error::forbidden(
+            return Err(Error::bad(
                 "not_a_user",
                 "only a logged-in user can change their own password",
             ));
@@ -266,7 +266,7 @@ impl Coordinator {
         };
         let phc = record.map(|(_, _, phc)| phc);
         if !self.inner.hasher.verify(current, phc).await? {
-            let e = Error::forbidden("invalid_credentials", "the current password is wrong");
+            let e = Error::bad("wrong_password", "the current password is wrong");
             self.audit_failure(by, "session.password", Note::on(format!("user:{name}")), &e)
                 .await;
             return Err(e);
@@ -276,12 +276,31 @@ impl Coordinator {
     }
 
     /// Sets a user's password (generated when `password` is `None`) and ends
-    /// every session of that user.
+    /// every session of that user, except the caller's own when a user changes
+    /// their own password.
     pub async fn set_password(
         &self,
         name: String,
         password: Option<String>,
         action: &'static str,
+        by: &Caller,
+    ) -> Result<UserWithPassword> {
+        let keep = if by.actor.kind == ActorKind::User && by.actor.name.eq_ignore_ascii_case(&name)
+        {
+            by.actor.session.clone()
+        } else {
+            None
+        };
+        self.set_password_keeping(name, password, action, keep, by)
+            .await
+    }
+
+    async fn set_password_keeping(
+        &self,
+        name: String,
+        password: Option<String>,
+        action: &'static str,
+        keep: Option<String>,
         by: &Caller,
     ) -> Result<UserWithPassword> {
         let note = Note::on(format!("user:{name}"));
@@ -295,7 +314,7 @@ impl Coordinator {
         let phc = self.inner.hasher.hash(password.clone()).await?;
         let user = self
             .change(by, action, note, move |tx, now, _| {
-                accounts::set_password(tx, &name, &phc, now)?;
+                accounts::set_password(tx, &name, &phc, keep.as_deref(), now)?;
                 accounts::get_user(tx, &name, now)
             })
             .await?;
