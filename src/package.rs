@@ -98,6 +98,7 @@ async fn upload(remote: &Remote, name: &str, version: &str, file: &PathBuf) -> a
     let f = tokio::fs::File::open(file)
         .await
         .with_context(|| format!("opening {}", file.display()))?;
+    remote.check_access().await?;
     let size = f.metadata().await?.len();
     let bar = indicatif::ProgressBar::new(size);
     bar.set_style(

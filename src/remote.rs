@@ -39,6 +39,19 @@ impl Remote {
         })
     }
 
+    /// Checks the credentials with a cheap call before a large upload: a
+    /// coordinator that refuses a request closes the connection while the
+    /// body is still being sent, which a client reports only as a broken pipe.
+    pub async fn check_access(&self) -> anyhow::Result<()> {
+        let response = self
+            .request(reqwest::Method::GET, "/api/v1/session")?
+            .send()
+            .await
+            .with_context(|| format!("reaching {}", self.coordinator))?;
+        Self::check(response, "the coordinator refused the credentials").await?;
+        Ok(())
+    }
+
     /// The body of a successful response, or an error naming what was refused
     /// (with a hint when no token was given).
     pub async fn check(response: reqwest::Response, what: &str) -> anyhow::Result<String> {

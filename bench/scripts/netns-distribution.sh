@@ -171,11 +171,13 @@ http_port=8000
 # api METHOD PATH [JSON]: the operator API, called from the coordinator namespace.
 api() {
   in_ns "$coord" "$py" - "$url" "$@" <<'PY'
-import sys, urllib.request
+import os, sys, urllib.request
 base, method, path = sys.argv[1:4]
 body = sys.argv[4].encode() if len(sys.argv) > 4 else None
-req = urllib.request.Request(base + path, data=body, method=method,
-                             headers={"content-type": "application/json"})
+headers = {"content-type": "application/json"}
+if os.environ.get("TILLSWARM_TOKEN"):
+    headers["authorization"] = "Bearer " + os.environ["TILLSWARM_TOKEN"]
+req = urllib.request.Request(base + path, data=body, method=method, headers=headers)
 with urllib.request.urlopen(req, timeout=10) as r:
     sys.stdout.write(r.read().decode())
 PY
@@ -288,7 +290,11 @@ guid() { printf '7b000000-0000-4000-8000-%012x' "$1"; }
   done
 } >"$work/registry.csv"
 
-spawn "$coord" coordinator "$bin" coordinator --listen "$wan_ip:8080" --data "$work/coord" --poll-interval-s 1
+# An operator token for the API calls below (api, import, upload read it).
+TILLSWARM_TOKEN=$("$bin" coordinator token create --name bench --role admin --data "$work/coord" | tail -n 1)
+export TILLSWARM_TOKEN
+# Plain HTTP on the namespaces' private addresses: nothing here leaves them.
+spawn "$coord" coordinator "$bin" coordinator --listen "$wan_ip:8080" --insecure-http --data "$work/coord" --poll-interval-s 1
 coord_pid=$spawned
 up=0
 for _ in $(seq 100); do

@@ -13,6 +13,9 @@ cleanup() { kill "${node_pid:-}" "${coord_pid:-}" 2>/dev/null || true; wait 2>/d
 trap cleanup EXIT
 
 "$bin" fixtures generate --out "$work/pkg" --large-mb "$size_mb" >/dev/null
+TILLSWARM_TOKEN=$("$bin" coordinator token create --name rss --role admin --data "$work/coord" | tail -n 1)
+export TILLSWARM_TOKEN
+auth="Authorization: Bearer $TILLSWARM_TOKEN"
 "$bin" coordinator --data "$work/coord" --listen "127.0.0.1:$port" --poll-interval-s 1 >"$work/coord.log" 2>&1 &
 coord_pid=$!
 url="http://127.0.0.1:$port"
@@ -20,7 +23,7 @@ for _ in $(seq 100); do curl -sf "$url/healthz" >/dev/null && break; sleep 0.1; 
 "$bin" coordinator import fixtures/registry/sample-chain.csv --coordinator "$url" >/dev/null
 "$bin" package upload --coordinator "$url" --name demo-large --version 2.0.0 "$work/pkg/demo-large-2.0.0.tar" >"$work/upload.json"
 package_id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["package_id"])' "$work/upload.json")
-group=$(curl -sf -XPOST "$url/api/v1/groups" -H 'content-type: application/json' \
+group=$(curl -sf -XPOST "$url/api/v1/groups" -H "$auth" -H 'content-type: application/json' \
   -d '{"name":"rss","members":["71110000-0000-0000-0000-000000000001"]}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 
 cat >"$work/node.toml" <<TOML
@@ -37,14 +40,14 @@ initial_version = "1.0"
 TOML
 "$bin" node --config "$work/node.toml" >"$work/node.log" 2>&1 &
 node_pid=$!
-task=$(curl -sf -XPOST "$url/api/v1/tasks" -H 'content-type: application/json' \
+task=$(curl -sf -XPOST "$url/api/v1/tasks" -H "$auth" -H 'content-type: application/json' \
   -d "{\"kind\":\"download\",\"package_id\":\"$package_id\",\"group_id\":$group}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 start=$(date +%s.%N)
 peak=0
 while :; do
   hwm=$(awk '/VmHWM/ {print $2}' "/proc/$node_pid/status")
   [ "$hwm" -gt "$peak" ] && peak=$hwm
-  state=$(curl -sf "$url/api/v1/tasks/$task" | python3 -c 'import json,sys; t=json.load(sys.stdin); print(t["target_details"][0]["state"])')
+  state=$(curl -sf -H "$auth" "$url/api/v1/tasks/$task" | python3 -c 'import json,sys; t=json.load(sys.stdin); print(t["target_details"][0]["state"])')
   [ "$state" = downloaded ] && break
   [ "$state" = failed ] && { echo "download failed"; cat "$work/node.log"; exit 1; }
   sleep 0.2

@@ -26,8 +26,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use futures_util::StreamExt;
 use serde::Serialize;
-use tillswarm_coordinator::auth::Caller;
+use tillswarm_coordinator::auth::{Caller, Role};
 use tillswarm_coordinator::devices::RegistryEntry;
+use tillswarm_coordinator::service::access::NewTokenInput;
 use tillswarm_coordinator::{Config, Coordinator};
 use tillswarm_protocol::api::{DeviceState, HeartbeatRequest, HeartbeatResponse};
 use tillswarm_protocol::{DeviceId, StoreId, Version};
@@ -272,6 +273,8 @@ pub fn registry(tills: u32, stores_of: u32) -> anyhow::Result<Vec<RegistryEntry>
 /// A coordinator serving on its own thread and runtime.
 struct Server {
     addr: SocketAddr,
+    /// An operator token for setting up the task over the API.
+    token: String,
     import_s: f64,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     done: std::sync::mpsc::Receiver<()>,
@@ -287,7 +290,8 @@ impl Server {
         let data_dir: PathBuf = dir.path().to_path_buf();
         let registry = serde_json::to_vec(&registry(params.tills, params.stores_of)?)?;
         let threads = params.server_threads.max(1);
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<(SocketAddr, f64)>>();
+        let (ready_tx, ready_rx) =
+            std::sync::mpsc::channel::<anyhow::Result<(SocketAddr, String, f64)>>();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -317,13 +321,24 @@ impl Server {
                                 summary.devices_added,
                                 summary.rows
                             );
+                            let token = coordinator
+                                .create_token(
+                                    NewTokenInput {
+                                        name: "bench".into(),
+                                        role: Role::Operator,
+                                        expires_days: None,
+                                    },
+                                    &Caller::system("bench"),
+                                )
+                                .await?
+                                .token_secret;
                             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
                             let addr = listener.local_addr()?;
-                            anyhow::Ok((coordinator, listener, addr, import_s))
+                            anyhow::Ok((coordinator, listener, addr, token, import_s))
                         };
                         match setup.await {
-                            Ok((coordinator, listener, addr, import_s)) => {
-                                let _ = ready_tx.send(Ok((addr, import_s)));
+                            Ok((coordinator, listener, addr, token, import_s)) => {
+                                let _ = ready_tx.send(Ok((addr, token, import_s)));
                                 tillswarm_coordinator::serve(coordinator, listener, async move {
                                     let _ = stop_rx.await;
                                 })
@@ -343,11 +358,12 @@ impl Server {
                 }
                 let _ = done_tx.send(());
             })?;
-        let (addr, import_s) = ready_rx
+        let (addr, token, import_s) = ready_rx
             .recv()
             .context("the coordinator thread stopped before serving")??;
         Ok(Self {
             addr,
+            token,
             import_s,
             stop: Some(stop_tx),
             done: done_rx,
@@ -405,7 +421,7 @@ enum Outcome {
 
 impl Client {
     fn new(addr: SocketAddr, pool: usize) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
+        let http = tillswarm_node::tls::http_client(None)?
             .no_proxy()
             .pool_max_idle_per_host(pool)
             .pool_idle_timeout(Duration::from_secs(90))
@@ -452,11 +468,17 @@ fn bench_version() -> Version {
 }
 
 /// Uploads the demo package and creates a Download task for group 1 (All).
-async fn set_up_task(client: &Client, addr: SocketAddr, tills: u32) -> anyhow::Result<()> {
+async fn set_up_task(
+    client: &Client,
+    addr: SocketAddr,
+    token: &str,
+    tills: u32,
+) -> anyhow::Result<()> {
     let package = tillswarm_fixtures::demo_package("1.0.0", 1 << 20);
     let resp = client
         .http
         .post(format!("http://{addr}/api/v1/packages"))
+        .bearer_auth(token)
         .query(&[("name", "demo"), ("version", "1.0.0")])
         .body(package)
         .send()
@@ -471,6 +493,7 @@ async fn set_up_task(client: &Client, addr: SocketAddr, tills: u32) -> anyhow::R
     let resp = client
         .http
         .post(format!("http://{addr}/api/v1/tasks"))
+        .bearer_auth(token)
         .json(&serde_json::json!({
             "kind": "download",
             "package_id": package_id,
@@ -716,7 +739,7 @@ pub fn run(params: &Params) -> anyhow::Result<Report> {
         .build()?;
     let result = rt.block_on(async {
         let client = Client::new(addr, params.max_in_flight.max(WARMUP_CONCURRENCY))?;
-        set_up_task(&client, addr, params.tills).await?;
+        set_up_task(&client, addr, &server.token, params.tills).await?;
         let warm = Instant::now();
         let (revisions, warmup_errors) = warm_up(&client, params.tills).await;
         let warmup_s = warm.elapsed().as_secs_f64();

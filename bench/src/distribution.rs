@@ -489,7 +489,7 @@ async fn http_baseline(
             })
             .run(),
     );
-    let client = reqwest::Client::new();
+    let client = tillswarm_node::tls::http_client(None)?.build()?;
     let bar = progress_bar(size * links.len() as u64 * u64::from(tills), "http ");
     let started = Instant::now();
     let mut downloads = Vec::new();

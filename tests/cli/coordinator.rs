@@ -13,9 +13,45 @@ use serde_json::{Value, json};
 struct Running {
     child: Child,
     url: String,
+    token: String,
+}
+
+/// An admin API token for the coordinator of `data`, made by the CLI.
+fn admin_token(data: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_tillswarm"))
+        .args([
+            "coordinator",
+            "token",
+            "create",
+            "--name",
+            "cli-test",
+            "--role",
+            "admin",
+            "--data",
+        ])
+        .arg(data)
+        .output()
+        .expect("token create");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .expect("the token is the last line")
+        .to_owned()
 }
 
 fn start(data: &Path) -> Running {
+    let token = if data.join("coordinator.sqlite3").exists() {
+        std::fs::read_to_string(data.join("test-token")).expect("token file")
+    } else {
+        let t = admin_token(data);
+        std::fs::write(data.join("test-token"), &t).expect("token file");
+        t
+    };
     let mut child = Command::new(env!("CARGO_BIN_EXE_tillswarm"))
         .args(["coordinator", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
@@ -34,16 +70,31 @@ fn start(data: &Path) -> Running {
         .expect("the coordinator prints its URL")
         .trim_end_matches('/')
         .to_owned();
-    Running { child, url }
+    Running { child, url, token }
 }
 
-fn call(method: reqwest::Method, url: &str, body: Option<Value>) -> (u16, Value) {
+fn client() -> reqwest::Client {
+    tillswarm_node::tls::http_client(None)
+        .expect("client")
+        .build()
+        .expect("client")
+}
+
+fn call(
+    token: Option<&str>,
+    method: reqwest::Method,
+    url: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let mut req = reqwest::Client::new().request(method, url);
+        let mut req = client().request(method, url);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
         if let Some(b) = body {
             req = req
                 .header("content-type", "application/json")
@@ -59,14 +110,15 @@ fn call(method: reqwest::Method, url: &str, body: Option<Value>) -> (u16, Value)
     })
 }
 
-fn post_bytes(url: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
+fn post_bytes(token: &str, url: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let resp = reqwest::Client::new()
+        let resp = client()
             .post(url)
+            .bearer_auth(token)
             .header("content-type", content_type)
             .body(body)
             .send()
@@ -81,6 +133,7 @@ const TILL: &str = "71110000-0000-0000-0000-000000000002";
 
 fn heartbeat(url: &str) -> Value {
     let (status, hb) = call(
+        None,
         reqwest::Method::POST,
         &format!("{url}/api/v1/node/heartbeat"),
         Some(
@@ -94,6 +147,7 @@ fn heartbeat(url: &str) -> Value {
 
 fn progress(url: &str, seq: u64, state: &str) -> Value {
     let (status, r) = call(
+        None,
         reqwest::Method::POST,
         &format!("{url}/api/v1/node/progress"),
         Some(
@@ -114,6 +168,7 @@ fn sigkill_mid_upload_leaves_no_partial_package_and_tasks_continue() {
     let registry = std::fs::read(tillswarm_fixtures::dir().join("registry/sample-chain.csv"))
         .expect("registry");
     let (status, _) = post_bytes(
+        &c.token,
         &format!("{}/api/v1/devices/import", c.url),
         "text/csv",
         registry,
@@ -121,12 +176,14 @@ fn sigkill_mid_upload_leaves_no_partial_package_and_tasks_continue() {
     assert_eq!(status, 200);
     let package = tillswarm_fixtures::demo_package("1.0.0", 2 << 20);
     let (status, pkg) = post_bytes(
+        &c.token,
         &format!("{}/api/v1/packages?name=demo&version=1.0.0", c.url),
         "application/octet-stream",
         package,
     );
     assert_eq!(status, 201, "{pkg}");
     let (status, task) = call(
+        Some(&c.token),
         reqwest::Method::POST,
         &format!("{}/api/v1/tasks", c.url),
         Some(json!({"kind": "download", "package_id": pkg["package_id"], "group_id": 1})),
@@ -145,7 +202,9 @@ fn sigkill_mid_upload_leaves_no_partial_package_and_tasks_continue() {
     write!(
         raw,
         "POST /api/v1/packages?name=big&version=2.0 HTTP/1.1\r\nHost: {addr}\r\n\
+         Authorization: Bearer {}\r\n\
          Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        c.token,
         big.len()
     )
     .expect("headers");
@@ -166,6 +225,7 @@ fn sigkill_mid_upload_leaves_no_partial_package_and_tasks_continue() {
 
     let mut c = start(&data);
     let (_, packages) = call(
+        Some(&c.token),
         reqwest::Method::GET,
         &format!("{}/api/v1/packages", c.url),
         None,
@@ -178,6 +238,7 @@ fn sigkill_mid_upload_leaves_no_partial_package_and_tasks_continue() {
     );
     // The running task continues: the till still has it and its reports land.
     let (_, task) = call(
+        Some(&c.token),
         reqwest::Method::GET,
         &format!("{}/api/v1/tasks/1", c.url),
         None,
@@ -194,6 +255,7 @@ fn sigkill_mid_upload_leaves_no_partial_package_and_tasks_continue() {
     );
     assert_eq!(progress(&c.url, 2, "downloaded")["accepted"], true);
     let (_, task) = call(
+        Some(&c.token),
         reqwest::Method::GET,
         &format!("{}/api/v1/tasks/1", c.url),
         None,

@@ -1,15 +1,16 @@
 //! Tests of the `tillswarm` binary as a user runs it.
 
+mod accounts;
 mod coordinator;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn tillswarm() -> Command {
+pub(crate) fn tillswarm() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tillswarm"))
 }
 
-fn generate(dir: &Path) -> PathBuf {
+pub(crate) fn generate(dir: &Path) -> PathBuf {
     let out = tillswarm()
         .args(["fixtures", "generate", "--out"])
         .arg(dir)

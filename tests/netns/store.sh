@@ -71,11 +71,13 @@ url=http://10.78.0.1:8080
 # api METHOD PATH [JSON]: the operator API, called from inside the coordinator namespace.
 api() {
   in_ns "$coord" python3 - "$url" "$@" <<'PY'
-import json, sys, urllib.request
+import json, os, sys, urllib.request
 base, method, path = sys.argv[1:4]
 body = sys.argv[4].encode() if len(sys.argv) > 4 else None
-req = urllib.request.Request(base + path, data=body, method=method,
-                             headers={"content-type": "application/json"})
+headers = {"content-type": "application/json"}
+if os.environ.get("TILLSWARM_TOKEN"):
+    headers["authorization"] = "Bearer " + os.environ["TILLSWARM_TOKEN"]
+req = urllib.request.Request(base + path, data=body, method=method, headers=headers)
 with urllib.request.urlopen(req, timeout=10) as r:
     sys.stdout.write(r.read().decode())
 PY
@@ -119,7 +121,11 @@ done
 "$bin" fixtures generate --out "$work/pkg" --large-mb 16 >/dev/null
 pkg=$work/pkg/demo-large-2.0.0.tar
 size=$(stat -c %s "$pkg")
-spawn "$coord" coordinator "$bin" coordinator --listen 10.78.0.1:8080 --data "$work/coord" --poll-interval-s 1
+# An operator token for the API calls below (api, import, upload read it).
+TILLSWARM_TOKEN=$("$bin" coordinator token create --name netns --role admin --data "$work/coord" | tail -n 1)
+export TILLSWARM_TOKEN
+# Plain HTTP on the namespaces' private addresses: nothing here leaves them.
+spawn "$coord" coordinator "$bin" coordinator --listen 10.78.0.1:8080 --insecure-http --data "$work/coord" --poll-interval-s 1
 up=0
 for _ in $(seq 100); do
   if api GET /healthz >/dev/null 2>&1; then up=1; break; fi
