@@ -33,14 +33,14 @@ pub struct ClientAddr(pub SocketAddr);
 
 /// The client's address: ours from the accept loop, or warp's (tests).
 pub(crate) fn client_addr()
--> impl Filter<Extract = (Option<SocketAddr>,), Error = Infallible> + Clone + Copy {
+-> impl Filter<Extract = (Option<SocketAddr>,), Error = Infallible> + Copy {
     warp::ext::optional::<ClientAddr>()
         .and(warp::addr::remote())
         .map(|ours: Option<ClientAddr>, warps: Option<SocketAddr>| ours.map(|a| a.0).or(warps))
 }
 
 /// Whether the request came over TLS.
-pub(crate) fn over_tls() -> impl Filter<Extract = (bool,), Error = Infallible> + Clone + Copy {
+pub(crate) fn over_tls() -> impl Filter<Extract = (bool,), Error = Infallible> + Copy {
     warp::ext::optional::<OverTls>().map(|t: Option<OverTls>| t.is_some())
 }
 

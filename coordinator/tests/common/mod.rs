@@ -194,7 +194,7 @@ impl Api {
         if let Some(ct) = content_type {
             req = req.header("content-type", ct);
         }
-        self.send(req.body(body.to_owned())).await
+        self.send(req.body(body)).await
     }
 
     /// The audit log, newest first (as the admin token reads it).
