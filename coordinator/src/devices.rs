@@ -150,6 +150,25 @@ pub fn parse_registry(bytes: &[u8], is_json: bool) -> Result<Vec<RegistryEntry>>
         let mut reader = csv::ReaderBuilder::new()
             .trim(csv::Trim::All)
             .from_reader(bytes);
+        // The header names the columns even when no till follows it.
+        let header = reader
+            .headers()
+            .map_err(|e| Error::bad("invalid_registry", format!("registry CSV header: {e}")))?;
+        let missing: Vec<&str> = REQUIRED_CSV_COLUMNS
+            .iter()
+            .copied()
+            .filter(|c| !header.iter().any(|h| h == *c))
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::bad(
+                "invalid_registry",
+                format!(
+                    "the registry CSV's header row lacks {}; it must name {}",
+                    missing.join(", "),
+                    REQUIRED_CSV_COLUMNS.join(", ")
+                ),
+            ));
+        }
         let mut out = Vec::new();
         for (i, row) in reader.deserialize().enumerate() {
             if out.len() == MAX_IMPORT_ROWS {
@@ -170,6 +189,10 @@ pub fn parse_registry(bytes: &[u8], is_json: bool) -> Result<Vec<RegistryEntry>>
     validate_entries(&entries)?;
     Ok(entries)
 }
+
+/// Columns a registry CSV must have (the others have defaults).
+const REQUIRED_CSV_COLUMNS: [&str; 5] =
+    ["guid", "till_name", "till_number", "store_id", "store_name"];
 
 fn too_many() -> Error {
     Error::bad(

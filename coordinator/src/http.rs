@@ -203,8 +203,8 @@ pub const BODY_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 pub struct BodyIdle(pub std::time::Duration);
 
 /// The body pause limit of this request.
-pub(crate) fn body_idle()
--> impl Filter<Extract = (std::time::Duration,), Error = Infallible> + Copy {
+pub(crate) fn body_idle() -> impl Filter<Extract = (std::time::Duration,), Error = Infallible> + Copy
+{
     warp::ext::optional::<BodyIdle>().map(|b: Option<BodyIdle>| b.map_or(BODY_IDLE, |b| b.0))
 }
 

@@ -115,7 +115,7 @@ pub struct Paging {
 pub const MAX_PER_PAGE: u64 = 1000;
 
 impl Paging {
-    fn resolve(self) -> Result<(u64, u64)> {
+    pub(crate) fn resolve(self) -> Result<(u64, u64)> {
         let page = self.page.unwrap_or(1);
         let per_page = self.per_page.unwrap_or(100);
         if page == 0 || per_page == 0 || per_page > MAX_PER_PAGE || page > 1_000_000 {

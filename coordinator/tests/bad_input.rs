@@ -1363,7 +1363,16 @@ async fn bad_registry_imports_are_400_invalid_registry() {
             format!("guid,till_name,store_id,store_name\n{TILL_1},Till 1,store-001,Renamed\n"),
             "till_number",
         ),
-        ("header only the GUID", format!("guid\n{TILL_1}\n"), "row 2"),
+        (
+            "header only the GUID",
+            format!("guid\n{TILL_1}\n"),
+            "header row lacks",
+        ),
+        (
+            "a header naming nothing, no rows",
+            "{}".to_owned(),
+            "header row lacks",
+        ),
         (
             "negative till number",
             csv(&[renamed.clone(), row(&g(4), "-1", "store-001", "M")]),
@@ -1762,13 +1771,21 @@ async fn unknown_route_is_404_and_wrong_method_is_405() {
         ("PUT", format!("/api/v1/tasks/{}", seed.task_id)),
         ("POST", format!("/api/v1/packages/{}", seed.package_id)),
         ("DELETE", "/api/v1/node/manifests/x".to_owned()),
+        ("GET", "/api/v1/devices/import".to_owned()),
+        ("DELETE", "/api/v1/devices/import".to_owned()),
     ] {
-        let msg = err(
-            &api.call(method, &path, None).await,
-            405,
-            "method_not_allowed",
-        );
+        let reply = api.call(method, &path, None).await;
+        let msg = err(&reply, 405, "method_not_allowed");
         assert!(msg.contains("method"), "{method} {path}: {msg:?}");
+        let allow = reply
+            .headers
+            .get("allow")
+            .map(|v| v.to_str().unwrap_or_default().to_owned());
+        let allow = allow.unwrap_or_else(|| panic!("{method} {path}: a 405 without Allow"));
+        assert!(
+            !allow.is_empty() && !allow.contains(method),
+            "{method} {path}: Allow {allow:?}"
+        );
     }
     same(&before, &api.snapshot().await, "unknown routes");
 }

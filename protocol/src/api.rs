@@ -150,6 +150,13 @@ pub struct HeartbeatRequest {
 impl HeartbeatRequest {
     /// Checks the free-text caps.
     pub fn validate(&self) -> Result<(), String> {
+        // Revisions are signed 64-bit integers in the coordinator's database.
+        if self.known_revision.is_some_and(|r| r > i64::MAX as u64) {
+            return Err(format!("known_revision is over the limit of {}", i64::MAX));
+        }
+        if self.free_disk_bytes.is_some_and(|b| b > i64::MAX as u64) {
+            return Err(format!("free_disk_bytes is over the limit of {}", i64::MAX));
+        }
         check_len("ip", self.ip.as_deref(), MAX_SHORT_FIELD_LEN)?;
         check_len("peer_id", self.peer_id.as_deref(), MAX_SHORT_FIELD_LEN)
     }

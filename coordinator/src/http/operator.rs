@@ -71,6 +71,18 @@ pub(super) fn routes(c: Coordinator) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
+/// `/api/v1/devices/{guid}`, but not `/api/v1/devices/import`: a GET or DELETE
+/// of that one is a 405 (it only takes POST), not a malformed GUID.
+fn device_path() -> impl Filter<Extract = (String,), Error = Rejection> + Clone {
+    warp::path!("api" / "v1" / "devices" / String).and_then(|id: String| async move {
+        if id == "import" {
+            Err(warp::reject::not_found())
+        } else {
+            Ok(id)
+        }
+    })
+}
+
 fn devices(c: &Coordinator) -> BoxedFilter<(Response,)> {
     let list = warp::path!("api" / "v1" / "devices")
         .and(warp::get())
@@ -105,7 +117,7 @@ fn devices(c: &Coordinator) -> BoxedFilter<(Response,)> {
                 reply(c.import_registry(b.to_vec(), is_json, &by).await)
             },
         );
-    let get = warp::path!("api" / "v1" / "devices" / String)
+    let get = device_path()
         .and(warp::get())
         .and(guard(c))
         .and(with(c))
@@ -125,7 +137,7 @@ fn devices(c: &Coordinator) -> BoxedFilter<(Response,)> {
                 Err(e) => error_response(&e),
             }
         });
-    let delete = warp::path!("api" / "v1" / "devices" / String)
+    let delete = device_path()
         .and(warp::delete())
         .and(guard(c))
         .and(with(c))

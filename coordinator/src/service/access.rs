@@ -412,23 +412,9 @@ impl Coordinator {
         .await
     }
 
-    /// A page of the audit log, newest first.
+    /// A page of the audit log, newest first. With `format=csv` paging is
+    /// ignored: the newest [`audit::MAX_CSV_ROWS`] matching rows come at once.
     pub async fn audit_log(&self, filter: audit::Filter) -> Result<Page<audit::Record>> {
-        let csv = filter.format.as_deref() == Some("csv");
-        let default_per = if csv { audit::MAX_CSV_ROWS } else { 100 };
-        let page = filter.page.unwrap_or(1);
-        let per = filter.per_page.unwrap_or(default_per);
-        let max_per = if csv {
-            audit::MAX_CSV_ROWS
-        } else {
-            super::MAX_PER_PAGE
-        };
-        if page == 0 || page > 1_000_000 || per == 0 || per > max_per {
-            return Err(Error::bad(
-                "invalid_paging",
-                format!("page starts at 1 and per_page is 1 to {max_per}"),
-            ));
-        }
         if filter
             .format
             .as_deref()
@@ -436,6 +422,15 @@ impl Coordinator {
         {
             return Err(Error::bad("invalid_format", "format is json or csv"));
         }
+        let (page, per) = if filter.format.as_deref() == Some("csv") {
+            (1, audit::MAX_CSV_ROWS)
+        } else {
+            super::Paging {
+                page: filter.page,
+                per_page: filter.per_page,
+            }
+            .resolve()?
+        };
         let (items, total) = self
             .read(move |c, _| audit::list(c, &filter, (page - 1) * per, per))
             .await?;
