@@ -323,9 +323,7 @@ mod tests {
     use crate::auth::Caller;
 
     fn db() -> Connection {
-        let mut conn = Connection::open_in_memory().expect("open");
-        crate::db::migrate(&mut conn).expect("migrate");
-        conn
+        crate::db::test_connection()
     }
 
     #[test]

@@ -11,8 +11,13 @@ use crate::error::{Error, Result};
 
 mod schema;
 
+/// A migrated in-memory connection, for unit tests of the table modules.
 #[cfg(test)]
-pub(crate) use schema::migrate;
+pub(crate) fn test_connection() -> Connection {
+    let mut conn = Connection::open_in_memory().expect("in-memory database");
+    schema::migrate(&mut conn).expect("migrate");
+    conn
+}
 
 /// Most database jobs waiting for the owner thread; callers wait beyond that.
 const QUEUE_DEPTH: usize = 1024;

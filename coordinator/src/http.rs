@@ -184,6 +184,35 @@ pub(crate) fn from_value<T: serde::de::DeserializeOwned>(value: serde_json::Valu
     })
 }
 
+/// Records a change refused before it reached the service (a malformed id or
+/// body; the service audits its own failures) as a failed change. Only for
+/// callers who passed a change route's guard, so the rows are bounded by
+/// authenticated requests.
+async fn audit_refusal(c: &Coordinator, by: &crate::auth::Caller, e: &Error) {
+    if let Some(rule) = crate::auth::rules::find(&by.method, &by.route) {
+        c.audit_failure(by, rule.action, crate::audit::Note::default(), e)
+            .await;
+    }
+}
+
+/// Passes `r` through, auditing it when it is an error ([`audit_refusal`]).
+pub(crate) async fn refused<T>(
+    c: &Coordinator,
+    by: &crate::auth::Caller,
+    r: Result<T>,
+) -> Result<T> {
+    if let Err(e) = &r {
+        audit_refusal(c, by, e).await;
+    }
+    r
+}
+
+/// The response for a change refused before the service, audited.
+pub(crate) async fn refuse(c: &Coordinator, by: &crate::auth::Caller, e: Error) -> Response {
+    audit_refusal(c, by, &e).await;
+    error_response(&e)
+}
+
 /// Parses a path segment, turning a malformed id into a 400.
 pub(crate) fn parse_id<T: std::str::FromStr>(text: &str, what: &str) -> Result<T>
 where

@@ -1,7 +1,8 @@
 //! Who may call what. The table test walks every operation in openapi.json,
 //! with no credentials, with a wrong token and with a token of each role, and
 //! checks the answer against the rule table (`auth::rules::RULES`): a route
-//! without a rule, or a rule without a documented route, fails it. Then the
+//! without a rule, or a rule without a documented route, fails it. It also
+//! checks that every authenticated change leaves one audit row and a read none. Then the
 //! CSRF defence (the attack from the operators issue, sent from a foreign page
 //! with a session cookie), tokens (expiry, revocation) and the audit rows.
 
@@ -56,6 +57,14 @@ fn is_operator_route(template: &str) -> bool {
     template.starts_with("/api/v1/")
         && !template.starts_with("/api/v1/node/")
         && template != "/api/v1/openapi.json"
+}
+
+/// Rows in the audit log.
+async fn audit_rows(api: &common::Api) -> u64 {
+    let r = api
+        .as_role(Role::Admin, "GET", "/api/v1/audit?per_page=1", None)
+        .await;
+    r.json()["total"].as_u64().expect("total")
 }
 
 #[tokio::test]
@@ -115,8 +124,14 @@ async fn every_documented_route_answers_each_role_as_its_rule_says() {
             ));
         }
         covered.insert((rule.method, rule.path));
+        let before = audit_rows(&api).await;
         let anonymous = send(None).await;
         let wrong = send(Some("tsw_0000".into())).await;
+        if audit_rows(&api).await != before {
+            failures.push(format!(
+                "{method} {template}: an unauthenticated call left an audit row"
+            ));
+        }
         match rule.access {
             Access::Public => {
                 if matches!(anonymous.as_u16(), 401 | 403) {
@@ -131,7 +146,17 @@ async fn every_documented_route_answers_each_role_as_its_rule_says() {
                     failures.push(format!("{method} {template}: a wrong token got {wrong}"));
                 }
                 for role in Role::ALL {
+                    let before = audit_rows(&api).await;
                     let status = send(Some(api.tokens[&role].clone())).await;
+                    // Every authenticated change leaves exactly one row (done,
+                    // failed or refused); a read leaves none.
+                    let rows = audit_rows(&api).await - before;
+                    let expected = u64::from(rules::is_change(&method));
+                    if rows != expected {
+                        failures.push(format!(
+                            "{method} {template}: {role} ({status}) left {rows} audit rows, not {expected}"
+                        ));
+                    }
                     let allowed = role >= needed;
                     let ok = if allowed {
                         !matches!(status.as_u16(), 401 | 403)
@@ -545,4 +570,78 @@ async fn each_change_is_audited_with_its_actor_and_reads_are_not() {
             .await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");
     }
+}
+
+#[tokio::test]
+async fn metrics_are_open_unless_a_metrics_token_is_set() {
+    let open = api().await;
+    let r = open.with_token(None, "GET", "/metrics", None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let api = common::api_with(tillswarm_coordinator::Config {
+        metrics_token: Some("scrape-secret".into()),
+        ..Default::default()
+    })
+    .await;
+    for (token, expected) in [
+        (None, StatusCode::UNAUTHORIZED),
+        (Some("wrong"), StatusCode::UNAUTHORIZED),
+        (
+            Some(api.tokens[&Role::Admin].as_str()),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (Some("scrape-secret"), StatusCode::OK),
+    ] {
+        let r = api.with_token(token, "GET", "/metrics", None).await;
+        assert_eq!(r.status, expected, "{token:?}");
+    }
+    // /healthz stays open whatever is set.
+    assert_eq!(
+        api.with_token(None, "GET", "/healthz", None).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn the_scheduler_purges_audit_rows_past_retention_and_ended_sessions() {
+    let api = common::api_with(tillswarm_coordinator::Config {
+        audit_retention_days: 2,
+        ..Default::default()
+    })
+    .await;
+    api.add_user("olga", Role::Operator).await;
+    let cookie = api
+        .login("olga", PASSWORD)
+        .await
+        .session_cookie()
+        .expect("cookie");
+    let r = api
+        .as_role(
+            Role::Operator,
+            "POST",
+            "/api/v1/groups",
+            Some(r#"{"name":"old"}"#),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let old = api.audit("").await.len();
+    assert!(old >= 3, "user add, login, group create");
+    // Three days on: the first tick purges rows older than two days.
+    api.clock.advance_ms(3 * 86_400_000);
+    let r = api
+        .as_role(
+            Role::Operator,
+            "POST",
+            "/api/v1/groups",
+            Some(r#"{"name":"new"}"#),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    api.coordinator.tick().await.expect("tick");
+    let rows = api.audit("").await;
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(rows[0]["target"], format!("group:{}", r.json()["id"]));
+    let r = api
+        .with_cookie(&cookie, "GET", "/api/v1/session", None, None, "")
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
 }

@@ -437,9 +437,7 @@ mod tests {
     use super::*;
 
     fn db() -> Connection {
-        let mut conn = Connection::open_in_memory().expect("open");
-        crate::db::migrate(&mut conn).expect("migrate");
-        conn
+        crate::db::test_connection()
     }
 
     const LIMITS: SessionLimits = SessionLimits {

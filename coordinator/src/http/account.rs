@@ -9,7 +9,7 @@ use warp::{Filter, Reply};
 
 use super::guard::{SESSION_COOKIE, client_addr, guard, guard_with_session, over_tls};
 use super::operator::{no_content, with};
-use super::{MAX_JSON_BODY, body, error_response, json, parse_json, reply};
+use super::{MAX_JSON_BODY, body, error_response, json, parse_json, refused, reply};
 use crate::audit;
 use crate::auth::Caller;
 use crate::service::Coordinator;
@@ -94,7 +94,7 @@ fn session(c: &Coordinator) -> BoxedFilter<(Response,)> {
         .and(body(MAX_JSON_BODY))
         .then(|by: Caller, c: Coordinator, b: bytes::Bytes| async move {
             let r = async {
-                let input: PasswordInput = parse_json(&b)?;
+                let input: PasswordInput = refused(&c, &by, parse_json(&b)).await?;
                 c.change_own_password(input, &by).await
             };
             reply(r.await)
@@ -122,7 +122,7 @@ fn users(c: &Coordinator) -> BoxedFilter<(Response,)> {
         .and(body(MAX_JSON_BODY))
         .then(|by: Caller, c: Coordinator, b: bytes::Bytes| async move {
             let r = async {
-                let input: NewUserInput = parse_json(&b)?;
+                let input: NewUserInput = refused(&c, &by, parse_json(&b)).await?;
                 c.add_user(input, &by).await
             };
             match r.await {
@@ -135,7 +135,7 @@ fn users(c: &Coordinator) -> BoxedFilter<(Response,)> {
         .and(guard(c))
         .and(with(c))
         .then(|name: String, by: Caller, c: Coordinator| async move {
-            match super::operator::percent_decode(&name) {
+            match refused(&c, &by, super::operator::percent_decode(&name)).await {
                 Ok(name) => no_content(c.remove_user(name, &by).await),
                 Err(e) => error_response(&e),
             }
@@ -148,7 +148,8 @@ fn users(c: &Coordinator) -> BoxedFilter<(Response,)> {
         .then(
             |name: String, by: Caller, c: Coordinator, b: bytes::Bytes| async move {
                 let r = async {
-                    let input: PasswordInput = parse_json(&b)?;
+                    let name = refused(&c, &by, super::operator::percent_decode(&name)).await?;
+                    let input: PasswordInput = refused(&c, &by, parse_json(&b)).await?;
                     c.set_password(name, input.password, "user.passwd", &by)
                         .await
                 };
@@ -177,7 +178,7 @@ fn tokens(c: &Coordinator) -> BoxedFilter<(Response,)> {
         .and(body(MAX_JSON_BODY))
         .then(|by: Caller, c: Coordinator, b: bytes::Bytes| async move {
             let r = async {
-                let input: NewTokenInput = parse_json(&b)?;
+                let input: NewTokenInput = refused(&c, &by, parse_json(&b)).await?;
                 c.create_token(input, &by).await
             };
             match r.await {
@@ -190,7 +191,7 @@ fn tokens(c: &Coordinator) -> BoxedFilter<(Response,)> {
         .and(guard(c))
         .and(with(c))
         .then(|name: String, by: Caller, c: Coordinator| async move {
-            match super::operator::percent_decode(&name) {
+            match refused(&c, &by, super::operator::percent_decode(&name)).await {
                 Ok(name) => no_content(c.revoke_token(name, &by).await),
                 Err(e) => error_response(&e),
             }

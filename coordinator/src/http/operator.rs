@@ -11,7 +11,8 @@ use warp::{Filter, Rejection};
 
 use super::guard::guard;
 use super::{
-    MAX_IMPORT_BODY, MAX_JSON_BODY, body, error_response, json, parse_id, parse_json, reply,
+    MAX_IMPORT_BODY, MAX_JSON_BODY, body, error_response, json, parse_id, parse_json, refuse,
+    refused, reply,
 };
 use crate::auth::Caller;
 use crate::devices::DeviceFilter;
@@ -109,10 +110,11 @@ fn devices(c: &Coordinator) -> BoxedFilter<(Response,)> {
                 } else if ct.contains("csv") || ct.starts_with("text/plain") {
                     false
                 } else {
-                    return error_response(&Error::bad(
+                    let e = Error::bad(
                         "unsupported_media_type",
                         "send the registry as application/json or text/csv",
-                    ));
+                    );
+                    return refuse(&c, &by, e).await;
                 };
                 reply(c.import_registry(b.to_vec(), is_json, &by).await)
             },
@@ -132,7 +134,7 @@ fn devices(c: &Coordinator) -> BoxedFilter<(Response,)> {
         .and(guard(c))
         .and(with(c))
         .then(|id: String, by: Caller, c: Coordinator| async move {
-            match parse_id::<DeviceId>(&id, "device GUID") {
+            match refused(&c, &by, parse_id::<DeviceId>(&id, "device GUID")).await {
                 Ok(g) => reply(c.approve_device(g, &by).await),
                 Err(e) => error_response(&e),
             }
@@ -142,7 +144,7 @@ fn devices(c: &Coordinator) -> BoxedFilter<(Response,)> {
         .and(guard(c))
         .and(with(c))
         .then(|id: String, by: Caller, c: Coordinator| async move {
-            match parse_id::<DeviceId>(&id, "device GUID") {
+            match refused(&c, &by, parse_id::<DeviceId>(&id, "device GUID")).await {
                 Ok(g) => no_content(c.delete_device(g, &by).await),
                 Err(e) => error_response(&e),
             }
@@ -177,7 +179,10 @@ fn groups(c: &Coordinator) -> BoxedFilter<(Response,)> {
         .and(with(c))
         .and(body(MAX_JSON_BODY * 8))
         .then(|by: Caller, c: Coordinator, b: bytes::Bytes| async move {
-            let r = async { c.create_group(parse_json(&b)?, &by).await };
+            let r = async {
+                c.create_group(refused(&c, &by, parse_json(&b)).await?, &by)
+                    .await
+            };
             match r.await {
                 Ok(g) => json(StatusCode::CREATED, &g),
                 Err(e) => error_response(&e),
@@ -201,8 +206,8 @@ fn groups(c: &Coordinator) -> BoxedFilter<(Response,)> {
         .then(
             |id: String, by: Caller, c: Coordinator, b: bytes::Bytes| async move {
                 let r = async {
-                    let id = parse_id::<i64>(&id, "group id")?;
-                    let input: GroupInput = parse_json(&b)?;
+                    let id = refused(&c, &by, parse_id::<i64>(&id, "group id")).await?;
+                    let input: GroupInput = refused(&c, &by, parse_json(&b)).await?;
                     c.update_group(id, input, &by).await
                 };
                 reply(r.await)
@@ -213,7 +218,7 @@ fn groups(c: &Coordinator) -> BoxedFilter<(Response,)> {
         .and(guard(c))
         .and(with(c))
         .then(|id: String, by: Caller, c: Coordinator| async move {
-            match parse_id::<i64>(&id, "group id") {
+            match refused(&c, &by, parse_id::<i64>(&id, "group id")).await {
                 Ok(id) => no_content(c.delete_group(id, &by).await),
                 Err(e) => error_response(&e),
             }
@@ -254,10 +259,11 @@ fn packages(c: &Coordinator) -> BoxedFilter<(Response,)> {
                       idle,
                       stream| async move {
                     let (Some(name), Some(version)) = (q.name, q.version) else {
-                        return error_response(&Error::bad(
+                        let e = Error::bad(
                             "invalid_package",
                             "name and version are required query parameters",
-                        ));
+                        );
+                        return refuse(&c, &by, e).await;
                     };
                     if len.is_some_and(|l| l > limit) {
                         return error_response(&Error::TooLarge(format!(
@@ -305,7 +311,7 @@ fn packages(c: &Coordinator) -> BoxedFilter<(Response,)> {
         .and(guard(c))
         .and(with(c))
         .then(|id: String, by: Caller, c: Coordinator| async move {
-            match parse_id::<PackageId>(&id, "package id") {
+            match refused(&c, &by, parse_id::<PackageId>(&id, "package id")).await {
                 Ok(id) => no_content(c.delete_package(id, &by).await),
                 Err(e) => error_response(&e),
             }
@@ -340,7 +346,7 @@ fn task_action(
         .then(
             |id: String, verb: &'static str, by: Caller, c: Coordinator| async move {
                 let r = async {
-                    let id = parse_id::<i64>(&id, "task id")?;
+                    let id = refused(&c, &by, parse_id::<i64>(&id, "task id")).await?;
                     match verb {
                         "pause" => c.pause_task(id, &by).await,
                         "resume" => c.resume_task(id, &by).await,
@@ -371,7 +377,7 @@ fn tasks(c: &Coordinator) -> BoxedFilter<(Response,)> {
         .and(body(MAX_JSON_BODY))
         .then(|by: Caller, c: Coordinator, b: bytes::Bytes| async move {
             let r = async {
-                let input: NewTask = parse_json(&b)?;
+                let input: NewTask = refused(&c, &by, parse_json(&b)).await?;
                 c.create_task(input, &by).await
             };
             match r.await {
@@ -394,7 +400,7 @@ fn tasks(c: &Coordinator) -> BoxedFilter<(Response,)> {
         .and(guard(c))
         .and(with(c))
         .then(|id: String, by: Caller, c: Coordinator| async move {
-            match parse_id::<i64>(&id, "task id") {
+            match refused(&c, &by, parse_id::<i64>(&id, "task id")).await {
                 Ok(id) => no_content(c.delete_task(id, &by).await),
                 Err(e) => error_response(&e),
             }
@@ -407,8 +413,8 @@ fn tasks(c: &Coordinator) -> BoxedFilter<(Response,)> {
         .then(
             |id: String, by: Caller, c: Coordinator, b: bytes::Bytes| async move {
                 let r = async {
-                    let id = parse_id::<i64>(&id, "task id")?;
-                    let input: TaskGroupInput = parse_json(&b)?;
+                    let id = refused(&c, &by, parse_id::<i64>(&id, "task id")).await?;
+                    let input: TaskGroupInput = refused(&c, &by, parse_json(&b)).await?;
                     let states = input.states.unwrap_or_else(|| vec!["failed".into()]);
                     let group = GroupInput {
                         name: Some(input.name),
@@ -450,8 +456,8 @@ fn till_types(c: &Coordinator) -> BoxedFilter<(Response,)> {
         .then(
             |name: String, by: Caller, c: Coordinator, b: bytes::Bytes| async move {
                 let r = async {
-                    let name = percent_decode(&name)?;
-                    let input: TillTypeInput = parse_json(&b)?;
+                    let name = refused(&c, &by, percent_decode(&name)).await?;
+                    let input: TillTypeInput = refused(&c, &by, parse_json(&b)).await?;
                     c.set_till_type(name, input, &by).await
                 };
                 reply(r.await)

@@ -252,10 +252,13 @@ impl Coordinator {
         by: &Caller,
     ) -> Result<UserWithPassword> {
         if by.actor.kind != ActorKind::User {
-            return Err(Error::bad(
+            let e = Error::bad(
                 "not_a_user",
                 "only a logged-in user can change their own password",
-            ));
+            );
+            self.audit_failure(by, "session.password", Note::default(), &e)
+                .await;
+            return Err(e);
         }
         let name = by.actor.name.clone();
         let current = input.current.clone().unwrap_or_default();

@@ -1,0 +1,258 @@
+//! The package operations of [`Coordinator`]: upload (streamed to a temporary
+//! file, then checked, chunked, stored and signed under the ingestion lock),
+//! listing, deletion with chunk garbage collection, and serving manifests and
+//! chunks to tills.
+
+use bytes::Buf;
+use futures_util::{Stream, StreamExt};
+use tillswarm_protocol::{ChunkHash, PackageId, Version};
+use tokio::io::AsyncWriteExt;
+
+use super::{Coordinator, PackageDetail, Page, Paging, page_of};
+use crate::audit::{self, Note, Outcome};
+use crate::auth::{Caller, rules};
+use crate::error::{Error, Result};
+use crate::packages::{self, Package};
+
+impl Coordinator {
+    /// Streams an upload to a temporary file (never holding it in memory), then
+    /// checks, chunks, stores and signs it. Nothing is visible until it is complete.
+    pub async fn upload_package<S, B, E>(
+        &self,
+        name: String,
+        version: String,
+        body: S,
+        by: &Caller,
+    ) -> Result<Package>
+    where
+        S: Stream<Item = Result<B, E>> + Send + Unpin,
+        B: Buf,
+        E: std::fmt::Display,
+    {
+        let mut note = Note::default();
+        note.detail(format!("{name} {version}"));
+        let result = self.upload_unaudited(name, version, body, by).await;
+        if let Err(e) = &result {
+            self.audit_failure(by, "package.upload", note, e).await;
+        }
+        result
+    }
+
+    async fn upload_unaudited<S, B, E>(
+        &self,
+        name: String,
+        version: String,
+        body: S,
+        by: &Caller,
+    ) -> Result<Package>
+    where
+        S: Stream<Item = Result<B, E>> + Send + Unpin,
+        B: Buf,
+        E: std::fmt::Display,
+    {
+        tillswarm_protocol::manifest::validate_name(&name)
+            .map_err(|e| Error::bad("invalid_package", e.to_string()))?;
+        let version: Version = version
+            .parse()
+            .map_err(|e: tillswarm_protocol::VersionError| {
+                Error::bad("invalid_version", e.to_string())
+            })?;
+        {
+            let (n, v) = (name.clone(), version.clone());
+            self.read(move |c, _| packages::ensure_new(c, &n, &v))
+                .await?;
+        }
+        let tmp = self.inner.chunks.temp_path("upload");
+        let result = self.receive_and_ingest(&tmp, name, version, body, by).await;
+        let _ = tokio::fs::remove_file(&tmp).await;
+        result
+    }
+
+    async fn receive_and_ingest<S, B, E>(
+        &self,
+        tmp: &std::path::Path,
+        name: String,
+        version: Version,
+        mut body: S,
+        by: &Caller,
+    ) -> Result<Package>
+    where
+        S: Stream<Item = Result<B, E>> + Send + Unpin,
+        B: Buf,
+        E: std::fmt::Display,
+    {
+        let limit = self.inner.config.max_package_bytes;
+        let mut file = tokio::fs::File::create(tmp).await?;
+        let mut received = 0u64;
+        while let Some(piece) = body.next().await {
+            let mut piece = piece
+                .map_err(|e| Error::bad("upload_interrupted", format!("upload failed: {e}")))?;
+            received += piece.remaining() as u64;
+            if received > limit {
+                return Err(Error::TooLarge(format!(
+                    "packages are limited to {limit} bytes"
+                )));
+            }
+            while piece.has_remaining() {
+                let n = file.write(piece.chunk()).await?;
+                piece.advance(n);
+            }
+        }
+        file.sync_all().await?;
+        drop(file);
+        if received == 0 {
+            return Err(Error::bad("invalid_package", "the upload is empty"));
+        }
+        // One ingestion (or package deletion) at a time: chunks a refused package
+        // newly wrote can then be removed without racing another package that
+        // shares them. Bodies still stream in concurrently above.
+        let _ingesting = self.inner.ingest.lock().await;
+        let this = self.clone();
+        let path = tmp.to_path_buf();
+        let now = self.now_ms();
+        let (manifest, signed, written) = tokio::task::spawn_blocking(move || {
+            packages::ingest_file(
+                &path,
+                &name,
+                version,
+                &this.inner.chunks,
+                &this.inner.key,
+                now,
+            )
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
+        let id = manifest.package_id;
+        let caller = by.clone();
+        let ok_status = rules::ok_status(&by.method, &by.route);
+        let mut note = Note::on(format!("package:{id}"));
+        note.detail(format!("{} {}", manifest.name, manifest.version));
+        if let Err(e) = self
+            .write(move |tx, now| {
+                packages::insert(tx, &manifest, &signed, now)?;
+                audit::append(
+                    tx,
+                    &caller,
+                    "package.upload",
+                    &note,
+                    Outcome::Ok,
+                    ok_status,
+                    now,
+                )
+            })
+            .await
+        {
+            let this = self.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                for h in written {
+                    let _ = this.inner.chunks.remove(&h);
+                }
+            })
+            .await;
+            return Err(e);
+        }
+        tracing::info!(
+            package = %id,
+            size = received,
+            user = %by.actor.name,
+            client = %by.client,
+            "package uploaded"
+        );
+        self.read(move |c, _| packages::get(c, &id)).await
+    }
+
+    /// A page of packages.
+    pub async fn packages(&self, paging: Paging) -> Result<Page<Package>> {
+        let (page, per) = paging.resolve()?;
+        let (items, total) = self
+            .read(move |c, _| packages::list(c, (page - 1) * per, per))
+            .await?;
+        Ok(page_of(items, total, page, per))
+    }
+
+    /// One package with its manifest.
+    pub async fn package(&self, id: PackageId) -> Result<PackageDetail> {
+        let key = self.public_key();
+        self.read(move |c, _| {
+            Ok(PackageDetail {
+                package: packages::get(c, &id)?,
+                manifest: packages::manifest(c, &id, &key)?,
+            })
+        })
+        .await
+    }
+
+    /// Deletes a package no unfinished task uses, and its unshared chunks.
+    pub async fn delete_package(&self, id: PackageId, by: &Caller) -> Result<()> {
+        let _ingesting = self.inner.ingest.lock().await;
+        let note = Note::on(format!("package:{id}"));
+        let orphans = self
+            .change(by, "package.delete", note, move |tx, _, _| {
+                packages::delete(tx, &id)
+            })
+            .await?;
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            for h in orphans {
+                this.inner.chunks.remove(&h)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+    }
+
+    /// The signed manifest bytes of a package.
+    pub async fn signed_manifest(&self, id: PackageId) -> Result<Vec<u8>> {
+        self.read(move |c, _| packages::signed_manifest(c, &id))
+            .await
+    }
+
+    /// Bytes `[offset, offset + len)` of a chunk, and the chunk's full size.
+    pub async fn chunk(
+        &self,
+        hash: ChunkHash,
+        offset: u64,
+        len: Option<u64>,
+    ) -> Result<(Vec<u8>, u64)> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, u64)> {
+            let size = this
+                .inner
+                .chunks
+                .size(&hash)?
+                .ok_or_else(|| Error::NotFound(format!("no chunk {hash}")))?;
+            let data = this
+                .inner
+                .chunks
+                .read(&hash, offset, len)?
+                .ok_or_else(|| Error::NotFound(format!("no chunk {hash}")))?;
+            this.inner.metrics.add_chunk_bytes(data.len() as u64);
+            Ok((data, size))
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+    }
+
+    /// Removes chunks no package references (left by an interrupted upload).
+    pub(super) async fn collect_garbage(&self) -> Result<()> {
+        let referenced = self.read(|c, _| packages::referenced_chunks(c)).await?;
+        let this = self.clone();
+        let removed = tokio::task::spawn_blocking(move || -> Result<usize> {
+            let mut removed = 0;
+            for h in this.inner.chunks.list()? {
+                if !referenced.contains(&h) {
+                    this.inner.chunks.remove(&h)?;
+                    removed += 1;
+                }
+            }
+            Ok(removed)
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
+        if removed > 0 {
+            tracing::info!(removed, "removed chunks no package references");
+        }
+        Ok(())
+    }
+}
