@@ -44,6 +44,11 @@ pub struct CoordinatorArgs {
     /// the public address of a reverse proxy (repeatable).
     #[arg(long, value_name = "URL")]
     allowed_origin: Vec<String>,
+    /// Mark session cookies Secure (`__Host-` prefixed) on plain HTTP too: for a
+    /// coordinator behind a TLS-terminating proxy. Implied by --tls-cert and by
+    /// an https --allowed-origin.
+    #[arg(long)]
+    secure_cookies: bool,
     /// Require `Authorization: Bearer <this>` on /metrics.
     #[arg(long, env = "TILLSWARM_METRICS_TOKEN", hide_env_values = true)]
     metrics_token: Option<String>,
@@ -51,6 +56,9 @@ pub struct CoordinatorArgs {
     /// (also idle keep-alive connections and stalled TLS handshakes).
     #[arg(long, default_value_t = 30)]
     header_timeout_s: u64,
+    /// Connections served at once; more wait in the kernel's backlog.
+    #[arg(long, default_value_t = 16_384)]
+    max_connections: usize,
     /// Refuse a request whose body pauses for this long (a slow upload is fine
     /// as long as it keeps moving).
     #[arg(long, default_value_t = 30)]
@@ -247,8 +255,15 @@ fn token(data: &Path, cmd: &TokenCommand) -> anyhow::Result<()> {
                 "name", "role", "created", "expires", "last used"
             );
             for t in tokens {
+                let expired = t
+                    .expires_at
+                    .as_deref()
+                    .and_then(|e| humantime::parse_rfc3339(e).ok())
+                    .is_some_and(|e| e <= std::time::SystemTime::now());
                 let state = if t.revoked_at.is_some() {
                     "revoked"
+                } else if expired {
+                    "expired (revoke it to reuse the name)"
                 } else {
                     "live"
                 };
@@ -305,6 +320,12 @@ async fn serve(args: CoordinatorArgs) -> anyhow::Result<()> {
         session_max_age_s: args.session_max_hours.max(1) * 3600,
         audit_retention_days: args.audit_retention_days.max(1),
         allowed_origins: args.allowed_origin.clone(),
+        secure_cookies: args.secure_cookies
+            || tls.is_some()
+            || args
+                .allowed_origin
+                .iter()
+                .any(|o| o.trim().to_ascii_lowercase().starts_with("https://")),
         metrics_token: args.metrics_token.clone(),
         ..Config::default()
     };
@@ -342,6 +363,7 @@ async fn serve(args: CoordinatorArgs) -> anyhow::Result<()> {
         tls,
         header_timeout: Duration::from_secs(args.header_timeout_s.max(1)),
         body_timeout: Duration::from_secs(args.body_timeout_s.max(1)),
+        max_connections: args.max_connections.max(1),
     };
     tillswarm_coordinator::serve_with(coordinator, listener, options, shutdown_signal()).await;
     tracing::info!("coordinator stopped");

@@ -47,7 +47,11 @@ impl Accounts {
         f: impl FnOnce(&rusqlite::Transaction<'_>, i64, &mut Note) -> Result<T>,
     ) -> Result<T> {
         let now = now_ms();
-        let tx = self.conn.transaction()?;
+        // IMMEDIATE: take the write lock now, so a running coordinator's
+        // commit between our read and write cannot fail this one.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let out = f(&tx, now, &mut note);
         match out {
             Ok(v) => {
@@ -58,7 +62,11 @@ impl Accounts {
             Err(e) => {
                 drop(tx);
                 note.detail.get_or_insert_with(|| e.code().to_owned());
-                audit::append(&self.conn, &self.by, action, &note, Outcome::Failed, 0, now)?;
+                let row =
+                    audit::append(&self.conn, &self.by, action, &note, Outcome::Failed, 0, now);
+                if let Err(row) = row {
+                    tracing::error!(error = %row, action, "could not write an audit row");
+                }
                 Err(e)
             }
         }
@@ -113,7 +121,8 @@ impl Accounts {
 
     /// Every user.
     pub fn users(&self) -> Result<Vec<User>> {
-        accounts::list_users(&self.conn, now_ms())
+        let idle_ms = (crate::Config::default().session_idle_timeout_s * 1000) as i64;
+        accounts::list_users(&self.conn, now_ms(), idle_ms)
     }
 
     /// Makes an API token valid for `expires_days` (or forever).

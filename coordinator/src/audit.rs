@@ -14,8 +14,9 @@ use crate::error::{Error, Result};
 
 /// Longest free text kept in a row's detail or target.
 const MAX_TEXT: usize = 500;
-/// Most rows in one CSV export.
-pub const MAX_CSV_ROWS: u64 = 100_000;
+/// Most rows in one CSV export (the newest matching ones; narrow the time
+/// range for more). Bounds the memory an export takes.
+pub const MAX_CSV_ROWS: u64 = 20_000;
 
 /// How an audited attempt ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,7 +146,7 @@ pub fn append(
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Filter {
-    /// Only this actor (user or token name).
+    /// Only this actor (user or token name, any case).
     pub user: Option<String>,
     /// Only this action, or a family: `task` matches `task.create`, `task.pause`...
     pub action: Option<String>,
@@ -188,7 +189,7 @@ pub fn list(
     let mut clauses: Vec<&str> = Vec::new();
     let mut args: Vec<Value> = Vec::new();
     if let Some(u) = &filter.user {
-        clauses.push("actor = ?");
+        clauses.push("actor = ? COLLATE NOCASE");
         args.push(Value::Text(u.clone()));
     }
     if let Some(a) = &filter.action {

@@ -8,7 +8,8 @@
 //!   needs and the body it takes. The HTTP guard (`http/guard.rs`) consults it
 //!   on every operator request; a route without a rule is refused to everyone.
 //! - [`password`]: hashing and verifying off the executor, at most a few at once.
-//! - [`limiter`]: slows repeated login attempts per user and per client address.
+//! - [`limiter`]: slows repeated login attempts per client address and per
+//!   user name from each address.
 //!
 //! A [`Caller`] is who made a request and how (client address, method, route):
 //! every change the coordinator makes on an operator's behalf carries one, and
@@ -31,7 +32,8 @@ pub enum Role {
     Viewer,
     /// Viewer + groups, tasks, packages (upload, delete), till types.
     Operator,
-    /// Operator + approving gated rollout steps.
+    /// Operator + approving gated rollout steps (no route needs it yet: the
+    /// rollouts come with their own issue).
     Approver,
     /// Everything: users, tokens, device approval and removal, registry import.
     Admin,

@@ -56,6 +56,9 @@ pub enum Error {
     /// The body's content type is not one this route reads (415).
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// The coordinator is too busy for this now; try again shortly (503).
+    #[error("{0}")]
+    Unavailable(String),
     /// A database failure (500, details only in the log).
     #[error("database: {0}")]
     Db(#[from] rusqlite::Error),
@@ -107,6 +110,7 @@ impl Error {
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Db(_) | Self::Io(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -123,6 +127,7 @@ impl Error {
             Self::Timeout(_) => "timeout",
             Self::TooLarge(_) => "too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::Unavailable(_) => "unavailable",
             Self::Db(_) | Self::Io(_) | Self::Internal(_) => "internal",
         }
     }

@@ -81,9 +81,17 @@ pub fn routes(c: Coordinator) -> BoxedFilter<(Response,)> {
             warp::reply::with_header(openapi::DOCUMENT, header::CONTENT_TYPE, "application/json")
                 .into_response()
         });
-    let panel = warp::path::end()
-        .and(warp::get())
-        .map(|| warp::reply::html(tillswarm_web::INDEX_HTML).into_response());
+    let panel = warp::path::end().and(warp::get()).map(|| {
+        let mut r = warp::reply::html(tillswarm_web::INDEX_HTML).into_response();
+        // The panel is never shown inside another site's frame (clickjacking).
+        let h = r.headers_mut();
+        h.insert("x-frame-options", header::HeaderValue::from_static("DENY"));
+        h.insert(
+            "content-security-policy",
+            header::HeaderValue::from_static("frame-ancestors 'none'"),
+        );
+        r
+    });
     let tree = health
         .or(metrics)
         .unify()
@@ -129,6 +137,10 @@ pub(crate) fn error_response(e: &Error) -> Response {
             if let Ok(v) = header::HeaderValue::from_str(&retry_after_s.to_string()) {
                 r.headers_mut().insert(header::RETRY_AFTER, v);
             }
+        }
+        Error::Unavailable(_) => {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
         }
         Error::Unauthenticated { .. } => {
             r.headers_mut().insert(
@@ -227,6 +239,10 @@ where
 /// hold a request open by trickling its body.
 pub const BODY_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// Slowest average rate a body may arrive at once its first pause limit has
+/// passed: a body trickled a byte at a time within the pause limit still ends.
+pub const MIN_BODY_RATE: u64 = 16 << 10;
+
 /// The body pause limit for a request, set by the accept loop from its options.
 #[derive(Debug, Clone, Copy)]
 pub struct BodyIdle(pub std::time::Duration);
@@ -252,24 +268,38 @@ pub(crate) fn body(
         })
 }
 
-/// `stream` with each item awaited at most `idle`; a pause ends it with an error.
-pub(crate) fn idle_limited<S, T, E>(
+/// `stream` with each piece awaited at most `idle`, and after the first
+/// `idle` an average of at least [`MIN_BODY_RATE`]; either failing ends it with
+/// an error (an upload trickled a byte at a time still ends).
+pub(crate) fn idle_limited<S, B, E>(
     stream: S,
     idle: std::time::Duration,
-) -> impl futures_util::Stream<Item = std::result::Result<T, String>> + Send
+) -> impl futures_util::Stream<Item = std::result::Result<B, String>> + Send
 where
-    S: futures_util::Stream<Item = std::result::Result<T, E>> + Send + 'static,
+    S: futures_util::Stream<Item = std::result::Result<B, E>> + Send + 'static,
     E: std::fmt::Display,
-    T: Send,
+    B: bytes::Buf + Send,
 {
     use futures_util::StreamExt;
-    futures_util::stream::unfold(Some(Box::pin(stream)), move |state| async move {
-        let mut stream = state?;
-        match tokio::time::timeout(idle, stream.next()).await {
-            Err(_) => Some((Err(format!("the body paused for over {idle:?}")), None)),
-            Ok(None) => None,
-            Ok(Some(item)) => Some((item.map_err(|e| e.to_string()), Some(stream))),
+    let start = tokio::time::Instant::now();
+    futures_util::stream::unfold(Some((Box::pin(stream), 0u64)), move |state| async move {
+        let (mut stream, received) = state?;
+        let item = match tokio::time::timeout(idle, stream.next()).await {
+            Err(_) => return Some((Err(format!("the body paused for over {idle:?}")), None)),
+            Ok(None) => return None,
+            Ok(Some(item)) => item,
+        };
+        let piece = match item {
+            Ok(piece) => piece,
+            Err(e) => return Some((Err(e.to_string()), None)),
+        };
+        let received = received + piece.remaining() as u64;
+        let late = start.elapsed().saturating_sub(idle).as_secs();
+        if received < late.saturating_mul(MIN_BODY_RATE) {
+            let slow = format!("the body came slower than {MIN_BODY_RATE} bytes a second");
+            return Some((Err(slow), None));
         }
+        Some((Ok(piece), Some((stream, received))))
     })
 }
 
@@ -286,10 +316,14 @@ where
     use futures_util::StreamExt;
     let mut stream = std::pin::pin!(stream);
     let mut out = bytes::BytesMut::new();
+    // The whole body: the pause limit plus its size at the slowest rate.
+    let deadline =
+        tokio::time::Instant::now() + idle + std::time::Duration::from_secs(limit / MIN_BODY_RATE);
     loop {
-        let piece = tokio::time::timeout(idle, stream.next())
+        let wait = idle.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        let piece = tokio::time::timeout(wait, stream.next())
             .await
-            .map_err(|_| Error::Timeout("the request body stalled".into()))?;
+            .map_err(|_| Error::Timeout("the request body stalled or came too slowly".into()))?;
         match piece {
             None => return Ok(out.freeze()),
             Some(Err(e)) => {

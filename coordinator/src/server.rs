@@ -9,6 +9,7 @@
 //!   complete request head in time: a silent client, a slow one, or an idle
 //!   keep-alive connection. A body that pauses longer than the body timeout
 //!   is refused (the routes read it with that limit, from [`BodyIdle`]).
+//! - At most `max_connections` connections at once; more wait in the backlog.
 //! - Each request carries the peer's address ([`ClientAddr`]).
 //! - Shutdown: stop accepting, let in-flight requests finish (bounded by
 //!   [`DRAIN_LIMIT`]), then return.
@@ -42,6 +43,8 @@ pub struct ServeOptions {
     /// A request body that pauses this long is refused (408) and its
     /// connection closed.
     pub body_timeout: Duration,
+    /// Connections served at once; further ones wait in the kernel's backlog.
+    pub max_connections: usize,
 }
 
 impl Default for ServeOptions {
@@ -50,6 +53,7 @@ impl Default for ServeOptions {
             tls: None,
             header_timeout: Duration::from_secs(30),
             body_timeout: crate::http::BODY_IDLE,
+            max_connections: 16_384,
         }
     }
 }
@@ -99,7 +103,17 @@ pub async fn run(
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let acceptor = options.tls.clone().map(TlsAcceptor::from);
     let mut shutdown = std::pin::pin!(shutdown);
+    let slots = Arc::new(tokio::sync::Semaphore::new(options.max_connections.max(1)));
     loop {
+        // A slot first: at the cap, connections wait in the backlog instead
+        // of each holding a task and a file descriptor here.
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -118,6 +132,7 @@ pub async fn run(
         let watcher = graceful.watcher();
         let timeouts = (options.header_timeout, options.body_timeout);
         tokio::spawn(async move {
+            let _slot = slot;
             match acceptor {
                 None => serve_connection(tcp, service, peer, false, timeouts, watcher).await,
                 Some(acceptor) => {

@@ -53,6 +53,10 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// When set, `/metrics` needs `Authorization: Bearer <this>`.
     pub metrics_token: Option<String>,
+    /// Session cookies are `Secure` (and `__Host-` prefixed) even on plain
+    /// HTTP requests: for a coordinator behind a TLS-terminating proxy.
+    /// Requests that arrive over the coordinator's own TLS always get them.
+    pub secure_cookies: bool,
     /// Login attempts in a burst for one user name, then one per
     /// `login_user_period_s`.
     pub login_user_burst: u32,
@@ -63,6 +67,34 @@ pub struct Config {
     pub login_client_burst: u32,
     /// Seconds per further login attempt from one client address.
     pub login_client_period_s: u64,
+}
+
+/// Longest session a setting may ask for (days); longer values are clamped.
+const MAX_SESSION_S: u64 = 30 * 86_400;
+
+impl Config {
+    /// The settings with every duration clamped to a sane range, and each
+    /// allowed origin checked (`http(s)://host[:port]`, nothing else).
+    pub fn checked(mut self) -> Result<Self> {
+        self.session_max_age_s = self.session_max_age_s.clamp(60, MAX_SESSION_S);
+        self.session_idle_timeout_s = self
+            .session_idle_timeout_s
+            .clamp(60, self.session_max_age_s);
+        self.audit_retention_days = self.audit_retention_days.clamp(1, 36_500);
+        self.login_user_period_s = self.login_user_period_s.clamp(1, 86_400);
+        self.login_client_period_s = self.login_client_period_s.clamp(1, 86_400);
+        for origin in &self.allowed_origins {
+            if crate::http::guard::normalize_origin(origin).is_none() {
+                return Err(Error::bad(
+                    "invalid_origin",
+                    format!(
+                        "allowed origin {origin:?} is not scheme://host[:port] with http or https"
+                    ),
+                ));
+            }
+        }
+        Ok(self)
+    }
 }
 
 impl Default for Config {
@@ -78,6 +110,7 @@ impl Default for Config {
             audit_retention_days: 365,
             allowed_origins: Vec::new(),
             metrics_token: None,
+            secure_cookies: false,
             login_user_burst: 5,
             login_user_period_s: 12,
             login_client_burst: 30,
@@ -165,6 +198,9 @@ struct Inner {
     logins: LoginLimiter,
     /// When the scheduler last purged old audit rows and sessions (ms).
     last_purge_ms: std::sync::atomic::AtomicI64,
+    /// Set once an operator account is known to exist (the last admin cannot
+    /// be removed, so it never turns false again).
+    has_users: std::sync::atomic::AtomicBool,
 }
 
 impl Coordinator {
@@ -176,6 +212,7 @@ impl Coordinator {
 
     /// As [`Coordinator::open`], with a given clock (tests move time by hand).
     pub async fn open_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Self> {
+        let config = config.checked()?;
         std::fs::create_dir_all(&config.data_dir)?;
         let db = Db::open(&config.data_dir.join(DB_FILE))?;
         let chunks = ChunkStore::open(&config.data_dir.join("chunks"))?;
@@ -198,6 +235,7 @@ impl Coordinator {
                 hasher: Hasher::default(),
                 logins,
                 last_purge_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
+                has_users: std::sync::atomic::AtomicBool::new(false),
             }),
         };
         coordinator.collect_garbage().await?;
@@ -242,7 +280,10 @@ impl Coordinator {
         self.inner
             .db
             .call(move |conn| {
-                let tx = conn.transaction()?;
+                // IMMEDIATE: the write lock from the start, so the command
+                // line (another process) committing in between cannot fail it.
+                let tx =
+                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 let out = f(&tx, now)?;
                 tx.commit()?;
                 Ok(out)
@@ -613,10 +654,10 @@ impl Coordinator {
     }
 }
 
-/// A random share of `interval * fraction`, from the OS's randomness.
 pub mod access;
 mod package_ops;
 
+/// A random share of `interval * fraction`, from the OS's randomness.
 fn jitter_ms(interval: u64, fraction: f64) -> u64 {
     let span = (interval as f64 * fraction.clamp(0.0, 1.0)) as u64;
     if span == 0 {

@@ -194,24 +194,42 @@ async fn repeated_attempts_are_slowed_per_user_and_per_address() {
         .parse()
         .expect("seconds");
     assert!((1..=61).contains(&retry), "{retry}");
-    // Other names from the same address, until the address runs out too.
+    // Guessing from one address does not lock anna out: from her own
+    // address her password works.
+    let r = api.login_from("anna", PASSWORD, "198.51.100.7:5000").await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    // Other names from the guessing address, until the address runs out too
+    // (5 attempts: the refused one counted).
     assert_eq!(
         api.login("boris", "guess").await.status,
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
         api.login("clara", "guess").await.status,
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(
-        api.login("dora", "guess").await.status,
         StatusCode::TOO_MANY_REQUESTS
     );
-    let denied = api.audit("&action=session.login").await;
+    // An IPv6 client counts by its /64: a fresh address in it buys nothing.
+    for i in 0..5 {
+        let r = api
+            .login_from("dora", "guess", &format!("[2001:db8:7:7::{i}]:1"))
+            .await;
+        assert_ne!(r.status, StatusCode::OK);
+    }
+    let r = api
+        .login_from("erik", "guess", "[2001:db8:7:7::99]:1")
+        .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    let rows = api.audit("&action=session.login").await;
+    let ok: Vec<_> = rows.iter().filter(|r| r["outcome"] == "ok").collect();
+    assert_eq!(ok.len(), 1);
     assert_eq!(
-        denied.len(),
-        5,
-        "refused (429) attempts leave no rows: {denied:#?}"
+        (ok[0]["actor"].clone(), ok[0]["actor_kind"].clone()),
+        ("anna".into(), "user".into())
+    );
+    assert_eq!(
+        rows.len(),
+        3 + 1 + 1 + 3,
+        "refused (429) attempts leave no rows: {rows:#?}"
     );
 }
 
@@ -352,8 +370,13 @@ async fn admins_manage_users_and_users_change_their_own_password() {
         .with_cookie(&cookie, "GET", "/api/v1/session", None, None, "")
         .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    // (From another address: five attempts on vera from this one are spent,
+    // own-password changes counting like logins.)
+    let elsewhere_addr = "198.51.100.9:4000";
     assert_eq!(
-        api.login("vera", "another long password").await.status,
+        api.login_from("vera", "another long password", elsewhere_addr)
+            .await
+            .status,
         StatusCode::OK
     );
     // Listing never shows hashes; the last admin stays.
@@ -382,7 +405,9 @@ async fn admins_manage_users_and_users_change_their_own_password() {
         .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     assert_eq!(
-        api.login("vera", "another long password").await.status,
+        api.login_from("vera", "another long password", elsewhere_addr)
+            .await
+            .status,
         StatusCode::UNAUTHORIZED
     );
     for body in [
@@ -395,5 +420,76 @@ async fn admins_manage_users_and_users_change_their_own_password() {
             .with_token(Some(&admin), "POST", "/api/v1/users", Some(body))
             .await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}");
+    }
+}
+
+#[tokio::test]
+async fn behind_a_tls_proxy_cookies_are_secure_and_host_bound() {
+    let api = api_with(Config {
+        secure_cookies: true,
+        ..Default::default()
+    })
+    .await;
+    api.add_user("anna", Role::Viewer).await;
+    let r = api.login("anna", PASSWORD).await;
+    let set = r.headers["set-cookie"].to_str().expect("cookie").to_owned();
+    assert!(set.starts_with("__Host-tillswarm_session="), "{set}");
+    assert!(set.contains("; Secure") && set.contains("Path=/"), "{set}");
+    let value = r.session_cookie().expect("cookie");
+    // Only the __Host- cookie counts: one planted under the plain name does not.
+    let plain = api
+        .with_cookie(&value, "GET", "/api/v1/session", None, None, "")
+        .await;
+    assert_eq!(plain.status, StatusCode::UNAUTHORIZED);
+    let r = api
+        .send(
+            warp::test::request()
+                .method("GET")
+                .path("/api/v1/session")
+                .header("cookie", format!("__Host-tillswarm_session={value}")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_login_behind_a_basic_auth_proxy_ignores_the_basic_header() {
+    let api = api().await;
+    api.add_user("anna", Role::Viewer).await;
+    let body = format!(r#"{{"username":"anna","password":"{PASSWORD}"}}"#);
+    let r = api
+        .send(
+            warp::test::request()
+                .method("POST")
+                .path("/api/v1/session")
+                .header("authorization", "Basic YW5uYTpwcm94eQ==")
+                .header("content-type", "application/json")
+                .body(body),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    // Elsewhere a malformed Authorization header is refused, not ignored.
+    let r = api
+        .send(
+            warp::test::request()
+                .method("GET")
+                .path("/api/v1/devices")
+                .header("authorization", "Basic YW5uYTpwcm94eQ=="),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn an_allowed_origin_that_is_not_an_origin_is_refused_at_start() {
+    for bad in ["null", "*", "panel.example", "ftp://x", "https://u@x"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opened = tillswarm_coordinator::Coordinator::open(Config {
+            data_dir: dir.path().to_path_buf(),
+            allowed_origins: vec![bad.into()],
+            ..Default::default()
+        })
+        .await;
+        assert!(opened.is_err(), "{bad} was accepted");
     }
 }

@@ -199,3 +199,90 @@ async fn a_stalled_upload_is_refused_and_leaves_nothing() {
     assert!(sent.contains("paused"), "{sent}");
     assert!(took < Duration::from_secs(3), "{took:?}");
 }
+
+#[tokio::test]
+async fn an_upload_trickled_below_the_minimum_rate_is_refused() {
+    let s = server().await;
+    let mut conn = TcpStream::connect(s.addr).await.expect("connect");
+    let head = format!(
+        "POST /api/v1/packages?name=demo&version=1.0 HTTP/1.1\r\nHost: x\r\n\
+         Authorization: Bearer {}\r\nContent-Type: application/octet-stream\r\n\
+         Content-Length: 1000000\r\n\r\n",
+        s.token
+    );
+    conn.write_all(head.as_bytes()).await.expect("write");
+    // Ten bytes every 300 ms: never a pause of a second, but far below the
+    // minimum average rate once the first second is over.
+    let started = Instant::now();
+    let reader = async {
+        let mut conn = conn;
+        let writer = async {
+            for _ in 0..40 {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                if conn.write_all(&[0u8; 10]).await.is_err() {
+                    break;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(8), writer)
+            .await
+            .ok();
+        read_until_closed(&mut conn, Duration::from_secs(5)).await
+    };
+    let (sent, _) = reader.await;
+    assert!(sent.starts_with("HTTP/1.1 4"), "{sent}");
+    assert!(sent.contains("slower"), "{sent}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn at_the_connection_cap_a_new_client_waits_for_a_free_slot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = Coordinator::open(Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Default::default()
+    })
+    .await
+    .expect("coordinator");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let options = ServeOptions {
+        header_timeout: LIMIT,
+        max_connections: 2,
+        ..Default::default()
+    };
+    tokio::spawn(tillswarm_coordinator::serve_with(
+        c,
+        listener,
+        options,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let _silent: Vec<TcpStream> = vec![
+        TcpStream::connect(addr).await.expect("connect"),
+        TcpStream::connect(addr).await.expect("connect"),
+    ];
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let mut third = TcpStream::connect(addr).await.expect("connect (backlog)");
+    third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let (sent, _) = read_until_closed(&mut third, Duration::from_secs(5)).await;
+    assert!(sent.starts_with("HTTP/1.1 200"), "{sent}");
+    // Served only once the silent two timed out and freed their slots.
+    assert!(
+        started.elapsed() >= LIMIT - Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -15,9 +15,11 @@ use crate::error::{Error, Result};
 pub const MAX_NAME_LEN: usize = 64;
 /// Every API token starts with this, so a leaked one is easy to recognise.
 pub const TOKEN_PREFIX: &str = "tsw_";
-/// Session activity is written back at most this often (it bounds writes per
-/// read request; the idle expiry is minutes).
+/// Session activity is written back at most this often, or every half idle
+/// time if that is shorter (it bounds writes per read request).
 const TOUCH_EVERY_MS: i64 = 30_000;
+/// Token use is written back at most this often.
+const TOKEN_TOUCH_EVERY_MS: i64 = 30_000;
 
 /// A user as listed (never with the hash).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -106,14 +108,16 @@ pub fn add_user(tx: &Transaction<'_>, name: &str, role: Role, phc: &str, now: i6
     Ok(())
 }
 
-/// Every user, by name.
-pub fn list_users(conn: &Connection, now: i64) -> Result<Vec<User>> {
+/// Every user, by name, with their live sessions (sessions idle for
+/// `idle_ms` or more do not count).
+pub fn list_users(conn: &Connection, now: i64, idle_ms: i64) -> Result<Vec<User>> {
     let mut stmt = conn.prepare_cached(
         "SELECT u.name, u.role, u.created_ms, u.password_changed_ms,
-                (SELECT count(*) FROM sessions s WHERE s.user_id = u.id AND s.expires_ms > ?1)
+                (SELECT count(*) FROM sessions s WHERE s.user_id = u.id
+                   AND s.expires_ms > ?1 AND s.last_seen_ms > ?1 - ?2)
          FROM users u ORDER BY u.name",
     )?;
-    let rows = stmt.query_map([now], |r| {
+    let rows = stmt.query_map(params![now, idle_ms], |r| {
         Ok((
             r.get::<_, String>(0)?,
             r.get::<_, String>(1)?,
@@ -137,27 +141,61 @@ pub fn list_users(conn: &Connection, now: i64) -> Result<Vec<User>> {
 }
 
 /// One user.
-pub fn get_user(conn: &Connection, name: &str, now: i64) -> Result<User> {
-    list_users(conn, now)?
+pub fn get_user(conn: &Connection, name: &str, now: i64, idle_ms: i64) -> Result<User> {
+    list_users(conn, now, idle_ms)?
         .into_iter()
         .find(|u| u.name.eq_ignore_ascii_case(name))
         .ok_or_else(|| Error::NotFound(format!("no user {name:?}")))
 }
 
-/// Id, role and password hash of a user, for a login.
-pub fn login_record(conn: &Connection, name: &str) -> Result<Option<(i64, Role, String)>> {
+/// A user as a login sees it.
+#[derive(Debug, Clone)]
+pub struct LoginRecord {
+    /// Row id.
+    pub id: i64,
+    /// The name as stored (a login may type it in another case).
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// argon2id PHC string.
+    pub phc: String,
+}
+
+/// A user's login record, if the name exists (case-insensitively).
+pub fn login_record(conn: &Connection, name: &str) -> Result<Option<LoginRecord>> {
     let row = conn
-        .prepare_cached("SELECT id, role, password_hash FROM users WHERE name = ?1")?
+        .prepare_cached("SELECT id, name, role, password_hash FROM users WHERE name = ?1")?
         .query_row([name], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
                 r.get::<_, String>(1)?,
                 r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
             ))
         })
         .optional()?;
-    row.map(|(id, role, phc)| Ok((id, role.parse()?, phc)))
-        .transpose()
+    row.map(|(id, name, role, phc)| {
+        Ok(LoginRecord {
+            id,
+            name,
+            role: role.parse()?,
+            phc,
+        })
+    })
+    .transpose()
+}
+
+/// Whether `secret` has the shape of a session id (64 hex digits); anything
+/// else is refused without a database lookup.
+fn session_shaped(secret: &str) -> bool {
+    secret.len() == 64 && secret.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Whether `secret` has the shape of an API token (`tsw_` + 64 hex digits).
+pub fn token_shaped(secret: &str) -> bool {
+    secret
+        .strip_prefix(TOKEN_PREFIX)
+        .is_some_and(session_shaped)
 }
 
 /// Removes a user and their sessions; the last admin stays.
@@ -248,6 +286,9 @@ pub fn session_actor(
     limits: SessionLimits,
     now: i64,
 ) -> Result<Option<(Actor, i64)>> {
+    if !session_shaped(secret) {
+        return Ok(None);
+    }
     let hash = secret_hash(secret);
     let row = tx
         .prepare_cached(
@@ -270,7 +311,7 @@ pub fn session_actor(
         tx.execute("DELETE FROM sessions WHERE id_hash = ?1", [&hash])?;
         return Ok(None);
     }
-    if now - last_seen >= TOUCH_EVERY_MS {
+    if now - last_seen >= TOUCH_EVERY_MS.min(limits.idle_ms / 2) {
         tx.execute(
             "UPDATE sessions SET last_seen_ms = ?2 WHERE id_hash = ?1",
             params![hash, now],
@@ -392,7 +433,7 @@ pub fn revoke_token(tx: &Transaction<'_>, name: &str, now: i64) -> Result<()> {
 /// The actor behind a bearer token, if it is live; records its use (at most
 /// every half minute).
 pub fn token_actor(tx: &Transaction<'_>, secret: &str, now: i64) -> Result<Option<Actor>> {
-    if !secret.starts_with(TOKEN_PREFIX) || secret.len() > 128 {
+    if !token_shaped(secret) {
         return Ok(None);
     }
     let hash = secret_hash(secret);
@@ -418,7 +459,7 @@ pub fn token_actor(tx: &Transaction<'_>, secret: &str, now: i64) -> Result<Optio
     if revoked.is_some() || expires.is_some_and(|e| now >= e) {
         return Ok(None);
     }
-    if used.is_none_or(|u| now - u >= TOUCH_EVERY_MS) {
+    if used.is_none_or(|u| now - u >= TOKEN_TOUCH_EVERY_MS) {
         tx.execute(
             "UPDATE api_tokens SET last_used_ms = ?2 WHERE id = ?1",
             params![id, now],
@@ -459,6 +500,11 @@ mod tests {
         let tx = conn.transaction().expect("tx");
         add_user(&tx, "anna", Role::Operator, "x", 0).expect("add");
         let (secret, expires) = create_session(&tx, 1, "1.2.3.4", LIMITS, 0).expect("session");
+        assert!(
+            session_actor(&tx, &"0".repeat(63), LIMITS, 1)
+                .expect("lookup")
+                .is_none()
+        );
         assert_eq!(expires, 600_000);
         let (actor, _) = session_actor(&tx, &secret, LIMITS, 59_000)
             .expect("lookup")

@@ -1,32 +1,43 @@
-//! Slows password guessing: login attempts are rate-limited per user name and
-//! per client address with `governor`'s keyed GCRA limiters. Each attempt spends
-//! one cell of both; a burst is allowed, then one attempt per period. A refused
-//! attempt never reaches the (costly) password check.
+//! Slows password guessing with `governor`'s keyed GCRA limiters, checked
+//! before the (costly) password check:
+//!
+//! - per client address: every login attempt from it, whatever the name;
+//! - per user name from one client address: every attempt on that name.
+//!
+//! A burst is allowed, then one attempt per period. There is deliberately no
+//! limit per user name alone: it would let anyone lock a user out by guessing
+//! at their name from elsewhere (the strong-password rule and argon2 make a
+//! guess from many addresses slow anyway). An IPv6 client counts by its /64,
+//! the block one subscriber usually holds, so fresh addresses do not buy fresh
+//! attempts.
 //!
 //! Memory: a key's state is dropped once it is back to a full burst
-//! ([`LoginLimiter::forget_idle`], run by the scheduler and whenever the tables
-//! grow large), so guessed user names cannot grow it without bound.
+//! ([`LoginLimiter::forget_idle`], run by the scheduler, and at most once a
+//! second when the tables grow past [`MAX_KEYS`]); past that, new keys are
+//! refused rather than stored.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 
-/// Keys kept before idle ones are dropped on the spot.
-const MAX_KEYS: usize = 100_000;
+/// Keys kept before idle ones are dropped; past it after a clean-up, attempts
+/// that would add a key are refused.
+pub const MAX_KEYS: usize = 200_000;
 
 /// Login attempt limits.
 #[derive(Debug, Clone, Copy)]
 pub struct LoginLimits {
-    /// Attempts in a burst for one user name.
+    /// Attempts in a burst on one user name from one client address.
     pub per_user_burst: u32,
-    /// One more attempt per user name after this long.
+    /// One more such attempt after this long.
     pub per_user_period: Duration,
     /// Attempts in a burst from one client address.
     pub per_client_burst: u32,
-    /// One more attempt per client address after this long.
+    /// One more attempt from it after this long.
     pub per_client_period: Duration,
 }
 
@@ -41,11 +52,30 @@ impl Default for LoginLimits {
     }
 }
 
+/// A client address as the limiter counts it: IPv4 whole, IPv6 by its /64.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientKey(u128);
+
+impl ClientKey {
+    /// The key of `ip` (`None`: an unknown peer, all counted together).
+    pub fn of(ip: Option<IpAddr>) -> Self {
+        match ip {
+            None => Self(0),
+            Some(IpAddr::V4(v4)) => Self(u128::from(u32::from(v4))),
+            Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+                Some(v4) => Self(u128::from(u32::from(v4))),
+                None => Self(u128::from(v6) & !((1u128 << 64) - 1) | 1 << 32),
+            },
+        }
+    }
+}
+
 /// The two keyed limiters.
 pub struct LoginLimiter {
-    users: DefaultKeyedRateLimiter<String>,
-    clients: DefaultKeyedRateLimiter<IpAddr>,
+    pairs: DefaultKeyedRateLimiter<(String, ClientKey)>,
+    clients: DefaultKeyedRateLimiter<ClientKey>,
     clock: DefaultClock,
+    last_cleanup: Mutex<Option<Instant>>,
 }
 
 fn quota(burst: u32, period: Duration) -> Quota {
@@ -59,7 +89,7 @@ impl LoginLimiter {
     /// Limiters with the given limits.
     pub fn new(limits: LoginLimits) -> Self {
         Self {
-            users: DefaultKeyedRateLimiter::keyed(quota(
+            pairs: DefaultKeyedRateLimiter::keyed(quota(
                 limits.per_user_burst,
                 limits.per_user_period,
             )),
@@ -68,42 +98,60 @@ impl LoginLimiter {
                 limits.per_client_period,
             )),
             clock: DefaultClock::default(),
+            last_cleanup: Mutex::new(None),
         }
     }
 
-    /// Spends one attempt for `user` from `client`. `Err(seconds)` when either
-    /// is out of attempts: try again after that many seconds.
+    /// Spends one attempt on `user` from `client`. `Err(seconds)` when the
+    /// address, or this name from it, is out of attempts.
     pub fn attempt(&self, user: &str, client: Option<IpAddr>) -> Result<(), u64> {
-        if self.users.len() + self.clients.len() > MAX_KEYS {
-            self.forget_idle();
+        if self.len() > MAX_KEYS {
+            self.clean_up_at_most_every_second();
+            if self.len() > MAX_KEYS {
+                tracing::warn!(
+                    keys = self.len(),
+                    "login limiter full; refusing new attempts"
+                );
+                return Err(1);
+            }
         }
         let now = self.clock.now();
         let wait = |d: Duration| d.as_secs() + 1;
-        // The user first: an attempt refused for the name spends nothing of
-        // the address's allowance.
-        let key: String = user.chars().take(64).collect::<String>().to_lowercase();
-        self.users
-            .check_key(&key)
+        // The address first: one already out of attempts adds no name keys.
+        let client = ClientKey::of(client);
+        self.clients
+            .check_key(&client)
             .map_err(|n| wait(n.wait_time_from(now)))?;
-        if let Some(ip) = client {
-            self.clients
-                .check_key(&ip)
-                .map_err(|n| wait(n.wait_time_from(now)))?;
+        let name: String = user.chars().take(64).collect::<String>().to_lowercase();
+        self.pairs
+            .check_key(&(name, client))
+            .map_err(|n| wait(n.wait_time_from(now)))
+    }
+
+    fn clean_up_at_most_every_second(&self) {
+        let mut last = self
+            .last_cleanup
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return;
         }
-        Ok(())
+        *last = Some(Instant::now());
+        drop(last);
+        self.forget_idle();
     }
 
     /// Drops the state of keys that are back to a full burst.
     pub fn forget_idle(&self) {
-        self.users.retain_recent();
+        self.pairs.retain_recent();
         self.clients.retain_recent();
-        self.users.shrink_to_fit();
+        self.pairs.shrink_to_fit();
         self.clients.shrink_to_fit();
     }
 
-    /// Keys held (user names + client addresses).
+    /// Keys held (name-and-address pairs + addresses).
     pub fn len(&self) -> usize {
-        self.users.len() + self.clients.len()
+        self.pairs.len() + self.clients.len()
     }
 
     /// Whether no key is held.
@@ -125,27 +173,50 @@ mod tests {
         }
     }
 
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().expect("ip"))
+    }
+
     #[test]
-    fn a_user_name_gets_a_burst_then_waits() {
+    fn a_name_from_one_address_gets_a_burst_then_waits() {
         let l = LoginLimiter::new(limits());
-        let ip: IpAddr = "10.0.0.1".parse().expect("ip");
         for _ in 0..3 {
-            l.attempt("Anna", Some(ip)).expect("within the burst");
+            l.attempt("Anna", ip("10.0.0.1")).expect("within the burst");
         }
-        let wait = l.attempt("anna", Some(ip)).expect_err("out of attempts");
+        let wait = l
+            .attempt("anna", ip("10.0.0.1"))
+            .expect_err("out of attempts");
         assert!((1..=61).contains(&wait), "{wait}");
-        // Another name from the same address still may, until the address runs
-        // out (anna's refused attempt spent none of it).
-        l.attempt("boris", Some(ip)).expect("other user");
-        l.attempt("clara", Some(ip))
+        // Guessing from elsewhere does not lock anna out of her own address.
+        assert!(l.attempt("anna", ip("10.0.0.2")).is_ok());
+        // The address runs out too, whatever the names.
+        l.attempt("boris", ip("10.0.0.1"))
             .expect("the address's fifth attempt");
         assert!(
-            l.attempt("dora", Some(ip)).is_err(),
-            "the address is out too"
+            l.attempt("clara", ip("10.0.0.1")).is_err(),
+            "the address is out"
+        );
+    }
+
+    #[test]
+    fn an_ipv6_client_counts_by_its_64() {
+        let l = LoginLimiter::new(limits());
+        for i in 0..5 {
+            l.attempt(&format!("u{i}"), ip(&format!("2001:db8:1:2::{i:x}")))
+                .expect("within the /64's burst");
+        }
+        assert!(
+            l.attempt("u9", ip("2001:db8:1:2:ffff::1")).is_err(),
+            "same /64"
         );
         assert!(
-            l.attempt("dora", Some("10.0.0.2".parse().expect("ip")))
-                .is_ok()
+            l.attempt("u9", ip("2001:db8:1:3::1")).is_ok(),
+            "another /64"
+        );
+        assert_ne!(ClientKey::of(ip("0.0.0.1")), ClientKey::of(ip("::1")));
+        assert_eq!(
+            ClientKey::of(ip("10.1.2.3")),
+            ClientKey::of(ip("::ffff:10.1.2.3"))
         );
     }
 
@@ -157,9 +228,9 @@ mod tests {
             ..limits()
         });
         for i in 0..50 {
-            let _ = l.attempt(&format!("guess{i}"), None);
+            let _ = l.attempt(&format!("guess{i}"), ip(&format!("10.0.1.{i}")));
         }
-        assert_eq!(l.len(), 50);
+        assert_eq!(l.len(), 100);
         std::thread::sleep(Duration::from_millis(20));
         l.forget_idle();
         assert!(l.is_empty(), "{} keys left", l.len());

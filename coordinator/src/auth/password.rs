@@ -22,6 +22,8 @@ pub const MAX_LEN: usize = 1024;
 pub const GENERATED_LEN: usize = 24;
 /// Password hashes computed at once, at most.
 pub const CONCURRENT_HASHES: usize = 2;
+/// Longest wait for a hashing slot before the request is turned away (503).
+pub const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Letters and digits without look-alikes (0/O, 1/l/I): 56 symbols, so a
 /// generated password carries 24 x log2(56) = 139 bits.
@@ -130,15 +132,21 @@ impl Hasher {
         .await
     }
 
+    /// Runs `f` on the blocking pool once a slot is free. The slot travels
+    /// into the blocking task, so a caller that goes away (a client that hung
+    /// up) does not free it while the hash still runs; waiting for a slot is
+    /// bounded by [`MAX_WAIT`] (then 503).
     async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-        let _permit = self
-            .permits
-            .acquire()
+        let permit = tokio::time::timeout(MAX_WAIT, self.permits.clone().acquire_owned())
             .await
+            .map_err(|_| Error::Unavailable("too many logins at once; try again".into()))?
             .map_err(|_| Error::Internal("password hasher closed".into()))?;
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))
+        tokio::task::spawn_blocking(move || {
+            let _held = permit;
+            f()
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))
     }
 }
 

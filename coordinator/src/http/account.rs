@@ -7,7 +7,9 @@ use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
-use super::guard::{SESSION_COOKIE, client_addr, guard, guard_with_session, over_tls};
+use super::guard::{
+    SECURE_SESSION_COOKIE, client_addr, cookie_name, guard, guard_with_session, over_tls,
+};
 use super::operator::{no_content, with};
 use super::{MAX_JSON_BODY, body, error_response, json, parse_json, refused, reply};
 use crate::audit;
@@ -16,13 +18,18 @@ use crate::service::Coordinator;
 use crate::service::access::{LoginInput, NewTokenInput, NewUserInput, PasswordInput, SessionInfo};
 
 /// The `Set-Cookie` value for a session (or, with `None`, one that clears it).
-fn session_cookie(value: Option<(&str, u64)>, tls: bool) -> String {
-    let secure = if tls { "; Secure" } else { "" };
+fn session_cookie(c: &Coordinator, value: Option<(&str, u64)>, tls: bool) -> String {
+    let name = cookie_name(c, tls);
+    let secure = if name == SECURE_SESSION_COOKIE {
+        "; Secure"
+    } else {
+        ""
+    };
     match value {
-        Some((v, max_age)) => format!(
-            "{SESSION_COOKIE}={v}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
-        ),
-        None => format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}"),
+        Some((v, max_age)) => {
+            format!("{name}={v}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}")
+        }
+        None => format!("{name}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}"),
     }
 }
 
@@ -60,13 +67,14 @@ fn session(c: &Coordinator) -> BoxedFilter<(Response,)> {
              b: bytes::Bytes| async move {
                 let r = async {
                     let input: LoginInput = parse_json(&b)?;
+                    let replaces = by.actor.session.clone();
                     let by = Caller::anonymous(&input.username, by.client, &by.method, &by.route);
-                    c.login(input, addr.map(|a| a.ip()), &by).await
+                    c.login(input, addr.map(|a| a.ip()), replaces, &by).await
                 };
                 match r.await {
                     Ok(login) => with_cookie(
                         json(StatusCode::OK, &login.info),
-                        &session_cookie(Some((&login.cookie, login.max_age_s)), tls),
+                        &session_cookie(&c, Some((&login.cookie, login.max_age_s)), tls),
                     ),
                     Err(e) => error_response(&e),
                 }
@@ -83,7 +91,7 @@ fn session(c: &Coordinator) -> BoxedFilter<(Response,)> {
         .and(over_tls())
         .then(|by: Caller, c: Coordinator, tls: bool| async move {
             match c.logout(&by).await {
-                Ok(()) => with_cookie(no_content(Ok(())), &session_cookie(None, tls)),
+                Ok(()) => with_cookie(no_content(Ok(())), &session_cookie(&c, None, tls)),
                 Err(e) => error_response(&e),
             }
         });

@@ -20,8 +20,21 @@ use crate::error::{Error, Result};
 use crate::service::Coordinator;
 use crate::service::access::SessionInfo;
 
-/// The session cookie's name.
+/// The session cookie's name over plain HTTP.
 pub const SESSION_COOKIE: &str = "tillswarm_session";
+/// The session cookie's name where cookies are `Secure`: the `__Host-` prefix
+/// makes browsers refuse one set by a sibling domain or for a narrower path.
+pub const SECURE_SESSION_COOKIE: &str = "__Host-tillswarm_session";
+
+/// The session cookie's name for a request (TLS here, or `secure_cookies`
+/// behind a TLS proxy).
+pub(crate) fn cookie_name(c: &Coordinator, tls: bool) -> &'static str {
+    if tls || c.config().secure_cookies {
+        SECURE_SESSION_COOKIE
+    } else {
+        SESSION_COOKIE
+    }
+}
 
 /// Set by the accept loop on requests that came over TLS.
 #[derive(Debug, Clone, Copy)]
@@ -94,8 +107,13 @@ async fn authorize(
             "no access rule covers this route",
         ));
     };
-    let bearer = bearer_token(headers)?;
-    let cookie = session_cookie(headers);
+    // A login ignores an Authorization header it cannot use (a proxy's Basic
+    // credentials); everywhere else a malformed one is refused.
+    let bearer = match bearer_token(headers) {
+        Err(_) if rule.access == Access::Public => None,
+        other => other?,
+    };
+    let cookie = session_cookie(headers, cookie_name(c, tls));
     let by_cookie = bearer.is_none() && cookie.is_some();
     let sent_credentials = bearer.is_some() || cookie.is_some();
     let Some((actor, info)) = c.authenticate(bearer, cookie).await? else {
@@ -191,15 +209,15 @@ fn bearer_token(headers: &HeaderMap) -> Result<Option<String>> {
     }
 }
 
-/// The session cookie's value, if the request carries one.
-fn session_cookie(headers: &HeaderMap) -> Option<String> {
+/// The value of the session cookie `name`, if the request carries one.
+fn session_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
+        .find(|(n, _)| *n == name)
         .map(|(_, value)| value.trim().to_owned())
 }
 
@@ -231,16 +249,19 @@ fn csrf(
              (package uploads: application/octet-stream; registry imports: text/csv)",
         ));
     }
-    let origin = headers
-        .get(header::ORIGIN)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| {
-            headers
-                .get(header::REFERER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(origin_of)
-        });
+    let origin = match headers.get(header::ORIGIN) {
+        // A present but unusable Origin (`null`, garbage) matches nothing.
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(normalize_origin)
+                .unwrap_or_default(),
+        ),
+        None => headers
+            .get(header::REFERER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(origin_of),
+    };
     let Some(origin) = origin else {
         if by_cookie {
             return Err(Error::forbidden(
@@ -254,12 +275,13 @@ fn csrf(
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let own = format!("{}://{host}", if tls { "https" } else { "http" });
-    let allowed = origin.eq_ignore_ascii_case(&own)
-        || c.config()
-            .allowed_origins
-            .iter()
-            .any(|o| o.trim_end_matches('/').eq_ignore_ascii_case(&origin));
+    let own = normalize_origin(&format!("{}://{host}", if tls { "https" } else { "http" }));
+    let allowed = !origin.is_empty()
+        && (own.as_deref() == Some(origin.as_str())
+            || c.config()
+                .allowed_origins
+                .iter()
+                .any(|o| normalize_origin(o).as_deref() == Some(origin.as_str())));
     if !allowed {
         return Err(Error::forbidden(
             "csrf",
@@ -270,13 +292,28 @@ fn csrf(
     Ok(())
 }
 
-/// `scheme://host[:port]` of a URL, if it has one.
+/// The origin of a URL (`scheme://host[:port]`, normalised), if it has one.
 fn origin_of(url: &str) -> Option<String> {
     let (scheme, rest) = url.split_once("://")?;
     let authority = rest.split(['/', '?', '#']).next()?;
-    if authority.is_empty() {
+    normalize_origin(&format!("{scheme}://{authority}"))
+}
+
+/// An origin in the one form compared: lower case, the default port left
+/// out, nothing after the authority. `None` for anything else (`null`, `*`,
+/// user info, another scheme than http or https).
+pub fn normalize_origin(origin: &str) -> Option<String> {
+    let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
+    let (scheme, authority) = origin.split_once("://")?;
+    let default_port = match scheme {
+        "http" => ":80",
+        "https" => ":443",
+        _ => return None,
+    };
+    if authority.is_empty() || authority.contains(['/', '?', '#', '@', ' ']) {
         return None;
     }
+    let authority = authority.strip_suffix(default_port).unwrap_or(authority);
     Some(format!("{scheme}://{authority}"))
 }
 
@@ -294,6 +331,17 @@ mod tests {
         assert_eq!(origin_of("http://a/").as_deref(), Some("http://a"));
         assert_eq!(origin_of("nonsense"), None);
         assert_eq!(origin_of("http:///x"), None);
+        assert_eq!(
+            normalize_origin("HTTPS://HQ.example:443/").as_deref(),
+            Some("https://hq.example")
+        );
+        assert_eq!(
+            normalize_origin("http://hq:8080").as_deref(),
+            Some("http://hq:8080")
+        );
+        for bad in ["null", "*", "file://x", "https://user@hq", "https://"] {
+            assert_eq!(normalize_origin(bad), None, "{bad}");
+        }
     }
 
     #[test]
@@ -303,7 +351,8 @@ mod tests {
             header::COOKIE,
             HeaderValue::from_static("a=1; tillswarm_session=abc ; b=2"),
         );
-        assert_eq!(session_cookie(&h).as_deref(), Some("abc"));
+        assert_eq!(session_cookie(&h, SESSION_COOKIE).as_deref(), Some("abc"));
+        assert_eq!(session_cookie(&h, SECURE_SESSION_COOKIE), None);
         h.insert(
             header::AUTHORIZATION,
             HeaderValue::from_static("Bearer tsw_x"),

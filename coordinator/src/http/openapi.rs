@@ -36,6 +36,8 @@ static TEMPLATES: LazyLock<Vec<(Vec<String>, Vec<String>)>> = LazyLock::new(|| {
 /// The methods (sorted) documented for the template that `path` fills in (literal
 /// segments preferred over parameters); empty if none matches.
 pub fn methods_of(path: &str) -> Vec<String> {
+    // One trailing slash is the same route (as for the access rules).
+    let path = path.strip_suffix('/').unwrap_or(path);
     let segments: Vec<&str> = path.split('/').collect();
     TEMPLATES
         .iter()
@@ -70,5 +72,6 @@ mod tests {
             ["POST"].map(String::from)
         );
         assert!(methods_of("/nowhere").is_empty());
+        assert_eq!(methods_of("/api/v1/stores/"), ["GET"].map(String::from));
     }
 }

@@ -266,9 +266,8 @@ fn packages(c: &Coordinator) -> BoxedFilter<(Response,)> {
                         return refuse(&c, &by, e).await;
                     };
                     if len.is_some_and(|l| l > limit) {
-                        return error_response(&Error::TooLarge(format!(
-                            "packages are limited to {limit} bytes"
-                        )));
+                        let e = Error::TooLarge(format!("packages are limited to {limit} bytes"));
+                        return refuse(&c, &by, e).await;
                     }
                     let stream = Box::pin(super::idle_limited(stream, idle));
                     match c.upload_package(name, version, stream, &by).await {

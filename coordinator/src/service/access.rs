@@ -1,6 +1,6 @@
 //! The coordinator's operations on operators: logging in and out, resolving a
 //! request's credentials, users, API tokens and the audit log. The command line
-//! does the same through [`crate::accounts_cli::Accounts`] on the data folder.
+//! does the same through [`crate::admin::Accounts`] on the data folder.
 
 use std::net::IpAddr;
 
@@ -115,15 +115,32 @@ impl Coordinator {
         }
     }
 
-    /// Whether any operator account exists.
+    /// Whether any operator account exists (asked on unauthenticated calls,
+    /// so a yes is remembered instead of asked again).
     pub async fn has_users(&self) -> Result<bool> {
-        Ok(self.read(|c, _| accounts::user_count(c)).await? > 0)
+        use std::sync::atomic::Ordering;
+        if self.inner.has_users.load(Ordering::Relaxed) {
+            return Ok(true);
+        }
+        let found = self.read(|c, _| accounts::user_count(c)).await? > 0;
+        if found {
+            self.inner.has_users.store(true, Ordering::Relaxed);
+        }
+        Ok(found)
     }
 
-    /// Checks a user name and password; on success opens a session. Attempts
-    /// are rate-limited per user and per client address (429 past the limit,
-    /// before any password check); failures and successes are audited.
-    pub async fn login(&self, input: LoginInput, ip: Option<IpAddr>, by: &Caller) -> Result<Login> {
+    /// Checks a user name and password; on success opens a session (and
+    /// ends `replaces`, the session the browser logged in from, if any).
+    /// Attempts are rate-limited per client address and per name from it (429
+    /// past the limit, before any password check); failures and successes are
+    /// audited, a success under the name as stored.
+    pub async fn login(
+        &self,
+        input: LoginInput,
+        ip: Option<IpAddr>,
+        replaces: Option<String>,
+        by: &Caller,
+    ) -> Result<Login> {
         if let Err(retry_after_s) = self.inner.logins.attempt(&input.username, ip) {
             return Err(Error::TooManyAttempts { retry_after_s });
         }
@@ -136,10 +153,10 @@ impl Coordinator {
         } else {
             None
         };
-        let phc = record.as_ref().map(|(_, _, phc)| phc.clone());
+        let phc = record.as_ref().map(|r| r.phc.clone());
         let matches = self.inner.hasher.verify(input.password, phc).await?;
-        let (user_id, role) = match record {
-            Some((id, role, _)) if matches => (id, role),
+        let record = match record {
+            Some(record) if matches => record,
             _ => {
                 self.audit(by, "session.login", Note::default(), Outcome::Denied, 401)
                     .await;
@@ -147,22 +164,23 @@ impl Coordinator {
             }
         };
         let limits = self.session_limits();
-        let caller = by.clone();
+        let mut caller = by.clone();
+        caller.actor = Actor {
+            kind: ActorKind::User,
+            name: record.name.clone(),
+            role: Some(record.role),
+            session: None,
+        };
         let client = by.client.clone();
+        let user_id = record.id;
         let (cookie, expires) = self
             .write(move |tx, now| {
+                if let Some(old) = replaces {
+                    accounts::delete_session(tx, &old)?;
+                }
                 let session = accounts::create_session(tx, user_id, &client, limits, now)?;
-                let mut actor_caller = caller;
-                actor_caller.actor.role = Some(role);
-                audit::append(
-                    tx,
-                    &actor_caller,
-                    "session.login",
-                    &Note::default(),
-                    Outcome::Ok,
-                    200,
-                    now,
-                )?;
+                let note = Note::default();
+                audit::append(tx, &caller, "session.login", &note, Outcome::Ok, 200, now)?;
                 Ok(session)
             })
             .await?;
@@ -170,8 +188,8 @@ impl Coordinator {
             cookie,
             max_age_s: ((expires - self.now_ms()).max(0) / 1000) as u64,
             info: SessionInfo {
-                username: input.username,
-                role,
+                username: record.name,
+                role: record.role,
                 auth: "session".into(),
                 expires_at: Some(rfc3339(expires)),
                 idle_timeout_s: Some(self.config().session_idle_timeout_s),
@@ -261,13 +279,19 @@ impl Coordinator {
             return Err(e);
         }
         let name = by.actor.name.clone();
+        // Guessing the current password through a stolen session is slowed
+        // like any login.
+        let ip = by.client.parse::<IpAddr>().ok();
+        if let Err(retry_after_s) = self.inner.logins.attempt(&name, ip) {
+            return Err(Error::TooManyAttempts { retry_after_s });
+        }
         let current = input.current.clone().unwrap_or_default();
         let record = {
             let name = name.clone();
             self.read(move |c, _| accounts::login_record(c, &name))
                 .await?
         };
-        let phc = record.map(|(_, _, phc)| phc);
+        let phc = record.map(|r| r.phc);
         if !self.inner.hasher.verify(current, phc).await? {
             let e = Error::bad("wrong_password", "the current password is wrong");
             self.audit_failure(by, "session.password", Note::on(format!("user:{name}")), &e)
@@ -315,10 +339,11 @@ impl Coordinator {
             }
         };
         let phc = self.inner.hasher.hash(password.clone()).await?;
+        let idle_ms = self.session_limits().idle_ms;
         let user = self
             .change(by, action, note, move |tx, now, _| {
                 accounts::set_password(tx, &name, &phc, keep.as_deref(), now)?;
-                accounts::get_user(tx, &name, now)
+                accounts::get_user(tx, &name, now, idle_ms)
             })
             .await?;
         Ok(UserWithPassword {
@@ -339,7 +364,9 @@ impl Coordinator {
 
     /// Every user.
     pub async fn users(&self) -> Result<Vec<User>> {
-        self.read(accounts::list_users).await
+        let idle_ms = self.session_limits().idle_ms;
+        self.read(move |c, now| accounts::list_users(c, now, idle_ms))
+            .await
     }
 
     /// Adds a user (with a generated password when none is given).
@@ -355,12 +382,13 @@ impl Coordinator {
             }
         };
         let phc = self.inner.hasher.hash(password.clone()).await?;
+        let idle_ms = self.session_limits().idle_ms;
         let (name, role) = (input.name, input.role);
         let user = self
             .change(by, "user.add", note, move |tx, now, note| {
                 note.detail(format!("role {role}"));
                 accounts::add_user(tx, &name, role, &phc, now)?;
-                accounts::get_user(tx, &name, now)
+                accounts::get_user(tx, &name, now, idle_ms)
             })
             .await?;
         Ok(UserWithPassword {

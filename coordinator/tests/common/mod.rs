@@ -104,8 +104,13 @@ pub async fn api_with(config: Config) -> Api {
 
 impl Api {
     pub async fn send(&self, req: warp::test::RequestBuilder) -> Reply {
+        self.send_from(req, "192.0.2.10:40000").await
+    }
+
+    /// A request from the client address `addr`.
+    pub async fn send_from(&self, req: warp::test::RequestBuilder, addr: &str) -> Reply {
         let r = req
-            .remote_addr("192.0.2.10:40000".parse().expect("addr"))
+            .remote_addr(addr.parse().expect("addr"))
             .reply(&self.routes)
             .await;
         let (parts, body) = r.into_parts();
@@ -160,8 +165,13 @@ impl Api {
 
     /// Logs in as the browser on the coordinator's own pages would.
     pub async fn login(&self, name: &str, password: &str) -> Reply {
+        self.login_from(name, password, "192.0.2.10:40000").await
+    }
+
+    /// [`Api::login`] from the client address `addr`.
+    pub async fn login_from(&self, name: &str, password: &str, addr: &str) -> Reply {
         let body = serde_json::json!({"username": name, "password": password}).to_string();
-        self.send(
+        self.send_from(
             warp::test::request()
                 .method("POST")
                 .path("/api/v1/session")
@@ -169,6 +179,7 @@ impl Api {
                 .header("origin", OWN_ORIGIN)
                 .header("content-type", "application/json")
                 .body(body),
+            addr,
         )
         .await
     }
