@@ -402,6 +402,7 @@ impl Demo {
                     chain_id: ChainId::new(CHAIN)?,
                     store_id: StoreId::new(store_id)?,
                     coordinator_url: url.clone(),
+                    coordinator_ca_file: None,
                     coordinator_public_key: coordinator.public_key(),
                     device_token: None,
                     data_dir: dir.join("data"),

@@ -290,6 +290,7 @@ async fn run_in_process(args: &DistributionArgs) -> anyhow::Result<Report> {
                 chain_id: ChainId::new("bench")?,
                 store_id: StoreId::new(format!("store-{:03}", s + 1))?,
                 coordinator_url: url.clone(),
+                coordinator_ca_file: None,
                 coordinator_public_key: coordinator.public_key(),
                 device_token: None,
                 data_dir: root.join("data"),

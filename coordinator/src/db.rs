@@ -36,13 +36,32 @@ pub(crate) fn open_connection(path: &Path) -> Result<Connection> {
 
 fn configure(conn: &mut Connection) -> Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    // NORMAL in WAL mode: a power cut can lose the last commits but never
-    // corrupts; every acknowledged operator action is committed first.
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    set_durability(conn, Durability::Full)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     schema::migrate(conn)?;
     Ok(())
+}
+
+/// How hard a commit holds on to the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous=FULL`: the WAL is synced at each commit, so an answered
+    /// change (an operator action, a till's progress report) survives a power
+    /// cut. Also syncs every relaxed commit before it.
+    Full,
+    /// `synchronous=NORMAL`: synced at checkpoints only; a power cut may lose
+    /// the last such commits, never corrupt. For heartbeats, which repeat.
+    Relaxed,
+}
+
+/// Sets the connection's durability for its next transactions.
+pub(crate) fn set_durability(conn: &Connection, durability: Durability) -> rusqlite::Result<()> {
+    let level = match durability {
+        Durability::Full => "FULL",
+        Durability::Relaxed => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", level)
 }
 
 /// A cloneable handle to the database thread.
@@ -98,5 +117,25 @@ impl Db {
         answer
             .await
             .map_err(|_| Error::Internal("database job dropped".into()))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commits_are_synced_unless_relaxed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conn = open_connection(&dir.path().join("db.sqlite3")).expect("open");
+        let level = |c: &Connection| -> i64 {
+            c.pragma_query_value(None, "synchronous", |r| r.get(0))
+                .expect("pragma")
+        };
+        assert_eq!(level(&conn), 2, "FULL by default");
+        set_durability(&conn, Durability::Relaxed).expect("relax");
+        assert_eq!(level(&conn), 1, "NORMAL for heartbeats");
+        set_durability(&conn, Durability::Full).expect("full");
+        assert_eq!(level(&conn), 2);
     }
 }

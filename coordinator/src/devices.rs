@@ -86,6 +86,10 @@ pub struct Device {
     pub online: bool,
     /// Version the till runs, as it reported.
     pub version: Option<String>,
+    /// `unknown_version` when the reported version is above every published
+    /// package (a till cannot run what was never published): not trusted, so
+    /// tasks do not skip this till on its word.
+    pub version_flag: Option<String>,
     /// What the till is doing, as it reported.
     pub state: Option<String>,
     /// Its LAN address.
@@ -320,16 +324,26 @@ pub fn record_heartbeat(
 ) -> Result<HeartbeatOutcome> {
     let version = req.version.as_ref().map(|v| v.as_str().to_owned());
     let version_key = req.version.as_ref().map(|v| v.sort_key());
+    // Above every published package: a till cannot run what was never
+    // published, so the claim is flagged and not used to skip the till.
+    let newest: Option<String> = tx
+        .prepare_cached("SELECT max(version_key) FROM packages")?
+        .query_row([], |r| r.get(0))?;
+    let flag = match (&version_key, newest) {
+        (Some(v), Some(newest)) if *v > newest => Some("unknown_version"),
+        _ => None,
+    };
     let state = serde_json::to_value(req.state)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned));
     let ip = req.ip.clone().or(seen_ip);
     tx.execute(
-        "INSERT INTO devices (guid, version, version_key, state, ip, peer_id, free_disk, last_seen_ms, first_seen_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
+        "INSERT INTO devices (guid, version, version_key, state, ip, peer_id, free_disk, last_seen_ms,
+                              first_seen_ms, version_flag)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9)
          ON CONFLICT(guid) DO UPDATE SET version = ?2, version_key = ?3, state = ?4, ip = ?5,
              peer_id = ?6, free_disk = ?7, last_seen_ms = ?8,
-             first_seen_ms = coalesce(first_seen_ms, ?8)",
+             first_seen_ms = coalesce(first_seen_ms, ?8), version_flag = ?9",
         params![
             req.device_id.to_string(),
             version,
@@ -338,7 +352,8 @@ pub fn record_heartbeat(
             ip,
             req.peer_id,
             req.free_disk_bytes.map(|b| b.min(i64::MAX as u64) as i64),
-            now_ms
+            now_ms,
+            flag
         ],
     )?;
     let (approved, assign_rev, till_type) = tx.query_row(
@@ -382,7 +397,8 @@ pub fn delete(tx: &Transaction<'_>, guid: &DeviceId) -> Result<()> {
 
 const DEVICE_SELECT: &str =
     "SELECT d.guid, d.name, d.number, d.store_id, s.name, s.address, d.till_type,
-        d.approved, d.in_registry, d.version, d.state, d.ip, d.peer_id, d.free_disk, d.last_seen_ms
+        d.approved, d.in_registry, d.version, d.state, d.ip, d.peer_id, d.free_disk, d.last_seen_ms,
+        d.version_flag
      FROM devices d LEFT JOIN stores s ON s.id = d.store_id";
 
 fn device_from_row(r: &Row<'_>, now_ms: i64) -> rusqlite::Result<Device> {
@@ -406,6 +422,7 @@ fn device_from_row(r: &Row<'_>, now_ms: i64) -> rusqlite::Result<Device> {
         .into(),
         in_registry: r.get(8)?,
         version: r.get(9)?,
+        version_flag: r.get(15)?,
         state: r.get(10)?,
         ip: r.get(11)?,
         peer_id: r.get(12)?,

@@ -271,7 +271,20 @@ impl Coordinator {
         self.inner.db.call(move |conn| f(conn, now)).await
     }
 
+    /// Runs `f` in one transaction, durable on disk when it returns
+    /// (`synchronous=FULL`): acknowledged changes survive a power cut.
     async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>, i64) -> Result<T> + Send + 'static,
+    {
+        self.write_with(crate::db::Durability::Full, f).await
+    }
+
+    /// [`Coordinator::write`] with a chosen durability: heartbeats, which a
+    /// till repeats every poll, may lose their last commits to a power cut
+    /// (never corrupting the database) and skip the fsync.
+    async fn write_with<T, F>(&self, durability: crate::db::Durability, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&rusqlite::Transaction<'_>, i64) -> Result<T> + Send + 'static,
@@ -280,6 +293,7 @@ impl Coordinator {
         self.inner
             .db
             .call(move |conn| {
+                crate::db::set_durability(conn, durability)?;
                 // IMMEDIATE: the write lock from the start, so the command
                 // line (another process) committing in between cannot fail it.
                 let tx =
@@ -365,7 +379,7 @@ impl Coordinator {
             .map_err(|m| Error::bad("invalid_heartbeat", m))?;
         let config = self.inner.config.clone();
         let jitter = jitter_ms(config.poll_interval_ms, config.poll_jitter);
-        self.write(move |tx, now| {
+        self.write_with(crate::db::Durability::Relaxed, move |tx, now| {
             let outcome = devices::record_heartbeat(tx, &req, seen_ip, now)?;
             tasks::promote_installed(tx, &req.device_id, req.version.as_ref(), now)?;
             let settings = till_types::settings_for(tx, outcome.till_type.as_deref())?;

@@ -248,7 +248,11 @@ pub fn activate(tx: &Transaction<'_>, id: i64, now_ms: i64) -> Result<()> {
         Some(g) => groups::members(tx, g)?,
         None => Vec::new(),
     };
-    let mut version_of = tx.prepare_cached("SELECT version_key FROM devices WHERE guid = ?1")?;
+    // A flagged version (above every published package) is not trusted to
+    // skip a till: it gets the task and decides on its own.
+    let mut version_of = tx.prepare_cached(
+        "SELECT version_key FROM devices WHERE guid = ?1 AND version_flag IS NULL",
+    )?;
     let mut insert = tx.prepare_cached(
         "INSERT OR IGNORE INTO task_targets (task_id, device, state, attempt, updated_ms, finished_ms)
          VALUES (?1, ?2, ?3, (SELECT attempt FROM tasks WHERE id = ?1), ?4, ?5)",

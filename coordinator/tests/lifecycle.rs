@@ -562,3 +562,64 @@ async fn assignments_name_the_unfinished_tills_of_the_same_store() {
         .expect("list");
     assert_eq!(peers_of(&a), expected[1..].to_vec());
 }
+
+#[tokio::test]
+async fn a_deleted_task_id_is_never_handed_out_again() {
+    let f = fixture().await;
+    let c = &f.coordinator;
+    let v60 = upload(c, "demo", "60.0.0", small_package("60.0.0")).await;
+    let v61 = upload(c, "demo", "61.0.0", small_package("61.0.0")).await;
+    let by = Caller::system("test");
+    let first = c
+        .create_task(task(TaskKind::Update, v60, 2, None), &by)
+        .await
+        .expect("task")
+        .summary
+        .id;
+    c.delete_task(first, &by).await.expect("delete");
+    let second = c
+        .create_task(task(TaskKind::Download, v61, 2, None), &by)
+        .await
+        .expect("task")
+        .summary
+        .id;
+    assert!(second > first, "task {first} was deleted; got id {second}");
+}
+
+#[tokio::test]
+async fn a_version_above_every_package_is_flagged_and_does_not_skip_the_till() {
+    let f = fixture().await;
+    let c = &f.coordinator;
+    let pkg = upload(c, "demo", "1.0.0", small_package("1.0.0")).await;
+    let liar = till(0, 2);
+    let honest = till(0, 4);
+    for (d, v) in [(liar, "50.0.0"), (honest, "1.0.0")] {
+        heartbeat(c, d, v, None).await;
+    }
+    let flagged = c.device(liar).await.expect("device");
+    assert_eq!(flagged.version_flag.as_deref(), Some("unknown_version"));
+    assert_eq!(c.device(honest).await.expect("device").version_flag, None);
+    let t = c
+        .create_task(
+            task(TaskKind::Update, pkg, 2, None),
+            &Caller::system("test"),
+        )
+        .await
+        .expect("task");
+    let state = |d: DeviceId| {
+        t.target_details
+            .iter()
+            .find(|x| x.device == d)
+            .map(|x| x.state)
+    };
+    assert_eq!(
+        state(liar),
+        Some(TargetState::Pending),
+        "not skipped on its word"
+    );
+    assert_eq!(
+        state(honest),
+        Some(TargetState::Skipped),
+        "really runs 1.0.0"
+    );
+}

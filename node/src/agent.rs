@@ -44,6 +44,11 @@ const PARALLEL_FETCHES: usize = 4;
 /// boot first finds its store peers (mDNS answers within about a second), so it
 /// does not take every chunk for itself.
 const SWARM_WARM_UP_MS: i64 = 3_000;
+/// First wait before a failed report is sent again; it doubles (with jitter)
+/// up to [`REPORT_RETRY_MAX`].
+const REPORT_RETRY_BASE: Duration = Duration::from_secs(1);
+/// Longest wait between two tries of a failed report.
+const REPORT_RETRY_MAX: Duration = Duration::from_secs(120);
 /// Most held packages offered to the store after a start (newest first).
 const MAX_SEEDED_PACKAGES: usize = 8;
 
@@ -78,6 +83,9 @@ struct Inner {
     last_scan: Mutex<Option<tokio::time::Instant>>,
     /// Free disk bytes and when they were measured; measured at most once a minute.
     free_disk: Mutex<Option<(tokio::time::Instant, Option<u64>)>>,
+    /// Pace of report retries after the coordinator refused or was away, and
+    /// the earliest time of the next try.
+    report_retry: Mutex<(crate::backoff::Backoff, Option<tokio::time::Instant>)>,
 }
 
 impl Agent {
@@ -95,6 +103,7 @@ impl Agent {
             config.coordinator(),
             config.device_token.clone(),
             config.wan_rate_limit_kbit,
+            config.coordinator_ca_file.as_deref(),
         )?;
         let source = source.unwrap_or_else(|| Arc::new(client.clone()));
         let config_lan_cap = config
@@ -115,6 +124,10 @@ impl Agent {
                 last_report: Mutex::new(HashMap::new()),
                 activity: Mutex::new(DeviceState::Ready),
                 free_disk: Mutex::new(None),
+                report_retry: Mutex::new((
+                    crate::backoff::Backoff::new(REPORT_RETRY_BASE, REPORT_RETRY_MAX),
+                    None,
+                )),
                 last_scan: Mutex::new(None),
                 net: std::sync::OnceLock::new(),
                 lan_cap: config_lan_cap,
@@ -287,20 +300,25 @@ impl Agent {
                 break;
             }
             if tokio::time::Instant::now() >= next_heartbeat {
-                match self.heartbeat().await {
+                let wait = match self.heartbeat().await {
                     Ok(interval) => {
                         failures = 0;
                         poll_ms = interval;
+                        Duration::from_millis(poll_ms)
                     }
                     Err(e) => {
+                        // Back off with jitter up to ten intervals, so a dead
+                        // coordinator is not hammered by every till at once.
+                        let poll = Duration::from_millis(poll_ms);
+                        let wait = crate::backoff::Backoff::new(poll, poll.saturating_mul(10))
+                            .with_failures(failures)
+                            .failed(crate::backoff::unit());
                         failures = failures.saturating_add(1);
-                        // Back off up to ten times the interval, so a dead coordinator
-                        // is not hammered by every till at once.
                         tracing::warn!(error = %e, failures, "heartbeat failed");
+                        wait
                     }
-                }
-                let backoff = poll_ms.saturating_mul(u64::from(failures.min(10)).max(1));
-                next_heartbeat = tokio::time::Instant::now() + Duration::from_millis(backoff);
+                };
+                next_heartbeat = tokio::time::Instant::now() + wait;
             }
             if let Err(e) = self.step().await {
                 tracing::error!(error = %e, "task step failed");
@@ -347,12 +365,17 @@ impl Agent {
         let resp = self.inner.client.heartbeat(&req).await?;
         *self.inner.settings.lock().await = resp.settings.clone();
         if let Some(list) = resp.assignments {
-            let gone = self.inner.state.sync_assignments(&list)?;
-            for id in gone {
+            let (gone, replaced) = self.inner.state.sync_assignments(&list)?;
+            for &id in &replaced {
+                tracing::warn!(task = %id, "the coordinator reused a task id for other work; treating it as a new task");
+            }
+            for id in gone.into_iter().chain(replaced.iter().copied()) {
                 if let Some(job) = self.inner.jobs.lock().await.remove(&id) {
                     job.abort();
                 }
-                self.inner.state.remove_task(id)?;
+                if !replaced.contains(&id) {
+                    self.inner.state.remove_task(id)?;
+                }
                 if self
                     .inner
                     .ui
@@ -390,9 +413,15 @@ impl Agent {
             match t.state {
                 TargetState::Pending | TargetState::Downloading => {
                     if is_not_newer(&t.assignment, installed.as_ref()) {
+                        // Say why, so an operator sees it in the task's details.
+                        let why = format!(
+                            "skipped: the till runs {}, not older than {}",
+                            installed.as_ref().map_or("?", |v| v.as_str()),
+                            t.assignment.version
+                        );
                         self.inner
                             .state
-                            .set_state(id, TargetState::Skipped, None, None)?;
+                            .set_state(id, TargetState::Skipped, Some(&why), None)?;
                         continue;
                     }
                     self.spawn_download(t.clone()).await;
@@ -773,10 +802,20 @@ impl Agent {
     /// Sends a report for every task whose state the coordinator has not heard;
     /// progress-only changes at most every [`PROGRESS_REPORT`].
     async fn flush_reports(&self) {
+        let now = tokio::time::Instant::now();
+        if self
+            .inner
+            .report_retry
+            .lock()
+            .await
+            .1
+            .is_some_and(|at| now < at)
+        {
+            return;
+        }
         let Ok(tasks) = self.inner.state.tasks() else {
             return;
         };
-        let now = tokio::time::Instant::now();
         for t in tasks
             .into_iter()
             .filter(|t| t.unreported && t.assignment.task_id != DROP_IN_TASK)
@@ -811,9 +850,17 @@ impl Agent {
                 Ok(_) => {
                     let _ = self.inner.state.mark_reported(id, t.change);
                     self.inner.last_report.lock().await.insert(id, now);
+                    let mut retry = self.inner.report_retry.lock().await;
+                    retry.0.succeeded();
+                    retry.1 = None;
                 }
                 Err(e) => {
-                    tracing::warn!(task = %id, error = %e, "report failed; will retry");
+                    // Refused or unreachable: wait (exponentially, with jitter)
+                    // before any report is tried again.
+                    let mut retry = self.inner.report_retry.lock().await;
+                    let wait = retry.0.failed(crate::backoff::unit());
+                    retry.1 = Some(tokio::time::Instant::now() + wait);
+                    tracing::warn!(task = %id, error = %e, retry_in = ?wait, "report failed");
                     return;
                 }
             }

@@ -68,13 +68,15 @@ pub struct CoordinatorClient {
 }
 
 impl CoordinatorClient {
-    /// A client of the coordinator at `base` (no trailing slash).
+    /// A client of the coordinator at `base` (no trailing slash), trusting
+    /// `ca_file` (or the system's roots) for `https://`.
     pub fn new(
         base: &str,
         token: Option<String>,
         wan_rate_limit_kbit: Option<u64>,
+        ca_file: Option<&std::path::Path>,
     ) -> Result<Self> {
-        let http = crate::tls::http_client(None)?
+        let http = crate::tls::http_client(ca_file)?
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(120))
             .build()

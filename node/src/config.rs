@@ -20,8 +20,13 @@ pub struct NodeConfig {
     pub chain_id: ChainId,
     /// The store the till stands in; peers of other stores are never contacted.
     pub store_id: StoreId,
-    /// Base URL of the coordinator, e.g. `http://updates.example:8080`.
+    /// Base URL of the coordinator, e.g. `https://updates.example:8443`.
     pub coordinator_url: String,
+    /// PEM file with the CA that issued the coordinator's TLS certificate
+    /// (a chain's private CA): only it is trusted for `https://`. Absent: the
+    /// system's trusted roots.
+    #[serde(default)]
+    pub coordinator_ca_file: Option<PathBuf>,
     /// The coordinator's manifest signing key (64 hex, from `coordinator.pub`):
     /// manifests signed by any other key are refused.
     pub coordinator_public_key: PublicKey,

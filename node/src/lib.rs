@@ -9,6 +9,7 @@
 //! or installed before its manifest signature and whole-file hash are checked.
 
 pub mod agent;
+pub mod backoff;
 pub mod chunks;
 pub mod client;
 pub mod config;

@@ -26,7 +26,7 @@ impl SimulatedWanLink {
     /// A link of `kbit` kbit/s to the coordinator at `url`.
     pub fn new(url: &str, kbit: u64) -> Result<Self> {
         Ok(Self {
-            client: CoordinatorClient::new(url, None, None)?,
+            client: CoordinatorClient::new(url, None, None, None)?,
             link: Arc::new(RateLimiter::kbit(kbit.max(1))),
         })
     }

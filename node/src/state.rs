@@ -241,15 +241,39 @@ impl State {
         Ok(())
     }
 
-    /// Adds new assignments (state pending) and refreshes changed attempts;
-    /// returns the ids of tasks the coordinator no longer lists (paused, deleted).
-    pub fn sync_assignments(&self, assignments: &[Assignment]) -> Result<Vec<TaskId>> {
+    /// Adds new assignments (state pending) and refreshes changed attempts.
+    /// Returns the ids of tasks the coordinator no longer lists (paused,
+    /// deleted) and of tasks whose id now names another package, version or
+    /// kind: those are replaced, never mistaken for the old task (a
+    /// coordinator that reused an id must not make the till act on stale work).
+    pub fn sync_assignments(
+        &self,
+        assignments: &[Assignment],
+    ) -> Result<(Vec<TaskId>, Vec<TaskId>)> {
         self.with(|c| {
             let tx = c.transaction()?;
+            let mut replaced = Vec::new();
             for a in assignments {
-                let existing: Option<u32> = tx
-                    .query_row("SELECT attempt FROM tasks WHERE task_id = ?1", [a.task_id.0 as i64], |r| r.get(0))
+                let existing: Option<(u32, String, String, String, bool)> = tx
+                    .query_row(
+                        "SELECT attempt, package_id, kind, version, rollback FROM tasks WHERE task_id = ?1",
+                        [a.task_id.0 as i64],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                    )
                     .optional()?;
+                let existing = match existing {
+                    Some((_, package, kind, version, rollback))
+                        if package != a.package_id.to_hex()
+                            || kind != kind_str(a.kind)
+                            || version != a.version.as_str()
+                            || rollback != a.rollback =>
+                    {
+                        tx.execute("DELETE FROM tasks WHERE task_id = ?1", [a.task_id.0 as i64])?;
+                        replaced.push(a.task_id);
+                        None
+                    }
+                    other => other.map(|(attempt, ..)| attempt),
+                };
                 match existing {
                     Some(attempt) if attempt == a.attempt => {}
                     Some(_) => {
@@ -298,7 +322,7 @@ impl State {
             let gone: Vec<TaskId> =
                 all.into_iter().filter(|id| !listed.contains(id)).map(|id| TaskId(id as u64)).collect();
             tx.commit()?;
-            Ok(gone)
+            Ok((gone, replaced))
         })
     }
 
@@ -489,10 +513,10 @@ mod tests {
         assert_eq!(s.next_seq().expect("seq"), 1);
         s.init_version(Some(&"0.9".parse().expect("v")))
             .expect("init");
-        assert!(
+        assert_eq!(
             s.sync_assignments(&[assignment(1, 1), assignment(2, 1)])
-                .expect("sync")
-                .is_empty()
+                .expect("sync"),
+            (vec![], vec![])
         );
         s.set_declined(TaskId(1), 1).expect("decline");
         drop(s);
@@ -503,8 +527,8 @@ mod tests {
         assert_eq!(t.state, TargetState::Declined);
         assert_eq!(t.declined_boot, Some(1));
         // Task 2 dropped by the coordinator; task 1 restarted (attempt 2).
-        let gone = s.sync_assignments(&[assignment(1, 2)]).expect("sync");
-        assert_eq!(gone, vec![TaskId(2)]);
+        let (gone, replaced) = s.sync_assignments(&[assignment(1, 2)]).expect("sync");
+        assert_eq!((gone, replaced), (vec![TaskId(2)], vec![]));
         let t = s.task(TaskId(1)).expect("task").expect("present");
         assert_eq!(
             (t.state, t.assignment.attempt, t.declined_boot),
@@ -516,6 +540,32 @@ mod tests {
             s.previous_version().expect("prev").map(|v| v.to_string()),
             Some("0.9".into())
         );
+    }
+
+    #[test]
+    fn a_reused_task_id_with_another_package_is_a_new_task() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = State::open(dir.path()).expect("open");
+        // Task 19: an Update of 60.0.0, staged and declined by the cashier.
+        let mut old = assignment(19, 1);
+        old.kind = TaskKind::Update;
+        old.version = "60.0.0".parse().expect("v");
+        s.sync_assignments(&[old]).expect("sync");
+        s.set_state(TaskId(19), TargetState::Downloaded, None, None)
+            .expect("state");
+        s.set_declined(TaskId(19), 1).expect("decline");
+        // The coordinator hands id 19 to a Download of 61.0.0.
+        let mut new = assignment(19, 1);
+        new.kind = TaskKind::Download;
+        new.version = "61.0.0".parse().expect("v");
+        new.package_id = PackageId::of(b"61.0.0");
+        let (gone, replaced) = s.sync_assignments(&[new.clone()]).expect("sync");
+        assert_eq!((gone, replaced), (vec![], vec![TaskId(19)]));
+        let t = s.task(TaskId(19)).expect("task").expect("present");
+        assert_eq!(t.assignment, new, "the new task, not the old one");
+        assert_eq!((t.state, t.declined_boot), (TargetState::Pending, None));
+        // The same assignment again changes nothing.
+        assert_eq!(s.sync_assignments(&[new]).expect("sync"), (vec![], vec![]));
     }
 
     #[test]

@@ -525,5 +525,8 @@ fn https_with_a_private_ca_and_a_pinned_client() {
         Ok(r) => assert!(!r.status().is_success(), "plain HTTP got {}", r.status()),
         Err(e) => assert!(!e.is_timeout(), "plain HTTP hung: {e}"),
     }
-    assert!(cookie.starts_with("__Host-tillswarm_session=") && cookie.contains("; Secure"), "{cookie}");
+    assert!(
+        cookie.starts_with("__Host-tillswarm_session=") && cookie.contains("; Secure"),
+        "{cookie}"
+    );
 }

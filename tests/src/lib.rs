@@ -24,6 +24,8 @@ pub struct Cluster {
     pub coordinator: Coordinator,
     /// Its base URL.
     pub url: String,
+    /// The CA tills trust, when the coordinator serves HTTPS.
+    pub ca_file: Option<PathBuf>,
     /// Holds every temporary folder of the cluster.
     pub dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
@@ -34,6 +36,16 @@ impl Cluster {
     /// Starts a coordinator that asks tills to poll every `poll_ms`. Set
     /// `RUST_LOG` (e.g. `tillswarm_node=debug`) to see the cluster's logs.
     pub async fn start(poll_ms: u64) -> Self {
+        Self::start_with(poll_ms, None).await
+    }
+
+    /// As [`Cluster::start`], serving HTTPS with a certificate for `localhost`
+    /// from `pki` (tills get `https://localhost:PORT` and the CA file).
+    pub async fn start_tls(poll_ms: u64, pki: &tls::TestPki) -> Self {
+        Self::start_with(poll_ms, Some(pki)).await
+    }
+
+    async fn start_with(poll_ms: u64, pki: Option<&tls::TestPki>) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
@@ -50,11 +62,28 @@ impl Cluster {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let port = listener.local_addr().expect("addr").port();
+        let (url, options) = match pki {
+            None => (
+                format!("http://127.0.0.1:{port}"),
+                tillswarm_coordinator::ServeOptions::default(),
+            ),
+            Some(pki) => (
+                format!("https://localhost:{port}"),
+                tillswarm_coordinator::ServeOptions {
+                    tls: Some(
+                        tillswarm_coordinator::server::tls_config(&pki.cert_pem, &pki.key_pem)
+                            .expect("TLS config"),
+                    ),
+                    ..Default::default()
+                },
+            ),
+        };
         let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(tillswarm_coordinator::serve(
+        let server = tokio::spawn(tillswarm_coordinator::serve_with(
             coordinator.clone(),
             listener,
+            options,
             async {
                 let _ = stopped.await;
             },
@@ -62,6 +91,7 @@ impl Cluster {
         Self {
             coordinator,
             url,
+            ca_file: pki.map(|p| p.ca_pem.clone()),
             dir,
             stop: Some(stop),
             server: Some(server),
@@ -96,6 +126,7 @@ impl Cluster {
             chain_id: ChainId::new("sample").expect("chain"),
             store_id: StoreId::new(store).expect("store"),
             coordinator_url: self.url.clone(),
+            coordinator_ca_file: self.ca_file.clone(),
             coordinator_public_key: self.coordinator.public_key(),
             device_token: None,
             data_dir: root.join("data"),

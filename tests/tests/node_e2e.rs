@@ -361,7 +361,7 @@ async fn tampered_manifests_and_chunks_are_refused_and_nothing_is_staged() {
         tillswarm_protocol::manifest::SecretKey::from_seed([9; 32]).public();
     let n1 = RunningNode::start(config, Arc::new(SystemClock), None);
     let config = cluster.node_config(bad_chunks, "store-002");
-    let client = CoordinatorClient::new(&cluster.url, None, None).expect("client");
+    let client = CoordinatorClient::new(&cluster.url, None, None, None).expect("client");
     let n2 = RunningNode::start(
         config,
         Arc::new(SystemClock),
@@ -432,7 +432,7 @@ async fn a_killed_download_resumes_without_refetching_held_chunks() {
     let d = sample_till(1, 4);
     let g = group_of(&cluster, "resume", vec![d]).await;
     let config = cluster.node_config(d, "store-002");
-    let client = CoordinatorClient::new(&cluster.url, None, None).expect("client");
+    let client = CoordinatorClient::new(&cluster.url, None, None, None).expect("client");
     let fetched = Arc::new(AtomicU64::new(0));
     let first = Counting {
         client: client.clone(),
@@ -629,6 +629,40 @@ async fn after_the_reboot_the_till_reports_the_new_version() {
             .status,
         "completed"
     );
+    node.stop().await;
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_till_talks_https_to_a_coordinator_with_a_private_ca() {
+    let pki = tillswarm_tests::tls::test_pki(&["localhost"]);
+    let cluster = Cluster::start_tls(POLL_MS, &pki).await;
+    assert!(cluster.url.starts_with("https://"));
+    cluster.import_sample_registry().await;
+    let pkg = cluster
+        .upload("demo", "1.0.0", package("1.0.0", 1 << 20))
+        .await;
+    let till = sample_till(0, 1);
+    let g = group_of(&cluster, "one", vec![till]).await;
+    let node = RunningNode::start(
+        cluster.node_config(till, "store-001"),
+        Arc::new(SystemClock),
+        None,
+    );
+    // A till that trusts another CA never gets through.
+    let stranger = sample_till(0, 2);
+    let mut wrong = cluster.node_config(stranger, "store-001");
+    wrong.coordinator_ca_file = Some(pki.other_ca_pem.clone());
+    let untrusting = RunningNode::start(wrong, Arc::new(SystemClock), None);
+    let id = task(&cluster, TaskKind::Download, pkg, g).await;
+    wait_target(&cluster, id, till, TargetState::Downloaded, 30).await;
+    assert!(node.update_root().join("update/1.0.0/up.sh").is_file());
+    let seen = cluster.coordinator.device(stranger).await.expect("device");
+    assert!(
+        seen.last_seen.is_none(),
+        "a till with the wrong CA was heard"
+    );
+    untrusting.stop().await;
     node.stop().await;
     cluster.stop().await;
 }

@@ -188,24 +188,140 @@ const MIGRATIONS: &[&str] = &[
         SELECT RAISE(ABORT, 'the audit log is append-only');
     END;
     "#,
+    // 3: task ids are never reused (AUTOINCREMENT): a till that still holds a
+    // deleted task must never mistake a new task for it. SQLite adds
+    // AUTOINCREMENT only by rebuilding the table (foreign keys are off while
+    // migrations run, so task_targets keeps its rows and references).
+    r#"
+    CREATE TABLE tasks_v3 (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind          TEXT NOT NULL CHECK (kind IN ('download', 'update', 'forced_update')),
+        package_id    TEXT NOT NULL,
+        package_name  TEXT NOT NULL,
+        package_version TEXT NOT NULL,
+        package_version_key TEXT NOT NULL,
+        package_size  INTEGER NOT NULL,
+        group_id      INTEGER REFERENCES groups(id) ON DELETE SET NULL,
+        group_name    TEXT NOT NULL,
+        status        TEXT NOT NULL CHECK (status IN ('scheduled', 'running', 'paused', 'completed')),
+        activate_at_ms INTEGER,
+        activated_ms  INTEGER,
+        completed_ms  INTEGER,
+        rollback      INTEGER NOT NULL DEFAULT 0,
+        attempt       INTEGER NOT NULL DEFAULT 1,
+        created_ms    INTEGER NOT NULL,
+        rollout_id    INTEGER
+    );
+    INSERT INTO tasks_v3 SELECT id, kind, package_id, package_name, package_version,
+        package_version_key, package_size, group_id, group_name, status, activate_at_ms,
+        activated_ms, completed_ms, rollback, attempt, created_ms, rollout_id FROM tasks;
+    DROP TABLE tasks;
+    ALTER TABLE tasks_v3 RENAME TO tasks;
+    CREATE INDEX tasks_status ON tasks(status, activate_at_ms);
+
+    -- A version a till reports above every published package is not trusted
+    -- for skipping it ('unknown_version'); NULL: nothing to say.
+    ALTER TABLE devices ADD COLUMN version_flag TEXT;
+    "#,
 ];
 
-/// Brings the schema up to date.
+/// Brings the schema up to date. Foreign keys are off while steps run (a step
+/// may rebuild a table others refer to, as SQLite's ALTER TABLE guide does)
+/// and every reference is checked before the last step commits.
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-        tx.commit()?;
-        tracing::info!(version = i + 1, "database migrated");
+    if current as usize >= MIGRATIONS.len() {
+        return Ok(());
     }
-    Ok(())
+    let enforced: bool = conn.pragma_query_value(None, "foreign_keys", |r| r.get(0))?;
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    let result = (|| {
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            let broken: i64 =
+                tx.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+                    r.get(0)
+                })?;
+            if broken > 0 {
+                return Err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY),
+                    Some(format!(
+                        "migration {} left {broken} broken references",
+                        i + 1
+                    )),
+                ));
+            }
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+            tracing::info!(version = i + 1, "database migrated");
+        }
+        Ok(())
+    })();
+    if enforced {
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+    }
+    result
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn task_ids_are_never_reused_and_targets_survive_the_rebuild() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        conn.pragma_update(None, "foreign_keys", "ON").expect("fk");
+        // A database at version 2 with a task and a target.
+        conn.pragma_update(None, "user_version", 0).expect("v0");
+        let tx = conn.transaction().expect("tx");
+        for sql in &MIGRATIONS[..2] {
+            tx.execute_batch(sql).expect("old migration");
+        }
+        tx.pragma_update(None, "user_version", 2).expect("v2");
+        tx.commit().expect("commit");
+        conn.execute_batch(
+            "INSERT INTO devices (guid) VALUES ('g');
+             INSERT INTO tasks (id, kind, package_id, package_name, package_version,
+                 package_version_key, package_size, group_name, status, created_ms)
+             VALUES (19, 'update', 'p', 'demo', '60.0.0', 'k', 1, 'All', 'running', 0);
+             INSERT INTO task_targets (task_id, device, state, updated_ms) VALUES (19, 'g', 'pending', 0);",
+        )
+        .expect("rows");
+        migrate(&mut conn).expect("migrate");
+        let targets: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM task_targets WHERE task_id = 19",
+                [],
+                |r| r.get(0),
+            )
+            .expect("count");
+        assert_eq!(targets, 1, "the rebuild kept the targets");
+        conn.execute("DELETE FROM tasks WHERE id = 19", [])
+            .expect("delete");
+        conn.execute(
+            "INSERT INTO tasks (kind, package_id, package_name, package_version,
+                 package_version_key, package_size, group_name, status, created_ms)
+             VALUES ('download', 'q', 'demo', '61.0.0', 'k', 1, 'All', 'running', 0)",
+            [],
+        )
+        .expect("insert");
+        let id: i64 = conn
+            .query_row("SELECT max(id) FROM tasks", [], |r| r.get(0))
+            .expect("id");
+        assert_eq!(id, 20, "id 19 is not handed out again");
+        let orphans: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM task_targets WHERE task_id = 19",
+                [],
+                |r| r.get(0),
+            )
+            .expect("count");
+        assert_eq!(
+            orphans, 0,
+            "deleting the task still cascades to its targets"
+        );
+    }
 
     #[test]
     fn migrations_apply_once() {
