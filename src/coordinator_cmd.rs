@@ -27,6 +27,10 @@ pub struct CoordinatorArgs {
     /// Largest package upload accepted, in MiB.
     #[arg(long, default_value_t = 4096)]
     max_package_mb: u64,
+    /// Largest size a package may unpack to, in MiB (larger ones are refused
+    /// at upload).
+    #[arg(long, default_value_t = 16384)]
+    max_unpacked_mb: u64,
     /// Poll interval hinted to tills, in seconds.
     #[arg(long, default_value_t = 30)]
     poll_interval_s: u64,
@@ -315,6 +319,7 @@ async fn serve(args: CoordinatorArgs) -> anyhow::Result<()> {
     let config = Config {
         data_dir: args.data.clone(),
         max_package_bytes: args.max_package_mb << 20,
+        max_unpacked_bytes: args.max_unpacked_mb << 20,
         poll_interval_ms: args.poll_interval_s * 1000,
         session_idle_timeout_s: args.session_idle_min.max(1) * 60,
         session_max_age_s: args.session_max_hours.max(1) * 3600,

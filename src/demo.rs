@@ -411,6 +411,7 @@ impl Demo {
                     wan_rate_limit_kbit: None,
                     lan_rate_limit_kbit: None,
                     install_timeout_s: 120,
+                    disk_reserve_mb: 64,
                     local_api_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
                     sale_mode_timeout_s: 5,
                     drop_in_scan_s: 10,

@@ -29,7 +29,7 @@ enum Command {
     /// of tills (in-process nodes, simulated WAN links and cashiers).
     Demo(demo::DemoArgs),
     /// Run the head-office coordinator (database, APIs, web panel).
-    Coordinator(coordinator_cmd::CoordinatorArgs),
+    Coordinator(Box<coordinator_cmd::CoordinatorArgs>),
     /// Run the agent on a till, or talk to the running one.
     Node(node_cmd::NodeArgs),
     /// Work with update package files.
@@ -89,7 +89,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo(args) => demo::run(args).await,
-        Command::Coordinator(args) => coordinator_cmd::run(args).await,
+        Command::Coordinator(args) => coordinator_cmd::run(*args).await,
         Command::Node(args) => node_cmd::run(args).await,
         Command::Package(cmd) => package::run(cmd).await,
         Command::Fixtures(FixturesCommand::Generate { out, large_mb }) => {

@@ -299,6 +299,7 @@ async fn run_in_process(args: &DistributionArgs) -> anyhow::Result<Report> {
                 wan_rate_limit_kbit: None,
                 lan_rate_limit_kbit: Some(lan_kbit),
                 install_timeout_s: 60,
+                disk_reserve_mb: 64,
                 local_api_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
                 sale_mode_timeout_s: 0,
                 drop_in_scan_s: 3600,

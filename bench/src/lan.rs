@@ -346,7 +346,8 @@ impl Work {
         )
         .context("chunking the package into A's store")?;
         let version: Version = "1.0.0".parse()?;
-        let manifest = Manifest::new("bench-lan", version, &chunked, 0)?;
+        // Raw noise, never staged: its unpacked size is its size.
+        let manifest = Manifest::new("bench-lan", version, &chunked, 0, chunked.size)?;
         std::fs::write(
             manifest_path(dir.path()),
             serde_json::to_vec(&manifest).context("encoding the manifest")?,

@@ -36,9 +36,11 @@ pub struct Package {
     pub newest: bool,
 }
 
-/// Checks that `path` is a package: a tar (optionally gzip-compressed) with an
-/// `up.sh` at its top level.
-pub fn check_format(path: &Path) -> Result<()> {
+/// Checks that `path` is a package: a tar (optionally gzip-compressed) whose
+/// every entry passes [`tillswarm_protocol::archive`]'s rules, with a regular
+/// `up.sh` at its top, unpacking to at most `max_unpacked` bytes. Reads the
+/// whole archive; returns the unpacked size.
+pub fn check_format(path: &Path, max_unpacked: u64) -> Result<u64> {
     let mut head = [0u8; 2];
     let mut f = File::open(path)?;
     let n = f.read(&mut head)?;
@@ -49,27 +51,8 @@ pub fn check_format(path: &Path) -> Result<()> {
     } else {
         Box::new(f)
     };
-    let not_a_package =
-        |why: String| Error::bad("invalid_package", format!("not a package: {why}"));
-    let mut archive = tar::Archive::new(reader);
-    let entries = archive
-        .entries()
-        .map_err(|e| not_a_package(e.to_string()))?;
-    let mut seen_any = false;
-    for entry in entries {
-        let entry = entry.map_err(|e| not_a_package(format!("broken tar: {e}")))?;
-        seen_any = true;
-        let path = entry.path().map_err(|e| not_a_package(e.to_string()))?;
-        let name = path.to_string_lossy();
-        if name == "up.sh" || name == "./up.sh" {
-            return Ok(());
-        }
-    }
-    Err(not_a_package(if seen_any {
-        "the archive has no up.sh at its top level".into()
-    } else {
-        "expected a tar or tar.gz archive holding up.sh".into()
-    }))
+    tillswarm_protocol::archive::scan(reader, max_unpacked)
+        .map_err(|e| Error::bad("invalid_package", format!("not a package: {e}")))
 }
 
 /// Chunks the file at `path` into the store and returns its signed manifest
@@ -82,8 +65,9 @@ pub fn ingest_file(
     store: &ChunkStore,
     key: &SecretKey,
     now_ms: i64,
+    max_unpacked: u64,
 ) -> Result<(Manifest, SignedManifest, Vec<ChunkHash>)> {
-    check_format(path)?;
+    let unpacked = check_format(path, max_unpacked)?;
     let file = BufReader::with_capacity(1 << 20, File::open(path)?);
     let mut written = Vec::new();
     let outcome = tillswarm_protocol::chunking::chunk_reader_with(file, |info, data| {
@@ -94,7 +78,7 @@ pub fn ingest_file(
     })
     .map_err(Error::from)
     .and_then(|chunked| {
-        Manifest::new(name, version, &chunked, (now_ms / 1000) as u64)
+        Manifest::new(name, version, &chunked, (now_ms / 1000) as u64, unpacked)
             .map_err(|e| Error::bad("invalid_package", e.to_string()))
     });
     match outcome {

@@ -35,6 +35,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Largest package upload accepted, in bytes.
     pub max_package_bytes: u64,
+    /// Largest size a package may unpack to, in bytes (a compressed archive
+    /// declaring more is refused at upload: decompression bombs).
+    pub max_unpacked_bytes: u64,
     /// How often tills should poll, in milliseconds (before jitter).
     pub poll_interval_ms: u64,
     /// Random spread added to each poll hint, as a fraction of the interval, so
@@ -102,6 +105,7 @@ impl Default for Config {
         Self {
             data_dir: PathBuf::from("tillswarm-data"),
             max_package_bytes: 4 << 30,
+            max_unpacked_bytes: 16 << 30,
             poll_interval_ms: 30_000,
             poll_jitter: 0.2,
             scheduler_tick_ms: 250,

@@ -69,11 +69,26 @@ async fn api() -> Api {
 }
 
 async fn api_with_limit(max_package_bytes: u64) -> Api {
+    api_with_config(Config {
+        max_package_bytes,
+        ..Default::default()
+    })
+    .await
+}
+
+async fn api_with_unpacked_limit(max_unpacked_bytes: u64) -> Api {
+    api_with_config(Config {
+        max_unpacked_bytes,
+        ..Default::default()
+    })
+    .await
+}
+
+async fn api_with_config(config: Config) -> Api {
     let dir = tempfile::tempdir().expect("tempdir");
     let coordinator = Coordinator::open(Config {
         data_dir: dir.path().to_path_buf(),
-        max_package_bytes,
-        ..Default::default()
+        ..config
     })
     .await
     .expect("open coordinator");
@@ -1110,6 +1125,102 @@ async fn uploads_that_are_not_a_tar_with_up_sh_are_400_invalid_package() {
     }
     same(&before, &api.snapshot().await, "not-a-package uploads");
     assert_eq!(api.chunk_files(), Vec::<PathBuf>::new(), "leftover chunks");
+}
+
+/// Every entry of an archive is checked at upload, not only up to `up.sh`.
+#[tokio::test]
+async fn archives_with_hostile_entries_are_refused_whole() {
+    use tar::EntryType as T;
+    use tillswarm_fixtures::{RawEntry, raw_tar};
+    let api = api_with_unpacked_limit(1 << 20).await;
+    let before = api.snapshot().await;
+    let up = RawEntry::file("up.sh", 0o755, b"#!/bin/sh\nexit 0\n");
+    let cases: Vec<(&str, Vec<RawEntry>, &str)> = vec![
+        (
+            "`..` after up.sh",
+            vec![
+                up.clone(),
+                RawEntry::file("../../etc/cron.d/x", 0o644, b"x"),
+            ],
+            "`..`",
+        ),
+        (
+            "an absolute path",
+            vec![up.clone(), RawEntry::file("/etc/passwd", 0o644, b"x")],
+            "absolute",
+        ),
+        (
+            "a symlink to /etc/shadow",
+            vec![
+                up.clone(),
+                RawEntry::other(b"s", T::Symlink, Some(b"/etc/shadow")),
+            ],
+            "link",
+        ),
+        (
+            "a hard link out",
+            vec![
+                up.clone(),
+                RawEntry::other(b"h", T::Link, Some(b"/etc/shadow")),
+            ],
+            "link",
+        ),
+        (
+            "up.sh as a symlink",
+            vec![RawEntry::other(b"up.sh", T::Symlink, Some(b"bin/real.sh"))],
+            "regular file",
+        ),
+        (
+            "a FIFO",
+            vec![up.clone(), RawEntry::other(b"pipe", T::Fifo, None)],
+            "FIFO",
+        ),
+        (
+            "a device",
+            vec![up.clone(), RawEntry::other(b"sda", T::Block, None)],
+            "devices",
+        ),
+        (
+            "a sparse file",
+            vec![up.clone(), RawEntry::other(b"holes", T::GNUSparse, None)],
+            "sparse",
+        ),
+        (
+            "over the unpacked limit",
+            vec![
+                up.clone(),
+                RawEntry::file("big", 0o644, &vec![0u8; 2 << 20]),
+            ],
+            "unpacks to more than",
+        ),
+    ];
+    for (what, entries, needle) in &cases {
+        let tar = raw_tar(entries);
+        for body in [tar.clone(), gzip(&tar)] {
+            let r = api.upload("demo", "1.0.0", &body).await;
+            let msg = err(&r, 400, "invalid_package");
+            assert!(msg.contains(needle), "{what}: {msg:?}");
+        }
+    }
+    // A name with control characters is shown escaped, never raw.
+    let r = api
+        .upload(
+            "demo",
+            "1.0.0",
+            &raw_tar(&[up.clone(), RawEntry::file("/\u{1b}[2Jx\n", 0o644, b"x")]),
+        )
+        .await;
+    let msg = err(&r, 400, "invalid_package");
+    assert!(!msg.contains('\u{1b}') && !msg.contains('\n'), "{msg:?}");
+    assert!(msg.contains("\\u{1b}"), "{msg:?}");
+    same(&before, &api.snapshot().await, "hostile archives");
+    assert_eq!(api.chunk_files(), Vec::<PathBuf>::new(), "leftover chunks");
+    // Within the limits, an archive with links inside the tree is fine.
+    let fine = raw_tar(&[
+        up,
+        RawEntry::other(b"lib/a.so", T::Symlink, Some(b"a.so.1")),
+    ]);
+    ok(&api.upload("demo", "1.0.0", &fine).await, 201);
 }
 
 // ----- groups -----

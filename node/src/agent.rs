@@ -645,6 +645,12 @@ impl Agent {
             &c.data_dir.join("manifests"),
         )
         .await?;
+        // Refused before a chunk is fetched when it cannot fit; unpacking
+        // stops at the same cap.
+        let room = df_free(&existing_ancestor(&c.update_root))
+            .await
+            .map(|free| free.saturating_sub(c.disk_reserve_mb.saturating_mul(1 << 20)));
+        let cap = stage::unpack_cap(&manifest, room)?;
         let start = Progress {
             bytes_done: t.bytes_done,
             wan_bytes: t.wan_bytes,
@@ -699,7 +705,7 @@ impl Agent {
         };
         let store = self.inner.store.clone();
         let update_dir = c.update_dir();
-        tokio::task::spawn_blocking(move || stage::stage(&manifest, &store, &update_dir))
+        tokio::task::spawn_blocking(move || stage::stage(&manifest, &store, &update_dir, cap))
             .await
             .map_err(|e| Error::Io(std::io::Error::other(e)))??;
         self.inner.state.set_progress(
@@ -876,6 +882,14 @@ fn is_not_newer(a: &Assignment, installed: Option<&Version>) -> bool {
         Some(v) => *v >= a.version,
         None => false,
     }
+}
+
+/// `path`, or its nearest ancestor that exists (the update root may not yet).
+fn existing_ancestor(path: &std::path::Path) -> std::path::PathBuf {
+    path.ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(std::path::Path::new("/"))
+        .to_path_buf()
 }
 
 /// Free bytes on the volume holding `path` (via `df -Pk`; `None` when unknown).

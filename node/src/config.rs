@@ -50,6 +50,10 @@ pub struct NodeConfig {
     /// absent: none. Keeps sharing from crowding a busy store LAN.
     #[serde(default)]
     pub lan_rate_limit_kbit: Option<u64>,
+    /// Disk space (MiB) kept free on the update volume: a package that would
+    /// leave less is refused before it is fetched.
+    #[serde(default = "default_disk_reserve_mb")]
+    pub disk_reserve_mb: u64,
     /// Longest an `up.sh` may run before it is killed and the install fails.
     #[serde(default = "default_install_timeout_s")]
     pub install_timeout_s: u64,
@@ -100,6 +104,9 @@ fn default_update_root() -> PathBuf {
 }
 fn default_reboot_command() -> String {
     "systemctl reboot".into()
+}
+fn default_disk_reserve_mb() -> u64 {
+    512
 }
 fn default_install_timeout_s() -> u64 {
     // The seed: an update takes 15 to 20 minutes.

@@ -188,9 +188,38 @@ impl Read for Assembled<'_> {
     }
 }
 
+/// How much a format 1 manifest (no declared unpacked size) may unpack to,
+/// as a multiple of its package size.
+const UNDECLARED_EXPANSION: u64 = 64;
+
+/// The most bytes a package may unpack to on this till: what its manifest
+/// declares (or, for a format 1 manifest, [`UNDECLARED_EXPANSION`] times its
+/// size), and no more than `room` (free disk less the reserve, when known).
+/// Refuses at once when the declared size does not fit.
+pub fn unpack_cap(manifest: &Manifest, room: Option<u64>) -> Result<u64> {
+    let declared = manifest
+        .unpacked_size
+        .unwrap_or_else(|| manifest.size.saturating_mul(UNDECLARED_EXPANSION));
+    match room {
+        Some(room) if manifest.unpacked_size.is_some_and(|d| d > room) => {
+            Err(Error::Verify(format!(
+                "the package unpacks to {declared} bytes, more than the {room} bytes free on this till (less the reserve)"
+            )))
+        }
+        Some(room) => Ok(declared.min(room)),
+        None => Ok(declared),
+    }
+}
+
 /// Unpacks the package from the chunk store into `<update_dir>/<version>/`,
-/// checking the whole file's blake3. Blocking: run it off the executor.
-pub fn stage(manifest: &Manifest, store: &ChunkStore, update_dir: &Path) -> Result<PathBuf> {
+/// checking the whole file's blake3, writing at most `cap` bytes (see
+/// [`unpack_cap`]). Blocking: run it off the executor.
+pub fn stage(
+    manifest: &Manifest,
+    store: &ChunkStore,
+    update_dir: &Path,
+    cap: u64,
+) -> Result<PathBuf> {
     let dest = staged_dir(update_dir, manifest);
     if is_staged(&dest, &manifest.package_id) {
         return Ok(dest);
@@ -207,7 +236,7 @@ pub fn stage(manifest: &Manifest, store: &ChunkStore, update_dir: &Path) -> Resu
         current: None,
         hasher: blake3::Hasher::new(),
     };
-    let unpacked = unpack(&mut assembled, &partial);
+    let unpacked = unpack(&mut assembled, &partial, cap);
     // Drain whatever the tar reader left unread so the hash covers every byte.
     io::copy(&mut assembled, &mut io::sink())?;
     let actual = PackageId::from(assembled.hasher.finalize());
@@ -240,9 +269,13 @@ pub fn stage(manifest: &Manifest, store: &ChunkStore, update_dir: &Path) -> Resu
     Ok(dest)
 }
 
-/// Unpacks a tar or tar.gz stream into `dir`; entries escaping `dir` are refused
-/// by the tar reader.
-fn unpack(reader: &mut dyn Read, dir: &Path) -> Result<()> {
+/// Unpacks a tar or tar.gz stream into `dir`, each entry checked by the
+/// archive rules before it is written (nothing outside `dir`, no devices,
+/// FIFOs or sparse files, links only inside) and the total held to `cap`
+/// bytes. Modes keep only the permission bits, without group or other write:
+/// no setuid, setgid or sticky file comes out of a package.
+fn unpack(reader: &mut dyn Read, dir: &Path, cap: u64) -> Result<()> {
+    use tillswarm_protocol::archive::{self, EntryKind};
     let mut head = [0u8; 2];
     let n = read_full(reader, &mut head)?;
     let chained = (&head[..n]).chain(reader);
@@ -251,12 +284,29 @@ fn unpack(reader: &mut dyn Read, dir: &Path) -> Result<()> {
     } else {
         Box::new(chained)
     };
-    let mut archive = tar::Archive::new(boxed);
-    archive.set_preserve_permissions(true);
-    archive.set_overwrite(true);
-    archive
-        .unpack(dir)
-        .map_err(|e| Error::Verify(format!("cannot unpack the package: {e}")))
+    let bad = |e: std::io::Error| Error::Verify(format!("cannot unpack the package: {e}"));
+    let mut tar = tar::Archive::new(boxed);
+    tar.set_preserve_permissions(false);
+    tar.set_mask(0o022);
+    tar.set_overwrite(true);
+    let mut tally = archive::Tally::new(cap);
+    for entry in tar.entries().map_err(bad)? {
+        let mut entry = entry.map_err(bad)?;
+        let kind = archive::kind_of(entry.header().entry_type());
+        let size = entry.header().size().map_err(bad)?;
+        let path = entry.path().map_err(bad)?.into_owned();
+        let link = entry.link_name().map_err(bad)?.map(|l| l.into_owned());
+        tally
+            .add(&path, kind, link.as_deref(), size)
+            .map_err(|e| Error::Verify(format!("the package is refused: {e}")))?;
+        if kind != EntryKind::Metadata {
+            entry.unpack_in(dir).map_err(bad)?;
+        }
+    }
+    tally
+        .finish()
+        .map_err(|e| Error::Verify(format!("the package is refused: {e}")))?;
+    Ok(())
 }
 
 fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
@@ -268,4 +318,133 @@ fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use tillswarm_fixtures::{RawEntry, raw_tar};
+    use tillswarm_protocol::Version;
+
+    use super::*;
+
+    const UP_SH: &[u8] = b"#!/bin/sh\nexit 0\n";
+
+    /// A package's chunks in a fresh store and its manifest, declaring
+    /// `unpacked` bytes (or, with `None`, a format 1 manifest).
+    fn packaged(bytes: &[u8], unpacked: Option<u64>) -> (tempfile::TempDir, ChunkStore, Manifest) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ChunkStore::open(&dir.path().join("chunks")).expect("store");
+        let chunked = tillswarm_protocol::chunking::chunk_reader_with(bytes, |info, data| {
+            store.put(&info.hash, data).map_err(std::io::Error::other)
+        })
+        .expect("chunks");
+        let version: Version = "2.0.0".parse().expect("version");
+        let mut manifest = Manifest::new("demo", version, &chunked, 0, 0).expect("manifest");
+        manifest.unpacked_size = unpacked;
+        (dir, store, manifest)
+    }
+
+    fn stage_in(
+        dir: &Path,
+        store: &ChunkStore,
+        m: &Manifest,
+        room: Option<u64>,
+    ) -> Result<PathBuf> {
+        let cap = unpack_cap(m, room)?;
+        stage(m, store, &dir.join("update"), cap)
+    }
+
+    fn nothing_staged(dir: &Path) {
+        let update = dir.join("update");
+        let left: Vec<_> = std::fs::read_dir(&update)
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "left in update/: {left:?}");
+    }
+
+    #[test]
+    fn a_package_too_big_for_the_disk_is_refused_before_anything_is_written() {
+        let tar = raw_tar(&[RawEntry::file("up.sh", 0o755, UP_SH)]);
+        let (dir, store, m) = packaged(&tar, Some(200 << 20));
+        let e = stage_in(dir.path(), &store, &m, Some(50 << 20)).expect_err("too big");
+        assert!(e.to_string().contains("more than the"), "{e}");
+        nothing_staged(dir.path());
+    }
+
+    #[test]
+    fn a_decompression_bomb_stops_at_the_declared_size() {
+        // A 64 MiB file of zeros in a small tar.gz whose manifest lies and
+        // declares one MiB: unpacking stops at the header saying 64 MiB.
+        let bomb = tillswarm_fixtures::gzip(&raw_tar(&[
+            RawEntry::file("up.sh", 0o755, UP_SH),
+            RawEntry::file("zeros", 0o644, &vec![0u8; 64 << 20]),
+        ]));
+        assert!(bomb.len() < 1 << 20, "the bomb is {} bytes", bomb.len());
+        let (dir, store, m) = packaged(&bomb, Some(1 << 20));
+        let e = stage_in(dir.path(), &store, &m, None).expect_err("refused");
+        assert!(
+            e.to_string().contains("unpacks to more than 1048576"),
+            "{e}"
+        );
+        nothing_staged(dir.path());
+        // A format 1 manifest (no declared size) is held to 64 x its size.
+        let (dir, store, m) = packaged(&bomb, None);
+        assert!(stage_in(dir.path(), &store, &m, None).is_err());
+        nothing_staged(dir.path());
+    }
+
+    #[test]
+    fn setuid_setgid_sticky_and_world_write_are_dropped() {
+        let tar = raw_tar(&[
+            RawEntry::file("up.sh", 0o6777, UP_SH),
+            RawEntry::file("bin/tool", 0o1777, b"x"),
+        ]);
+        let (dir, store, m) = packaged(&tar, Some(UP_SH.len() as u64 + 1));
+        let staged = stage_in(dir.path(), &store, &m, None).expect("staged");
+        for (file, want) in [("up.sh", 0o755), ("bin/tool", 0o755)] {
+            let mode = std::fs::metadata(staged.join(file))
+                .expect("stat")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o7777, want, "{file}: {mode:o}");
+        }
+    }
+
+    #[test]
+    fn hostile_entries_are_refused_and_nothing_is_staged() {
+        use tar::EntryType as T;
+        let up = RawEntry::file("up.sh", 0o755, UP_SH);
+        let cases: Vec<(&str, RawEntry)> = vec![
+            ("parent dir", RawEntry::file("../escaped", 0o644, b"x")),
+            ("absolute", RawEntry::file("/tmp/escaped", 0o644, b"x")),
+            (
+                "symlink out",
+                RawEntry::other(b"shadow", T::Symlink, Some(b"/etc/shadow")),
+            ),
+            (
+                "symlink up",
+                RawEntry::other(b"a/up", T::Symlink, Some(b"../../etc")),
+            ),
+            ("fifo", RawEntry::other(b"pipe", T::Fifo, None)),
+            ("device", RawEntry::other(b"sda", T::Block, None)),
+            ("sparse", RawEntry::other(b"holes", T::GNUSparse, None)),
+        ];
+        for (what, entry) in cases {
+            let tar = raw_tar(&[up.clone(), entry]);
+            let (dir, store, m) = packaged(&tar, Some(1 << 20));
+            assert!(
+                stage_in(dir.path(), &store, &m, None).is_err(),
+                "{what} was staged"
+            );
+            nothing_staged(dir.path());
+        }
+        let tar = raw_tar(&[RawEntry::other(b"up.sh", T::Symlink, Some(b"bin/real"))]);
+        let (dir, store, m) = packaged(&tar, Some(1 << 20));
+        assert!(
+            stage_in(dir.path(), &store, &m, None).is_err(),
+            "up.sh as a link"
+        );
+    }
 }

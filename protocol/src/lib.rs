@@ -6,6 +6,7 @@
 //! - [`id`]: typed identifiers (chunk hash, package id, device GUID, store, chain, task);
 //! - [`chunking`]: content-defined chunking (FastCDC) plus blake3 hashing in one pass;
 //! - [`manifest`]: the signed package manifest and its canonical encoding;
+//! - [`archive`]: what a package archive may hold (checked at upload and unpack);
 //! - [`version`]: dotted version numbers and their order;
 //! - [`wire`]: peer-to-peer messages between tills, with hard size caps;
 //! - [`api`]: the JSON bodies exchanged between nodes and the coordinator.
@@ -15,6 +16,7 @@
 //! so every rule here is testable on plain bytes.
 
 pub mod api;
+pub mod archive;
 pub mod chunking;
 pub mod clock;
 pub mod id;

@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! signed manifest = postcard { body: bytes, signature: [u8; 64] }
-//! body            = "TSMF" | format version (u16 LE) | postcard(ManifestBodyV1)
+//! body            = "TSMF" | format version (u16 LE) | postcard(ManifestBodyV2)
 //! signature       = ed25519(coordinator key, "tillswarm/manifest/v1\0" | body)
 //! ```
 //!
@@ -25,8 +25,9 @@ use crate::chunking::{ChunkedFile, MAX_CHUNK};
 use crate::id::{ChunkHash, PackageId};
 use crate::version::Version;
 
-/// The manifest format this build writes and accepts.
-pub const FORMAT_VERSION: u16 = 1;
+/// The manifest format this build writes. It also reads format 1 (before the
+/// unpacked size was declared).
+pub const FORMAT_VERSION: u16 = 2;
 /// Most chunks in one manifest (64 GiB at the average chunk size).
 pub const MAX_CHUNKS: usize = 65_536;
 /// Largest package a manifest may describe.
@@ -46,7 +47,9 @@ pub enum ManifestError {
     #[error("malformed manifest: {0}")]
     Malformed(String),
     /// Written by a newer (or unknown) format.
-    #[error("unknown manifest format version {0} (this build reads version {FORMAT_VERSION})")]
+    #[error(
+        "unknown manifest format version {0} (this build reads versions 1 to {FORMAT_VERSION})"
+    )]
     UnknownFormat(u16),
     /// The signature does not verify with the pinned key.
     #[error("manifest signature does not verify with the pinned coordinator key")]
@@ -84,10 +87,14 @@ pub struct Manifest {
     pub created_unix: u64,
     /// Chunks in file order.
     pub chunks: Vec<ChunkRef>,
+    /// Bytes the archive unpacks to, summed by the coordinator over every
+    /// entry at upload: a till refuses to stage a package that would not fit
+    /// its disk, and stops unpacking past it. `None` in format 1 manifests.
+    pub unpacked_size: Option<u64>,
 }
 
-/// The canonical body. Field order is the encoding: never reorder, only add a new
-/// format version.
+/// The canonical body of format 1. Field order is the encoding: never
+/// reorder, only add a new format version.
 #[derive(Serialize, Deserialize)]
 struct ManifestBodyV1 {
     name: String,
@@ -98,6 +105,18 @@ struct ManifestBodyV1 {
     chunks: Vec<([u8; 32], u32)>,
 }
 
+/// Format 2: format 1 plus the unpacked size.
+#[derive(Serialize, Deserialize)]
+struct ManifestBodyV2 {
+    name: String,
+    version: String,
+    size: u64,
+    package_id: [u8; 32],
+    created_unix: u64,
+    chunks: Vec<([u8; 32], u32)>,
+    unpacked_size: u64,
+}
+
 impl Manifest {
     /// A manifest for a chunked file, after checking the limits.
     pub fn new(
@@ -105,6 +124,7 @@ impl Manifest {
         version: Version,
         file: &ChunkedFile,
         created_unix: u64,
+        unpacked_size: u64,
     ) -> Result<Self, ManifestError> {
         let manifest = Self {
             name: name.to_owned(),
@@ -120,6 +140,7 @@ impl Manifest {
                     length: c.length,
                 })
                 .collect(),
+            unpacked_size: Some(unpacked_size),
         };
         manifest.validate()?;
         Ok(manifest)
@@ -168,22 +189,40 @@ impl Manifest {
         })
     }
 
-    /// The canonical bytes the signature covers.
+    /// The canonical bytes the signature covers: format 2, or format 1 for a
+    /// manifest without an unpacked size (one read from format 1).
     pub fn canonical_bytes(&self) -> Vec<u8> {
-        let body = ManifestBodyV1 {
-            name: self.name.clone(),
-            version: self.version.as_str().to_owned(),
-            size: self.size,
-            package_id: self.package_id.0,
-            created_unix: self.created_unix,
-            chunks: self.chunks.iter().map(|c| (c.hash.0, c.length)).collect(),
+        let chunks = self.chunks.iter().map(|c| (c.hash.0, c.length)).collect();
+        let (format, encoded) = match self.unpacked_size {
+            Some(unpacked_size) => {
+                let body = ManifestBodyV2 {
+                    name: self.name.clone(),
+                    version: self.version.as_str().to_owned(),
+                    size: self.size,
+                    package_id: self.package_id.0,
+                    created_unix: self.created_unix,
+                    chunks,
+                    unpacked_size,
+                };
+                (FORMAT_VERSION, postcard::to_stdvec(&body))
+            }
+            None => {
+                let body = ManifestBodyV1 {
+                    name: self.name.clone(),
+                    version: self.version.as_str().to_owned(),
+                    size: self.size,
+                    package_id: self.package_id.0,
+                    created_unix: self.created_unix,
+                    chunks,
+                };
+                (1, postcard::to_stdvec(&body))
+            }
         };
         let mut out = Vec::with_capacity(64 + self.chunks.len() * 37);
         out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&format.to_le_bytes());
         // Serialising plain owned data into a Vec cannot fail.
-        let encoded = postcard::to_stdvec(&body).unwrap_or_default();
-        out.extend_from_slice(&encoded);
+        out.extend_from_slice(&encoded.unwrap_or_default());
         out
     }
 
@@ -198,11 +237,27 @@ impl Manifest {
             ));
         }
         let format = u16::from_le_bytes([rest[0], rest[1]]);
-        if format != FORMAT_VERSION {
-            return Err(ManifestError::UnknownFormat(format));
-        }
-        let (body, trailing): (ManifestBodyV1, &[u8]) = postcard::take_from_bytes(&rest[2..])
-            .map_err(|e| ManifestError::Malformed(e.to_string()))?;
+        let malformed = |e: postcard::Error| ManifestError::Malformed(e.to_string());
+        let (body, unpacked_size, trailing): (ManifestBodyV1, Option<u64>, &[u8]) = match format {
+            1 => {
+                let (b, t) = postcard::take_from_bytes(&rest[2..]).map_err(malformed)?;
+                (b, None, t)
+            }
+            2 => {
+                let (b, t): (ManifestBodyV2, &[u8]) =
+                    postcard::take_from_bytes(&rest[2..]).map_err(malformed)?;
+                let v1 = ManifestBodyV1 {
+                    name: b.name,
+                    version: b.version,
+                    size: b.size,
+                    package_id: b.package_id,
+                    created_unix: b.created_unix,
+                    chunks: b.chunks,
+                };
+                (v1, Some(b.unpacked_size), t)
+            }
+            other => return Err(ManifestError::UnknownFormat(other)),
+        };
         if !trailing.is_empty() {
             return Err(ManifestError::Malformed(format!(
                 "{} trailing bytes after the manifest",
@@ -227,6 +282,7 @@ impl Manifest {
                     length,
                 })
                 .collect(),
+            unpacked_size,
         };
         manifest.validate()?;
         Ok(manifest)

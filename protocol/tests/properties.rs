@@ -98,6 +98,8 @@ fn arb_manifest() -> impl Strategy<Value = Manifest> {
                 package_id: PackageId(id),
                 created_unix: created,
                 chunks,
+                // Both formats: 1 (no unpacked size) and 2.
+                unpacked_size: (created % 2 == 1).then_some(created),
             }
         })
 }
@@ -192,6 +194,7 @@ fn unknown_format_version_is_refused_even_when_signed() {
         package_id: PackageId::of(b""),
         created_unix: 0,
         chunks: vec![],
+        unpacked_size: Some(0),
     };
     let mut body = m.canonical_bytes();
     body[4..6].copy_from_slice(&(manifest::FORMAT_VERSION + 1).to_le_bytes());
@@ -242,6 +245,7 @@ fn signed_but_inconsistent_manifests_are_refused() {
             hash: ChunkHash([1; 32]),
             length: 5,
         }],
+        unpacked_size: Some(5),
     };
     let signed = resign(&key, m.canonical_bytes());
     assert!(matches!(

@@ -135,6 +135,7 @@ impl Cluster {
             wan_rate_limit_kbit: None,
             lan_rate_limit_kbit: None,
             install_timeout_s: 30,
+            disk_reserve_mb: 64,
             local_api_listen: "127.0.0.1:0".parse().expect("addr"),
             sale_mode_timeout_s: 0,
             drop_in_scan_s: 1,

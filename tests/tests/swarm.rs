@@ -389,6 +389,19 @@ async fn a_restarted_till_still_offers_the_package_it_holds_to_the_next_wave() {
     let pilot_node = start_node(&cluster, pilot);
     let other = start_node(&cluster, rest);
     connect_all(&[&pilot_node, &other]).await;
+    // The pilot's offer reaches the other till once they exchanged Hellos;
+    // wait for it, so the wave starts with the store's knowledge in place
+    // (this test is about the offer after a restart, not discovery timing).
+    let pilot_peer = pilot_node.agent.net().expect("swarm").peer_id;
+    let other_net = other.agent.net().expect("swarm");
+    eventually(20, "the pilot's offer to reach the next till", || async {
+        other_net
+            .view()
+            .get(&pilot_peer)
+            .is_some_and(|p| p.holds.contains_key(&pkg))
+            .then_some(())
+    })
+    .await;
     // Wave 2: the next till gets it from the pilot, not over the WAN.
     let task = download(&cluster, pkg, g_rest).await;
     let t = wait_all(&cluster, task, &[rest], 60).await;

@@ -118,6 +118,7 @@ impl Coordinator {
                 &this.inner.chunks,
                 &this.inner.key,
                 now,
+                this.inner.config.max_unpacked_bytes,
             )
         })
         .await
