@@ -7,6 +7,8 @@
 //! - [`chunking`]: content-defined chunking (FastCDC) plus blake3 hashing in one pass;
 //! - [`manifest`]: the signed package manifest and its canonical encoding;
 //! - [`archive`]: what a package archive may hold (checked at upload and unpack);
+//! - [`trust`]: the chain of trust from the coordinator's root key to a till's
+//!   instructions (root and online keys, timestamps, signed instructions);
 //! - [`version`]: dotted version numbers and their order;
 //! - [`wire`]: peer-to-peer messages between tills, with hard size caps;
 //! - [`api`]: the JSON bodies exchanged between nodes and the coordinator.
@@ -21,6 +23,7 @@ pub mod chunking;
 pub mod clock;
 pub mod id;
 pub mod manifest;
+pub mod trust;
 pub mod version;
 pub mod wire;
 
