@@ -100,6 +100,46 @@ enum CoordinatorCommand {
     /// API tokens for scripts and CI (on the data folder).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The root and online keys tills trust (on the data folder; a running
+    /// coordinator picks rotations up within a second).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create the root and online keys if missing and print the root public
+    /// key to pin on tills.
+    Init {
+        /// Move the root secret to this file (then keep it offline; the
+        /// rotate commands take it back with --root-key).
+        #[arg(long, value_name = "FILE")]
+        root_out: Option<PathBuf>,
+    },
+    /// A new online key certified by the root; tills accept it at their next
+    /// poll without being touched.
+    RotateOnline {
+        /// The root secret, when it is not in the data folder.
+        #[arg(long, value_name = "FILE")]
+        root_key: Option<PathBuf>,
+        /// Days the new online key's certificate lasts.
+        #[arg(long, default_value_t = tillswarm_coordinator::keys::DEFAULT_ONLINE_DAYS)]
+        valid_days: u64,
+    },
+    /// A new root, announced by the old one, and a new online key under it.
+    RotateRoot {
+        /// The current root secret, when it is not in the data folder.
+        #[arg(long, value_name = "FILE")]
+        root_key: Option<PathBuf>,
+        /// Write the new root secret here instead of the data folder.
+        #[arg(long, value_name = "FILE")]
+        new_root_out: Option<PathBuf>,
+        /// Days the new online key's certificate lasts.
+        #[arg(long, default_value_t = tillswarm_coordinator::keys::DEFAULT_ONLINE_DAYS)]
+        valid_days: u64,
+    },
+    /// Show the root (to pin on tills) and the online key's certificate.
+    Show,
 }
 
 #[derive(Debug, Subcommand)]
@@ -166,7 +206,46 @@ pub async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
         }) => import(file, remote).await,
         Some(CoordinatorCommand::User(ref cmd)) => user(&args.data, cmd),
         Some(CoordinatorCommand::Token(ref cmd)) => token(&args.data, cmd),
+        Some(CoordinatorCommand::Keys(ref cmd)) => keys(&args.data, cmd),
     }
+}
+
+fn keys(data: &Path, cmd: &KeysCommand) -> anyhow::Result<()> {
+    use tillswarm_coordinator::keys;
+    let trust = match cmd {
+        KeysCommand::Init { root_out } => keys::init(data, root_out.as_deref())?.trust,
+        KeysCommand::RotateOnline {
+            root_key,
+            valid_days,
+        } => keys::rotate_online(data, root_key.as_deref(), *valid_days)?,
+        KeysCommand::RotateRoot {
+            root_key,
+            new_root_out,
+            valid_days,
+        } => keys::rotate_root(
+            data,
+            root_key.as_deref(),
+            new_root_out.as_deref(),
+            *valid_days,
+        )?,
+        KeysCommand::Show => keys::load_or_init(data)?.trust,
+    };
+    let until = humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + Duration::from_secs(trust.not_after_unix),
+    );
+    println!(
+        "root (pin on tills as coordinator_public_key): {}",
+        trust.root
+    );
+    println!("root version: {}", trust.root_version);
+    println!(
+        "online key serial {}, certified until {until}",
+        trust.serial
+    );
+    if !data.join("root.key").exists() {
+        println!("the root secret is not in the data folder (offline)");
+    }
+    Ok(())
 }
 
 /// The OS user running the command, for the audit log.

@@ -443,6 +443,7 @@ impl Client {
             peer_id: None,
             free_disk_bytes: Some(8 << 30),
             known_revision,
+            warnings: Vec::new(),
         };
         let sent = self.http.post(&*self.heartbeat_url).json(&req).send().await;
         let Ok(resp) = sent else {
@@ -454,7 +455,7 @@ impl Client {
         match resp.json::<HeartbeatResponse>().await {
             Ok(r) => Outcome::Ok {
                 revision: r.revision,
-                full_list: r.assignments.is_some(),
+                full_list: r.trust.is_some_and(|t| t.instructions.is_some()),
             },
             Err(_) => Outcome::Failed,
         }

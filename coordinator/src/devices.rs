@@ -90,6 +90,9 @@ pub struct Device {
     /// package (a till cannot run what was never published): not trusted, so
     /// tasks do not skip this till on its word.
     pub version_flag: Option<String>,
+    /// What the till last reported it wants operators to know, e.g.
+    /// `stale_instructions` (no fresh signed timestamp reached it in time).
+    pub warnings: Vec<String>,
     /// What the till is doing, as it reported.
     pub state: Option<String>,
     /// Its LAN address.
@@ -339,11 +342,11 @@ pub fn record_heartbeat(
     let ip = req.ip.clone().or(seen_ip);
     tx.execute(
         "INSERT INTO devices (guid, version, version_key, state, ip, peer_id, free_disk, last_seen_ms,
-                              first_seen_ms, version_flag)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9)
+                              first_seen_ms, version_flag, warnings)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10)
          ON CONFLICT(guid) DO UPDATE SET version = ?2, version_key = ?3, state = ?4, ip = ?5,
              peer_id = ?6, free_disk = ?7, last_seen_ms = ?8,
-             first_seen_ms = coalesce(first_seen_ms, ?8), version_flag = ?9",
+             first_seen_ms = coalesce(first_seen_ms, ?8), version_flag = ?9, warnings = ?10",
         params![
             req.device_id.to_string(),
             version,
@@ -353,7 +356,8 @@ pub fn record_heartbeat(
             req.peer_id,
             req.free_disk_bytes.map(|b| b.min(i64::MAX as u64) as i64),
             now_ms,
-            flag
+            flag,
+            serde_json::to_string(&req.warnings).unwrap_or_else(|_| "[]".into())
         ],
     )?;
     let (approved, assign_rev, till_type) = tx.query_row(
@@ -398,7 +402,7 @@ pub fn delete(tx: &Transaction<'_>, guid: &DeviceId) -> Result<()> {
 const DEVICE_SELECT: &str =
     "SELECT d.guid, d.name, d.number, d.store_id, s.name, s.address, d.till_type,
         d.approved, d.in_registry, d.version, d.state, d.ip, d.peer_id, d.free_disk, d.last_seen_ms,
-        d.version_flag
+        d.version_flag, d.warnings
      FROM devices d LEFT JOIN stores s ON s.id = d.store_id";
 
 fn device_from_row(r: &Row<'_>, now_ms: i64) -> rusqlite::Result<Device> {
@@ -423,6 +427,7 @@ fn device_from_row(r: &Row<'_>, now_ms: i64) -> rusqlite::Result<Device> {
         in_registry: r.get(8)?,
         version: r.get(9)?,
         version_flag: r.get(15)?,
+        warnings: serde_json::from_str(&r.get::<_, String>(16)?).unwrap_or_default(),
         state: r.get(10)?,
         ip: r.get(11)?,
         peer_id: r.get(12)?,

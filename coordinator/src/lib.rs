@@ -26,7 +26,7 @@ pub mod devices;
 pub mod error;
 pub mod groups;
 pub mod http;
-mod keys;
+pub mod keys;
 pub mod metrics;
 pub mod packages;
 pub mod server;

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use tillswarm_protocol::DeviceId;
 use tillswarm_protocol::api::{HeartbeatRequest, HeartbeatResponse, ProgressReport};
 use tillswarm_protocol::manifest::{Manifest, PublicKey, SecretKey};
+use tillswarm_protocol::trust::{Domain, Instructions, Signed, Timestamp, TrustBundle};
 
 use crate::audit::{self, Note, Outcome};
 use crate::auth::limiter::{LoginLimiter, LoginLimits};
@@ -45,6 +46,10 @@ pub struct Config {
     pub poll_jitter: f64,
     /// How often the scheduler looks for due tasks, in milliseconds.
     pub scheduler_tick_ms: u64,
+    /// How long a till may act on a signed timestamp or accept signed
+    /// instructions, in seconds: past it, a till cut off from the coordinator
+    /// (or fed old answers) reports `stale_instructions` instead of acting.
+    pub instructions_ttl_s: u64,
     /// A login session unused this long ends, in seconds.
     pub session_idle_timeout_s: u64,
     /// A login session ends this long after login however busy, in seconds.
@@ -109,6 +114,7 @@ impl Default for Config {
             poll_interval_ms: 30_000,
             poll_jitter: 0.2,
             scheduler_tick_ms: 250,
+            instructions_ttl_s: 24 * 3600,
             session_idle_timeout_s: 30 * 60,
             session_max_age_s: 12 * 3600,
             audit_retention_days: 365,
@@ -191,7 +197,11 @@ struct Inner {
     config: Config,
     db: Db,
     chunks: ChunkStore,
-    key: SecretKey,
+    /// The root's chain and the online key; replaced when the command line
+    /// rotates keys (noticed by the scheduler).
+    keys: std::sync::RwLock<Arc<crate::keys::KeyRing>>,
+    /// `trust.json` as last loaded, to notice a rotation.
+    keys_stamp: std::sync::Mutex<Option<(u64, std::time::SystemTime)>>,
     clock: Arc<dyn Clock>,
     metrics: Metrics,
     /// Serialises package ingestion and deletion (see `receive_and_ingest`).
@@ -220,7 +230,8 @@ impl Coordinator {
         std::fs::create_dir_all(&config.data_dir)?;
         let db = Db::open(&config.data_dir.join(DB_FILE))?;
         let chunks = ChunkStore::open(&config.data_dir.join("chunks"))?;
-        let key = crate::keys::load_or_create(&config.data_dir)?;
+        let keys = crate::keys::load_or_init(&config.data_dir)?;
+        let keys_stamp = crate::keys::stamp(&config.data_dir);
         let logins = LoginLimiter::new(LoginLimits {
             per_user_burst: config.login_user_burst,
             per_user_period: std::time::Duration::from_secs(config.login_user_period_s),
@@ -232,7 +243,8 @@ impl Coordinator {
                 config,
                 db,
                 chunks,
-                key,
+                keys: std::sync::RwLock::new(Arc::new(keys)),
+                keys_stamp: std::sync::Mutex::new(keys_stamp),
                 clock,
                 metrics: Metrics::default(),
                 ingest: tokio::sync::Mutex::new(()),
@@ -243,6 +255,7 @@ impl Coordinator {
             }),
         };
         coordinator.collect_garbage().await?;
+        coordinator.resign_manifests().await?;
         Ok(coordinator)
     }
 
@@ -251,9 +264,101 @@ impl Coordinator {
         &self.inner.config
     }
 
-    /// The public key tills pin.
+    /// The root public key tills pin (`coordinator.pub`).
     pub fn public_key(&self) -> PublicKey {
-        self.inner.key.public()
+        self.key_ring().trust.root
+    }
+
+    /// The keys in force.
+    pub(crate) fn key_ring(&self) -> Arc<crate::keys::KeyRing> {
+        self.inner
+            .keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The online public key (signs manifests, instructions, timestamps).
+    pub fn online_public_key(&self) -> PublicKey {
+        self.key_ring().online.public()
+    }
+
+    /// A copy of the online secret, for signing off the executor.
+    pub(crate) fn online_secret(&self) -> SecretKey {
+        SecretKey::from_seed(self.key_ring().online.to_seed())
+    }
+
+    /// Reloads the keys when the command line rotated them (`trust.json`
+    /// changed), then re-signs every stored manifest with the new online key.
+    pub async fn reload_keys_if_rotated(&self) -> Result<bool> {
+        let dir = self.inner.config.data_dir.clone();
+        let now = crate::keys::stamp(&dir);
+        {
+            let mut seen = self
+                .inner
+                .keys_stamp
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if *seen == now {
+                return Ok(false);
+            }
+            *seen = now;
+        }
+        let ring = tokio::task::spawn_blocking(move || crate::keys::load_or_init(&dir))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
+        tracing::info!(
+            serial = ring.trust.serial,
+            root_version = ring.trust.root_version,
+            "keys rotated; reloaded"
+        );
+        *self
+            .inner
+            .keys
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(ring);
+        self.resign_manifests().await?;
+        Ok(true)
+    }
+
+    /// Re-signs every stored manifest that the online key did not sign (after
+    /// a rotation, or manifests from before the key hierarchy), so tills that
+    /// check manifests against the certified online key accept them.
+    async fn resign_manifests(&self) -> Result<()> {
+        let key = self.online_secret();
+        let resigned = self
+            .write(move |tx, _| {
+                let public = key.public();
+                let rows: Vec<(String, Vec<u8>)> = tx
+                    .prepare("SELECT package_id, manifest FROM packages")?
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<rusqlite::Result<_>>()?;
+                let mut n = 0;
+                for (id, bytes) in rows {
+                    let Ok(signed) = tillswarm_protocol::SignedManifest::from_bytes(&bytes) else {
+                        continue;
+                    };
+                    if signed.verify(&public).is_ok() {
+                        continue;
+                    }
+                    let Ok(m) = signed.body_unverified() else {
+                        tracing::error!(package = %id, "a stored manifest does not decode; left as it is");
+                        continue;
+                    };
+                    let fresh = key.sign_manifest(&m).to_bytes();
+                    tx.execute(
+                        "UPDATE packages SET manifest = ?2 WHERE package_id = ?1",
+                        rusqlite::params![id, fresh],
+                    )?;
+                    n += 1;
+                }
+                Ok(n)
+            })
+            .await?;
+        if resigned > 0 {
+            tracing::info!(resigned, "re-signed manifests with the online key");
+        }
+        Ok(())
     }
 
     /// Request and traffic counters.
@@ -383,30 +488,80 @@ impl Coordinator {
             .map_err(|m| Error::bad("invalid_heartbeat", m))?;
         let config = self.inner.config.clone();
         let jitter = jitter_ms(config.poll_interval_ms, config.poll_jitter);
-        self.write_with(crate::db::Durability::Relaxed, move |tx, now| {
-            let outcome = devices::record_heartbeat(tx, &req, seen_ip, now)?;
-            tasks::promote_installed(tx, &req.device_id, req.version.as_ref(), now)?;
-            let settings = till_types::settings_for(tx, outcome.till_type.as_deref())?;
-            let current = req.known_revision == Some(outcome.assign_rev);
-            let assignments = if !outcome.approved {
-                Some(Vec::new())
-            } else if current {
-                None
-            } else {
-                // Every till polls within interval * (1 + jitter); a second more for skew.
-                let settle =
-                    (config.poll_interval_ms as f64 * (1.0 + config.poll_jitter)) as i64 + 1_000;
-                Some(tasks::assignments(tx, &req.device_id, settle)?)
-            };
-            Ok(HeartbeatResponse {
-                approved: outcome.approved,
-                revision: outcome.assign_rev,
-                assignments,
-                settings,
-                poll_interval_ms: config.poll_interval_ms + jitter,
+        let device = req.device_id;
+        let (outcome, news) = self
+            .write_with(crate::db::Durability::Relaxed, move |tx, now| {
+                let outcome = devices::record_heartbeat(tx, &req, seen_ip, now)?;
+                tasks::promote_installed(tx, &req.device_id, req.version.as_ref(), now)?;
+                let current = req.known_revision == Some(outcome.assign_rev);
+                let news = if !outcome.approved || current {
+                    None
+                } else {
+                    let settings = till_types::settings_for(tx, outcome.till_type.as_deref())?;
+                    // Every till polls within interval * (1 + jitter); a second more for skew.
+                    let settle = (config.poll_interval_ms as f64 * (1.0 + config.poll_jitter))
+                        as i64
+                        + 1_000;
+                    Some((tasks::assignments(tx, &req.device_id, settle)?, settings))
+                };
+                Ok((outcome, news))
             })
+            .await?;
+        // Signed here, on the executor, not on the database thread.
+        let trust = outcome
+            .approved
+            .then(|| self.trust_bundle(device, outcome.assign_rev, news));
+        Ok(HeartbeatResponse {
+            approved: outcome.approved,
+            revision: outcome.assign_rev,
+            trust,
+            poll_interval_ms: config.poll_interval_ms + jitter,
         })
-        .await
+    }
+
+    /// The key chain, a timestamp for `device` at `revision` and, with
+    /// `news`, its instructions; all valid for `instructions_ttl_s`.
+    fn trust_bundle(
+        &self,
+        device: DeviceId,
+        revision: u64,
+        news: Option<(
+            Vec<tillswarm_protocol::api::Assignment>,
+            tillswarm_protocol::api::TillSettings,
+        )>,
+    ) -> TrustBundle {
+        let ring = self.key_ring();
+        let now = (self.now_ms().max(0) / 1000) as u64;
+        let expires = now + self.inner.config.instructions_ttl_s.max(60);
+        let timestamp = Signed::sign(
+            &ring.online,
+            Domain::Timestamp,
+            &Timestamp {
+                device,
+                revision,
+                expires_unix: expires,
+            },
+        );
+        let instructions = news.map(|(assignments, settings)| {
+            Signed::sign(
+                &ring.online,
+                Domain::Instructions,
+                &Instructions {
+                    device,
+                    revision,
+                    issued_unix: now,
+                    expires_unix: expires,
+                    assignments,
+                    settings,
+                },
+            )
+        });
+        TrustBundle {
+            rotations: ring.trust.rotations.clone(),
+            online_key: ring.trust.online_key.clone(),
+            timestamp,
+            instructions,
+        }
     }
 
     /// Applies a till's progress report (idempotent by sequence number).
@@ -629,6 +784,9 @@ impl Coordinator {
     /// One scheduler step: activates due tasks (returns their ids); about once
     /// an hour also purges expired sessions and audit rows past retention.
     pub async fn tick(&self) -> Result<Vec<i64>> {
+        if let Err(e) = self.reload_keys_if_rotated().await {
+            tracing::error!(error = %e, "could not reload the rotated keys");
+        }
         let activated = self.write(tasks::activate_due).await?;
         let now = self.now_ms();
         let last = self

@@ -13,7 +13,7 @@ use tillswarm_coordinator::service::{Config, Coordinator, Paging};
 use tillswarm_coordinator::tasks::{NewTask, TaskDetail, TaskFilter};
 use tillswarm_coordinator::till_types::TillTypeInput;
 use tillswarm_protocol::api::{
-    DeviceState, HeartbeatRequest, HeartbeatResponse, ProgressReport, TargetState, TaskKind,
+    DeviceState, HeartbeatRequest, ProgressReport, TargetState, TaskKind,
 };
 use tillswarm_protocol::{DeviceId, PackageId, TaskId};
 
@@ -71,26 +71,52 @@ fn small_package(version: &str) -> Vec<u8> {
     )
 }
 
-async fn heartbeat(
-    c: &Coordinator,
-    d: DeviceId,
-    version: &str,
-    rev: Option<u64>,
-) -> HeartbeatResponse {
-    c.heartbeat(
-        HeartbeatRequest {
-            device_id: d,
-            version: Some(version.parse().expect("version")),
-            state: DeviceState::Ready,
-            ip: None,
-            peer_id: None,
-            free_disk_bytes: Some(1 << 30),
-            known_revision: rev,
-        },
-        None,
-    )
-    .await
-    .expect("heartbeat")
+/// A heartbeat's answer as a till sees it once the signatures check out.
+struct Heard {
+    approved: bool,
+    revision: u64,
+    /// The assignments, when the answer carried (signed) instructions.
+    assignments: Option<Vec<tillswarm_protocol::api::Assignment>>,
+    /// The settings from the instructions (default when none came).
+    settings: tillswarm_protocol::api::TillSettings,
+}
+
+async fn heartbeat(c: &Coordinator, d: DeviceId, version: &str, rev: Option<u64>) -> Heard {
+    let hb = c
+        .heartbeat(
+            HeartbeatRequest {
+                device_id: d,
+                version: Some(version.parse().expect("version")),
+                state: DeviceState::Ready,
+                ip: None,
+                peer_id: None,
+                free_disk_bytes: Some(1 << 30),
+                known_revision: rev,
+                warnings: Vec::new(),
+            },
+            None,
+        )
+        .await
+        .expect("heartbeat");
+    // Checked from the pinned root, as a till does.
+    let mut trust = tillswarm_protocol::trust::TrustState::pinned(c.public_key());
+    let now = (c.now_ms() / 1000) as u64;
+    let instructions = match &hb.trust {
+        Some(bundle) => trust.accept(bundle, &d, now).expect("the answer verifies"),
+        None => {
+            assert!(!hb.approved, "an approved till gets a signed answer");
+            None
+        }
+    };
+    Heard {
+        approved: hb.approved,
+        revision: hb.revision,
+        settings: instructions
+            .as_ref()
+            .map(|i| i.settings.clone())
+            .unwrap_or_default(),
+        assignments: instructions.map(|i| i.assignments),
+    }
 }
 
 fn report(d: DeviceId, task: i64, attempt: u32, seq: u64, state: TargetState) -> ProgressReport {

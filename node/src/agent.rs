@@ -21,6 +21,7 @@ use tillswarm_protocol::api::{
     Assignment, DeviceState, HeartbeatRequest, ProgressReport, TargetState, TaskKind, TillSettings,
 };
 use tillswarm_protocol::clock::Clock;
+use tillswarm_protocol::trust::{Instructions, TrustState};
 use tillswarm_protocol::{TaskId, Version};
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
@@ -83,6 +84,8 @@ struct Inner {
     last_scan: Mutex<Option<tokio::time::Instant>>,
     /// Free disk bytes and when they were measured; measured at most once a minute.
     free_disk: Mutex<Option<(tokio::time::Instant, Option<u64>)>>,
+    /// Warnings for the next heartbeat (refused instructions, unsigned drop-ins).
+    warnings: Mutex<Vec<String>>,
     /// Pace of report retries after the coordinator refused or was away, and
     /// the earliest time of the next try.
     report_retry: Mutex<(crate::backoff::Backoff, Option<tokio::time::Instant>)>,
@@ -98,6 +101,7 @@ impl Agent {
         let state = State::open(&config.data_dir)?;
         state.init_version(config.initial_version.as_ref())?;
         let boot = state.next_boot()?;
+        let settings = state.settings()?;
         let store = Arc::new(ChunkStore::open(&config.data_dir.join("chunks"))?);
         let client = CoordinatorClient::new(
             config.coordinator(),
@@ -119,11 +123,12 @@ impl Agent {
                 ui: LocalUi::default(),
                 clock,
                 boot,
-                settings: Mutex::new(TillSettings::default()),
+                settings: Mutex::new(settings),
                 jobs: Mutex::new(HashMap::new()),
                 last_report: Mutex::new(HashMap::new()),
                 activity: Mutex::new(DeviceState::Ready),
                 free_disk: Mutex::new(None),
+                warnings: Mutex::new(Vec::new()),
                 report_retry: Mutex::new((
                     crate::backoff::Backoff::new(REPORT_RETRY_BASE, REPORT_RETRY_MAX),
                     None,
@@ -196,7 +201,9 @@ impl Agent {
     /// after this till restarted.
     async fn seed_held_packages(&self, net: &crate::swarm::StoreNet) {
         let dir = self.inner.config.data_dir.join("manifests");
-        let key = self.inner.config.coordinator_public_key;
+        let Ok(Some(key)) = self.online_key() else {
+            return;
+        };
         let store = self.inner.store.clone();
         let held = tokio::task::spawn_blocking(move || {
             let mut files: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&dir)
@@ -351,8 +358,32 @@ impl Agent {
         }
     }
 
+    /// The node's trust state: what it accepted, or its pinned root.
+    fn trust(&self) -> Result<TrustState> {
+        Ok(self
+            .inner
+            .state
+            .trust()?
+            .unwrap_or_else(|| TrustState::pinned(self.inner.config.coordinator_public_key)))
+    }
+
+    /// The online key manifests must be signed by (`None` before the first
+    /// accepted answer, or once its certificate expired).
+    fn online_key(&self) -> Result<Option<tillswarm_protocol::manifest::PublicKey>> {
+        Ok(self.trust()?.online_key(self.now_unix()))
+    }
+
+    fn now_unix(&self) -> u64 {
+        (self.now().max(0) / 1000) as u64
+    }
+
     async fn heartbeat(&self) -> Result<u64> {
-        let known = self.inner.state.assignments_revision()?;
+        let mut trust = self.trust()?;
+        let mut warnings = std::mem::take(&mut *self.inner.warnings.lock().await);
+        if trust.revision > 0 && trust.is_stale(self.now_unix()) {
+            warnings.push("stale_instructions".into());
+        }
+        warnings.truncate(tillswarm_protocol::api::MAX_WARNINGS);
         let req = HeartbeatRequest {
             device_id: self.inner.config.device_id,
             version: self.inner.state.installed_version()?,
@@ -360,36 +391,74 @@ impl Agent {
             ip: None,
             peer_id: self.net().map(|n| n.peer_id.to_string()),
             free_disk_bytes: self.free_disk().await,
-            known_revision: known,
+            known_revision: (trust.revision > 0).then_some(trust.revision),
+            warnings,
         };
         let resp = self.inner.client.heartbeat(&req).await?;
-        *self.inner.settings.lock().await = resp.settings.clone();
-        if let Some(list) = resp.assignments {
-            let (gone, replaced) = self.inner.state.sync_assignments(&list)?;
-            for &id in &replaced {
-                tracing::warn!(task = %id, "the coordinator reused a task id for other work; treating it as a new task");
-            }
-            for id in gone.into_iter().chain(replaced.iter().copied()) {
-                if let Some(job) = self.inner.jobs.lock().await.remove(&id) {
-                    job.abort();
+        let Some(bundle) = resp.trust else {
+            // Pending approval: nothing to act on.
+            return Ok(resp.poll_interval_ms.max(50));
+        };
+        // Root rotations, the online key, the timestamp, then the
+        // instructions: anything that does not check out is not acted on.
+        let instructions =
+            match trust.accept(&bundle, &self.inner.config.device_id, self.now_unix()) {
+                Ok(i) => i,
+                Err(e) => {
+                    tracing::warn!(error = %e, "refused the coordinator's answer");
+                    self.warn(format!("instructions refused: {e}")).await;
+                    return Ok(resp.poll_interval_ms.max(50));
                 }
-                if !replaced.contains(&id) {
-                    self.inner.state.remove_task(id)?;
-                }
-                if self
-                    .inner
-                    .ui
-                    .status()
-                    .await
-                    .prompt
-                    .is_some_and(|p| p.task_id == id)
-                {
-                    self.inner.ui.close_prompt().await;
-                }
-            }
-            self.inner.state.set_assignments_revision(resp.revision)?;
+            };
+        if let Some(ins) = instructions {
+            self.apply_instructions(&ins).await?;
         }
+        // Committed after what it vouches for, so a crash in between makes the
+        // node ask for the same instructions again.
+        self.inner.state.set_trust(&trust)?;
         Ok(resp.poll_interval_ms.max(50))
+    }
+
+    /// Applies accepted instructions: settings, new and changed tasks, and
+    /// the end of tasks the coordinator no longer lists.
+    async fn apply_instructions(&self, ins: &Instructions) -> Result<()> {
+        self.inner.state.set_settings(&ins.settings)?;
+        *self.inner.settings.lock().await = ins.settings.clone();
+        let (gone, replaced) = self.inner.state.sync_assignments(&ins.assignments)?;
+        for &id in &replaced {
+            tracing::warn!(task = %id, "the coordinator reused a task id for other work; treating it as a new task");
+        }
+        for id in gone.into_iter().chain(replaced.iter().copied()) {
+            if let Some(job) = self.inner.jobs.lock().await.remove(&id) {
+                job.abort();
+            }
+            if !replaced.contains(&id) {
+                self.inner.state.remove_task(id)?;
+            }
+            if self
+                .inner
+                .ui
+                .status()
+                .await
+                .prompt
+                .is_some_and(|p| p.task_id == id)
+            {
+                self.inner.ui.close_prompt().await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues a warning for the next heartbeat (operators see it on the device).
+    async fn warn(&self, text: String) {
+        let mut w = self.inner.warnings.lock().await;
+        if w.len() < tillswarm_protocol::api::MAX_WARNINGS && !w.contains(&text) {
+            w.push(
+                text.chars()
+                    .take(tillswarm_protocol::api::MAX_SHORT_FIELD_LEN)
+                    .collect(),
+            );
+        }
     }
 
     /// Moves every task on by one step where it can.
@@ -405,9 +474,24 @@ impl Agent {
         let installing = tasks
             .iter()
             .any(|t| t.state == TargetState::Installing && busy.contains(&t.assignment.task_id));
+        // Cut off from fresh signed timestamps (withheld, or the coordinator
+        // away for long): start nothing new on the coordinator's word; the
+        // heartbeat says `stale_instructions`. The manual path still works.
+        let trust = self.trust()?;
+        let stale = trust.revision > 0 && trust.is_stale(self.now_unix());
         for t in &tasks {
             let id = t.assignment.task_id;
             if busy.contains(&id) {
+                continue;
+            }
+            let moves_on = matches!(
+                t.state,
+                TargetState::Pending
+                    | TargetState::Downloading
+                    | TargetState::Downloaded
+                    | TargetState::AwaitingCashier
+            );
+            if stale && moves_on && id != DROP_IN_TASK {
                 continue;
             }
             match t.state {
@@ -638,9 +722,14 @@ impl Agent {
                 .state
                 .set_state(id, TargetState::Downloading, None, None)?;
         }
+        let Some(online) = self.online_key()? else {
+            return Err(Error::Coordinator(
+                "no certified online key yet to check manifests with".into(),
+            ));
+        };
         let manifest = stage::manifest_for(
             &t.assignment,
-            &c.coordinator_public_key,
+            &online,
             &self.inner.client,
             &c.data_dir.join("manifests"),
         )

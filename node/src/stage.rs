@@ -62,13 +62,22 @@ pub async fn manifest_for(
     manifests_dir: &Path,
 ) -> Result<Manifest> {
     let path = manifests_dir.join(assignment.package_id.to_hex());
-    let bytes = match tokio::fs::read(&path).await {
-        Ok(b) => b,
-        Err(_) => client.manifest(&assignment.package_id).await?,
+    let verify = |bytes: &[u8]| SignedManifest::from_bytes(bytes).and_then(|s| s.verify(key));
+    // A cached copy signed by an online key since rotated is fetched again.
+    let cached = tokio::fs::read(&path)
+        .await
+        .ok()
+        .and_then(|b| verify(&b).ok().map(|m| (b, m)));
+    let (bytes, manifest) = match cached {
+        Some(pair) => pair,
+        None => {
+            let bytes = client.manifest(&assignment.package_id).await?;
+            let manifest = verify(&bytes).map_err(|e| {
+                Error::Verify(format!("manifest of {}: {e}", assignment.package_id))
+            })?;
+            (bytes, manifest)
+        }
     };
-    let manifest = SignedManifest::from_bytes(&bytes)
-        .and_then(|s| s.verify(key))
-        .map_err(|e| Error::Verify(format!("manifest of {}: {e}", assignment.package_id)))?;
     if manifest.package_id != assignment.package_id
         || manifest.version != assignment.version
         || manifest.name != assignment.package_name

@@ -199,14 +199,34 @@ impl State {
         })
     }
 
-    /// The assignments revision last received from the coordinator.
-    pub fn assignments_revision(&self) -> Result<Option<u64>> {
-        Ok(self.get_kv("assign_rev")?.and_then(|v| v.parse().ok()))
+    /// What the node has accepted of the coordinator's chain of trust
+    /// (current root, online key, revision acted on, freshness), or `None`
+    /// before the first accepted answer.
+    pub fn trust(&self) -> Result<Option<tillswarm_protocol::trust::TrustState>> {
+        Ok(self
+            .get_kv("trust")?
+            .and_then(|v| serde_json::from_str(&v).ok()))
     }
 
-    /// Records the assignments revision (after the list was applied).
-    pub fn set_assignments_revision(&self, rev: u64) -> Result<()> {
-        self.set_kv("assign_rev", &rev.to_string())
+    /// Records the trust state (after what it vouches for was applied).
+    pub fn set_trust(&self, trust: &tillswarm_protocol::trust::TrustState) -> Result<()> {
+        let text = serde_json::to_string(trust).map_err(|e| Error::Io(std::io::Error::other(e)))?;
+        self.set_kv("trust", &text)
+    }
+
+    /// The till type's settings from the last accepted instructions.
+    pub fn settings(&self) -> Result<tillswarm_protocol::api::TillSettings> {
+        Ok(self
+            .get_kv("settings")?
+            .and_then(|v| serde_json::from_str(&v).ok())
+            .unwrap_or_default())
+    }
+
+    /// Records the settings from accepted instructions.
+    pub fn set_settings(&self, settings: &tillswarm_protocol::api::TillSettings) -> Result<()> {
+        let text =
+            serde_json::to_string(settings).map_err(|e| Error::Io(std::io::Error::other(e)))?;
+        self.set_kv("settings", &text)
     }
 
     /// The version the till runs (as installed by tillswarm), if known.

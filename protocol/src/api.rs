@@ -142,10 +142,18 @@ pub struct HeartbeatRequest {
     pub peer_id: Option<String>,
     /// Free bytes on the update volume.
     pub free_disk_bytes: Option<u64>,
-    /// The assignments revision the node already holds; when it is current the
-    /// coordinator answers without the assignment list.
+    /// The instructions revision the node already holds; when it is current
+    /// the coordinator answers with a fresh timestamp only.
     pub known_revision: Option<u64>,
+    /// What the node wants operators to know (at most [`MAX_WARNINGS`] of
+    /// [`MAX_SHORT_FIELD_LEN`] bytes): `stale_instructions` when no fresh
+    /// timestamp came in time, refused instructions, an unsigned drop-in.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
+
+/// Most warnings in one heartbeat.
+pub const MAX_WARNINGS: usize = 8;
 
 impl HeartbeatRequest {
     /// Checks the free-text caps.
@@ -157,23 +165,29 @@ impl HeartbeatRequest {
         if self.free_disk_bytes.is_some_and(|b| b > i64::MAX as u64) {
             return Err(format!("free_disk_bytes is over the limit of {}", i64::MAX));
         }
+        if self.warnings.len() > MAX_WARNINGS {
+            return Err(format!("at most {MAX_WARNINGS} warnings"));
+        }
+        for w in &self.warnings {
+            check_len("warning", Some(w), MAX_SHORT_FIELD_LEN)?;
+        }
         check_len("ip", self.ip.as_deref(), MAX_SHORT_FIELD_LEN)?;
         check_len("peer_id", self.peer_id.as_deref(), MAX_SHORT_FIELD_LEN)
     }
 }
 
-/// The coordinator's answer to a heartbeat.
+/// The coordinator's answer to a heartbeat. Everything a till acts on is in
+/// `trust`, signed (see [`crate::trust`]); the rest only paces polling.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeartbeatResponse {
     /// False while the till is not in the store registry (pending approval): it
-    /// gets no assignments until an operator approves it.
+    /// gets no instructions until an operator approves it.
     pub approved: bool,
-    /// Revision of this till's assignments; echo it as `known_revision`.
+    /// Revision of this till's instructions; echo it as `known_revision`.
     pub revision: u64,
-    /// The full assignment list, or `None` when `known_revision` was current.
-    pub assignments: Option<Vec<Assignment>>,
-    /// Settings for the till's type.
-    pub settings: TillSettings,
+    /// The key chain, a fresh timestamp and, when `known_revision` was not
+    /// current, the signed instructions. `None` for a pending till.
+    pub trust: Option<crate::trust::TrustBundle>,
     /// When to poll next, already jittered by the coordinator.
     pub poll_interval_ms: u64,
 }

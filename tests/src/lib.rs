@@ -2,6 +2,7 @@
 //! port chosen by the OS, and till nodes in temporary folders, all in one process.
 //! End-to-end tests (`tests/tests/`), the bench and the demo reuse it.
 
+pub mod mitm;
 pub mod tls;
 
 use std::path::PathBuf;

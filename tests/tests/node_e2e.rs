@@ -15,7 +15,7 @@ use tillswarm_node::client::CoordinatorClient;
 use tillswarm_node::local_api::Answer;
 use tillswarm_node::stage::{ChunkSource, Origin};
 use tillswarm_protocol::api::{TargetState, TaskKind};
-use tillswarm_protocol::clock::{ManualClock, SystemClock};
+use tillswarm_protocol::clock::{Clock, ManualClock, SystemClock};
 use tillswarm_protocol::{ChunkHash, DeviceId, PackageId};
 use tillswarm_tests::{Cluster, RunningNode, eventually, sample_till};
 
@@ -151,7 +151,9 @@ async fn update_asks_the_cashier_accept_decline_and_silence() {
         .await;
     let (accepts, declines, silent) = (sample_till(0, 1), sample_till(0, 2), sample_till(0, 3));
     let g = group_of(&cluster, "cashiers", vec![accepts, declines, silent]).await;
-    let clock = ManualClock::new(1_900_000_000_000);
+    // Starts at the real time: the coordinator signs with its own clock.
+    let t0 = SystemClock.now_ms();
+    let clock = ManualClock::new(t0);
     let start = |d| {
         RunningNode::start(
             cluster.node_config(d, "store-001"),
@@ -174,7 +176,7 @@ async fn update_asks_the_cashier_accept_decline_and_silence() {
     assert_eq!(prompt.version.to_string(), "1.0.0");
     assert_eq!(
         prompt.deadline_ms,
-        1_900_000_000_000 + 15 * 60_000,
+        t0 + 15 * 60_000,
         "default autoUpdateTimeout: 15 min"
     );
 
@@ -368,14 +370,20 @@ async fn tampered_manifests_and_chunks_are_refused_and_nothing_is_staged() {
         Some(Arc::new(Tampering(client))),
     );
     let id = task(&cluster, TaskKind::Download, pkg, g).await;
-    let t = wait_target(&cluster, id, wrong_key, TargetState::Failed, 30).await;
-    let err = t
-        .target_details
-        .iter()
-        .find(|x| x.device == wrong_key)
-        .and_then(|x| x.error.clone())
-        .expect("error");
-    assert!(err.contains("signature"), "{err}");
+    // A till pinning another root refuses the coordinator's answers whole
+    // (the online key's certificate does not verify): it acts on nothing
+    // and says why.
+    let warned = eventually(30, "the refusal to reach the coordinator", || async {
+        let d = cluster.coordinator.device(wrong_key).await.ok()?;
+        d.warnings
+            .iter()
+            .find(|w| w.contains("instructions refused"))
+            .cloned()
+    })
+    .await;
+    assert!(warned.contains("signature"), "{warned}");
+    let t = cluster.coordinator.task(id).await.expect("task");
+    assert_eq!(target_state(&t, wrong_key), TargetState::Pending);
     let t = wait_target(&cluster, id, bad_chunks, TargetState::Failed, 30).await;
     let err = t
         .target_details

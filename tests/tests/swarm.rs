@@ -41,6 +41,7 @@ async fn setup(cluster: &Cluster, tills: &[DeviceId]) -> i64 {
                 peer_id: None,
                 free_disk_bytes: None,
                 known_revision: None,
+                warnings: Vec::new(),
             };
             cluster
                 .coordinator

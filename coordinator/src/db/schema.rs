@@ -222,6 +222,8 @@ const MIGRATIONS: &[&str] = &[
     -- A version a till reports above every published package is not trusted
     -- for skipping it ('unknown_version'); NULL: nothing to say.
     ALTER TABLE devices ADD COLUMN version_flag TEXT;
+    -- What the till last wanted operators to know (JSON array of strings).
+    ALTER TABLE devices ADD COLUMN warnings TEXT NOT NULL DEFAULT '[]';
     "#,
 ];
 

@@ -116,7 +116,7 @@ impl Coordinator {
                 &name,
                 version,
                 &this.inner.chunks,
-                &this.inner.key,
+                &this.online_secret(),
                 now,
                 this.inner.config.max_unpacked_bytes,
             )
@@ -173,7 +173,7 @@ impl Coordinator {
 
     /// One package with its manifest.
     pub async fn package(&self, id: PackageId) -> Result<PackageDetail> {
-        let key = self.public_key();
+        let key = self.online_public_key();
         self.read(move |c, _| {
             Ok(PackageDetail {
                 package: packages::get(c, &id)?,
