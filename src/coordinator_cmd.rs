@@ -1,6 +1,6 @@
 //! `tillswarm coordinator ...`: run the head-office service; manage its
-//! operator accounts and API tokens on its data folder; import a store
-//! registry into a running one.
+//! operator accounts, API tokens and keys on its data folder (enrollment and
+//! device keys in `enroll_cmd.rs`); import a store registry into a running one.
 
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
@@ -104,6 +104,13 @@ enum CoordinatorCommand {
     /// coordinator picks rotations up within a second).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Store enrollment tokens for tills the registry does not list (on the
+    /// data folder).
+    #[command(subcommand)]
+    EnrollToken(crate::enroll_cmd::EnrollTokenCommand),
+    /// Till identity (on the data folder).
+    #[command(subcommand)]
+    Device(crate::enroll_cmd::DeviceCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -207,6 +214,10 @@ pub async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
         Some(CoordinatorCommand::User(ref cmd)) => user(&args.data, cmd),
         Some(CoordinatorCommand::Token(ref cmd)) => token(&args.data, cmd),
         Some(CoordinatorCommand::Keys(ref cmd)) => keys(&args.data, cmd),
+        Some(CoordinatorCommand::EnrollToken(ref cmd)) => {
+            crate::enroll_cmd::enroll_token(&args.data, cmd)
+        }
+        Some(CoordinatorCommand::Device(ref cmd)) => crate::enroll_cmd::device(&args.data, cmd),
     }
 }
 
@@ -249,7 +260,7 @@ fn keys(data: &Path, cmd: &KeysCommand) -> anyhow::Result<()> {
 }
 
 /// The OS user running the command, for the audit log.
-fn os_user() -> String {
+pub(crate) fn os_user() -> String {
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
     match std::env::var("SUDO_USER") {
         Ok(sudo) if sudo != user => format!("{user} (sudo by {sudo})"),

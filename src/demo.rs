@@ -35,9 +35,9 @@ use tillswarm_coordinator::service::access::NewUserInput;
 use tillswarm_coordinator::tasks::{NewTask, TaskDetail};
 use tillswarm_coordinator::till_types::TillTypeInput;
 use tillswarm_coordinator::{Config, Coordinator};
+use tillswarm_node::client::CoordinatorClient;
 use tillswarm_node::local_api::Answer;
 use tillswarm_node::sim::SimulatedWanLink;
-use tillswarm_node::stage::ChunkSource;
 use tillswarm_node::{Agent, NodeConfig};
 use tillswarm_protocol::api::{TargetState, TaskKind};
 use tillswarm_protocol::clock::SystemClock;
@@ -169,7 +169,7 @@ impl Till {
         let agent = Agent::open(
             self.config.clone(),
             Arc::new(SystemClock),
-            Some(self.wan.clone() as Arc<dyn ChunkSource>),
+            Some(self.wan.source(CoordinatorClient::for_till(&self.config)?)),
         )
         .with_context(|| format!("opening till {}", self.device))?;
         let (stop, stopped) = watch::channel(false);
@@ -393,7 +393,7 @@ impl Demo {
         let kbit = (args.wan_mbit * 1000.0).round().max(1.0) as u64;
         let mut tills = Vec::new();
         for (s, store_id) in stores.iter().enumerate() {
-            let wan = Arc::new(SimulatedWanLink::new(&url, kbit)?);
+            let wan = Arc::new(SimulatedWanLink::new(kbit));
             for n in 1..=args.tills {
                 let device = demo_till(s as u32, n);
                 let dir = root.join("tills").join(format!("{store_id}-till-{n:02}"));
@@ -404,7 +404,7 @@ impl Demo {
                     coordinator_url: url.clone(),
                     coordinator_ca_file: None,
                     coordinator_public_key: coordinator.public_key(),
-                    device_token: None,
+                    enroll_token: None,
                     data_dir: dir.join("data"),
                     update_root: dir.join("mint"),
                     reboot_command: "none".into(),

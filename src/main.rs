@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 
 mod coordinator_cmd;
 mod demo;
+mod enroll_cmd;
 mod node_cmd;
 mod package;
 mod remote;

@@ -30,7 +30,12 @@ use tillswarm_coordinator::auth::{Caller, Role};
 use tillswarm_coordinator::devices::RegistryEntry;
 use tillswarm_coordinator::service::access::NewTokenInput;
 use tillswarm_coordinator::{Config, Coordinator};
-use tillswarm_protocol::api::{DeviceState, HeartbeatRequest, HeartbeatResponse};
+use tillswarm_protocol::api::{
+    Challenge, ChallengeRequest, DeviceLogin, DeviceSession, DeviceState, HeartbeatRequest,
+    HeartbeatResponse,
+};
+use tillswarm_protocol::manifest::SecretKey;
+use tillswarm_protocol::trust::{self, Domain};
 use tillswarm_protocol::{DeviceId, StoreId, Version};
 use tokio::sync::Semaphore;
 
@@ -204,6 +209,10 @@ pub struct Report {
     pub max_in_flight: usize,
     /// Registry import, s.
     pub import_s: f64,
+    /// Device logins (challenge + signed login per till), s.
+    pub login_s: f64,
+    /// Logins that did not end with a device token.
+    pub login_errors: u64,
     /// Warm-up (one heartbeat per till), s.
     pub warmup_s: f64,
     /// Warm-up heartbeats that failed or did not carry exactly one assignment.
@@ -407,11 +416,21 @@ impl Drop for Server {
     }
 }
 
+/// The device key of till `i`: deterministic, so a run needs no key files.
+pub fn till_key(i: u32) -> SecretKey {
+    let mut seed = [0x5b; 32];
+    seed[..4].copy_from_slice(&i.to_le_bytes());
+    SecretKey::from_seed(seed)
+}
+
 /// The load generator's HTTP side.
 #[derive(Clone)]
 struct Client {
     http: reqwest::Client,
+    base: Arc<str>,
     heartbeat_url: Arc<str>,
+    /// Each till's device token, once logged in.
+    tokens: Arc<Vec<String>>,
 }
 
 enum Outcome {
@@ -430,8 +449,71 @@ impl Client {
             .build()?;
         Ok(Self {
             http,
+            base: format!("http://{addr}").into(),
             heartbeat_url: format!("http://{addr}/api/v1/node/heartbeat").into(),
+            tokens: Arc::new(Vec::new()),
         })
+    }
+
+    /// Logs till `i` in as a till does: a challenge, then the signed login.
+    async fn log_in(&self, i: u32) -> anyhow::Result<String> {
+        let device = till_guid(i);
+        let key = till_key(i);
+        let challenge: Challenge = self
+            .http
+            .post(format!("{}/api/v1/node/challenge", self.base))
+            .json(&ChallengeRequest { device_id: device })
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let public_key = key.public();
+        let message = trust::login_message(&device, &challenge.challenge, &public_key);
+        let login = DeviceLogin {
+            device_id: device,
+            public_key,
+            signature: trust::sign_bytes(&key, Domain::DeviceLogin, &message),
+            challenge: challenge.challenge,
+            enroll_token: None,
+        };
+        let session: DeviceSession = self
+            .http
+            .post(format!("{}/api/v1/node/session", self.base))
+            .json(&login)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        session.token.context("the till is not approved")
+    }
+
+    /// Logs every till in; returns the failures.
+    async fn log_in_all(&mut self, tills: u32) -> u64 {
+        let results: Vec<(u32, anyhow::Result<String>)> = futures_util::stream::iter(0..tills)
+            .map(|i| {
+                let client = self.clone();
+                async move { (i, client.log_in(i).await) }
+            })
+            .buffer_unordered(WARMUP_CONCURRENCY)
+            .collect()
+            .await;
+        let mut tokens = vec![String::new(); tills as usize];
+        let mut errors = 0;
+        for (i, r) in results {
+            match r {
+                Ok(t) => tokens[i as usize] = t,
+                Err(e) => {
+                    if errors == 0 {
+                        eprintln!("login of till {i} failed: {e:#}");
+                    }
+                    errors += 1;
+                }
+            }
+        }
+        self.tokens = Arc::new(tokens);
+        errors
     }
 
     async fn heartbeat(&self, till: u32, known_revision: Option<u64>) -> Outcome {
@@ -445,7 +527,14 @@ impl Client {
             known_revision,
             warnings: Vec::new(),
         };
-        let sent = self.http.post(&*self.heartbeat_url).json(&req).send().await;
+        let token = self.tokens.get(till as usize).map_or("", String::as_str);
+        let sent = self
+            .http
+            .post(&*self.heartbeat_url)
+            .bearer_auth(token)
+            .json(&req)
+            .send()
+            .await;
         let Ok(resp) = sent else {
             return Outcome::Failed;
         };
@@ -455,7 +544,7 @@ impl Client {
         match resp.json::<HeartbeatResponse>().await {
             Ok(r) => Outcome::Ok {
                 revision: r.revision,
-                full_list: r.trust.is_some_and(|t| t.instructions.is_some()),
+                full_list: r.trust.instructions.is_some(),
             },
             Err(_) => Outcome::Failed,
         }
@@ -739,8 +828,11 @@ pub fn run(params: &Params) -> anyhow::Result<Report> {
         .enable_all()
         .build()?;
     let result = rt.block_on(async {
-        let client = Client::new(addr, params.max_in_flight.max(WARMUP_CONCURRENCY))?;
+        let mut client = Client::new(addr, params.max_in_flight.max(WARMUP_CONCURRENCY))?;
         set_up_task(&client, addr, &server.token, params.tills).await?;
+        let logins = Instant::now();
+        let login_errors = client.log_in_all(params.tills).await;
+        let login_s = logins.elapsed().as_secs_f64();
         let warm = Instant::now();
         let (revisions, warmup_errors) = warm_up(&client, params.tills).await;
         let warmup_s = warm.elapsed().as_secs_f64();
@@ -751,13 +843,13 @@ pub fn run(params: &Params) -> anyhow::Result<Report> {
         } else {
             None
         };
-        anyhow::Ok((warmup_s, warmup_errors, open, closed))
+        anyhow::Ok((login_s, login_errors, warmup_s, warmup_errors, open, closed))
     });
     // Close the client's connections before the server's graceful shutdown.
     rt.shutdown_timeout(Duration::from_secs(5));
     let import_s = server.import_s;
     server.stop()?;
-    let (warmup_s, warmup_errors, open_loop, closed_loop) = result?;
+    let (login_s, login_errors, warmup_s, warmup_errors, open_loop, closed_loop) = result?;
     let verdict = verdict(&open_loop, closed_loop.as_ref());
     Ok(Report {
         tills: params.tills,
@@ -768,6 +860,8 @@ pub fn run(params: &Params) -> anyhow::Result<Report> {
         client_threads: params.client_threads.max(1),
         max_in_flight: params.max_in_flight.max(1),
         import_s,
+        login_s,
+        login_errors,
         warmup_s,
         warmup_errors,
         open_loop,
@@ -800,8 +894,12 @@ pub fn print(r: &Report) {
         r.tills, r.stores_of, r.cores, r.server_threads, r.client_threads, r.max_in_flight
     );
     println!(
-        "setup: registry import {:.2} s; warm-up {} heartbeats in {:.2} s ({:.0} req/s, {} bad)",
+        "setup: registry import {:.2} s; {} device logins (2 requests each) in {:.2} s ({:.0} logins/s, {} bad); warm-up {} heartbeats in {:.2} s ({:.0} req/s, {} bad)",
         r.import_s,
+        r.tills,
+        r.login_s,
+        f64::from(r.tills) / r.login_s.max(1e-9),
+        r.login_errors,
         r.tills,
         r.warmup_s,
         f64::from(r.tills) / r.warmup_s.max(1e-9),

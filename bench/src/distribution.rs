@@ -30,8 +30,8 @@ use serde::Serialize;
 use tillswarm_coordinator::auth::Caller;
 use tillswarm_coordinator::tasks::NewTask;
 use tillswarm_coordinator::{Config, Coordinator};
+use tillswarm_node::client::CoordinatorClient;
 use tillswarm_node::sim::SimulatedWanLink;
-use tillswarm_node::stage::ChunkSource;
 use tillswarm_node::{Agent, NodeConfig};
 use tillswarm_protocol::api::{TargetState, TaskKind};
 use tillswarm_protocol::clock::SystemClock;
@@ -281,7 +281,7 @@ async fn run_in_process(args: &DistributionArgs) -> anyhow::Result<Report> {
     let mut tills = Vec::new();
     let mut links = Vec::new();
     for s in 0..args.stores {
-        let link = Arc::new(SimulatedWanLink::new(&url, wan_kbit)?);
+        let link = Arc::new(SimulatedWanLink::new(wan_kbit));
         links.push(link.clone());
         for n in 1..=args.tills {
             let root = dir.path().join(format!("s{s}-t{n}"));
@@ -292,7 +292,7 @@ async fn run_in_process(args: &DistributionArgs) -> anyhow::Result<Report> {
                 coordinator_url: url.clone(),
                 coordinator_ca_file: None,
                 coordinator_public_key: coordinator.public_key(),
-                device_token: None,
+                enroll_token: None,
                 data_dir: root.join("data"),
                 update_root: root.join("mint"),
                 reboot_command: "none".into(),
@@ -309,11 +309,8 @@ async fn run_in_process(args: &DistributionArgs) -> anyhow::Result<Report> {
                 mdns: false,
                 max_uploads: 4,
             };
-            let agent = Agent::open(
-                config,
-                Arc::new(SystemClock),
-                Some(link.clone() as Arc<dyn ChunkSource>),
-            )?;
+            let source = link.source(CoordinatorClient::for_till(&config)?);
+            let agent = Agent::open(config, Arc::new(SystemClock), Some(source))?;
             let (stop, stopped) = watch::channel(false);
             let runner = agent.clone();
             let task = tokio::spawn(async move {

@@ -1,5 +1,6 @@
 //! Account administration on a coordinator's data folder, for the command line
-//! on the coordinator's machine (`tillswarm coordinator user ...`, `token ...`).
+//! on the coordinator's machine (`tillswarm coordinator user ...`, `token ...`,
+//! `enroll-token ...`, `device reset-key`).
 //! It works whether the coordinator runs or not: it opens the database file
 //! itself (SQLite keeps the two processes apart) and records each change in the
 //! audit log as the OS user who ran it. Holding the data folder is the
@@ -12,8 +13,11 @@ use rusqlite::Connection;
 use crate::audit::{self, Note, Outcome};
 use crate::auth::accounts::{self, NewToken, Token, User};
 use crate::auth::{Caller, Role, password};
+use crate::device_auth::{self, EnrollToken, NewEnrollToken};
 use crate::error::{Error, Result};
 use crate::service::access::MAX_TOKEN_DAYS;
+use crate::service::node_ops::MAX_ENROLL_DAYS;
+use tillswarm_protocol::DeviceId;
 
 /// The database of one data folder, opened for administration.
 pub struct Accounts {
@@ -161,6 +165,64 @@ impl Accounts {
             "token.revoke",
             Note::on(format!("token:{name}")),
             |tx, now, _| accounts::revoke_token(tx, name, now),
+        )
+    }
+}
+
+impl Accounts {
+    /// Makes a store enrollment token valid for `expires_days`.
+    pub fn create_enroll_token(
+        &mut self,
+        store: &str,
+        expires_days: u64,
+        max_uses: u32,
+    ) -> Result<NewEnrollToken> {
+        if !(1..=MAX_ENROLL_DAYS).contains(&expires_days) {
+            return Err(Error::bad(
+                "invalid_expiry",
+                format!("--expires-days is 1 to {MAX_ENROLL_DAYS}"),
+            ));
+        }
+        let created_by = format!("cli:{}", self.by.actor.name);
+        self.change(
+            "enroll_token.create",
+            Note::on(format!("store:{store}")),
+            |tx, now, note| {
+                let expires = now + expires_days as i64 * 86_400_000;
+                let made = device_auth::create_enroll_token(
+                    tx,
+                    store,
+                    expires,
+                    max_uses,
+                    &created_by,
+                    now,
+                )?;
+                note.detail(format!("token {} for {expires_days} days", made.token.id));
+                Ok(made)
+            },
+        )
+    }
+
+    /// Every enrollment token.
+    pub fn enroll_tokens(&self) -> Result<Vec<EnrollToken>> {
+        device_auth::enroll_tokens(&self.conn)
+    }
+
+    /// Revokes an enrollment token.
+    pub fn revoke_enroll_token(&mut self, id: i64) -> Result<()> {
+        self.change(
+            "enroll_token.revoke",
+            Note::on(format!("enroll_token:{id}")),
+            |tx, now, _| device_auth::revoke_enroll_token(tx, id, now),
+        )
+    }
+
+    /// Forgets a device's key and ends its sessions.
+    pub fn reset_device_key(&mut self, device: &DeviceId) -> Result<()> {
+        self.change(
+            "device.reset_key",
+            Note::on(format!("device:{device}")),
+            |tx, _, _| device_auth::reset_key(tx, device),
         )
     }
 }

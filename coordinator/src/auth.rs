@@ -90,6 +90,8 @@ pub enum ActorKind {
     System,
     /// Nobody proven yet (a login attempt).
     Anonymous,
+    /// A till, by its device key.
+    Device,
 }
 
 impl ActorKind {
@@ -101,6 +103,7 @@ impl ActorKind {
             ActorKind::Cli => "cli",
             ActorKind::System => "system",
             ActorKind::Anonymous => "anonymous",
+            ActorKind::Device => "device",
         }
     }
 }
@@ -174,6 +177,21 @@ impl Caller {
             },
             client,
             method: method.to_owned(),
+            route: route.to_owned(),
+        }
+    }
+
+    /// A till, proven by its device key, at `route`.
+    pub fn device(device: &tillswarm_protocol::DeviceId, client: String, route: &str) -> Self {
+        Self {
+            actor: Actor {
+                kind: ActorKind::Device,
+                name: device.to_string(),
+                role: None,
+                session: None,
+            },
+            client,
+            method: "POST".into(),
             route: route.to_owned(),
         }
     }

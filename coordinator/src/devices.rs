@@ -103,6 +103,11 @@ pub struct Device {
     pub free_disk_bytes: Option<u64>,
     /// Last heartbeat (RFC 3339).
     pub last_seen: Option<String>,
+    /// The till's device key (64 hex), bound at its first login; `None`
+    /// until then, or after an admin reset it.
+    pub public_key: Option<String>,
+    /// When the key was bound (RFC 3339).
+    pub key_bound_at: Option<String>,
 }
 
 /// A till not heard from for this long shows as offline.
@@ -310,15 +315,13 @@ pub fn import(
 /// What a heartbeat needs to know about the till after recording it.
 #[derive(Debug, Clone)]
 pub struct HeartbeatOutcome {
-    /// Approved tills get assignments.
-    pub approved: bool,
     /// Current assignment revision.
     pub assign_rev: u64,
     /// Till type, for settings.
     pub till_type: Option<String>,
 }
 
-/// Records a heartbeat; an unknown GUID becomes a pending device.
+/// Records a heartbeat of a known till (its device token was checked).
 pub fn record_heartbeat(
     tx: &Transaction<'_>,
     req: &HeartbeatRequest,
@@ -340,39 +343,32 @@ pub fn record_heartbeat(
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned));
     let ip = req.ip.clone().or(seen_ip);
-    tx.execute(
-        "INSERT INTO devices (guid, version, version_key, state, ip, peer_id, free_disk, last_seen_ms,
-                              first_seen_ms, version_flag, warnings)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10)
-         ON CONFLICT(guid) DO UPDATE SET version = ?2, version_key = ?3, state = ?4, ip = ?5,
-             peer_id = ?6, free_disk = ?7, last_seen_ms = ?8,
-             first_seen_ms = coalesce(first_seen_ms, ?8), version_flag = ?9, warnings = ?10",
-        params![
-            req.device_id.to_string(),
-            version,
-            version_key,
-            state,
-            ip,
-            req.peer_id,
-            req.free_disk_bytes.map(|b| b.min(i64::MAX as u64) as i64),
-            now_ms,
-            flag,
-            serde_json::to_string(&req.warnings).unwrap_or_else(|_| "[]".into())
-        ],
-    )?;
-    let (approved, assign_rev, till_type) = tx.query_row(
-        "SELECT approved, assign_rev, till_type FROM devices WHERE guid = ?1",
-        [req.device_id.to_string()],
-        |r| {
-            Ok((
-                r.get::<_, bool>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, Option<String>>(2)?,
-            ))
-        },
-    )?;
+    let (assign_rev, till_type) = tx
+        .prepare_cached(
+            "UPDATE devices SET version = ?2, version_key = ?3, state = ?4, ip = ?5,
+                 peer_id = ?6, free_disk = ?7, last_seen_ms = ?8,
+                 first_seen_ms = coalesce(first_seen_ms, ?8), version_flag = ?9, warnings = ?10
+             WHERE guid = ?1
+             RETURNING assign_rev, till_type",
+        )?
+        .query_row(
+            params![
+                req.device_id.to_string(),
+                version,
+                version_key,
+                state,
+                ip,
+                req.peer_id,
+                req.free_disk_bytes.map(|b| b.min(i64::MAX as u64) as i64),
+                now_ms,
+                flag,
+                serde_json::to_string(&req.warnings).unwrap_or_else(|_| "[]".into())
+            ],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?)),
+        )
+        .optional()?
+        .ok_or_else(|| Error::NotFound(format!("no device {}", req.device_id)))?;
     Ok(HeartbeatOutcome {
-        approved,
         assign_rev: assign_rev as u64,
         till_type,
     })
@@ -402,7 +398,7 @@ pub fn delete(tx: &Transaction<'_>, guid: &DeviceId) -> Result<()> {
 const DEVICE_SELECT: &str =
     "SELECT d.guid, d.name, d.number, d.store_id, s.name, s.address, d.till_type,
         d.approved, d.in_registry, d.version, d.state, d.ip, d.peer_id, d.free_disk, d.last_seen_ms,
-        d.version_flag, d.warnings
+        d.version_flag, d.warnings, d.public_key, d.key_bound_ms
      FROM devices d LEFT JOIN stores s ON s.id = d.store_id";
 
 fn device_from_row(r: &Row<'_>, now_ms: i64) -> rusqlite::Result<Device> {
@@ -434,6 +430,8 @@ fn device_from_row(r: &Row<'_>, now_ms: i64) -> rusqlite::Result<Device> {
         free_disk_bytes: r.get::<_, Option<i64>>(13)?.map(|b| b.max(0) as u64),
         online: last_seen.is_some_and(|t| now_ms - t <= ONLINE_WINDOW_MS),
         last_seen: last_seen.map(rfc3339),
+        public_key: r.get(17)?,
+        key_bound_at: r.get::<_, Option<i64>>(18)?.map(rfc3339),
     })
 }
 

@@ -22,6 +22,7 @@ pub mod auth;
 pub mod chunks;
 pub mod clock;
 pub mod db;
+pub mod device_auth;
 pub mod devices;
 pub mod error;
 pub mod groups;

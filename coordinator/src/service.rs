@@ -6,9 +6,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tillswarm_protocol::DeviceId;
-use tillswarm_protocol::api::{HeartbeatRequest, HeartbeatResponse, ProgressReport};
 use tillswarm_protocol::manifest::{Manifest, PublicKey, SecretKey};
-use tillswarm_protocol::trust::{Domain, Instructions, Signed, Timestamp, TrustBundle};
 
 use crate::audit::{self, Note, Outcome};
 use crate::auth::limiter::{LoginLimiter, LoginLimits};
@@ -22,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::groups::{self, Group, GroupInput};
 use crate::metrics::Metrics;
 use crate::packages::Package;
-use crate::tasks::{self, NewTask, ReportOutcome, TaskDetail, TaskFilter, TaskSummary};
+use crate::tasks::{self, NewTask, TaskDetail, TaskFilter, TaskSummary};
 use crate::till_types::{self, TillType, TillTypeInput};
 
 /// The database's file name in the data folder.
@@ -50,6 +48,8 @@ pub struct Config {
     /// instructions, in seconds: past it, a till cut off from the coordinator
     /// (or fed old answers) reports `stale_instructions` instead of acting.
     pub instructions_ttl_s: u64,
+    /// How long a device token from one till login lasts, in seconds.
+    pub device_token_ttl_s: u64,
     /// A login session unused this long ends, in seconds.
     pub session_idle_timeout_s: u64,
     /// A login session ends this long after login however busy, in seconds.
@@ -89,6 +89,7 @@ impl Config {
             .session_idle_timeout_s
             .clamp(60, self.session_max_age_s);
         self.audit_retention_days = self.audit_retention_days.clamp(1, 36_500);
+        self.device_token_ttl_s = self.device_token_ttl_s.clamp(60, 86_400);
         self.login_user_period_s = self.login_user_period_s.clamp(1, 86_400);
         self.login_client_period_s = self.login_client_period_s.clamp(1, 86_400);
         for origin in &self.allowed_origins {
@@ -115,6 +116,7 @@ impl Default for Config {
             poll_jitter: 0.2,
             scheduler_tick_ms: 250,
             instructions_ttl_s: 24 * 3600,
+            device_token_ttl_s: 3600,
             session_idle_timeout_s: 30 * 60,
             session_max_age_s: 12 * 3600,
             audit_retention_days: 365,
@@ -210,6 +212,8 @@ struct Inner {
     hasher: Hasher,
     /// Slows repeated login attempts.
     logins: LoginLimiter,
+    /// Device login challenges.
+    challenges: crate::device_auth::Challenges,
     /// When the scheduler last purged old audit rows and sessions (ms).
     last_purge_ms: std::sync::atomic::AtomicI64,
     /// Set once an operator account is known to exist (the last admin cannot
@@ -250,6 +254,7 @@ impl Coordinator {
                 ingest: tokio::sync::Mutex::new(()),
                 hasher: Hasher::default(),
                 logins,
+                challenges: crate::device_auth::Challenges::new()?,
                 last_purge_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
                 has_users: std::sync::atomic::AtomicBool::new(false),
             }),
@@ -473,104 +478,6 @@ impl Coordinator {
         if let Err(e) = written {
             tracing::error!(error = %e, action, "could not write an audit row");
         }
-    }
-
-    // ----- node API -----
-
-    /// Records a heartbeat and answers with the till's assignments (omitted when
-    /// the till already holds the current revision) and settings.
-    pub async fn heartbeat(
-        &self,
-        req: HeartbeatRequest,
-        seen_ip: Option<String>,
-    ) -> Result<HeartbeatResponse> {
-        req.validate()
-            .map_err(|m| Error::bad("invalid_heartbeat", m))?;
-        let config = self.inner.config.clone();
-        let jitter = jitter_ms(config.poll_interval_ms, config.poll_jitter);
-        let device = req.device_id;
-        let (outcome, news) = self
-            .write_with(crate::db::Durability::Relaxed, move |tx, now| {
-                let outcome = devices::record_heartbeat(tx, &req, seen_ip, now)?;
-                tasks::promote_installed(tx, &req.device_id, req.version.as_ref(), now)?;
-                let current = req.known_revision == Some(outcome.assign_rev);
-                let news = if !outcome.approved || current {
-                    None
-                } else {
-                    let settings = till_types::settings_for(tx, outcome.till_type.as_deref())?;
-                    // Every till polls within interval * (1 + jitter); a second more for skew.
-                    let settle = (config.poll_interval_ms as f64 * (1.0 + config.poll_jitter))
-                        as i64
-                        + 1_000;
-                    Some((tasks::assignments(tx, &req.device_id, settle)?, settings))
-                };
-                Ok((outcome, news))
-            })
-            .await?;
-        // Signed here, on the executor, not on the database thread.
-        let trust = outcome
-            .approved
-            .then(|| self.trust_bundle(device, outcome.assign_rev, news));
-        Ok(HeartbeatResponse {
-            approved: outcome.approved,
-            revision: outcome.assign_rev,
-            trust,
-            poll_interval_ms: config.poll_interval_ms + jitter,
-        })
-    }
-
-    /// The key chain, a timestamp for `device` at `revision` and, with
-    /// `news`, its instructions; all valid for `instructions_ttl_s`.
-    fn trust_bundle(
-        &self,
-        device: DeviceId,
-        revision: u64,
-        news: Option<(
-            Vec<tillswarm_protocol::api::Assignment>,
-            tillswarm_protocol::api::TillSettings,
-        )>,
-    ) -> TrustBundle {
-        let ring = self.key_ring();
-        let now = (self.now_ms().max(0) / 1000) as u64;
-        let expires = now + self.inner.config.instructions_ttl_s.max(60);
-        let timestamp = Signed::sign(
-            &ring.online,
-            Domain::Timestamp,
-            &Timestamp {
-                device,
-                revision,
-                expires_unix: expires,
-            },
-        );
-        let instructions = news.map(|(assignments, settings)| {
-            Signed::sign(
-                &ring.online,
-                Domain::Instructions,
-                &Instructions {
-                    device,
-                    revision,
-                    issued_unix: now,
-                    expires_unix: expires,
-                    assignments,
-                    settings,
-                },
-            )
-        });
-        TrustBundle {
-            rotations: ring.trust.rotations.clone(),
-            online_key: ring.trust.online_key.clone(),
-            timestamp,
-            instructions,
-        }
-    }
-
-    /// Applies a till's progress report (idempotent by sequence number).
-    pub async fn report(&self, report: ProgressReport) -> Result<ReportOutcome> {
-        report
-            .validate()
-            .map_err(|m| Error::bad("invalid_report", m))?;
-        self.write(move |tx, now| tasks::apply_report(tx, &report, now))
-            .await
     }
 
     // ----- devices and stores -----
@@ -831,15 +738,5 @@ impl Coordinator {
 }
 
 pub mod access;
+pub mod node_ops;
 mod package_ops;
-
-/// A random share of `interval * fraction`, from the OS's randomness.
-fn jitter_ms(interval: u64, fraction: f64) -> u64 {
-    let span = (interval as f64 * fraction.clamp(0.0, 1.0)) as u64;
-    if span == 0 {
-        return 0;
-    }
-    let mut b = [0u8; 8];
-    let _ = getrandom::fill(&mut b);
-    u64::from_le_bytes(b) % span
-}

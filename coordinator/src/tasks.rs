@@ -602,6 +602,7 @@ pub fn assignments(
                 attempt: r.get(9)?,
                 join_by_unix_ms: activated.map(|a| (a + settle_ms).max(0) as u64),
                 store_peers: Vec::new(),
+                store_holders: Vec::new(),
             },
         ))
     })?;
@@ -619,7 +620,29 @@ pub fn assignments(
            AND d.store_id = (SELECT store_id FROM devices WHERE guid = ?2)
          ORDER BY tt.device LIMIT ?3",
     )?;
+    let mut holders = conn.prepare_cached(
+        "SELECT DISTINCT tt.device FROM task_targets tt
+             JOIN tasks t ON t.id = tt.task_id JOIN devices d ON d.guid = tt.device
+         WHERE t.package_id = ?1 AND tt.device <> ?2
+           AND d.store_id = (SELECT store_id FROM devices WHERE guid = ?2)
+           AND tt.state IN ('downloaded', 'awaiting_cashier', 'declined', 'installing',
+                            'rebooting', 'installed')
+         ORDER BY tt.device LIMIT ?3",
+    )?;
     for a in &mut out {
+        let rows = holders.query_map(
+            params![
+                a.package_id.to_hex(),
+                device.to_string(),
+                MAX_STORE_PEERS as i64
+            ],
+            |r| r.get::<_, String>(0),
+        )?;
+        for row in rows {
+            if let Ok(d) = row?.parse() {
+                a.store_holders.push(d);
+            }
+        }
         let rows = peers.query_map(
             params![
                 a.task_id.0 as i64,

@@ -15,6 +15,7 @@ use serde_json::Value;
 use tillswarm_coordinator::auth::Role;
 use tillswarm_coordinator::auth::rules::{self, Access};
 use tillswarm_coordinator::http::openapi::DOCUMENT;
+use tillswarm_protocol::DeviceId;
 use warp::http::StatusCode;
 
 const METHODS: &[&str] = &["get", "put", "post", "delete", "patch"];
@@ -59,6 +60,12 @@ fn is_operator_route(template: &str) -> bool {
         && template != "/api/v1/openapi.json"
 }
 
+/// The tills' routes that need a device token (all but logging in).
+fn is_device_route(template: &str) -> bool {
+    template.starts_with("/api/v1/node/")
+        && !matches!(template, "/api/v1/node/challenge" | "/api/v1/node/session")
+}
+
 /// Rows in the audit log.
 async fn audit_rows(api: &common::Api) -> u64 {
     let r = api
@@ -70,6 +77,7 @@ async fn audit_rows(api: &common::Api) -> u64 {
 #[tokio::test]
 async fn every_documented_route_answers_each_role_as_its_rule_says() {
     let api = api().await;
+    let device = common::device_token(&api.coordinator, DeviceId::from_bytes([0x11; 16])).await;
     let mut failures = Vec::new();
     let mut covered = BTreeSet::new();
     let ops = operations();
@@ -106,8 +114,30 @@ async fn every_documented_route_answers_each_role_as_its_rule_says() {
                 ));
             }
             let status = send(None).await;
-            if matches!(status.as_u16(), 401 | 403) {
-                failures.push(format!("{method} {template}: open route answered {status}"));
+            if !is_device_route(&template) {
+                if matches!(status.as_u16(), 401 | 403) {
+                    failures.push(format!("{method} {template}: open route answered {status}"));
+                }
+                continue;
+            }
+            // A till's route: its device token opens it; nothing else does,
+            // not even an admin's API token.
+            if status != StatusCode::UNAUTHORIZED {
+                failures.push(format!(
+                    "{method} {template}: answered {status} without a token"
+                ));
+            }
+            let admin = send(Some(api.tokens[&Role::Admin].clone())).await;
+            if admin != StatusCode::UNAUTHORIZED {
+                failures.push(format!(
+                    "{method} {template}: answered {admin} to an admin token"
+                ));
+            }
+            let till = send(Some(device.clone())).await;
+            if matches!(till.as_u16(), 401 | 403) {
+                failures.push(format!(
+                    "{method} {template}: refused a device token ({till})"
+                ));
             }
             continue;
         }

@@ -4,6 +4,8 @@
 //! reads the whole visible state back through the API (and lists the chunk store)
 //! before and after, and compares.
 
+mod common;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -27,6 +29,8 @@ const UNKNOWN_HASH: &str = "abababababababababababababababababababababababababab
 /// Two tills of the sample registry.
 const TILL_1: &str = "71110000-0000-0000-0000-000000000001";
 const TILL_2: &str = "71110000-0000-0000-0000-000000000002";
+/// A till outside the registry that node requests speak for before one is imported.
+const LONE_TILL: &str = "0000abcd-0000-4000-8000-000000000001";
 const REGISTRY_HEADER: &str =
     "guid,till_name,till_number,store_id,store_name,store_address,till_type,time_zone";
 
@@ -34,8 +38,11 @@ const REGISTRY_HEADER: &str =
 /// every request carries (the bad input here is about content, not access).
 struct Api {
     dir: TempDir,
+    coordinator: Coordinator,
     routes: BoxedFilter<(Response,)>,
     token: String,
+    /// Device tokens of the tills node requests speak for, made on first use.
+    tills: tokio::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 /// A response, its body collected.
@@ -106,8 +113,10 @@ async fn api_with_config(config: Config) -> Api {
         .token_secret;
     Api {
         dir,
-        routes: tillswarm_coordinator::http::routes(coordinator),
+        routes: tillswarm_coordinator::http::routes(coordinator.clone()),
+        coordinator,
         token,
+        tills: Default::default(),
     }
 }
 
@@ -129,9 +138,51 @@ fn enc(s: &str) -> String {
         .collect()
 }
 
+/// A till's route (needs a device token).
+fn is_node_route(path: &str) -> bool {
+    path.starts_with("/api/v1/node/")
+        && !matches!(path, "/api/v1/node/challenge" | "/api/v1/node/session")
+}
+
 impl Api {
+    /// A request with the admin token.
     async fn send(&self, req: warp::test::RequestBuilder) -> Reply {
-        let req = req.header("authorization", format!("Bearer {}", self.token));
+        self.send_as(req, &self.token).await
+    }
+
+    /// A device token for the till a node request's body names (its
+    /// `device_id`), or for till 1 when the body names none it can log in as
+    /// (the registry is imported by then; empty before).
+    async fn node_token(&self, body: Option<&[u8]>) -> String {
+        let named = body
+            .and_then(|b| serde_json::from_slice::<Value>(b).ok())
+            .and_then(|v| {
+                v.get("device_id")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            });
+        let mut tills = self.tills.lock().await;
+        for guid in named.into_iter().chain([TILL_1.to_owned()]) {
+            if let Some(t) = tills.get(&guid) {
+                return t.clone();
+            }
+            let Ok(device) = guid.parse() else { continue };
+            if self.coordinator.device(device).await.is_err() {
+                continue;
+            }
+            if let Some(t) = common::log_in(&self.coordinator, device).await {
+                tills.insert(guid, t.clone());
+                return t;
+            }
+        }
+        // No registry yet: a till of its own, admitted by the admin.
+        let t = common::device_token(&self.coordinator, LONE_TILL.parse().expect("guid")).await;
+        tills.insert(LONE_TILL.to_owned(), t.clone());
+        t
+    }
+
+    async fn send_as(&self, req: warp::test::RequestBuilder, token: &str) -> Reply {
+        let req = req.header("authorization", format!("Bearer {token}"));
         let r = req.reply(&self.routes).await;
         let (parts, body) = r.into_parts();
         Reply {
@@ -141,10 +192,16 @@ impl Api {
         }
     }
 
+    /// A request with the admin token, or on a till's route the device
+    /// token of the till its body names.
     async fn call(&self, method: &str, path: &str, body: Option<&[u8]>) -> Reply {
         let mut req = warp::test::request().method(method).path(path);
         if let Some(b) = body {
             req = req.header("content-type", "application/json").body(b);
+        }
+        if is_node_route(path) {
+            let token = self.node_token(body).await;
+            return self.send_as(req, &token).await;
         }
         self.send(req).await
     }
@@ -193,11 +250,13 @@ impl Api {
     }
 
     async fn chunk(&self, hash: &str, range: &str) -> Reply {
-        self.send(
+        let token = self.node_token(None).await;
+        self.send_as(
             warp::test::request()
                 .method("GET")
                 .path(&format!("/api/v1/node/chunks/{hash}"))
                 .header("range", range),
+            &token,
         )
         .await
     }
@@ -272,6 +331,11 @@ impl Api {
     /// running update task of that package for every till.
     async fn seed(&self) -> Seed {
         ok(&self.import("text/csv", sample_registry("csv")).await, 200);
+        // Tills 1 and 2 log in (binding their keys) before any snapshot.
+        for till in [TILL_1, TILL_2] {
+            let body = json!({ "device_id": till }).to_string();
+            self.node_token(Some(body.as_bytes())).await;
+        }
         let package_id = self.upload_demo().await;
         let group = ok(
             &self
@@ -836,8 +900,13 @@ async fn json_bodies_over_1_mib_are_413() {
         let r = api.call(method, &path, Some(&big[..MIB])).await;
         err(&r, 400, "invalid_json");
         // No Content-Length at all: 411.
+        let token = if is_node_route(&path) {
+            api.node_token(None).await
+        } else {
+            api.token.clone()
+        };
         let r = api
-            .send(warp::test::request().method(method).path(&path))
+            .send_as(warp::test::request().method(method).path(&path), &token)
             .await;
         err(&r, 411, "length_required");
     }
@@ -1649,13 +1718,14 @@ async fn progress_and_heartbeat_errors_and_stale_reports() {
         let api = &api;
         async move { api.post("/api/v1/node/progress", body.to_string()).await }
     };
-    // Not a target: an unknown till, a till outside the task's group, an unknown task.
+    // Another till's report, with till 1's token: refused whoever it names.
     let msg = err(
         &post(progress(UNKNOWN_GUID, seed.task_id, 1, "downloading")).await,
-        404,
-        "not_found",
+        403,
+        "wrong_device",
     );
-    assert!(msg.contains("not a target"), "{msg:?}");
+    assert!(msg.contains(TILL_1), "{msg:?}");
+    // Not a target: an unknown task.
     err(
         &post(progress(TILL_1, 999, 1, "downloading")).await,
         404,
@@ -1810,6 +1880,7 @@ async fn malformed_range_is_400_and_past_the_end_is_416() {
     let chunk = &detail["manifest"]["chunks"][0];
     let hash = chunk["hash"].as_str().expect("hash").to_owned();
     let len = chunk["length"].as_u64().expect("length");
+    api.node_token(None).await;
     let before = api.snapshot().await;
     // Sanity: a good range.
     let r = api.chunk(&hash, "bytes=0-9").await;

@@ -3,6 +3,8 @@
 //! installed-after-reboot rule, pause/resume/restart, failed tills -> group,
 //! idempotent reports and cheap unchanged polls.
 
+mod common;
+
 use std::sync::Arc;
 
 use futures_util::stream;
@@ -16,6 +18,8 @@ use tillswarm_protocol::api::{
     DeviceState, HeartbeatRequest, ProgressReport, TargetState, TaskKind,
 };
 use tillswarm_protocol::{DeviceId, PackageId, TaskId};
+
+use common::{key_of, log_in};
 
 const T0: i64 = 1_800_000_000_000;
 
@@ -73,7 +77,6 @@ fn small_package(version: &str) -> Vec<u8> {
 
 /// A heartbeat's answer as a till sees it once the signatures check out.
 struct Heard {
-    approved: bool,
     revision: u64,
     /// The assignments, when the answer carried (signed) instructions.
     assignments: Option<Vec<tillswarm_protocol::api::Assignment>>,
@@ -82,8 +85,10 @@ struct Heard {
 }
 
 async fn heartbeat(c: &Coordinator, d: DeviceId, version: &str, rev: Option<u64>) -> Heard {
+    let token = log_in(c, d).await.expect("an approved till");
     let hb = c
         .heartbeat(
+            token,
             HeartbeatRequest {
                 device_id: d,
                 version: Some(version.parse().expect("version")),
@@ -101,15 +106,10 @@ async fn heartbeat(c: &Coordinator, d: DeviceId, version: &str, rev: Option<u64>
     // Checked from the pinned root, as a till does.
     let mut trust = tillswarm_protocol::trust::TrustState::pinned(c.public_key());
     let now = (c.now_ms() / 1000) as u64;
-    let instructions = match &hb.trust {
-        Some(bundle) => trust.accept(bundle, &d, now).expect("the answer verifies"),
-        None => {
-            assert!(!hb.approved, "an approved till gets a signed answer");
-            None
-        }
-    };
+    let instructions = trust
+        .accept(&hb.trust, &d, now)
+        .expect("the answer verifies");
     Heard {
-        approved: hb.approved,
         revision: hb.revision,
         settings: instructions
             .as_ref()
@@ -117,6 +117,15 @@ async fn heartbeat(c: &Coordinator, d: DeviceId, version: &str, rev: Option<u64>
             .unwrap_or_default(),
         assignments: instructions.map(|i| i.assignments),
     }
+}
+
+/// Sends `r` as its till does, with the till's device token.
+async fn send(
+    c: &Coordinator,
+    r: ProgressReport,
+) -> tillswarm_coordinator::Result<tillswarm_coordinator::tasks::ReportOutcome> {
+    let token = log_in(c, r.device_id).await.expect("an approved till");
+    c.report(token, r).await
 }
 
 fn report(d: DeviceId, task: i64, attempt: u32, seq: u64, state: TargetState) -> ProgressReport {
@@ -241,7 +250,7 @@ async fn installed_only_after_the_new_version_is_reported() {
         (3, TargetState::Installing),
     ] {
         assert!(
-            c.report(report(d, id, 1, seq, state))
+            send(c, report(d, id, 1, seq, state))
                 .await
                 .expect("report")
                 .accepted
@@ -249,7 +258,7 @@ async fn installed_only_after_the_new_version_is_reported() {
     }
     // The till claims installed before it runs the version: it stays rebooting.
     assert!(
-        c.report(report(d, id, 1, 4, TargetState::Installed))
+        send(c, report(d, id, 1, 4, TargetState::Installed))
             .await
             .expect("report")
             .accepted
@@ -260,7 +269,7 @@ async fn installed_only_after_the_new_version_is_reported() {
     );
     // A duplicate (same seq) is acknowledged but ignored.
     assert!(
-        !c.report(report(d, id, 1, 4, TargetState::Failed))
+        !send(c, report(d, id, 1, 4, TargetState::Failed))
             .await
             .expect("report")
             .accepted
@@ -299,13 +308,10 @@ async fn newer_tills_are_skipped_and_a_task_completes() {
         .expect("task");
     assert_eq!(t.summary.states.get("skipped"), Some(&1));
     assert_eq!(t.summary.states.get("pending"), Some(&1));
-    c.report(report(
-        till(0, 3),
-        t.summary.id,
-        1,
-        1,
-        TargetState::Downloaded,
-    ))
+    send(
+        c,
+        report(till(0, 3), t.summary.id, 1, 1, TargetState::Downloaded),
+    )
     .await
     .expect("report");
     let done = c.task(t.summary.id).await.expect("task");
@@ -348,13 +354,13 @@ async fn failures_become_a_group_and_restart_retries_only_them() {
         .expect("task")
         .summary
         .id;
-    c.report(report(till(0, 1), id, 1, 1, TargetState::Failed))
+    send(c, report(till(0, 1), id, 1, 1, TargetState::Failed))
         .await
         .expect("report");
-    c.report(report(till(0, 2), id, 1, 1, TargetState::Failed))
+    send(c, report(till(0, 2), id, 1, 1, TargetState::Failed))
         .await
         .expect("report");
-    c.report(report(till(0, 3), id, 1, 1, TargetState::Rebooting))
+    send(c, report(till(0, 3), id, 1, 1, TargetState::Rebooting))
         .await
         .expect("report");
     heartbeat(c, till(0, 3), "1.0.0", None).await;
@@ -427,7 +433,7 @@ async fn failures_become_a_group_and_restart_retries_only_them() {
     assert_eq!(restarted.summary.states.get("installed"), Some(&1));
     // A late report of the old attempt is ignored.
     assert!(
-        !c.report(report(till(0, 1), id, 1, 9, TargetState::Failed))
+        !send(c, report(till(0, 1), id, 1, 9, TargetState::Failed))
             .await
             .expect("report")
             .accepted
@@ -503,11 +509,13 @@ async fn unknown_tills_are_pending_until_approved() {
     let stranger: DeviceId = "0badc0de-0000-4000-8000-000000000001"
         .parse()
         .expect("guid");
-    let hb = heartbeat(c, stranger, "1.0", None).await;
-    assert!(!hb.approved);
+    assert_eq!(log_in(c, stranger).await, None, "no token while pending");
     let device = c.device(stranger).await.expect("device");
     assert_eq!(device.status, "pending");
-    assert!(device.online);
+    assert_eq!(
+        device.public_key,
+        Some(key_of(stranger).public().to_string())
+    );
     assert_eq!(
         c.approve_device(stranger, &Caller::system("test"))
             .await
@@ -515,7 +523,8 @@ async fn unknown_tills_are_pending_until_approved() {
             .status,
         "approved"
     );
-    assert!(heartbeat(c, stranger, "1.0", None).await.approved);
+    heartbeat(c, stranger, "1.0", None).await;
+    assert!(c.device(stranger).await.expect("device").online);
     f.clock.advance_ms(10 * 60_000);
     assert!(
         !c.device(stranger).await.expect("device").online,
@@ -579,7 +588,7 @@ async fn assignments_name_the_unfinished_tills_of_the_same_store() {
     let join_by = a[0].join_by_unix_ms.expect("join-by time");
     assert!(join_by > T0 as u64, "after activation: {join_by}");
     // A till that finished no longer counts.
-    c.report(report(till(0, 2), id, 1, 1, TargetState::Downloaded))
+    send(c, report(till(0, 2), id, 1, 1, TargetState::Downloaded))
         .await
         .expect("report");
     let a = heartbeat(c, till(0, 1), "0.9", None)
@@ -587,6 +596,32 @@ async fn assignments_name_the_unfinished_tills_of_the_same_store() {
         .assignments
         .expect("list");
     assert_eq!(peers_of(&a), expected[1..].to_vec());
+    // ... and now holds the package: a later task of it names it as a holder
+    // to its store (not to other stores).
+    assert_eq!(a[0].store_holders, vec![till(0, 2)]);
+    let later = c
+        .create_task(
+            task(TaskKind::Update, pkg, 1, None),
+            &Caller::system("test"),
+        )
+        .await
+        .expect("task")
+        .summary
+        .id;
+    let a = heartbeat(c, till(0, 3), "0.9", None)
+        .await
+        .assignments
+        .expect("list");
+    let mine = a
+        .iter()
+        .find(|a| a.task_id.0 == later as u64)
+        .expect("later task");
+    assert_eq!(mine.store_holders, vec![till(0, 2)]);
+    let other_store = heartbeat(c, till(1, 1), "0.9", None)
+        .await
+        .assignments
+        .expect("list");
+    assert!(other_store.iter().all(|a| a.store_holders.is_empty()));
 }
 
 #[tokio::test]

@@ -23,6 +23,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/metrics"),
     ("GET", "/api/v1/openapi.json"),
     // http/node.rs
+    ("POST", "/api/v1/node/challenge"),
+    ("POST", "/api/v1/node/session"),
     ("POST", "/api/v1/node/heartbeat"),
     ("POST", "/api/v1/node/progress"),
     ("GET", "/api/v1/node/manifests/{package_id}"),
@@ -33,6 +35,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/devices/{guid}"),
     ("DELETE", "/api/v1/devices/{guid}"),
     ("POST", "/api/v1/devices/{guid}/approve"),
+    ("POST", "/api/v1/devices/{guid}/reset-key"),
     ("GET", "/api/v1/stores"),
     // http/operator.rs: groups
     ("GET", "/api/v1/groups"),
@@ -71,6 +74,9 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/tokens"),
     ("POST", "/api/v1/tokens"),
     ("DELETE", "/api/v1/tokens/{name}"),
+    ("GET", "/api/v1/enroll-tokens"),
+    ("POST", "/api/v1/enroll-tokens"),
+    ("DELETE", "/api/v1/enroll-tokens/{id}"),
     ("GET", "/api/v1/audit"),
 ];
 

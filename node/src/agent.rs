@@ -45,6 +45,9 @@ const PARALLEL_FETCHES: usize = 4;
 /// boot first finds its store peers (mDNS answers within about a second), so it
 /// does not take every chunk for itself.
 const SWARM_WARM_UP_MS: i64 = 3_000;
+/// Longest wait for the store's tills that already hold a package (one may
+/// be restarting) before fetching it over the WAN.
+const HOLDER_WAIT_MS: i64 = 10_000;
 /// First wait before a failed report is sent again; it doubles (with jitter)
 /// up to [`REPORT_RETRY_MAX`].
 const REPORT_RETRY_BASE: Duration = Duration::from_secs(1);
@@ -103,12 +106,7 @@ impl Agent {
         let boot = state.next_boot()?;
         let settings = state.settings()?;
         let store = Arc::new(ChunkStore::open(&config.data_dir.join("chunks"))?);
-        let client = CoordinatorClient::new(
-            config.coordinator(),
-            config.device_token.clone(),
-            config.wan_rate_limit_kbit,
-            config.coordinator_ca_file.as_deref(),
-        )?;
+        let client = CoordinatorClient::for_till(&config)?;
         let source = source.unwrap_or_else(|| Arc::new(client.clone()));
         let config_lan_cap = config
             .lan_rate_limit_kbit
@@ -321,7 +319,11 @@ impl Agent {
                             .with_failures(failures)
                             .failed(crate::backoff::unit());
                         failures = failures.saturating_add(1);
-                        tracing::warn!(error = %e, failures, "heartbeat failed");
+                        if !matches!(e, Error::Pending) {
+                            tracing::warn!(error = %e, failures, "heartbeat failed");
+                        } else if failures == 1 {
+                            tracing::info!("waiting for an operator to approve this till");
+                        }
                         wait
                     }
                 };
@@ -395,10 +397,7 @@ impl Agent {
             warnings,
         };
         let resp = self.inner.client.heartbeat(&req).await?;
-        let Some(bundle) = resp.trust else {
-            // Pending approval: nothing to act on.
-            return Ok(resp.poll_interval_ms.max(50));
-        };
+        let bundle = resp.trust;
         // Root rotations, the online key, the timestamp, then the
         // instructions: anything that does not check out is not acted on.
         let instructions =
@@ -762,6 +761,8 @@ impl Agent {
                 let expected = crate::swarm::fetch::Expected {
                     devices: t.assignment.store_peers.iter().copied().collect(),
                     until_ms: net.now_ms() + join_in_ms,
+                    holders: t.assignment.store_holders.iter().copied().collect(),
+                    holders_until_ms: net.now_ms() + HOLDER_WAIT_MS,
                 };
                 let limits = crate::swarm::planner::Limits {
                     wan_start_ms: SWARM_WARM_UP_MS,

@@ -1,15 +1,20 @@
-//! The node's client of the coordinator: heartbeats, progress reports, manifests
-//! and chunks. Chunk downloads pass through the WAN rate cap; every response is
-//! size-capped before it is read.
+//! The node's client of the coordinator: device login, heartbeats, progress
+//! reports, manifests and chunks. Every request carries the till's device
+//! token (renewed by logging in again); chunk downloads pass through the WAN
+//! rate cap; every response is size-capped before it is read.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tillswarm_protocol::api::{HeartbeatRequest, HeartbeatResponse, ProgressReport};
+use tillswarm_protocol::api::{
+    Challenge, ChallengeRequest, DeviceLogin, DeviceSession, HeartbeatRequest, HeartbeatResponse,
+    ProgressReport,
+};
 use tillswarm_protocol::chunking::MAX_CHUNK;
-use tillswarm_protocol::manifest::MAX_SIGNED_MANIFEST_BYTES;
-use tillswarm_protocol::{ChunkHash, PackageId};
+use tillswarm_protocol::manifest::{MAX_SIGNED_MANIFEST_BYTES, SecretKey};
+use tillswarm_protocol::trust::{self, Domain};
+use tillswarm_protocol::{ChunkHash, DeviceId, PackageId};
 use tokio::sync::Mutex;
 
 use crate::error::{Error, Result};
@@ -58,12 +63,59 @@ impl RateLimiter {
     }
 }
 
+/// How a client proves itself to the coordinator.
+#[derive(Clone)]
+pub enum Credential {
+    /// A till: logs in with its device key (see [`DeviceCredential`]).
+    Device(Arc<DeviceCredential>),
+    /// A fixed bearer token (tests that speak for a till with a token they got).
+    Bearer(String),
+}
+
+/// A till's device key and the session it earns: on first use (and when the
+/// token nears its end or is refused) the client asks for a challenge, signs
+/// it and gets a short-lived device token.
+pub struct DeviceCredential {
+    device: DeviceId,
+    key: SecretKey,
+    enroll_token: Option<String>,
+    /// The device token and when to renew it.
+    session: Mutex<Option<(String, tokio::time::Instant)>>,
+}
+
+impl DeviceCredential {
+    /// The credential of `device` holding `key`; `enroll_token` joins a store
+    /// the registry does not list the till in.
+    pub fn new(device: DeviceId, key: SecretKey, enroll_token: Option<String>) -> Self {
+        Self {
+            device,
+            key,
+            enroll_token,
+            session: Mutex::new(None),
+        }
+    }
+
+    /// The till's GUID.
+    pub fn device(&self) -> DeviceId {
+        self.device
+    }
+}
+
+impl std::fmt::Debug for DeviceCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceCredential")
+            .field("device", &self.device)
+            .field("public_key", &self.key.public())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Client of one coordinator.
 #[derive(Clone)]
 pub struct CoordinatorClient {
     http: reqwest::Client,
     base: String,
-    token: Option<String>,
+    credential: Credential,
     wan_cap: Option<Arc<RateLimiter>>,
 }
 
@@ -72,7 +124,7 @@ impl CoordinatorClient {
     /// `ca_file` (or the system's roots) for `https://`.
     pub fn new(
         base: &str,
-        token: Option<String>,
+        credential: Credential,
         wan_rate_limit_kbit: Option<u64>,
         ca_file: Option<&std::path::Path>,
     ) -> Result<Self> {
@@ -84,17 +136,136 @@ impl CoordinatorClient {
         Ok(Self {
             http,
             base: base.trim_end_matches('/').to_owned(),
-            token,
+            credential,
             wan_cap: wan_rate_limit_kbit.map(|k| Arc::new(RateLimiter::kbit(k))),
         })
     }
 
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let r = self.http.request(method, format!("{}{path}", self.base));
-        match &self.token {
-            Some(t) => r.bearer_auth(t),
-            None => r,
+    /// The client of a till with `config`, logging in with its device key
+    /// (`device.key` in its data folder, made on first use).
+    pub fn for_till(config: &crate::NodeConfig) -> Result<Self> {
+        let key = crate::identity::device_key(&config.data_dir)?;
+        Self::new(
+            config.coordinator(),
+            Credential::Device(Arc::new(DeviceCredential::new(
+                config.device_id,
+                key,
+                config.enroll_token.clone(),
+            ))),
+            config.wan_rate_limit_kbit,
+            config.coordinator_ca_file.as_deref(),
+        )
+    }
+
+    /// The bearer token to send: a fixed one, or the till's device token
+    /// (logging in first when there is none or it is due for renewal).
+    async fn token(&self) -> Result<String> {
+        let cred = match &self.credential {
+            Credential::Bearer(t) => return Ok(t.clone()),
+            Credential::Device(cred) => cred,
+        };
+        // Held across the login, so concurrent requests wait for one login.
+        let mut session = cred.session.lock().await;
+        if let Some((token, renew_at)) = &*session {
+            if tokio::time::Instant::now() < *renew_at {
+                return Ok(token.clone());
+            }
         }
+        let ch: Challenge = self
+            .post_unauthenticated(
+                "/api/v1/node/challenge",
+                &ChallengeRequest {
+                    device_id: cred.device,
+                },
+            )
+            .await?;
+        let public_key = cred.key.public();
+        let signature = trust::sign_bytes(
+            &cred.key,
+            Domain::DeviceLogin,
+            &trust::login_message(&cred.device, &ch.challenge, &public_key),
+        );
+        let login = DeviceLogin {
+            device_id: cred.device,
+            public_key,
+            challenge: ch.challenge,
+            signature,
+            enroll_token: cred.enroll_token.clone(),
+        };
+        let s: DeviceSession = self
+            .post_unauthenticated("/api/v1/node/session", &login)
+            .await?;
+        let token = match (s.approved, s.token) {
+            (true, Some(token)) => token,
+            _ => return Err(Error::Pending),
+        };
+        // Renewed at four fifths of its life, so it never lapses mid-request.
+        let life = Duration::from_millis(s.expires_in_ms.saturating_mul(4) / 5);
+        *session = Some((token.clone(), tokio::time::Instant::now() + life));
+        tracing::debug!(device = %cred.device, "logged in to the coordinator");
+        Ok(token)
+    }
+
+    /// Forgets `token` if it is still the session's (the coordinator refused
+    /// it: expired early, key reset, device removed), so the next request logs in.
+    async fn forget(&self, token: &str) {
+        if let Credential::Device(cred) = &self.credential {
+            let mut session = cred.session.lock().await;
+            if session.as_ref().is_some_and(|(t, _)| t == token) {
+                *session = None;
+            }
+        }
+    }
+
+    /// Sends a request with the credential; when a device token is refused
+    /// (401), logs in again and retries once.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<reqwest::Response> {
+        let mut retried = false;
+        loop {
+            let token = self.token().await?;
+            let mut r = self
+                .http
+                .request(method.clone(), format!("{}{path}", self.base))
+                .bearer_auth(&token);
+            if let Some(b) = body {
+                r = r
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(b.to_vec());
+            }
+            let resp = r
+                .send()
+                .await
+                .map_err(|e| Error::Coordinator(e.to_string()))?;
+            let device = matches!(self.credential, Credential::Device(_));
+            if resp.status() == reqwest::StatusCode::UNAUTHORIZED && device && !retried {
+                self.forget(&token).await;
+                retried = true;
+                continue;
+            }
+            return Ok(resp);
+        }
+    }
+
+    async fn post_unauthenticated<T: serde::Serialize, R: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &T,
+    ) -> Result<R> {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| Error::Coordinator(e.to_string()))?;
+        let bytes = Self::read_capped(resp, MAX_JSON_RESPONSE, None).await?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Coordinator(format!("bad answer from {path}: {e}")))
     }
 
     /// Reads a body of at most `cap` bytes (refusing more before buffering it).
@@ -138,12 +309,8 @@ impl CoordinatorClient {
         path: &str,
         body: &T,
     ) -> Result<R> {
-        let resp = self
-            .request(reqwest::Method::POST, path)
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| Error::Coordinator(e.to_string()))?;
+        let body = serde_json::to_vec(body).map_err(|e| Error::Coordinator(e.to_string()))?;
+        let resp = self.send(reqwest::Method::POST, path, Some(&body)).await?;
         let bytes = Self::read_capped(resp, MAX_JSON_RESPONSE, None).await?;
         serde_json::from_slice(&bytes)
             .map_err(|e| Error::Coordinator(format!("bad answer from {path}: {e}")))
@@ -167,23 +334,24 @@ impl CoordinatorClient {
     /// Fetches a package's signed manifest bytes (not yet verified).
     pub async fn manifest(&self, id: &PackageId) -> Result<Vec<u8>> {
         let resp = self
-            .request(
+            .send(
                 reqwest::Method::GET,
                 &format!("/api/v1/node/manifests/{id}"),
+                None,
             )
-            .send()
-            .await
-            .map_err(|e| Error::Coordinator(e.to_string()))?;
+            .await?;
         Self::read_capped(resp, MAX_SIGNED_MANIFEST_BYTES, None).await
     }
 
     /// Fetches a chunk's bytes over the WAN (not yet verified), at most `len` bytes.
     pub async fn chunk(&self, hash: &ChunkHash, len: u32) -> Result<Vec<u8>> {
         let resp = self
-            .request(reqwest::Method::GET, &format!("/api/v1/node/chunks/{hash}"))
-            .send()
-            .await
-            .map_err(|e| Error::Coordinator(e.to_string()))?;
+            .send(
+                reqwest::Method::GET,
+                &format!("/api/v1/node/chunks/{hash}"),
+                None,
+            )
+            .await?;
         let cap = (len as usize).min(MAX_CHUNK);
         Self::read_capped(resp, cap, self.wan_cap.as_deref()).await
     }

@@ -30,9 +30,13 @@ pub struct NodeConfig {
     /// The coordinator's manifest signing key (64 hex, from `coordinator.pub`):
     /// manifests signed by any other key are refused.
     pub coordinator_public_key: PublicKey,
-    /// Token issued at enrollment, sent to the coordinator as a bearer token.
+    /// A store enrollment token (`tillswarm coordinator enroll-token create`),
+    /// for a till the store registry does not list: its first login joins
+    /// the store. Tills in the registry need none; a till with neither waits
+    /// for an admin's approval. The till proves itself with its own device key
+    /// (`device.key` in `data_dir`, made on first start).
     #[serde(default)]
-    pub device_token: Option<String>,
+    pub enroll_token: Option<String>,
     /// Folder for the node's own state, chunks and logs.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,

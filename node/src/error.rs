@@ -9,6 +9,9 @@ pub enum Error {
     /// The coordinator could not be reached or answered an error.
     #[error("coordinator: {0}")]
     Coordinator(String),
+    /// The coordinator knows the till but an operator has not approved it yet.
+    #[error("waiting for an operator to approve this till")]
+    Pending,
     /// A manifest, chunk or package failed verification.
     #[error("verification failed: {0}")]
     Verify(String),

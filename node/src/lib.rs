@@ -16,6 +16,7 @@ pub mod config;
 pub mod discovery;
 pub mod dropin;
 pub mod error;
+pub mod identity;
 pub mod install;
 pub mod local_api;
 pub mod sim;

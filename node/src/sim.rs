@@ -14,30 +14,42 @@ use crate::stage::{ChunkSource, Origin};
 use crate::swarm::StoreNet;
 
 /// One store's WAN link, simulated: every till of the store fetches chunks
-/// from the coordinator through this one token bucket, so together they get
-/// the link's bandwidth, as behind a real store router. Heartbeats and
-/// manifests (small) pass freely.
+/// from the coordinator (as itself, with its own client) through this one
+/// token bucket, so together they get the link's bandwidth, as behind a real
+/// store router. Heartbeats and manifests (small) pass freely.
 pub struct SimulatedWanLink {
-    client: CoordinatorClient,
     link: Arc<RateLimiter>,
 }
 
 impl SimulatedWanLink {
-    /// A link of `kbit` kbit/s to the coordinator at `url`.
-    pub fn new(url: &str, kbit: u64) -> Result<Self> {
-        Ok(Self {
-            client: CoordinatorClient::new(url, None, None, None)?,
+    /// A link of `kbit` kbit/s.
+    pub fn new(kbit: u64) -> Self {
+        Self {
             link: Arc::new(RateLimiter::kbit(kbit.max(1))),
-        })
+        }
     }
 
     /// The link's token bucket (to send other traffic through the same link).
     pub fn bucket(&self) -> &Arc<RateLimiter> {
         &self.link
     }
+
+    /// A till's chunk source through this link: `client` (the till's own)
+    /// fetches, after the link lets the bytes pass.
+    pub fn source(&self, client: CoordinatorClient) -> Arc<dyn ChunkSource> {
+        Arc::new(ThroughLink {
+            client,
+            link: self.link.clone(),
+        })
+    }
 }
 
-impl ChunkSource for SimulatedWanLink {
+struct ThroughLink {
+    client: CoordinatorClient,
+    link: Arc<RateLimiter>,
+}
+
+impl ChunkSource for ThroughLink {
     fn fetch<'a>(
         &'a self,
         hash: &'a ChunkHash,

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use tillswarm_protocol::api::{Assignment, MAX_STORE_PEERS, TargetState, TaskKind};
-use tillswarm_protocol::{PackageId, TaskId, Version};
+use tillswarm_protocol::{DeviceId, PackageId, TaskId, Version};
 
 use crate::error::{Error, Result};
 
@@ -55,6 +55,11 @@ CREATE TABLE IF NOT EXISTS tasks (
     r#"
 ALTER TABLE tasks RENAME COLUMN wan_start TO join_by;
 ALTER TABLE tasks ADD COLUMN store_peers TEXT NOT NULL DEFAULT '[]';
+"#,
+    // 3: the store's tills that already hold the package, waited for a moment
+    // before its chunks are fetched over the WAN.
+    r#"
+ALTER TABLE tasks ADD COLUMN store_holders TEXT NOT NULL DEFAULT '[]';
 "#,
 ];
 
@@ -110,9 +115,9 @@ fn kind_str(k: TaskKind) -> &'static str {
     k.as_str()
 }
 
-/// The assignment's store peers as stored (capped, as the protocol says).
-fn peers_json(a: &Assignment) -> String {
-    let peers = &a.store_peers[..a.store_peers.len().min(MAX_STORE_PEERS)];
+/// A list of the assignment's store tills as stored (capped, as the protocol says).
+fn peers_json(peers: &[DeviceId]) -> String {
+    let peers = &peers[..peers.len().min(MAX_STORE_PEERS)];
     serde_json::to_string(peers).unwrap_or_else(|_| "[]".into())
 }
 
@@ -301,22 +306,24 @@ impl State {
                         tx.execute(
                             "UPDATE tasks SET attempt = ?2, state = 'pending', error = NULL, log_tail = NULL,
                                  declined_boot = NULL, asked_ms = NULL, install_at = ?3, unreported = 1, change = change + 1,
-                                 join_by = ?4, store_peers = ?5
+                                 join_by = ?4, store_peers = ?5, store_holders = ?6
                              WHERE task_id = ?1",
                             params![
                                 a.task_id.0 as i64,
                                 a.attempt,
                                 a.install_at_unix.map(|t| t as i64),
                                 a.join_by_unix_ms.map(|t| t as i64),
-                                peers_json(a)
+                                peers_json(&a.store_peers),
+                                peers_json(&a.store_holders)
                             ],
                         )?;
                     }
                     None => {
                         tx.execute(
                             "INSERT INTO tasks (task_id, attempt, kind, package_id, name, version, size,
-                                                install_at, rollback, state, join_by, store_peers)
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?10, ?11)",
+                                                install_at, rollback, state, join_by, store_peers,
+                                                store_holders)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?10, ?11, ?12)",
                             params![
                                 a.task_id.0 as i64,
                                 a.attempt,
@@ -328,7 +335,8 @@ impl State {
                                 a.install_at_unix.map(|t| t as i64),
                                 a.rollback,
                                 a.join_by_unix_ms.map(|t| t as i64),
-                                peers_json(a)
+                                peers_json(&a.store_peers),
+                                peers_json(&a.store_holders)
                             ],
                         )?;
                     }
@@ -385,7 +393,7 @@ impl State {
             let mut stmt = c.prepare(
                 "SELECT task_id, attempt, kind, package_id, name, version, size, install_at, rollback, state,
                         bytes_done, wan_bytes, lan_bytes, error, log_tail, declined_boot, asked_ms, unreported,
-                        join_by, change, store_peers
+                        join_by, change, store_peers, store_holders
                  FROM tasks ORDER BY task_id",
             )?;
             let rows = stmt.query_map([], |r| {
@@ -409,6 +417,7 @@ impl State {
                         join_by_unix_ms: r.get::<_, Option<i64>>(18)?.map(|t| t as u64),
                         // Written by this node from a checked list; unreadable means none.
                         store_peers: serde_json::from_str(&r.get::<_, String>(20)?).unwrap_or_default(),
+                        store_holders: serde_json::from_str(&r.get::<_, String>(21)?).unwrap_or_default(),
                     },
                     state: parse_enum(&r.get::<_, String>(9)?)?,
                     bytes_done: r.get::<_, i64>(10)? as u64,
@@ -522,6 +531,7 @@ mod tests {
             attempt,
             join_by_unix_ms: None,
             store_peers: Vec::new(),
+            store_holders: Vec::new(),
         }
     }
 
@@ -609,6 +619,7 @@ mod tests {
         assert!(t.assignment.store_peers.is_empty());
         // Store peers round-trip, and reopening applies nothing twice.
         let mut a = assignment(8, 1);
+        a.store_holders = vec![DeviceId::from_bytes([9; 16])];
         a.store_peers = vec![
             "6f1c2d3e-0000-4000-8000-000000000001"
                 .parse()
@@ -619,6 +630,7 @@ mod tests {
         let s = State::open(dir.path()).expect("reopen");
         let t = s.task(TaskId(8)).expect("task").expect("present");
         assert_eq!(t.assignment.store_peers, a.store_peers);
+        assert_eq!(t.assignment.store_holders, a.store_holders);
     }
 
     #[test]

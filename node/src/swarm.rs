@@ -57,6 +57,17 @@ pub struct SwarmConfig {
     pub max_uploads: usize,
 }
 
+/// A peer's answer to a chunk request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerAnswer {
+    /// The chunk's bytes (not verified yet).
+    Chunk(Vec<u8>),
+    /// It does not hold the chunk (any more).
+    NotHave,
+    /// It serves as many peers as it may: ask again shortly.
+    Busy,
+}
+
 /// A live peer as the swarm sees it.
 #[derive(Debug, Clone, Default)]
 pub struct PeerView {
@@ -83,7 +94,7 @@ enum Command {
     Fetch {
         peer: PeerId,
         hash: ChunkHash,
-        reply: oneshot::Sender<Result<Option<Vec<u8>>>>,
+        reply: oneshot::Sender<Result<PeerAnswer>>,
     },
     Track {
         package: PackageId,
@@ -138,9 +149,9 @@ impl StoreNet {
             .map_err(|_| Error::Coordinator("store swarm stopped".into()))
     }
 
-    /// Fetches a chunk from `peer`: `Ok(None)` when it does not have it or is busy.
-    /// The bytes are not verified yet. Cancel-safe (the answer is dropped).
-    pub async fn fetch(&self, peer: PeerId, hash: ChunkHash) -> Result<Option<Vec<u8>>> {
+    /// Fetches a chunk from `peer`. The bytes are not verified yet.
+    /// Cancel-safe (the answer is dropped).
+    pub async fn fetch(&self, peer: PeerId, hash: ChunkHash) -> Result<PeerAnswer> {
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(Command::Fetch { peer, hash, reply })
@@ -183,33 +194,7 @@ impl StoreNet {
 /// Loads the node's libp2p identity from `<data>/node.key` (created 0600 on
 /// first use), so its peer id survives restarts.
 pub fn load_or_create_key(data_dir: &std::path::Path) -> Result<Keypair> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-
-    let path = data_dir.join("node.key");
-    let seed: [u8; 32] = match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            text.trim()
-                .parse::<ChunkHash>()
-                .map_err(|_| Error::Config(format!("{} is not a 64-hex key", path.display())))?
-                .0
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut seed = [0u8; 32];
-            getrandom::fill(&mut seed)
-                .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
-            std::fs::create_dir_all(data_dir)?;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)?;
-            f.write_all(ChunkHash(seed).to_hex().as_bytes())?;
-            f.sync_all()?;
-            seed
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let seed = crate::identity::load_or_create_seed(&data_dir.join("node.key"))?;
     Keypair::ed25519_from_bytes(seed).map_err(|e| Error::Config(format!("node key: {e}")))
 }
 
@@ -324,7 +309,7 @@ struct EventLoop {
     start: tokio::time::Instant,
     /// Packages this node advertises: their chunk hashes in manifest order.
     tracked: HashMap<PackageId, Vec<ChunkHash>>,
-    pending_fetch: HashMap<OutboundRequestId, oneshot::Sender<Result<Option<Vec<u8>>>>>,
+    pending_fetch: HashMap<OutboundRequestId, oneshot::Sender<Result<PeerAnswer>>>,
     /// Peers whose Hello matched (chain, store, protocol).
     hello_ok: HashSet<PeerId>,
     /// Peers ignored until the given ms.
@@ -461,7 +446,8 @@ impl EventLoop {
             }
             Command::Fetch { peer, hash, reply } => {
                 if !self.hello_ok.contains(&peer) {
-                    let _ = reply.send(Ok(None));
+                    // Not (or no longer) a checked store peer: nothing from it.
+                    let _ = reply.send(Ok(PeerAnswer::NotHave));
                     return;
                 }
                 let id = self
@@ -575,8 +561,9 @@ impl EventLoop {
             } => {
                 if let Some(reply) = self.pending_fetch.remove(&request_id) {
                     let answer = match response {
-                        PeerMessage::Chunk { data, .. } => Ok(Some(data)),
-                        PeerMessage::NotHave { .. } | PeerMessage::Busy { .. } => Ok(None),
+                        PeerMessage::Chunk { data, .. } => Ok(PeerAnswer::Chunk(data)),
+                        PeerMessage::NotHave { .. } => Ok(PeerAnswer::NotHave),
+                        PeerMessage::Busy { .. } => Ok(PeerAnswer::Busy),
                         other => Err(Error::Verify(format!(
                             "unexpected answer to a chunk request: {other:?}"
                         ))),
@@ -603,7 +590,9 @@ impl EventLoop {
             } => {
                 tracing::debug!(peer = %peer, error = %error, "request to a peer failed");
                 if let Some(reply) = self.pending_fetch.remove(&request_id) {
-                    let _ = reply.send(Ok(None));
+                    let _ = reply.send(Err(Error::Io(std::io::Error::other(format!(
+                        "request to peer {peer} failed: {error}"
+                    )))));
                 }
             }
             Event::InboundFailure { peer, error, .. } => {

@@ -180,14 +180,11 @@ impl HeartbeatRequest {
 /// `trust`, signed (see [`crate::trust`]); the rest only paces polling.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeartbeatResponse {
-    /// False while the till is not in the store registry (pending approval): it
-    /// gets no instructions until an operator approves it.
-    pub approved: bool,
     /// Revision of this till's instructions; echo it as `known_revision`.
     pub revision: u64,
     /// The key chain, a fresh timestamp and, when `known_revision` was not
-    /// current, the signed instructions. `None` for a pending till.
-    pub trust: Option<crate::trust::TrustBundle>,
+    /// current, the signed instructions.
+    pub trust: crate::trust::TrustBundle,
     /// When to poll next, already jittered by the coordinator.
     pub poll_interval_ms: u64,
 }
@@ -224,6 +221,12 @@ pub struct Assignment {
     /// [`MAX_STORE_PEERS`]; a node ignores the rest).
     #[serde(default)]
     pub store_peers: Vec<DeviceId>,
+    /// Tills of the same store that already hold the package (an earlier
+    /// wave downloaded or installed it; at most [`MAX_STORE_PEERS`]). A node
+    /// waits a moment for those it does not see yet (one may be restarting)
+    /// before fetching over the WAN what they hold.
+    #[serde(default)]
+    pub store_holders: Vec<DeviceId>,
 }
 
 /// A node's report about one task; the coordinator keeps the highest `seq`.
@@ -266,6 +269,68 @@ impl ProgressReport {
         check_len("error", self.error.as_deref(), MAX_ERROR_LEN)?;
         check_len("log_tail", self.log_tail.as_deref(), MAX_LOG_TAIL_LEN)
     }
+}
+
+/// A till asks for a login challenge (`POST /api/v1/node/challenge`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChallengeRequest {
+    /// The till's GUID.
+    pub device_id: DeviceId,
+}
+
+/// A one-time login challenge for one till.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Challenge {
+    /// Sign it with [`crate::trust::login_message`] and answer within `expires_in_ms`.
+    pub challenge: String,
+    /// How long the challenge may be answered.
+    pub expires_in_ms: u64,
+}
+
+/// A till's login (`POST /api/v1/node/session`): its device key and its
+/// signature, in [`crate::trust::Domain::DeviceLogin`], over
+/// [`crate::trust::login_message`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceLogin {
+    /// The till's GUID.
+    pub device_id: DeviceId,
+    /// The till's ed25519 device key.
+    pub public_key: crate::manifest::PublicKey,
+    /// The challenge the coordinator issued to this till.
+    pub challenge: String,
+    /// Hex ed25519 signature.
+    pub signature: String,
+    /// A store enrollment token, for a till the store registry does not list.
+    #[serde(default)]
+    pub enroll_token: Option<String>,
+}
+
+/// Longest challenge or enrollment token accepted in a login.
+pub const MAX_LOGIN_FIELD_LEN: usize = 256;
+
+impl DeviceLogin {
+    /// Checks the field caps.
+    pub fn validate(&self) -> Result<(), String> {
+        check_len("challenge", Some(&self.challenge), MAX_LOGIN_FIELD_LEN)?;
+        check_len("signature", Some(&self.signature), MAX_LOGIN_FIELD_LEN)?;
+        check_len(
+            "enroll_token",
+            self.enroll_token.as_deref(),
+            MAX_LOGIN_FIELD_LEN,
+        )
+    }
+}
+
+/// The answer to a login.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceSession {
+    /// False while an operator has not approved the till: no token yet; log
+    /// in again later.
+    pub approved: bool,
+    /// The device token: `Authorization: Bearer <token>` on every node request.
+    pub token: Option<String>,
+    /// How long the token lasts.
+    pub expires_in_ms: u64,
 }
 
 /// An error body, as every API of the coordinator returns it.

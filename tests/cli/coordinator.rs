@@ -138,9 +138,42 @@ fn assignment_count(hb: &Value) -> Option<usize> {
     ins["assignments"].as_array().map(Vec::len)
 }
 
-fn heartbeat(url: &str) -> Value {
-    let (status, hb) = call(
+/// Logs the till in as its node does (its key bound at the first login) and
+/// returns a device token; the binding and the token live in the database, so
+/// they survive a restart.
+fn device_token(url: &str) -> String {
+    let device: tillswarm_protocol::DeviceId = TILL.parse().expect("guid");
+    let key = tillswarm_protocol::manifest::SecretKey::from_seed([0x17; 32]);
+    let (status, ch) = call(
         None,
+        reqwest::Method::POST,
+        &format!("{url}/api/v1/node/challenge"),
+        Some(json!({ "device_id": TILL })),
+    );
+    assert_eq!(status, 200, "{ch}");
+    let challenge = ch["challenge"].as_str().expect("challenge");
+    let message = tillswarm_protocol::trust::login_message(&device, challenge, &key.public());
+    let signature = tillswarm_protocol::trust::sign_bytes(
+        &key,
+        tillswarm_protocol::trust::Domain::DeviceLogin,
+        &message,
+    );
+    let (status, session) = call(
+        None,
+        reqwest::Method::POST,
+        &format!("{url}/api/v1/node/session"),
+        Some(
+            json!({"device_id": TILL, "public_key": key.public().to_string(),
+                    "challenge": challenge, "signature": signature}),
+        ),
+    );
+    assert_eq!(status, 200, "{session}");
+    session["token"].as_str().expect("token").to_owned()
+}
+
+fn heartbeat(url: &str, till: &str) -> Value {
+    let (status, hb) = call(
+        Some(till),
         reqwest::Method::POST,
         &format!("{url}/api/v1/node/heartbeat"),
         Some(
@@ -152,9 +185,9 @@ fn heartbeat(url: &str) -> Value {
     hb
 }
 
-fn progress(url: &str, seq: u64, state: &str) -> Value {
+fn progress(url: &str, till: &str, seq: u64, state: &str) -> Value {
     let (status, r) = call(
-        None,
+        Some(till),
         reqwest::Method::POST,
         &format!("{url}/api/v1/node/progress"),
         Some(
@@ -196,8 +229,9 @@ fn sigkill_mid_upload_leaves_no_partial_package_and_tasks_continue() {
         Some(json!({"kind": "download", "package_id": pkg["package_id"], "group_id": 1})),
     );
     assert_eq!(status, 201, "{task}");
-    assert_eq!(assignment_count(&heartbeat(&c.url)), Some(1));
-    assert_eq!(progress(&c.url, 1, "downloading")["accepted"], true);
+    let till = device_token(&c.url);
+    assert_eq!(assignment_count(&heartbeat(&c.url, &till)), Some(1));
+    assert_eq!(progress(&c.url, &till, 1, "downloading")["accepted"], true);
 
     // Start a large upload by hand and kill the process while it is arriving.
     let addr = c.url.trim_start_matches("http://").to_owned();
@@ -248,13 +282,13 @@ fn sigkill_mid_upload_leaves_no_partial_package_and_tasks_continue() {
         None,
     );
     assert_eq!(task["status"], "running");
-    assert_eq!(assignment_count(&heartbeat(&c.url)), Some(1));
+    assert_eq!(assignment_count(&heartbeat(&c.url, &till)), Some(1));
     assert_eq!(
-        progress(&c.url, 1, "downloading")["accepted"],
+        progress(&c.url, &till, 1, "downloading")["accepted"],
         false,
         "seq 1 was already applied"
     );
-    assert_eq!(progress(&c.url, 2, "downloaded")["accepted"], true);
+    assert_eq!(progress(&c.url, &till, 2, "downloaded")["accepted"], true);
     let (_, task) = call(
         Some(&c.token),
         reqwest::Method::GET,

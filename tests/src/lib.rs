@@ -14,7 +14,10 @@ use tillswarm_coordinator::auth::Caller;
 use tillswarm_coordinator::{Config, Coordinator};
 use tillswarm_node::stage::ChunkSource;
 use tillswarm_node::{Agent, NodeConfig};
+use tillswarm_protocol::api::DeviceLogin;
 use tillswarm_protocol::clock::Clock;
+use tillswarm_protocol::manifest::SecretKey;
+use tillswarm_protocol::trust::{self, Domain};
 use tillswarm_protocol::{ChainId, DeviceId, PackageId, StoreId};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -119,6 +122,60 @@ impl Cluster {
             .package_id
     }
 
+    /// Logs `device` in with `key` through the service, as a node's client
+    /// does over HTTP: its device token, or `None` while it waits for approval.
+    pub async fn log_in(
+        &self,
+        device: DeviceId,
+        key: &SecretKey,
+        enroll_token: Option<String>,
+    ) -> tillswarm_coordinator::Result<Option<String>> {
+        let challenge = self.coordinator.device_challenge(device)?.challenge;
+        let public_key = key.public();
+        let message = trust::login_message(&device, &challenge, &public_key);
+        let login = DeviceLogin {
+            device_id: device,
+            public_key,
+            signature: trust::sign_bytes(key, Domain::DeviceLogin, &message),
+            challenge,
+            enroll_token,
+        };
+        let session = self
+            .coordinator
+            .device_login(login, "127.0.0.1".into())
+            .await?;
+        Ok(session.token)
+    }
+
+    /// The device key of the node [`Cluster::node_config`] makes for `device`.
+    pub fn node_key(&self, device: DeviceId) -> SecretKey {
+        tillswarm_node::identity::device_key(&self.node_config(device, "store-001").data_dir)
+            .expect("device key")
+    }
+
+    /// The device token of `device` (listed in the registry, or admitted),
+    /// logged in with its node's key.
+    pub async fn device_token(&self, device: DeviceId) -> String {
+        self.log_in(device, &self.node_key(device), None)
+            .await
+            .expect("login")
+            .expect("an approved till")
+    }
+
+    /// Admits a till the registry does not list, as an admin does after its
+    /// first login left it pending: it logs in with its node's key, then is approved.
+    pub async fn admit(&self, device: DeviceId) {
+        let pending = self
+            .log_in(device, &self.node_key(device), None)
+            .await
+            .expect("login");
+        assert_eq!(pending, None, "{device} is already approved");
+        self.coordinator
+            .approve_device(device, &Caller::system("test"))
+            .await
+            .expect("approve");
+    }
+
     /// A node config for till `device` of `store`, in its own temporary folders.
     pub fn node_config(&self, device: DeviceId, store: &str) -> NodeConfig {
         let root = self.dir.path().join(format!("till-{device}"));
@@ -129,7 +186,7 @@ impl Cluster {
             coordinator_url: self.url.clone(),
             coordinator_ca_file: self.ca_file.clone(),
             coordinator_public_key: self.coordinator.public_key(),
-            device_token: None,
+            enroll_token: None,
             data_dir: root.join("data"),
             update_root: root.join("mint"),
             reboot_command: "none".into(),

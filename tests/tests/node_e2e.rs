@@ -363,7 +363,7 @@ async fn tampered_manifests_and_chunks_are_refused_and_nothing_is_staged() {
         tillswarm_protocol::manifest::SecretKey::from_seed([9; 32]).public();
     let n1 = RunningNode::start(config, Arc::new(SystemClock), None);
     let config = cluster.node_config(bad_chunks, "store-002");
-    let client = CoordinatorClient::new(&cluster.url, None, None, None).expect("client");
+    let client = CoordinatorClient::for_till(&config).expect("client");
     let n2 = RunningNode::start(
         config,
         Arc::new(SystemClock),
@@ -440,7 +440,7 @@ async fn a_killed_download_resumes_without_refetching_held_chunks() {
     let d = sample_till(1, 4);
     let g = group_of(&cluster, "resume", vec![d]).await;
     let config = cluster.node_config(d, "store-002");
-    let client = CoordinatorClient::new(&cluster.url, None, None, None).expect("client");
+    let client = CoordinatorClient::for_till(&config).expect("client");
     let fetched = Arc::new(AtomicU64::new(0));
     let first = Counting {
         client: client.clone(),

@@ -31,28 +31,9 @@ fn tills() -> Vec<DeviceId> {
 async fn setup(cluster: &Cluster, tills: &[DeviceId]) -> i64 {
     cluster.import_sample_registry().await;
     for &d in tills {
-        // Unknown tills show up as pending on their first heartbeat; approve them now.
+        // Tills the registry does not list wait after their first login; admit them now.
         if cluster.coordinator.device(d).await.is_err() {
-            let hb = tillswarm_protocol::api::HeartbeatRequest {
-                device_id: d,
-                version: Some("0.9".parse().expect("v")),
-                state: tillswarm_protocol::api::DeviceState::Ready,
-                ip: None,
-                peer_id: None,
-                free_disk_bytes: None,
-                known_revision: None,
-                warnings: Vec::new(),
-            };
-            cluster
-                .coordinator
-                .heartbeat(hb, None)
-                .await
-                .expect("heartbeat");
-            cluster
-                .coordinator
-                .approve_device(d, &Caller::system("test"))
-                .await
-                .expect("approve");
+            cluster.admit(d).await;
         }
     }
     cluster

@@ -85,7 +85,7 @@ async fn an_injected_forced_rollback_is_refused_and_nothing_is_installed() {
             let Ok(mut hb) = serde_json::from_slice::<HeartbeatResponse>(&body) else {
                 return body;
             };
-            if let Some(ins) = hb.trust.as_mut().and_then(|t| t.instructions.as_mut()) {
+            if let Some(ins) = hb.trust.instructions.as_mut() {
                 ins.body = ins
                     .body
                     .replace("\"download\"", "\"forced_update\"")

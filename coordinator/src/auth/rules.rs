@@ -155,6 +155,13 @@ pub const RULES: &[Rule] = &[
         "device.approve",
     ),
     rule(
+        "POST",
+        "/api/v1/devices/{guid}/reset-key",
+        R(Admin),
+        Json,
+        "device.reset_key",
+    ),
+    rule(
         "DELETE",
         "/api/v1/devices/{guid}",
         R(Admin),
@@ -296,6 +303,27 @@ pub const RULES: &[Rule] = &[
         R(Admin),
         Json,
         "token.revoke",
+    ),
+    rule(
+        "GET",
+        "/api/v1/enroll-tokens",
+        R(Admin),
+        Read,
+        "enroll_token.list",
+    ),
+    rule(
+        "POST",
+        "/api/v1/enroll-tokens",
+        R(Admin),
+        Json,
+        "enroll_token.create",
+    ),
+    rule(
+        "DELETE",
+        "/api/v1/enroll-tokens/{id}",
+        R(Admin),
+        Json,
+        "enroll_token.revoke",
     ),
     rule("GET", "/api/v1/audit", R(Admin), Read, "audit.list"),
 ];

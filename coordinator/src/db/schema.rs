@@ -225,6 +225,62 @@ const MIGRATIONS: &[&str] = &[
     -- What the till last wanted operators to know (JSON array of strings).
     ALTER TABLE devices ADD COLUMN warnings TEXT NOT NULL DEFAULT '[]';
     "#,
+    // 4: device identity. A till's ed25519 key, bound at its first login; the
+    // short-lived tokens its logins earn; store enrollment tokens for tills
+    // the registry does not list yet. Secrets are stored as blake3 hashes.
+    r#"
+    ALTER TABLE devices ADD COLUMN public_key TEXT;
+    ALTER TABLE devices ADD COLUMN key_bound_ms INTEGER;
+
+    CREATE TABLE device_tokens (
+        hash        TEXT PRIMARY KEY,
+        device      TEXT NOT NULL REFERENCES devices(guid) ON DELETE CASCADE,
+        expires_ms  INTEGER NOT NULL
+    );
+    CREATE INDEX device_tokens_device ON device_tokens(device);
+
+    CREATE TABLE enroll_tokens (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        hash        TEXT NOT NULL UNIQUE,
+        store_id    TEXT NOT NULL REFERENCES stores(id) ON DELETE CASCADE,
+        created_ms  INTEGER NOT NULL,
+        created_by  TEXT NOT NULL,
+        expires_ms  INTEGER NOT NULL,
+        revoked_ms  INTEGER,
+        max_uses    INTEGER NOT NULL,
+        uses        INTEGER NOT NULL DEFAULT 0
+    );
+
+    -- Tills appear in the audit log as actors (a key bound, an enrollment).
+    CREATE TABLE audit_v4 (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms      INTEGER NOT NULL,
+        actor      TEXT NOT NULL,
+        actor_kind TEXT NOT NULL
+                   CHECK (actor_kind IN ('user', 'token', 'cli', 'system', 'anonymous', 'device')),
+        role       TEXT,
+        client     TEXT NOT NULL,
+        method     TEXT NOT NULL,
+        route      TEXT NOT NULL,
+        action     TEXT NOT NULL,
+        target     TEXT,
+        outcome    TEXT NOT NULL CHECK (outcome IN ('ok', 'failed', 'denied')),
+        status     INTEGER NOT NULL,
+        detail     TEXT
+    );
+    INSERT INTO audit_v4 SELECT id, at_ms, actor, actor_kind, role, client, method, route,
+        action, target, outcome, status, detail FROM audit;
+    DROP TABLE audit;
+    ALTER TABLE audit_v4 RENAME TO audit;
+    CREATE INDEX audit_at ON audit(at_ms);
+    CREATE INDEX audit_actor ON audit(actor, at_ms);
+    CREATE INDEX audit_action ON audit(action, at_ms);
+    CREATE INDEX audit_target ON audit(target, at_ms);
+    CREATE TRIGGER audit_append_only BEFORE UPDATE ON audit
+    BEGIN
+        SELECT RAISE(ABORT, 'the audit log is append-only');
+    END;
+    "#,
 ];
 
 /// Brings the schema up to date. Foreign keys are off while steps run (a step

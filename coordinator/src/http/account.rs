@@ -14,8 +14,10 @@ use super::operator::{no_content, with};
 use super::{MAX_JSON_BODY, body, error_response, json, parse_json, refused, reply};
 use crate::audit;
 use crate::auth::Caller;
+use crate::error::Error;
 use crate::service::Coordinator;
 use crate::service::access::{LoginInput, NewTokenInput, NewUserInput, PasswordInput, SessionInfo};
+use crate::service::node_ops::NewEnrollTokenInput;
 
 /// The `Set-Cookie` value for a session (or, with `None`, one that clears it).
 fn session_cookie(c: &Coordinator, value: Option<(&str, u64)>, tls: bool) -> String {
@@ -45,6 +47,8 @@ pub(super) fn routes(c: &Coordinator) -> BoxedFilter<(Response,)> {
         .or(users(c))
         .unify()
         .or(tokens(c))
+        .unify()
+        .or(enroll_tokens(c))
         .unify()
         .or(audit_log(c))
         .unify()
@@ -201,6 +205,46 @@ fn tokens(c: &Coordinator) -> BoxedFilter<(Response,)> {
         .then(|name: String, by: Caller, c: Coordinator| async move {
             match refused(&c, &by, super::operator::percent_decode(&name)).await {
                 Ok(name) => no_content(c.revoke_token(name, &by).await),
+                Err(e) => error_response(&e),
+            }
+        });
+    list.or(create).unify().or(revoke).unify().boxed()
+}
+
+fn enroll_tokens(c: &Coordinator) -> BoxedFilter<(Response,)> {
+    let list = warp::path!("api" / "v1" / "enroll-tokens")
+        .and(warp::get())
+        .and(guard(c))
+        .and(with(c))
+        .then(|_: Caller, c: Coordinator| async move { reply(c.enroll_tokens().await) });
+    let create = warp::path!("api" / "v1" / "enroll-tokens")
+        .and(warp::post())
+        .and(guard(c))
+        .and(with(c))
+        .and(body(MAX_JSON_BODY))
+        .then(|by: Caller, c: Coordinator, b: bytes::Bytes| async move {
+            let r = async {
+                let input: NewEnrollTokenInput = refused(&c, &by, parse_json(&b)).await?;
+                c.create_enroll_token(input, &by).await
+            };
+            match r.await {
+                Ok(t) => json(StatusCode::CREATED, &t),
+                Err(e) => error_response(&e),
+            }
+        });
+    let revoke = warp::path!("api" / "v1" / "enroll-tokens" / String)
+        .and(warp::delete())
+        .and(guard(c))
+        .and(with(c))
+        .then(|id: String, by: Caller, c: Coordinator| async move {
+            let id = id.parse::<i64>().map_err(|_| {
+                Error::bad(
+                    "invalid_id",
+                    format!("enrollment token id {id:?} is not a number"),
+                )
+            });
+            match refused(&c, &by, id).await {
+                Ok(id) => no_content(c.revoke_enroll_token(id, &by).await),
                 Err(e) => error_response(&e),
             }
         });

@@ -1,9 +1,10 @@
-//! The node API under `/api/v1/node/`: heartbeats, progress reports, manifests and
-//! chunks (with HTTP Range support, so an interrupted chunk can resume).
+//! The node API under `/api/v1/node/`: device login (challenge, session), then,
+//! with the device token, heartbeats, progress reports, manifests and chunks
+//! (with HTTP Range support, so an interrupted chunk can resume).
 
 use std::net::SocketAddr;
 
-use tillswarm_protocol::api::{HeartbeatRequest, ProgressReport};
+use tillswarm_protocol::api::{ChallengeRequest, DeviceLogin, HeartbeatRequest, ProgressReport};
 use tillswarm_protocol::{ChunkHash, PackageId};
 use warp::filters::BoxedFilter;
 use warp::http::{HeaderValue, StatusCode, header};
@@ -19,16 +20,42 @@ pub(super) fn routes(c: Coordinator) -> BoxedFilter<(Response,)> {
         let c = c.clone();
         warp::any().map(move || c.clone())
     };
-    let heartbeat = warp::path!("api" / "v1" / "node" / "heartbeat")
+    let challenge = warp::path!("api" / "v1" / "node" / "challenge")
+        .and(warp::post())
+        .and(with())
+        .and(body(MAX_LOGIN_BODY))
+        .then(|c: Coordinator, b: bytes::Bytes| async move {
+            let r = parse_json::<ChallengeRequest>(&b)
+                .and_then(|req| c.device_challenge(req.device_id));
+            reply(r)
+        });
+    let session = warp::path!("api" / "v1" / "node" / "session")
         .and(warp::post())
         .and(with())
         .and(super::guard::client_addr())
-        .and(body(MAX_JSON_BODY))
+        .and(body(MAX_LOGIN_BODY))
         .then(
             |c: Coordinator, addr: Option<SocketAddr>, b: bytes::Bytes| async move {
                 let r = async {
+                    let login: DeviceLogin = parse_json(&b)?;
+                    let client = addr.map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string());
+                    c.device_login(login, client).await
+                };
+                reply(r.await)
+            },
+        );
+    let heartbeat = warp::path!("api" / "v1" / "node" / "heartbeat")
+        .and(warp::post())
+        .and(with())
+        .and(device_token())
+        .and(super::guard::client_addr())
+        .and(body(MAX_JSON_BODY))
+        .then(
+            |c: Coordinator, token: String, addr: Option<SocketAddr>, b: bytes::Bytes| async move {
+                let r = async {
                     let req: HeartbeatRequest = parse_json(&b)?;
-                    c.heartbeat(req, addr.map(|a| a.ip().to_string())).await
+                    c.heartbeat(token, req, addr.map(|a| a.ip().to_string()))
+                        .await
                 };
                 reply(r.await)
             },
@@ -36,19 +63,24 @@ pub(super) fn routes(c: Coordinator) -> BoxedFilter<(Response,)> {
     let progress = warp::path!("api" / "v1" / "node" / "progress")
         .and(warp::post())
         .and(with())
+        .and(device_token())
         .and(body(MAX_JSON_BODY))
-        .then(|c: Coordinator, b: bytes::Bytes| async move {
-            let r = async {
-                let report: ProgressReport = parse_json(&b)?;
-                c.report(report).await
-            };
-            reply(r.await)
-        });
+        .then(
+            |c: Coordinator, token: String, b: bytes::Bytes| async move {
+                let r = async {
+                    let report: ProgressReport = parse_json(&b)?;
+                    c.report(token, report).await
+                };
+                reply(r.await)
+            },
+        );
     let manifest = warp::path!("api" / "v1" / "node" / "manifests" / String)
         .and(warp::get())
         .and(with())
-        .then(|id: String, c: Coordinator| async move {
+        .and(device_token())
+        .then(|id: String, c: Coordinator, token: String| async move {
             let r = async {
+                c.authorize_fetch(token).await?;
                 let id: PackageId = parse_id(&id, "package id")?;
                 c.signed_manifest(id).await
             };
@@ -60,16 +92,25 @@ pub(super) fn routes(c: Coordinator) -> BoxedFilter<(Response,)> {
     let chunk = warp::path!("api" / "v1" / "node" / "chunks" / String)
         .and(warp::get())
         .and(with())
+        .and(device_token())
         .and(warp::header::optional::<String>("range"))
         .then(
-            |hash: String, c: Coordinator, range: Option<String>| async move {
-                match serve_chunk(c, &hash, range.as_deref()).await {
+            |hash: String, c: Coordinator, token: String, range: Option<String>| async move {
+                let r = async {
+                    c.authorize_fetch(token).await?;
+                    serve_chunk(c, &hash, range.as_deref()).await
+                };
+                match r.await {
                     Ok(r) => r,
                     Err(e) => error_response(&e),
                 }
             },
         );
-    heartbeat
+    challenge
+        .or(session)
+        .unify()
+        .or(heartbeat)
+        .unify()
         .or(progress)
         .unify()
         .or(manifest)
@@ -77,6 +118,38 @@ pub(super) fn routes(c: Coordinator) -> BoxedFilter<(Response,)> {
         .or(chunk)
         .unify()
         .boxed()
+}
+
+/// Largest body of a challenge or login request.
+const MAX_LOGIN_BODY: u64 = 4 << 10;
+
+/// The device token of a node request, refused (401) before the body is read
+/// when it is missing or not shaped like one. Whether it is live, and its
+/// device's, is checked in the database job that acts on the request.
+fn device_token() -> impl Filter<Extract = (String,), Error = warp::Rejection> + Copy {
+    warp::header::headers_cloned().and_then(|headers: warp::http::HeaderMap| async move {
+        let missing = || {
+            warp::reject::custom(Error::unauthenticated(
+                "unauthenticated",
+                "node requests need a device token: POST /api/v1/node/challenge, sign it, \
+                 POST /api/v1/node/session, then send `Authorization: Bearer <token>`",
+            ))
+        };
+        let auth = headers.get(header::AUTHORIZATION).ok_or_else(missing)?;
+        match auth.to_str().unwrap_or_default().trim().split_once(' ') {
+            Some((scheme, token))
+                if scheme.eq_ignore_ascii_case("bearer")
+                    && crate::device_auth::is_device_token(token.trim()) =>
+            {
+                Ok(token.trim().to_owned())
+            }
+            _ => Err(warp::reject::custom(Error::unauthenticated(
+                "invalid_device_token",
+                "send the device token from POST /api/v1/node/session as \
+                 `Authorization: Bearer tsd_...`; operator credentials do not open node routes",
+            ))),
+        }
+    })
 }
 
 fn octets(bytes: Vec<u8>) -> Response {

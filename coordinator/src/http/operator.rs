@@ -139,6 +139,16 @@ fn devices(c: &Coordinator) -> BoxedFilter<(Response,)> {
                 Err(e) => error_response(&e),
             }
         });
+    let reset_key = warp::path!("api" / "v1" / "devices" / String / "reset-key")
+        .and(warp::post())
+        .and(guard(c))
+        .and(with(c))
+        .then(|id: String, by: Caller, c: Coordinator| async move {
+            match refused(&c, &by, parse_id::<DeviceId>(&id, "device GUID")).await {
+                Ok(g) => reply(c.reset_device_key(g, &by).await),
+                Err(e) => error_response(&e),
+            }
+        });
     let delete = device_path()
         .and(warp::delete())
         .and(guard(c))
@@ -159,6 +169,8 @@ fn devices(c: &Coordinator) -> BoxedFilter<(Response,)> {
         .or(get)
         .unify()
         .or(approve)
+        .unify()
+        .or(reset_key)
         .unify()
         .or(delete)
         .unify()

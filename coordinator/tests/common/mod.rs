@@ -11,6 +11,10 @@ use tillswarm_coordinator::auth::{Caller, Role};
 use tillswarm_coordinator::clock::ManualClock;
 use tillswarm_coordinator::service::access::{NewTokenInput, NewUserInput};
 use tillswarm_coordinator::{Config, Coordinator};
+use tillswarm_protocol::DeviceId;
+use tillswarm_protocol::api::DeviceLogin;
+use tillswarm_protocol::manifest::SecretKey;
+use tillswarm_protocol::trust::{self, Domain};
 use warp::filters::BoxedFilter;
 use warp::http::{HeaderMap, StatusCode};
 use warp::reply::Response;
@@ -100,6 +104,46 @@ pub async fn api_with(config: Config) -> Api {
         clock,
         tokens,
     }
+}
+
+/// Till `d`'s device key (deterministic, from its GUID).
+pub fn key_of(d: DeviceId) -> SecretKey {
+    let mut seed = [7u8; 32];
+    seed[..16].copy_from_slice(d.as_bytes());
+    SecretKey::from_seed(seed)
+}
+
+/// Logs `d` in with [`key_of`] as its node does: a device token, or `None`
+/// while it waits for approval.
+pub async fn log_in(c: &Coordinator, d: DeviceId) -> Option<String> {
+    let challenge = c.device_challenge(d).expect("challenge").challenge;
+    let key = key_of(d);
+    let message = trust::login_message(&d, &challenge, &key.public());
+    c.device_login(
+        DeviceLogin {
+            device_id: d,
+            public_key: key.public(),
+            signature: trust::sign_bytes(&key, Domain::DeviceLogin, &message),
+            challenge,
+            enroll_token: None,
+        },
+        "127.0.0.1".into(),
+    )
+    .await
+    .expect("login")
+    .token
+}
+
+/// A device token of `d`, admitting it first if it is new (it logs in and
+/// waits, then an admin approves it).
+pub async fn device_token(c: &Coordinator, d: DeviceId) -> String {
+    if let Some(t) = log_in(c, d).await {
+        return t;
+    }
+    c.approve_device(d, &Caller::system("test"))
+        .await
+        .expect("approve");
+    log_in(c, d).await.expect("approved")
 }
 
 impl Api {

@@ -13,8 +13,8 @@ use libp2p::PeerId;
 use tillswarm_protocol::DeviceId;
 use tillswarm_protocol::manifest::Manifest;
 
-use super::StoreNet;
 use super::planner::{Action, Limits, Outcome, Planner};
+use super::{PeerAnswer, StoreNet};
 use crate::chunks::ChunkStore;
 use crate::client::RateLimiter;
 use crate::error::{Error, Result};
@@ -33,6 +33,11 @@ pub struct Expected {
     pub devices: HashSet<DeviceId>,
     /// When every till of the store knows the task.
     pub until_ms: i64,
+    /// Tills of the store that already hold the package: until they are
+    /// seen, or `holders_until_ms` passes, nothing goes over the WAN.
+    pub holders: HashSet<DeviceId>,
+    /// How long to wait for `holders` (the swarm's clock).
+    pub holders_until_ms: i64,
 }
 
 /// Fetches every chunk of `manifest` the store lacks, sharing with the store's
@@ -89,7 +94,18 @@ pub async fn fetch_package(
             present.push(key);
         }
         for gone in planner.peers().into_iter().filter(|k| !present.contains(k)) {
-            planner.peer_down(&gone);
+            planner.peer_down(&gone, now);
+        }
+        // A holder not seen yet (restarting, or not introduced yet) is waited
+        // for a moment rather than its package fetched again over the WAN.
+        if now < expected.holders_until_ms {
+            let unseen = expected
+                .holders
+                .iter()
+                .any(|d| !view.values().any(|pv| pv.device == Some(*d)));
+            if unseen {
+                planner.hold_wan_until(expected.holders_until_ms);
+            }
         }
         if planner.is_complete() && in_flight.is_empty() {
             break;
@@ -108,21 +124,25 @@ pub async fn fetch_package(
             let net = net.clone();
             in_flight.push(async move {
                 // A stalled request is abandoned and the chunk planned again.
-                let fetched: Result<Option<Vec<u8>>> = match peer {
+                let fetched: Result<PeerAnswer> = match peer {
                     None => tokio::time::timeout(
                         WAN_FETCH_TIMEOUT,
                         wan.fetch(&chunk.hash, chunk.length),
                     )
                     .await
                     .unwrap_or_else(|_| Err(Error::Coordinator("chunk fetch timed out".into())))
-                    .map(|(d, _)| Some(d)),
+                    .map(|(d, _)| PeerAnswer::Chunk(d)),
                     Some(p) => {
                         if let Some(cap) = lan_cap {
                             cap.acquire(chunk.length as usize).await;
                         }
                         tokio::time::timeout(LAN_FETCH_TIMEOUT, net.fetch(p, chunk.hash))
                             .await
-                            .unwrap_or(Ok(None))
+                            .unwrap_or_else(|_| {
+                                Err(Error::Io(std::io::Error::other(
+                                    "peer did not answer in time",
+                                )))
+                            })
                     }
                 };
                 (index, peer, fetched)
@@ -135,7 +155,7 @@ pub async fn fetch_package(
             Some((index, peer, fetched)) = in_flight.next() => {
                 let chunk = planner.chunks()[index];
                 let outcome = match fetched {
-                    Ok(Some(data)) => {
+                    Ok(PeerAnswer::Chunk(data)) => {
                         let n = data.len() as u64;
                         let put_store = store.clone();
                         let stored = tokio::task::spawn_blocking(move || put_store.put(&chunk.hash, &data))
@@ -159,10 +179,14 @@ pub async fn fetch_package(
                             Err(e) => return Err(e),
                         }
                     }
-                    Ok(None) => Outcome::Failed,
+                    Ok(PeerAnswer::NotHave) => Outcome::Failed,
+                    // Busy or unreachable is not "does not hold it": wait for
+                    // it (or another holder) rather than take the chunk over
+                    // the WAN.
+                    Ok(PeerAnswer::Busy) => Outcome::Retry,
                     Err(e) => {
                         tracing::debug!(chunk = %chunk.hash, error = %e, "chunk fetch failed");
-                        Outcome::Failed
+                        if peer.is_some() { Outcome::Retry } else { Outcome::Failed }
                     }
                 };
                 if outcome == Outcome::Stored {

@@ -43,6 +43,9 @@ pub struct Limits {
     /// No WAN fetch before this time (the swarm's clock): peers starting
     /// together first discover each other, so ownership is shared from the start.
     pub wan_start_ms: i64,
+    /// How long what a departed peer held is waited for before it is
+    /// fetched over the WAN.
+    pub rejoin_grace_ms: i64,
 }
 
 impl Default for Limits {
@@ -55,6 +58,7 @@ impl Default for Limits {
             ban_ms: 10 * 60_000,
             backoff_ms: 500,
             wan_start_ms: 0,
+            rejoin_grace_ms: 10_000,
         }
     }
 }
@@ -83,8 +87,13 @@ pub enum Outcome {
     Stored,
     /// The bytes failed blake3: ban the source (when it is a peer).
     Corrupt,
-    /// The peer was busy, did not have it, timed out, or the WAN failed: try again later.
+    /// The peer did not have it, timed out, or the WAN failed: try again later.
     Failed,
+    /// The peer holds it but could not serve it now (busy, or the request
+    /// failed or timed out): skip it briefly and keep counting it as a holder,
+    /// so the chunk is not taken over the WAN; at most [`MAX_RETRY_STREAK`]
+    /// times in a row.
+    Retry,
 }
 
 #[derive(Debug, Default)]
@@ -95,7 +104,18 @@ struct PeerState {
     last_heard: i64,
     banned_until: i64,
     skip_until: i64,
+    /// Retries since its last chunk: past [`MAX_RETRY_STREAK`] it counts as
+    /// not holding the chunk, so a peer that only ever says busy (or never
+    /// answers) cannot hold a download up.
+    retry_streak: u32,
+    /// When it left, if it did: what it held is waited for during
+    /// [`Limits::rejoin_grace_ms`] (a restarting till is back in seconds)
+    /// instead of being fetched over the WAN at once.
+    departed_at: Option<i64>,
 }
+
+/// Retries in a row from one peer before its holdings stop counting.
+pub const MAX_RETRY_STREAK: u32 = 20;
 
 /// The plan for one package.
 #[derive(Debug)]
@@ -155,7 +175,9 @@ impl Planner {
 
     /// A peer joined (or is still there).
     pub fn peer_up(&mut self, peer: PeerKey, now: i64) {
-        self.peers.entry(peer).or_default().last_heard = now;
+        let state = self.peers.entry(peer).or_default();
+        state.last_heard = now;
+        state.departed_at = None;
     }
 
     /// Replaces what a participating peer holds (from the swarm's view) and when
@@ -169,7 +191,13 @@ impl Planner {
         let n = self.chunks.len();
         let state = self.peers.entry(peer).or_default();
         state.last_heard = last_heard;
+        state.departed_at = None;
         state.holds = holds.into_iter().filter(|&i| i < n).collect();
+    }
+
+    /// No WAN fetch starts before `until` (the swarm's clock).
+    pub fn hold_wan_until(&mut self, until: i64) {
+        self.limits.wan_start_ms = self.limits.wan_start_ms.max(until);
     }
 
     /// The peers the plan knows.
@@ -177,9 +205,17 @@ impl Planner {
         self.peers.keys().cloned().collect()
     }
 
-    /// A peer left: it no longer holds or owns anything.
-    pub fn peer_down(&mut self, peer: &[u8]) {
-        self.peers.remove(peer);
+    /// A peer left: it owns nothing from now on; what it held is waited for
+    /// until `now + rejoin_grace_ms`, then forgotten.
+    pub fn peer_down(&mut self, peer: &[u8], now: i64) {
+        let Some(state) = self.peers.get_mut(peer) else {
+            return;
+        };
+        if state.holds.is_empty() {
+            self.peers.remove(peer);
+        } else if state.departed_at.is_none() {
+            state.departed_at = Some(now);
+        }
     }
 
     /// A peer announced holdings (a full bitfield or new chunks).
@@ -187,6 +223,7 @@ impl Planner {
         let n = self.chunks.len();
         let state = self.peers.entry(peer).or_default();
         state.last_heard = now;
+        state.departed_at = None;
         state.holds.extend(indices.into_iter().filter(|&i| i < n));
     }
 
@@ -210,7 +247,9 @@ impl Planner {
             .peers
             .iter()
             .filter(|(_, s)| {
-                s.banned_until <= now && now - s.last_heard < self.limits.owner_stall_ms
+                s.banned_until <= now
+                    && s.departed_at.is_none()
+                    && now - s.last_heard < self.limits.owner_stall_ms
             })
             .map(|(k, _)| (k.as_slice(), score(hash, k)))
             .collect();
@@ -221,6 +260,9 @@ impl Planner {
 
     /// The next fetches to start, within the limits.
     pub fn next(&mut self, now: i64) -> Vec<Action> {
+        let grace = self.limits.rejoin_grace_ms;
+        self.peers
+            .retain(|_, s| s.departed_at.is_none_or(|t| now - t < grace));
         let mut actions = Vec::new();
         let mut lan = self.in_flight.values().filter(|p| p.is_some()).count();
         let mut wan = self.in_flight.len() - lan;
@@ -231,9 +273,7 @@ impl Planner {
                 let holders = self
                     .peers
                     .iter()
-                    .filter(|(_, s)| {
-                        s.holds.contains(&i) && s.banned_until <= now && s.skip_until <= now
-                    })
+                    .filter(|(_, s)| s.holds.contains(&i) && s.banned_until <= now)
                     .map(|(k, _)| k.clone())
                     .collect::<Vec<_>>();
                 (i, holders)
@@ -241,6 +281,24 @@ impl Planner {
             .collect();
         wanted.sort_by_key(|(i, holders)| (holders.is_empty(), holders.len(), *i));
         for (index, holders) in wanted {
+            // A holder skipped for a moment (busy) or gone for a moment (a
+            // restart) still holds it: wait.
+            let holders: Vec<PeerKey> = if holders.is_empty() {
+                holders
+            } else {
+                let ready: Vec<PeerKey> = holders
+                    .into_iter()
+                    .filter(|k| {
+                        self.peers
+                            .get(k)
+                            .is_some_and(|s| s.skip_until <= now && s.departed_at.is_none())
+                    })
+                    .collect();
+                if ready.is_empty() {
+                    continue;
+                }
+                ready
+            };
             if !holders.is_empty() {
                 if lan >= self.limits.lan_in_flight {
                     continue;
@@ -292,7 +350,7 @@ impl Planner {
             if let Some(s) = self.peers.get_mut(peer) {
                 s.in_flight = s.in_flight.saturating_sub(1);
                 match outcome {
-                    Outcome::Stored => {}
+                    Outcome::Stored => s.retry_streak = 0,
                     Outcome::Corrupt => {
                         s.banned_until = now + self.limits.ban_ms;
                         s.holds.clear();
@@ -301,6 +359,13 @@ impl Planner {
                         s.skip_until = now + self.limits.backoff_ms;
                         // It may not hold it after all (NotHave); it will announce again.
                         s.holds.remove(&index);
+                    }
+                    Outcome::Retry => {
+                        s.skip_until = now + self.limits.backoff_ms;
+                        s.retry_streak += 1;
+                        if s.retry_streak > MAX_RETRY_STREAK {
+                            s.holds.remove(&index);
+                        }
                     }
                 }
             }
@@ -440,7 +505,7 @@ mod tests {
         let ours_before = p.next(0).len();
         assert!(ours_before > 0 && ours_before < n);
         // Peer 1 leaves: everything becomes ours.
-        p.peer_down(&peer(1));
+        p.peer_down(&peer(1), 1);
         let ours_after = p.next(1).len();
         assert_eq!(ours_before + ours_after, n);
     }
@@ -487,6 +552,55 @@ mod tests {
         );
         p.finished(0, Outcome::Stored, 7);
         assert!(p.is_complete());
+    }
+
+    #[test]
+    fn a_busy_or_briefly_gone_holder_is_waited_for_not_bypassed_over_the_wan() {
+        let limits = Limits {
+            backoff_ms: 100,
+            ..Limits::default()
+        };
+        let mut p = Planner::new(peer(0), chunks(1), vec![false], limits);
+        p.peer_has(peer(1), [0], 0);
+        let lan = vec![Action::Lan {
+            index: 0,
+            peer: peer(1),
+        }];
+        assert_eq!(p.next(0), lan);
+        p.finished(0, Outcome::Retry, 10);
+        assert!(p.next(50).is_empty(), "no WAN while the holder is busy");
+        let mut now = 10;
+        // Asked again after each back-off; a holder that only ever says busy
+        // stops counting as one.
+        for _ in 0..MAX_RETRY_STREAK {
+            now += 100;
+            assert_eq!(p.next(now), lan, "asked again after the back-off");
+            p.finished(0, Outcome::Retry, now);
+        }
+        // Then the chunk comes over the WAN: now if this node owns it, else
+        // once the silent owner is passed over.
+        let mut after = p.next(now + 100);
+        if after.is_empty() {
+            after = p.next(now + limits.owner_stall_ms);
+        }
+        assert_eq!(after, vec![Action::Wan { index: 0 }]);
+
+        // A holder that leaves is waited for a moment (a restart), and used
+        // again when it is back.
+        let mut p = Planner::new(peer(0), chunks(1), vec![false], limits);
+        p.peer_has(peer(1), [0], 0);
+        p.peer_down(&peer(1), 10);
+        assert!(p.next(11).is_empty(), "no WAN while it may come back");
+        p.set_peer(peer(1), [0], 500);
+        assert_eq!(p.next(500), lan);
+        p.finished(0, Outcome::Retry, 600);
+        p.peer_down(&peer(1), 600);
+        assert!(p.next(600 + limits.rejoin_grace_ms - 1).is_empty());
+        assert_eq!(
+            p.next(600 + limits.rejoin_grace_ms),
+            vec![Action::Wan { index: 0 }],
+            "gone for good: over the WAN"
+        );
     }
 
     #[test]

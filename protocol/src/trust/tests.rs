@@ -61,6 +61,7 @@ fn assignment(version: &str, rollback: bool) -> Assignment {
         attempt: 1,
         join_by_unix_ms: None,
         store_peers: Vec::new(),
+        store_holders: Vec::new(),
     }
 }
 

@@ -1,0 +1,306 @@
+//! The till-facing operations of [`Coordinator`]: device login (a signed
+//! challenge for a short-lived device token), heartbeats answered with signed
+//! instructions, progress reports, and the admin's side of device identity
+//! (key resets, store enrollment tokens).
+//!
+//! Every till request names its device in the body; the device token must
+//! belong to that device, checked in the same database job that acts on it.
+
+use tillswarm_protocol::DeviceId;
+use tillswarm_protocol::api::{
+    Challenge, DeviceLogin, DeviceSession, HeartbeatRequest, HeartbeatResponse, ProgressReport,
+};
+use tillswarm_protocol::trust::{
+    self, Domain, Instructions, Signed, Timestamp, TrustBundle, login_message,
+};
+
+use super::Coordinator;
+use crate::audit::{self, Note, Outcome};
+use crate::auth::Caller;
+use crate::device_auth::{self, CHALLENGE_TTL_MS, EnrollToken, NewEnrollToken};
+use crate::devices::{self, Device};
+use crate::error::{Error, Result};
+use crate::tasks::{self, ReportOutcome};
+use crate::till_types;
+
+/// Most days an enrollment token may last.
+pub const MAX_ENROLL_DAYS: u64 = 90;
+
+/// What an admin asks for when making an enrollment token.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewEnrollTokenInput {
+    /// The store the token's tills join.
+    pub store_id: String,
+    /// Days until it stops working (1 to 90; default 7).
+    #[serde(default)]
+    pub expires_days: Option<u64>,
+    /// Tills it may enroll (default 100).
+    #[serde(default)]
+    pub max_uses: Option<u32>,
+}
+
+/// Checks, inside a job, that `token` is a live device token of `claimed`.
+fn check_device(
+    conn: &rusqlite::Connection,
+    token: &str,
+    claimed: &DeviceId,
+    now_ms: i64,
+) -> Result<()> {
+    match device_auth::device_of(conn, token, now_ms)? {
+        None => Err(Error::unauthenticated(
+            "invalid_device_token",
+            "the device token is invalid or expired; log in again",
+        )),
+        Some(d) if d != *claimed => Err(Error::forbidden(
+            "wrong_device",
+            format!("this device token belongs to {d}, not {claimed}"),
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+impl Coordinator {
+    /// A one-time challenge for `device` to sign. Stores nothing.
+    pub fn device_challenge(&self, device: DeviceId) -> Result<Challenge> {
+        Ok(Challenge {
+            challenge: self.inner.challenges.issue(&device, self.now_ms())?,
+            expires_in_ms: CHALLENGE_TTL_MS as u64,
+        })
+    }
+
+    /// Checks a till's signed challenge; binds its key on first contact (see
+    /// [`device_auth`]) and answers with a device token once it is approved.
+    pub async fn device_login(&self, login: DeviceLogin, client: String) -> Result<DeviceSession> {
+        login
+            .validate()
+            .map_err(|m| Error::bad("invalid_login", m))?;
+        let refused = || {
+            Error::unauthenticated(
+                "invalid_login",
+                "the signature or challenge does not check out; ask for a new challenge",
+            )
+        };
+        let message = login_message(&login.device_id, &login.challenge, &login.public_key);
+        if !trust::verify_bytes(
+            &login.public_key,
+            Domain::DeviceLogin,
+            &message,
+            &login.signature,
+        ) {
+            return Err(refused());
+        }
+        if !self
+            .inner
+            .challenges
+            .take(&login.device_id, &login.challenge, self.now_ms())?
+        {
+            return Err(refused());
+        }
+        let ttl_ms = self.inner.config.device_token_ttl_s as i64 * 1000;
+        let outcome = self
+            .write(move |tx, now| {
+                let device = login.device_id;
+                let outcome = device_auth::login(
+                    tx,
+                    &device,
+                    &login.public_key,
+                    login.enroll_token.as_deref(),
+                    ttl_ms,
+                    now,
+                )?;
+                if let Some(event) = &outcome.event {
+                    let caller = Caller::device(&device, client, "/api/v1/node/session");
+                    let mut note = Note::on(format!("device:{device}"));
+                    note.detail(match event {
+                        device_auth::LoginEvent::Enrolled { store } => format!("store {store}"),
+                        _ => format!("key {}", login.public_key),
+                    });
+                    audit::append(tx, &caller, event.action(), &note, Outcome::Ok, 200, now)?;
+                }
+                Ok(outcome)
+            })
+            .await?;
+        Ok(DeviceSession {
+            approved: outcome.token.is_some(),
+            token: outcome.token,
+            expires_in_ms: if ttl_ms > 0 { ttl_ms as u64 } else { 0 },
+        })
+    }
+
+    /// Records a heartbeat and answers with the till's signed timestamp and,
+    /// when the till's revision is not current, its signed instructions.
+    pub async fn heartbeat(
+        &self,
+        token: String,
+        req: HeartbeatRequest,
+        seen_ip: Option<String>,
+    ) -> Result<HeartbeatResponse> {
+        req.validate()
+            .map_err(|m| Error::bad("invalid_heartbeat", m))?;
+        let config = self.inner.config.clone();
+        let jitter = jitter_ms(config.poll_interval_ms, config.poll_jitter);
+        let device = req.device_id;
+        let (outcome, news) = self
+            .write_with(crate::db::Durability::Relaxed, move |tx, now| {
+                check_device(tx, &token, &req.device_id, now)?;
+                let outcome = devices::record_heartbeat(tx, &req, seen_ip, now)?;
+                tasks::promote_installed(tx, &req.device_id, req.version.as_ref(), now)?;
+                let news = if req.known_revision == Some(outcome.assign_rev) {
+                    None
+                } else {
+                    let settings = till_types::settings_for(tx, outcome.till_type.as_deref())?;
+                    // Every till polls within interval * (1 + jitter); a second more for skew.
+                    let settle = (config.poll_interval_ms as f64 * (1.0 + config.poll_jitter))
+                        as i64
+                        + 1_000;
+                    Some((tasks::assignments(tx, &req.device_id, settle)?, settings))
+                };
+                Ok((outcome, news))
+            })
+            .await?;
+        // Signed here, on the executor, not on the database thread.
+        Ok(HeartbeatResponse {
+            revision: outcome.assign_rev,
+            trust: self.trust_bundle(device, outcome.assign_rev, news),
+            poll_interval_ms: config.poll_interval_ms + jitter,
+        })
+    }
+
+    /// The key chain, a timestamp for `device` at `revision` and, with
+    /// `news`, its instructions; all valid for `instructions_ttl_s`.
+    fn trust_bundle(
+        &self,
+        device: DeviceId,
+        revision: u64,
+        news: Option<(
+            Vec<tillswarm_protocol::api::Assignment>,
+            tillswarm_protocol::api::TillSettings,
+        )>,
+    ) -> TrustBundle {
+        let ring = self.key_ring();
+        let now = (self.now_ms().max(0) / 1000) as u64;
+        let expires = now + self.inner.config.instructions_ttl_s.max(60);
+        let timestamp = Signed::sign(
+            &ring.online,
+            Domain::Timestamp,
+            &Timestamp {
+                device,
+                revision,
+                expires_unix: expires,
+            },
+        );
+        let instructions = news.map(|(assignments, settings)| {
+            Signed::sign(
+                &ring.online,
+                Domain::Instructions,
+                &Instructions {
+                    device,
+                    revision,
+                    issued_unix: now,
+                    expires_unix: expires,
+                    assignments,
+                    settings,
+                },
+            )
+        });
+        TrustBundle {
+            rotations: ring.trust.rotations.clone(),
+            online_key: ring.trust.online_key.clone(),
+            timestamp,
+            instructions,
+        }
+    }
+
+    /// Applies a till's progress report (idempotent by sequence number).
+    pub async fn report(&self, token: String, report: ProgressReport) -> Result<ReportOutcome> {
+        report
+            .validate()
+            .map_err(|m| Error::bad("invalid_report", m))?;
+        self.write(move |tx, now| {
+            check_device(tx, &token, &report.device_id, now)?;
+            tasks::apply_report(tx, &report, now)
+        })
+        .await
+    }
+
+    /// Checks a manifest or chunk request's device token; returns its device.
+    pub async fn authorize_fetch(&self, token: String) -> Result<DeviceId> {
+        self.read(move |conn, now| {
+            device_auth::device_of(conn, &token, now)?.ok_or_else(|| {
+                Error::unauthenticated(
+                    "invalid_device_token",
+                    "the device token is invalid or expired; log in again",
+                )
+            })
+        })
+        .await
+    }
+
+    /// Forgets a device's key and ends its sessions: the next key it brings
+    /// binds (a replaced disk, a stolen till's successor).
+    pub async fn reset_device_key(&self, guid: DeviceId, by: &Caller) -> Result<Device> {
+        let note = Note::on(format!("device:{guid}"));
+        self.change(by, "device.reset_key", note, move |tx, now, _| {
+            device_auth::reset_key(tx, &guid)?;
+            devices::get(tx, &guid, now)
+        })
+        .await
+    }
+
+    /// Makes a store enrollment token; its secret is shown once.
+    pub async fn create_enroll_token(
+        &self,
+        input: NewEnrollTokenInput,
+        by: &Caller,
+    ) -> Result<NewEnrollToken> {
+        let days = input.expires_days.unwrap_or(7);
+        if !(1..=MAX_ENROLL_DAYS).contains(&days) {
+            return Err(Error::bad(
+                "invalid_expiry",
+                format!("expires_days is 1 to {MAX_ENROLL_DAYS}"),
+            ));
+        }
+        let mut note = Note::on(format!("store:{}", input.store_id));
+        note.detail(format!("{days} days"));
+        let created_by = by.actor.name.clone();
+        self.change(by, "enroll_token.create", note, move |tx, now, note| {
+            let made = device_auth::create_enroll_token(
+                tx,
+                &input.store_id,
+                now + days as i64 * 86_400_000,
+                input.max_uses.unwrap_or(100),
+                &created_by,
+                now,
+            )?;
+            note.detail(format!("token {} for {days} days", made.token.id));
+            Ok(made)
+        })
+        .await
+    }
+
+    /// Every enrollment token, newest first.
+    pub async fn enroll_tokens(&self) -> Result<Vec<EnrollToken>> {
+        self.read(|conn, _| device_auth::enroll_tokens(conn)).await
+    }
+
+    /// Revokes an enrollment token.
+    pub async fn revoke_enroll_token(&self, id: i64, by: &Caller) -> Result<()> {
+        let note = Note::on(format!("enroll_token:{id}"));
+        self.change(by, "enroll_token.revoke", note, move |tx, now, _| {
+            device_auth::revoke_enroll_token(tx, id, now)
+        })
+        .await
+    }
+}
+
+/// A random share of `interval * fraction`, from the OS's randomness.
+fn jitter_ms(interval: u64, fraction: f64) -> u64 {
+    let span = (interval as f64 * fraction.clamp(0.0, 1.0)) as u64;
+    if span == 0 {
+        return 0;
+    }
+    let mut b = [0u8; 8];
+    let _ = getrandom::fill(&mut b);
+    u64::from_le_bytes(b) % span
+}
