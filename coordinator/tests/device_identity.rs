@@ -137,17 +137,20 @@ async fn a_registry_till_logs_in_and_nothing_else_opens_its_routes() {
         body["ip"] = json!("10.6.6.6");
         let r = post(&api, "/api/v1/node/heartbeat", bad, body).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{bad:?}: {:?}", r.body);
-        let r = api
-            .with_token(
-                bad,
-                "GET",
-                &format!("/api/v1/node/chunks/{}", "0".repeat(64)),
-                None,
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{bad:?}: {:?}", r.body);
     }
     assert_eq!(device(&api, TILL_1).await["ip"], before["ip"]);
+    // Packages: a device token or an operator's API token; nothing else.
+    let chunk = format!("/api/v1/node/chunks/{}", "0".repeat(64));
+    for (credential, status) in [
+        (None, StatusCode::UNAUTHORIZED),
+        (Some(forged.as_str()), StatusCode::UNAUTHORIZED),
+        (Some("tsw_not_a_token"), StatusCode::UNAUTHORIZED),
+        (Some(t.as_str()), StatusCode::NOT_FOUND),
+        (Some(admin.as_str()), StatusCode::NOT_FOUND),
+    ] {
+        let r = api.with_token(credential, "GET", &chunk, None).await;
+        assert_eq!(r.status, status, "{credential:?}: {:?}", r.body);
+    }
     // A device token opens no operator route.
     let r = api
         .with_token(Some(&t), "GET", "/api/v1/devices", None)

@@ -77,7 +77,7 @@ pub(super) fn routes(c: Coordinator) -> BoxedFilter<(Response,)> {
     let manifest = warp::path!("api" / "v1" / "node" / "manifests" / String)
         .and(warp::get())
         .and(with())
-        .and(device_token())
+        .and(fetch_token())
         .then(|id: String, c: Coordinator, token: String| async move {
             let r = async {
                 c.authorize_fetch(token).await?;
@@ -92,7 +92,7 @@ pub(super) fn routes(c: Coordinator) -> BoxedFilter<(Response,)> {
     let chunk = warp::path!("api" / "v1" / "node" / "chunks" / String)
         .and(warp::get())
         .and(with())
-        .and(device_token())
+        .and(fetch_token())
         .and(warp::header::optional::<String>("range"))
         .then(
             |hash: String, c: Coordinator, token: String, range: Option<String>| async move {
@@ -127,7 +127,20 @@ const MAX_LOGIN_BODY: u64 = 4 << 10;
 /// when it is missing or not shaped like one. Whether it is live, and its
 /// device's, is checked in the database job that acts on the request.
 fn device_token() -> impl Filter<Extract = (String,), Error = warp::Rejection> + Copy {
-    warp::header::headers_cloned().and_then(|headers: warp::http::HeaderMap| async move {
+    bearer(crate::device_auth::is_device_token)
+}
+
+/// The bearer token of a manifest or chunk request: a device token or an
+/// operator's API token (packages are the chain's, so either may read them).
+fn fetch_token() -> impl Filter<Extract = (String,), Error = warp::Rejection> + Copy {
+    bearer(|t| !t.is_empty() && t.len() <= 256)
+}
+
+/// A bearer token `shaped` accepts, else 401 before anything else is read.
+fn bearer(
+    shaped: fn(&str) -> bool,
+) -> impl Filter<Extract = (String,), Error = warp::Rejection> + Copy {
+    warp::header::headers_cloned().and_then(move |headers: warp::http::HeaderMap| async move {
         let missing = || {
             warp::reject::custom(Error::unauthenticated(
                 "unauthenticated",
@@ -138,15 +151,14 @@ fn device_token() -> impl Filter<Extract = (String,), Error = warp::Rejection> +
         let auth = headers.get(header::AUTHORIZATION).ok_or_else(missing)?;
         match auth.to_str().unwrap_or_default().trim().split_once(' ') {
             Some((scheme, token))
-                if scheme.eq_ignore_ascii_case("bearer")
-                    && crate::device_auth::is_device_token(token.trim()) =>
+                if scheme.eq_ignore_ascii_case("bearer") && shaped(token.trim()) =>
             {
                 Ok(token.trim().to_owned())
             }
             _ => Err(warp::reject::custom(Error::unauthenticated(
                 "invalid_device_token",
                 "send the device token from POST /api/v1/node/session as \
-                 `Authorization: Bearer tsd_...`; operator credentials do not open node routes",
+                 `Authorization: Bearer tsd_...`",
             ))),
         }
     })

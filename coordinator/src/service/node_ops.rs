@@ -224,17 +224,29 @@ impl Coordinator {
         .await
     }
 
-    /// Checks a manifest or chunk request's device token; returns its device.
-    pub async fn authorize_fetch(&self, token: String) -> Result<DeviceId> {
-        self.read(move |conn, now| {
-            device_auth::device_of(conn, &token, now)?.ok_or_else(|| {
-                Error::unauthenticated(
-                    "invalid_device_token",
-                    "the device token is invalid or expired; log in again",
+    /// Checks a manifest or chunk request's credential: a live device token,
+    /// or an operator's API token of any role.
+    pub async fn authorize_fetch(&self, token: String) -> Result<()> {
+        if device_auth::is_device_token(&token) {
+            return self
+                .read(
+                    move |conn, now| match device_auth::device_of(conn, &token, now)? {
+                        Some(_) => Ok(()),
+                        None => Err(Error::unauthenticated(
+                            "invalid_device_token",
+                            "the device token is invalid or expired; log in again",
+                        )),
+                    },
                 )
-            })
-        })
-        .await
+                .await;
+        }
+        match self.authenticate(Some(token), None).await? {
+            Some(_) => Ok(()),
+            None => Err(Error::unauthenticated(
+                "invalid_credentials",
+                "manifests and chunks need a device token or an operator's API token",
+            )),
+        }
     }
 
     /// Forgets a device's key and ends its sessions: the next key it brings
