@@ -415,6 +415,8 @@ impl Demo {
                     local_api_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
                     sale_mode_timeout_s: 5,
                     drop_in_scan_s: 10,
+                    allow_unsigned_dropin: false,
+                    local_api_secret_file: None,
                     initial_version: Some(START_VERSION.parse()?),
                     swarm_key: Some(SWARM_KEY.into()),
                     swarm_listen: SocketAddr::from(([127, 0, 0, 1], 0)),

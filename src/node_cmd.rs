@@ -54,12 +54,25 @@ enum PromptAnswer {
 pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let config = NodeConfig::load(&args.config)?;
     let local = format!("http://{}/api/local/v1", config.local_api_listen);
+    let secret_file = config.local_api_secret_path();
+    let secret = || {
+        std::fs::read_to_string(&secret_file)
+            .map(|s| s.trim().to_owned())
+            .with_context(|| {
+                format!(
+                    "reading the node's local secret {} (run as the node's user or its group)",
+                    secret_file.display()
+                )
+            })
+    };
     let post = |path: &str| {
         let url = format!("{local}/{path}");
+        let secret = secret();
         async move {
             let resp = tillswarm_node::tls::http_client(None)?
                 .build()?
                 .post(&url)
+                .bearer_auth(secret?)
                 .send()
                 .await
                 .with_context(|| {
@@ -98,7 +111,11 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         }) => discover(&config, seconds, port, loopback).await,
         Some(NodeCommand::Status) => {
             let url = format!("{local}/status");
-            let text = reqwest::get(&url)
+            let text = tillswarm_node::tls::http_client(None)?
+                .build()?
+                .get(&url)
+                .bearer_auth(secret()?)
+                .send()
                 .await
                 .with_context(|| {
                     format!("talking to the node at {url} (is `tillswarm node` running?)")

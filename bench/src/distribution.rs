@@ -303,6 +303,8 @@ async fn run_in_process(args: &DistributionArgs) -> anyhow::Result<Report> {
                 local_api_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
                 sale_mode_timeout_s: 0,
                 drop_in_scan_s: 3600,
+                allow_unsigned_dropin: false,
+                local_api_secret_file: None,
                 initial_version: Some("1.0".parse()?),
                 swarm_key: Some(SWARM_KEY.into()),
                 swarm_listen: SocketAddr::from(([127, 0, 0, 1], 0)),

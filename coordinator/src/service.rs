@@ -739,4 +739,4 @@ impl Coordinator {
 
 pub mod access;
 pub mod node_ops;
-mod package_ops;
+pub mod package_ops;

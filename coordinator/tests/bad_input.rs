@@ -801,6 +801,11 @@ async fn unknown_ids_are_404_not_found() {
             format!("/api/v1/packages/{UNKNOWN_HASH}/manifest"),
             None,
         ),
+        (
+            "GET",
+            format!("/api/v1/packages/{UNKNOWN_HASH}/bundle"),
+            None,
+        ),
         ("DELETE", format!("/api/v1/packages/{UNKNOWN_HASH}"), None),
         (
             "GET",
@@ -854,6 +859,7 @@ async fn malformed_ids_are_400_invalid_id() {
         ("GET", format!("/api/v1/packages/{short_hash}"), None),
         ("GET", format!("/api/v1/packages/{}", "zz".repeat(32)), None),
         ("GET", "/api/v1/packages/xyz/manifest".into(), None),
+        ("GET", "/api/v1/packages/xyz/bundle".into(), None),
         ("DELETE", "/api/v1/packages/xyz".into(), None),
         ("GET", "/api/v1/node/manifests/xyz".into(), None),
         ("GET", "/api/v1/node/chunks/xyz".into(), None),

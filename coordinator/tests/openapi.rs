@@ -50,6 +50,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/packages/{package_id}"),
     ("DELETE", "/api/v1/packages/{package_id}"),
     ("GET", "/api/v1/packages/{package_id}/manifest"),
+    ("GET", "/api/v1/packages/{package_id}/bundle"),
     // http/operator.rs: tasks
     ("GET", "/api/v1/tasks"),
     ("POST", "/api/v1/tasks"),

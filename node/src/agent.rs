@@ -551,9 +551,9 @@ impl Agent {
         Ok(())
     }
 
-    /// Every `drop_in_scan_s`, looks for a package folder a person put in
-    /// `<update_root>/update/<version>/` (with an `up.sh`, or a tar holding one)
-    /// that is newer than what runs, and offers the newest like an Update task.
+    /// Every `drop_in_scan_s`, looks in `<update_root>/update/` for what a
+    /// person dropped in (see [`crate::dropin`]) and offers the newest newer
+    /// package like an Update task.
     async fn scan_drop_ins(&self, installed: Option<&Version>) -> Result<()> {
         {
             let mut last = self.inner.last_scan.lock().await;
@@ -563,18 +563,38 @@ impl Agent {
             }
             *last = Some(tokio::time::Instant::now());
         }
-        let dir = self.inner.config.update_dir();
-        let installed = installed.cloned();
-        let found =
-            tokio::task::spawn_blocking(move || crate::dropin::newest(&dir, installed.as_ref()))
-                .await
-                .map_err(|e| Error::Io(std::io::Error::other(e)))??;
-        if let Some((version, id)) = found {
-            if self.inner.state.offer_drop_in(&version, &id)? {
-                tracing::info!(%version, "package dropped into the update folder; offering it");
+        let room = self.room().await;
+        let trust = self.trust()?;
+        let now_unix = (self.now().max(0) / 1000) as u64;
+        let (agent, installed) = (self.clone(), installed.cloned());
+        let warnings = tokio::task::spawn_blocking(move || {
+            let c = &agent.inner.config;
+            crate::dropin::Scan {
+                update_dir: &c.update_dir(),
+                installed: installed.as_ref(),
+                trust: &trust,
+                now_unix,
+                store: &agent.inner.store,
+                room,
+                allow_unsigned: c.allow_unsigned_dropin,
+                state: &agent.inner.state,
             }
+            .run()
+        })
+        .await
+        .map_err(|e| Error::Io(std::io::Error::other(e)))??;
+        for w in warnings {
+            self.warn(w).await;
         }
         Ok(())
+    }
+
+    /// Free bytes on the update volume less the reserve, when known.
+    async fn room(&self) -> Option<u64> {
+        let c = &self.inner.config;
+        df_free(&existing_ancestor(&c.update_root))
+            .await
+            .map(|free| free.saturating_sub(c.disk_reserve_mb.saturating_mul(1 << 20)))
     }
 
     async fn update_activity(&self, tasks: &[LocalTask], busy: &HashSet<TaskId>) {
@@ -735,10 +755,7 @@ impl Agent {
         .await?;
         // Refused before a chunk is fetched when it cannot fit; unpacking
         // stops at the same cap.
-        let room = df_free(&existing_ancestor(&c.update_root))
-            .await
-            .map(|free| free.saturating_sub(c.disk_reserve_mb.saturating_mul(1 << 20)));
-        let cap = stage::unpack_cap(&manifest, room)?;
+        let cap = stage::unpack_cap(&manifest, self.room().await)?;
         let start = Progress {
             bytes_done: t.bytes_done,
             wan_bytes: t.wan_bytes,
@@ -839,9 +856,10 @@ impl Agent {
         let id = t.assignment.task_id;
         let c = &self.inner.config;
         let staged: PathBuf = c.update_dir().join(t.assignment.version.as_str());
-        // A drop-in was placed by a person (the seed's manual path); anything
-        // else must be our own verified staging.
-        if id != DROP_IN_TASK && !stage::is_staged(&staged, &t.assignment.package_id) {
+        // Only our own verified staging (of a task, or of a signed bundle
+        // dropped in), unless the till allows unsigned drop-ins.
+        let unsigned_ok = id == DROP_IN_TASK && c.allow_unsigned_dropin;
+        if !unsigned_ok && !stage::is_staged(&staged, &t.assignment.package_id) {
             return Err(Error::Install(format!(
                 "{} is not staged (verified) on this till",
                 staged.display()

@@ -71,6 +71,17 @@ pub struct NodeConfig {
     /// How often `<update_root>/update/` is scanned for packages dropped in by hand.
     #[serde(default = "default_drop_in_scan_s")]
     pub drop_in_scan_s: u64,
+    /// Also offer a loose folder (`update/<version>/up.sh`, or one tar in it)
+    /// put there by hand, which nothing signed. Off: only signed bundles
+    /// (`tillswarm package export`, `*.tsb`) are offered, and a loose folder
+    /// is reported to the coordinator as refused.
+    #[serde(default)]
+    pub allow_unsigned_dropin: bool,
+    /// File with the secret the local interface's callers send as
+    /// `Authorization: Bearer` (made on first start, mode 0640; let the POS
+    /// software's group read it). Absent: `<data_dir>/local-api.secret`.
+    #[serde(default)]
+    pub local_api_secret_file: Option<PathBuf>,
     /// The version the till runs before tillswarm installs anything (later the
     /// node remembers what it installed).
     #[serde(default)]
@@ -205,6 +216,13 @@ impl NodeConfig {
     /// `<update_root>/update`.
     pub fn update_dir(&self) -> PathBuf {
         self.update_root.join("update")
+    }
+
+    /// The local interface's secret file (see [`Self::local_api_secret_file`]).
+    pub fn local_api_secret_path(&self) -> PathBuf {
+        self.local_api_secret_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("local-api.secret"))
     }
 }
 

@@ -3,7 +3,9 @@
 //!
 //! - `device.key`: proves the till to the coordinator (a signed login
 //!   challenge; see [`crate::client::DeviceCredential`]);
-//! - `node.key`: the till's libp2p identity in the store swarm.
+//! - `node.key`: the till's libp2p identity in the store swarm;
+//! - `local-api.secret`: what callers of the till-local interface present
+//!   (readable by the file's group too, for the POS software).
 //!
 //! Two keys, not one: each signs for one protocol only, and either can be
 //! replaced without the other (a device key reset by an admin keeps the
@@ -30,16 +32,27 @@ pub fn device_key(data_dir: &Path) -> Result<SecretKey> {
 /// renamed into place so a crash never leaves half a key). A file others may
 /// read is narrowed to its owner, with a warning: the key may have leaked.
 pub fn load_or_create_seed(path: &Path) -> Result<[u8; 32]> {
+    load_or_create(path, 0o600)
+}
+
+/// The local interface's secret in `path`, made like a key seed but readable
+/// by the file's group (mode 0640), so the POS software's group may use it.
+pub fn local_api_secret(path: &Path) -> Result<[u8; 32]> {
+    load_or_create(path, 0o640)
+}
+
+fn load_or_create(path: &Path, allowed: u32) -> Result<[u8; 32]> {
     match std::fs::read_to_string(path) {
         Ok(text) => {
             let mode = std::fs::metadata(path)?.permissions().mode();
-            if mode & 0o077 != 0 {
+            if mode & 0o777 & !allowed != 0 {
                 tracing::warn!(
                     path = %path.display(),
                     mode = format!("{:o}", mode & 0o777),
-                    "key file was readable by others; narrowed to 0600 (consider an admin key reset)"
+                    allowed = format!("{allowed:o}"),
+                    "secret file was readable by others; narrowed (for a device key, consider an admin key reset)"
                 );
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(allowed))?;
             }
             let seed = text
                 .trim()
@@ -54,12 +67,14 @@ pub fn load_or_create_seed(path: &Path) -> Result<[u8; 32]> {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
-            let tmp = path.with_extension("key.tmp");
+            let mut tmp = path.as_os_str().to_owned();
+            tmp.push(".tmp");
+            let tmp = std::path::PathBuf::from(tmp);
             let _ = std::fs::remove_file(&tmp);
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
-                .mode(0o600)
+                .mode(allowed)
                 .open(&tmp)?;
             f.write_all(ChunkHash(seed).to_hex().as_bytes())?;
             f.sync_all()?;

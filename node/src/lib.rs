@@ -46,11 +46,12 @@ pub async fn run_with(
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<()> {
     let listen = config.local_api_listen;
+    let secret = identity::local_api_secret(&config.local_api_secret_path())?;
     let agent = Agent::open(config, clock, None)?;
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let mut stop = shutdown.clone();
     let server = tokio::spawn(
-        warp::serve(agent.ui().routes())
+        warp::serve(agent.ui().routes(secret))
             .incoming(listener)
             .graceful(async move {
                 let _ = stop.wait_for(|s| *s).await;

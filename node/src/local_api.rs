@@ -9,6 +9,12 @@
 //!   (what `tillswarm node install` sends; the seed's `sudo ./up.sh`).
 //!
 //! `tillswarm node prompt accept|decline` answers the prompt from a shell.
+//!
+//! Every call presents the till's local secret (`local-api.secret`, see
+//! [`crate::identity::local_api_secret`]) as `Authorization: Bearer <hex>`,
+//! so only the node's user and the group it shares the file with can drive
+//! it; and a request carrying an `Origin` header (sent by browsers, never by
+//! the POS or the CLI) is refused, so a web page open on the till cannot.
 
 use std::sync::Arc;
 
@@ -161,14 +167,35 @@ impl LocalUi {
         self.inner.lock().await.status.clone()
     }
 
-    /// The local HTTP routes.
-    pub fn routes(&self) -> warp::filters::BoxedFilter<(warp::reply::Response,)> {
+    /// The local HTTP routes, open to callers presenting `secret`.
+    pub fn routes(&self, secret: [u8; 32]) -> warp::filters::BoxedFilter<(warp::reply::Response,)> {
         use warp::Reply;
         let ui = self.clone();
+        let expected = blake3::hash(hex(&secret).as_bytes());
         let with = move || {
             let ui = ui.clone();
             warp::any().map(move || ui.clone())
         };
+        let guard = warp::header::optional::<String>("origin")
+            .and(warp::header::optional::<String>("authorization"))
+            .and_then(move |origin: Option<String>, auth: Option<String>| async move {
+                if origin.is_some() {
+                    return Err(warp::reject::custom(Refused(
+                        StatusCode::FORBIDDEN,
+                        "requests from web pages are refused",
+                    )));
+                }
+                let given = auth.as_deref().and_then(|a| a.strip_prefix("Bearer ")).unwrap_or("");
+                // blake3::Hash compares in constant time.
+                if blake3::hash(given.trim().as_bytes()) != expected {
+                    return Err(warp::reject::custom(Refused(
+                        StatusCode::UNAUTHORIZED,
+                        "send the till's local secret (local-api.secret) as Authorization: Bearer",
+                    )));
+                }
+                Ok(())
+            })
+            .untuple_one();
         let status = warp::path!("api" / "local" / "v1" / "status")
             .and(warp::get())
             .and(with())
@@ -215,16 +242,41 @@ impl LocalUi {
                 ui.request_manual_install().await;
                 reply(StatusCode::ACCEPTED, "manual install requested")
             });
-        status
-            .or(prompt)
-            .unify()
-            .or(sale)
-            .unify()
-            .or(install)
+        guard
+            .and(
+                status
+                    .or(prompt)
+                    .unify()
+                    .or(sale)
+                    .unify()
+                    .or(install)
+                    .unify(),
+            )
+            .recover(|r: warp::Rejection| async move {
+                Ok::<_, std::convert::Infallible>(match r.find::<Refused>() {
+                    Some(Refused(status, message)) => reply(*status, message),
+                    None if r.find::<warp::reject::MethodNotAllowed>().is_some() => {
+                        reply(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+                    }
+                    None if r.is_not_found() => reply(StatusCode::NOT_FOUND, "no such route"),
+                    None => reply(StatusCode::BAD_REQUEST, "bad request"),
+                })
+            })
             .unify()
             .boxed()
     }
 }
+
+/// The secret as callers send it: 64 lowercase hex digits.
+pub fn hex(secret: &[u8; 32]) -> String {
+    tillswarm_protocol::ChunkHash(*secret).to_hex()
+}
+
+/// A request the guard turned away.
+#[derive(Debug)]
+struct Refused(StatusCode, &'static str);
+
+impl warp::reject::Reject for Refused {}
 
 fn reply(status: StatusCode, message: &str) -> warp::reply::Response {
     use warp::Reply;
@@ -233,4 +285,85 @@ fn reply(status: StatusCode, message: &str) -> warp::reply::Response {
         status,
     )
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: [u8; 32] = [7; 32];
+
+    async fn call(method: &str, path: &str, headers: &[(&str, String)]) -> StatusCode {
+        let ui = LocalUi::default();
+        let mut req = warp::test::request().method(method).path(path);
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        req.reply(&ui.routes(SECRET)).await.status()
+    }
+
+    fn bearer(secret: &[u8; 32]) -> (&'static str, String) {
+        ("authorization", format!("Bearer {}", hex(secret)))
+    }
+
+    #[tokio::test]
+    async fn only_callers_with_the_secret_are_served() {
+        let status = "/api/local/v1/status";
+        let install = "/api/local/v1/install";
+        assert_eq!(
+            call("GET", status, &[bearer(&SECRET)]).await,
+            StatusCode::OK
+        );
+        assert_eq!(
+            call("POST", install, &[bearer(&SECRET)]).await,
+            StatusCode::ACCEPTED
+        );
+        for headers in [
+            vec![],
+            vec![bearer(&[8; 32])],
+            vec![("authorization", hex(&SECRET))],
+            vec![("authorization", "Bearer ".into())],
+        ] {
+            assert_eq!(
+                call("POST", install, &headers).await,
+                StatusCode::UNAUTHORIZED
+            );
+            assert_eq!(
+                call("GET", status, &headers).await,
+                StatusCode::UNAUTHORIZED
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_web_page_cannot_drive_the_node_even_with_the_secret() {
+        for origin in ["http://evil.example", "null", "http://127.0.0.1:7781"] {
+            let headers = [bearer(&SECRET), ("origin", origin.to_string())];
+            let code = call("POST", "/api/local/v1/install", &headers).await;
+            assert_eq!(code, StatusCode::FORBIDDEN, "{origin}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_install_request_reaches_the_agent_only_when_admitted() {
+        let ui = LocalUi::default();
+        let routes = ui.routes(SECRET);
+        let refused = warp::test::request()
+            .method("POST")
+            .path("/api/local/v1/install")
+            .header("origin", "http://evil.example")
+            .reply(&routes)
+            .await;
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+        assert!(!ui.take_manual_install().await);
+        let (k, v) = bearer(&SECRET);
+        let admitted = warp::test::request()
+            .method("POST")
+            .path("/api/local/v1/install")
+            .header(k, v)
+            .reply(&routes)
+            .await;
+        assert_eq!(admitted.status(), StatusCode::ACCEPTED);
+        assert!(ui.take_manual_install().await);
+    }
 }

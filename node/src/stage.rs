@@ -283,7 +283,7 @@ pub fn stage(
 /// FIFOs or sparse files, links only inside) and the total held to `cap`
 /// bytes. Modes keep only the permission bits, without group or other write:
 /// no setuid, setgid or sticky file comes out of a package.
-fn unpack(reader: &mut dyn Read, dir: &Path, cap: u64) -> Result<()> {
+pub(crate) fn unpack(reader: &mut dyn Read, dir: &Path, cap: u64) -> Result<()> {
     use tillswarm_protocol::archive::{self, EntryKind};
     let mut head = [0u8; 2];
     let n = read_full(reader, &mut head)?;

@@ -354,9 +354,9 @@ impl State {
         })
     }
 
-    /// Offers a package dropped into `update/<version>/` by hand, as the local
-    /// task [`DROP_IN_TASK`] (replacing an older offer not being installed).
-    /// Returns false when that version is already on offer.
+    /// Offers a package dropped into `update/` by hand, as the local task
+    /// [`DROP_IN_TASK`] (replacing an older offer not being installed).
+    /// Returns false when that version, or a newer one, is already on offer.
     pub fn offer_drop_in(&self, version: &Version, package_id: &PackageId) -> Result<bool> {
         self.with(|c| {
             let tx = c.transaction()?;
@@ -364,7 +364,8 @@ impl State {
                 .query_row("SELECT version, state FROM tasks WHERE task_id = 0", [], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?;
             if let Some((v, state)) = &current {
-                if v == version.as_str() || state == "installing" {
+                let newer = v.parse::<Version>().is_ok_and(|v| v >= *version);
+                if newer || state == "installing" {
                     return Ok(false);
                 }
             }

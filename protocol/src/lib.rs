@@ -7,6 +7,7 @@
 //! - [`chunking`]: content-defined chunking (FastCDC) plus blake3 hashing in one pass;
 //! - [`manifest`]: the signed package manifest and its canonical encoding;
 //! - [`archive`]: what a package archive may hold (checked at upload and unpack);
+//! - [`bundle`]: the manual-path bundle (key chain, signed manifest, package) and its check;
 //! - [`trust`]: the chain of trust from the coordinator's root key to a till's
 //!   instructions (root and online keys, timestamps, signed instructions);
 //! - [`version`]: dotted version numbers and their order;
@@ -19,6 +20,7 @@
 
 pub mod api;
 pub mod archive;
+pub mod bundle;
 pub mod chunking;
 pub mod clock;
 pub mod id;

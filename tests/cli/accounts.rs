@@ -391,12 +391,57 @@ fn uploads_and_imports_need_a_token_from_the_flag_or_the_environment() {
         "{}",
         text(&out)
     );
-    let out = upload("1.0.0", Some(&token), None);
-    assert!(out.status.success(), "{}", text(&out));
+    let upload_out = upload("1.0.0", Some(&token), None);
+    assert!(upload_out.status.success(), "{}", text(&upload_out));
     let out = upload("1.1.0", None, Some(&token));
     assert!(out.status.success(), "{}", text(&out));
     let out = upload("1.1.0", Some("tsw_not_a_token"), None);
     assert!(!out.status.success());
+    // The manual path: the uploaded package exported as a signed bundle.
+    let uploaded: serde_json::Value =
+        serde_json::from_slice(&upload_out.stdout).expect("upload prints the package");
+    let id = uploaded["package_id"]
+        .as_str()
+        .expect("package_id")
+        .to_owned();
+    let bundle = dir.path().join("demo-1.0.0.tsb");
+    let export = |token: &str| {
+        tillswarm()
+            .args(["package", "export", &id, "--coordinator", &served.url])
+            .args(["--token", token, "--out"])
+            .arg(&bundle)
+            .env_remove("TILLSWARM_TOKEN")
+            .output()
+            .expect("export")
+    };
+    let out = export("tsw_not_a_token");
+    assert!(!out.status.success());
+    assert!(!bundle.exists(), "a refused export left a file");
+    let out = export(&token);
+    assert!(out.status.success(), "{}", text(&out));
+    let keys = run(&["coordinator", "keys", "show"], &data, None);
+    let root: tillswarm_protocol::manifest::PublicKey = text(&keys)
+        .lines()
+        .find_map(|l| l.strip_prefix("root (pin on tills as coordinator_public_key): "))
+        .expect("root key")
+        .trim()
+        .parse()
+        .expect("hex key");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs();
+    let file = std::fs::File::open(&bundle).expect("bundle");
+    let manifest = tillswarm_protocol::bundle::read(
+        file,
+        &tillswarm_protocol::trust::TrustState::pinned(root),
+        now,
+        |_, _| Ok(()),
+    )
+    .expect("the exported bundle verifies from the pinned root");
+    assert_eq!(manifest.package_id.to_hex(), id);
+    let out = export(&token);
+    assert!(!out.status.success(), "overwrote an existing bundle");
     let registry = tillswarm_fixtures::dir().join("registry/sample-chain.csv");
     let out = tillswarm()
         .args([

@@ -197,6 +197,8 @@ impl Cluster {
             local_api_listen: "127.0.0.1:0".parse().expect("addr"),
             sale_mode_timeout_s: 0,
             drop_in_scan_s: 1,
+            allow_unsigned_dropin: false,
+            local_api_secret_file: None,
             initial_version: Some("0.9".parse().expect("version")),
             swarm_key: None,
             swarm_listen: "127.0.0.1:0".parse().expect("addr"),

@@ -532,42 +532,6 @@ async fn a_till_never_downgrades_and_skips_what_it_runs() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_package_dropped_in_by_hand_is_offered_and_installed() {
-    let cluster = Cluster::start(POLL_MS).await;
-    cluster.import_sample_registry().await;
-    let d = sample_till(1, 6);
-    let node = RunningNode::start(
-        cluster.node_config(d, "store-002"),
-        Arc::new(SystemClock),
-        None,
-    );
-    // Support's package, unpacked by hand into update/2.0/.
-    let folder = node.update_root().join("update/2.0");
-    std::fs::create_dir_all(&folder).expect("mkdir");
-    std::fs::write(
-        folder.join("up.sh"),
-        tillswarm_fixtures::up_sh("support", "2.0", 0),
-    )
-    .expect("up.sh");
-    std::fs::write(folder.join("payload.bin"), b"by hand").expect("payload");
-    let prompt = eventually(10, "the drop-in to be offered", || async {
-        node.agent.ui().status().await.prompt
-    })
-    .await;
-    assert_eq!(prompt.version.to_string(), "2.0");
-    assert!(node.agent.ui().answer(Answer::Accept).await);
-    eventually(20, "the coordinator to see 2.0", || async {
-        let dev = cluster.coordinator.device(d).await.ok()?;
-        (dev.version.as_deref() == Some("2.0")).then_some(())
-    })
-    .await;
-    let app = std::fs::read_to_string(node.update_root().join("app/VERSION")).expect("installed");
-    assert_eq!(app.trim(), "2.0");
-    node.stop().await;
-    cluster.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_during_install_is_reported_never_silent() {
     let cluster = Cluster::start(POLL_MS).await;
     cluster.import_sample_registry().await;

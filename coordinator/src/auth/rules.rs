@@ -211,6 +211,13 @@ pub const RULES: &[Rule] = &[
         "package.manifest",
     ),
     rule(
+        "GET",
+        "/api/v1/packages/{package_id}/bundle",
+        R(Operator),
+        Read,
+        "package.export",
+    ),
+    rule(
         "POST",
         "/api/v1/packages",
         R(Operator),

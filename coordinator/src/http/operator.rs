@@ -5,7 +5,7 @@
 use serde::Deserialize;
 use tillswarm_protocol::{DeviceId, PackageId};
 use warp::filters::BoxedFilter;
-use warp::http::{StatusCode, header};
+use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
@@ -317,6 +317,20 @@ fn packages(c: &Coordinator) -> BoxedFilter<(Response,)> {
                 Err(e) => error_response(&e),
             }
         });
+    let bundle = warp::path!("api" / "v1" / "packages" / String / "bundle")
+        .and(warp::get())
+        .and(guard(c))
+        .and(with(c))
+        .then(|id: String, _: Caller, c: Coordinator| async move {
+            let r = async {
+                let id = parse_id::<PackageId>(&id, "package id")?;
+                c.export_bundle(id).await
+            };
+            match r.await {
+                Ok(b) => bundle_response(b),
+                Err(e) => error_response(&e),
+            }
+        });
     let delete = warp::path!("api" / "v1" / "packages" / String)
         .and(warp::delete())
         .and(guard(c))
@@ -332,6 +346,8 @@ fn packages(c: &Coordinator) -> BoxedFilter<(Response,)> {
         .or(get)
         .unify()
         .or(manifest)
+        .unify()
+        .or(bundle)
         .unify()
         .or(delete)
         .unify()
@@ -489,4 +505,24 @@ pub(super) fn percent_decode(s: &str) -> crate::error::Result<String> {
                 "the name in the path is not valid UTF-8 once decoded",
             )
         })
+}
+
+/// A bundle export as a download of known length.
+fn bundle_response(b: crate::service::package_ops::ExportedBundle) -> Response {
+    let mut rx = b.body;
+    let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let mut r = warp::reply::stream(stream).into_response();
+    let headers = r.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-tar"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&b.length.to_string()) {
+        headers.insert(header::CONTENT_LENGTH, v);
+    }
+    // The name is built from a checked package name and version: no quotes.
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{}\"", b.file_name)) {
+        headers.insert(header::CONTENT_DISPOSITION, v);
+    }
+    r
 }

@@ -5,6 +5,7 @@
 
 use bytes::Buf;
 use futures_util::{Stream, StreamExt};
+use tillswarm_protocol::bundle;
 use tillswarm_protocol::{ChunkHash, PackageId, Version};
 use tokio::io::AsyncWriteExt;
 
@@ -13,6 +14,16 @@ use crate::audit::{self, Note, Outcome};
 use crate::auth::{Caller, rules};
 use crate::error::{Error, Result};
 use crate::packages::{self, Package};
+
+/// A bundle being exported.
+pub struct ExportedBundle {
+    /// `<name>-<version>.tsb`.
+    pub file_name: String,
+    /// Its exact length in bytes.
+    pub length: u64,
+    /// Its bytes, in order; an error ends it early.
+    pub body: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
+}
 
 impl Coordinator {
     /// Streams an upload to a temporary file (never holding it in memory), then
@@ -207,6 +218,73 @@ impl Coordinator {
     pub async fn signed_manifest(&self, id: PackageId) -> Result<Vec<u8>> {
         self.read(move |c, _| packages::signed_manifest(c, &id))
             .await
+    }
+
+    /// A package as a manual-path bundle (see [`tillswarm_protocol::bundle`]):
+    /// its file name, total length and bytes, streamed chunk by chunk from
+    /// the chunk store (never whole in memory).
+    pub async fn export_bundle(&self, id: PackageId) -> Result<ExportedBundle> {
+        let signed = self.signed_manifest(id).await?;
+        let manifest = tillswarm_protocol::SignedManifest::from_bytes(&signed)
+            .and_then(|m| m.body_unverified())
+            .map_err(|e| Error::Internal(format!("stored manifest of {id}: {e}")))?;
+        let ring = self.key_ring();
+        let chain = bundle::BundleTrust {
+            rotations: ring.trust.rotations.clone(),
+            online_key: ring.trust.online_key.clone(),
+        };
+        let header = bundle::BundleHeader {
+            format: bundle::FORMAT,
+            name: manifest.name.clone(),
+            version: manifest.version.clone(),
+        };
+        let json = |r: serde_json::Result<Vec<u8>>| r.map_err(|e| Error::Internal(e.to_string()));
+        let mtime = manifest.created_unix;
+        let mut prefix = Vec::new();
+        for (name, data) in [
+            (bundle::HEADER_FILE, json(serde_json::to_vec(&header))?),
+            (bundle::TRUST_FILE, json(serde_json::to_vec(&chain))?),
+            (bundle::MANIFEST_FILE, signed),
+        ] {
+            let h = bundle::entry_header(name, data.len() as u64, mtime)?;
+            prefix.extend_from_slice(h.as_bytes());
+            prefix.extend_from_slice(&data);
+            prefix.resize(prefix.len() + bundle::padding(data.len() as u64), 0);
+        }
+        let h = bundle::entry_header(bundle::PACKAGE_FILE, manifest.size, mtime)?;
+        prefix.extend_from_slice(h.as_bytes());
+        // The package's padding, then the two zero blocks that end a tar.
+        let suffix = vec![0u8; bundle::padding(manifest.size) + 1024];
+        let length = (prefix.len() + suffix.len()) as u64 + manifest.size;
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
+        let this = self.clone();
+        let hashes: Vec<ChunkHash> = manifest.chunks.iter().map(|c| c.hash).collect();
+        tokio::spawn(async move {
+            if tx.send(Ok(prefix.into())).await.is_err() {
+                return;
+            }
+            for hash in hashes {
+                let chunk = this.chunk(hash, 0, None).await.map(|(data, _)| data.into());
+                let failed = chunk.is_err();
+                let sent = tx
+                    .send(chunk.map_err(|e| std::io::Error::other(e.to_string())))
+                    .await;
+                if failed || sent.is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send(Ok(suffix.into())).await;
+        });
+        Ok(ExportedBundle {
+            file_name: format!(
+                "{}-{}.{}",
+                manifest.name,
+                manifest.version,
+                bundle::EXTENSION
+            ),
+            length,
+            body: rx,
+        })
     }
 
     /// Bytes `[offset, offset + len)` of a chunk, and the chunk's full size.
