@@ -308,6 +308,8 @@ async fn run_in_process(args: &DistributionArgs) -> anyhow::Result<Report> {
                 initial_version: Some("1.0".parse()?),
                 swarm_key: Some(SWARM_KEY.into()),
                 swarm_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                swarm_peer_subnets: Vec::new(),
+                swarm_peer_ports: [1024, 65535],
                 mdns: false,
                 max_uploads: 4,
             };

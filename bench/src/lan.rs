@@ -432,6 +432,8 @@ impl Peer {
             store: StoreId::new("bench-store")?,
             device: DeviceId::from_bytes([device; 16]),
             max_uploads,
+            peer_subnets: Vec::new(),
+            peer_ports: 1024..=65535,
         };
         let (stop, shutdown) = watch::channel(false);
         let (net, task) =

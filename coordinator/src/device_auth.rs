@@ -269,6 +269,9 @@ pub fn reset_key(tx: &Transaction<'_>, device: &DeviceId) -> Result<()> {
     if n == 0 {
         return Err(Error::NotFound(format!("no device {device}")));
     }
+    // Out of its store's member list until it logs in and reports again.
+    crate::devices::bump_store_of(tx, device)?;
+    tx.execute("UPDATE devices SET peer_id = NULL WHERE guid = ?1", [&guid])?;
     tx.execute("DELETE FROM device_tokens WHERE device = ?1", [&guid])?;
     Ok(())
 }

@@ -10,6 +10,7 @@ use std::collections::HashSet;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use serde::{Deserialize, Serialize};
 use tillswarm_protocol::api::HeartbeatRequest;
+use tillswarm_protocol::trust::{MAX_STORE_MEMBERS, StoreMember};
 use tillswarm_protocol::{DeviceId, StoreId};
 
 use crate::clock::rfc3339;
@@ -308,6 +309,13 @@ pub fn import(
         }
     }
     summary.stores = stores.len();
+    // Tills may have moved between stores: every store's member list changes.
+    for store in &stores {
+        tx.execute(
+            "UPDATE devices SET assign_rev = assign_rev + 1 WHERE store_id = ?1",
+            [store.as_str()],
+        )?;
+    }
     let _ = now_ms;
     Ok(summary)
 }
@@ -343,6 +351,15 @@ pub fn record_heartbeat(
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned));
     let ip = req.ip.clone().or(seen_ip);
+    let known_peer: Option<Option<String>> = tx
+        .prepare_cached("SELECT peer_id FROM devices WHERE guid = ?1")?
+        .query_row([req.device_id.to_string()], |r| r.get(0))
+        .optional()?;
+    if known_peer.is_some_and(|p| p != req.peer_id) {
+        // The till's peer id joins (or changes in) its store's signed member
+        // list: every till of the store gets new instructions.
+        bump_store_of(tx, &req.device_id)?;
+    }
     let (assign_rev, till_type) = tx
         .prepare_cached(
             "UPDATE devices SET version = ?2, version_key = ?3, state = ?4, ip = ?5,
@@ -386,8 +403,42 @@ pub fn approve(tx: &Transaction<'_>, guid: &DeviceId) -> Result<()> {
     Ok(())
 }
 
+/// Moves the instructions of every till in `guid`'s store on, so each gets
+/// the store's new member list.
+pub fn bump_store_of(tx: &Transaction<'_>, guid: &DeviceId) -> Result<()> {
+    tx.prepare_cached(
+        "UPDATE devices SET assign_rev = assign_rev + 1
+         WHERE store_id = (SELECT store_id FROM devices WHERE guid = ?1)",
+    )?
+    .execute([guid.to_string()])?;
+    Ok(())
+}
+
+/// The tills of `guid`'s store that may share chunks with it: approved, with
+/// a peer id reported over their own authenticated heartbeats.
+pub fn store_members(tx: &Transaction<'_>, guid: &DeviceId) -> Result<Vec<StoreMember>> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT guid, peer_id FROM devices
+         WHERE store_id = (SELECT store_id FROM devices WHERE guid = ?1)
+           AND approved = 1 AND peer_id IS NOT NULL
+         ORDER BY guid LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![guid.to_string(), MAX_STORE_MEMBERS as i64], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (device, peer_id) = row?;
+        if let Ok(device) = device.parse() {
+            out.push(StoreMember { device, peer_id });
+        }
+    }
+    Ok(out)
+}
+
 /// Removes a till (decommissioned); its task targets go with it.
 pub fn delete(tx: &Transaction<'_>, guid: &DeviceId) -> Result<()> {
+    bump_store_of(tx, guid)?;
     let n = tx.execute("DELETE FROM devices WHERE guid = ?1", [guid.to_string()])?;
     if n == 0 {
         return Err(Error::NotFound(format!("no device {guid}")));

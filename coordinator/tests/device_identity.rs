@@ -438,3 +438,74 @@ async fn strangers_wait_for_approval_or_enroll_with_a_store_token() {
         assert_eq!(r.json()["code"], code, "{body}");
     }
 }
+
+/// A heartbeat from `device` reporting `peer_id`; the revision it names and
+/// the store members its instructions list (`None`: no instructions sent).
+async fn members_seen(
+    api: &Api,
+    device: &str,
+    token: &str,
+    peer_id: &str,
+    known: Option<u64>,
+) -> (u64, Option<Vec<(String, String)>>) {
+    let mut hb = heartbeat(device);
+    hb["peer_id"] = json!(peer_id);
+    hb["known_revision"] = json!(known);
+    let r = post(api, "/api/v1/node/heartbeat", Some(token), hb).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let body = r.json();
+    let revision = body["revision"].as_u64().expect("revision");
+    let members = body["trust"]["instructions"]["body"].as_str().map(|text| {
+        let ins: Value = serde_json::from_str(text).expect("instructions json");
+        ins["store_members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .map(|m| {
+                (
+                    m["device"].as_str().expect("device").to_owned(),
+                    m["peer_id"].as_str().expect("peer").to_owned(),
+                )
+            })
+            .collect()
+    });
+    (revision, members)
+}
+
+#[tokio::test]
+async fn the_signed_store_member_list_follows_each_tills_own_reports() {
+    let api = with_registry().await;
+    const OTHER_STORE: &str = "71110000-0000-0000-0000-000100000001";
+    let t1 = token(&api, TILL_1, &key_of(guid(TILL_1))).await;
+    let t2 = token(&api, TILL_2, &key_of(guid(TILL_2))).await;
+    let t3 = token(&api, OTHER_STORE, &key_of(guid(OTHER_STORE))).await;
+    let pair = |d: &str, p: &str| (d.to_owned(), p.to_owned());
+    let (r1, m) = members_seen(&api, TILL_1, &t1, "peer-1", None).await;
+    assert_eq!(m, Some(vec![pair(TILL_1, "peer-1")]));
+    // Nothing changed: no new instructions.
+    let (same, m) = members_seen(&api, TILL_1, &t1, "peer-1", Some(r1)).await;
+    assert_eq!((same, m), (r1, None));
+    // Till 2 reports its peer id: till 1's instructions move on and list it;
+    // a till of another store never appears.
+    members_seen(&api, OTHER_STORE, &t3, "peer-3", None).await;
+    members_seen(&api, TILL_2, &t2, "peer-2", None).await;
+    let (r2, m) = members_seen(&api, TILL_1, &t1, "peer-1", Some(r1)).await;
+    assert!(r2 > r1);
+    assert_eq!(
+        m,
+        Some(vec![pair(TILL_1, "peer-1"), pair(TILL_2, "peer-2")])
+    );
+    // An admin resets till 2's key: it leaves the list at once.
+    let r = api
+        .as_role(
+            Role::Admin,
+            "POST",
+            &format!("/api/v1/devices/{TILL_2}/reset-key"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let (r3, m) = members_seen(&api, TILL_1, &t1, "peer-1", Some(r2)).await;
+    assert!(r3 > r2);
+    assert_eq!(m, Some(vec![pair(TILL_1, "peer-1")]));
+}

@@ -181,10 +181,13 @@ impl Agent {
             store: c.store_id.clone(),
             device: c.device_id,
             max_uploads: c.max_uploads,
+            peer_subnets: c.swarm_peer_subnets.clone(),
+            peer_ports: c.swarm_peer_ports[0]..=c.swarm_peer_ports[1],
         };
         let (net, task) =
             crate::swarm::start(config, key, self.inner.store.clone(), shutdown.clone()).await?;
         tracing::info!(peer = %net.peer_id, addr = %net.listen_addr, "store swarm listening");
+        net.set_members(self.inner.state.store_members()?).await?;
         if c.mdns {
             self.start_discovery(&net, shutdown);
         }
@@ -423,6 +426,12 @@ impl Agent {
     async fn apply_instructions(&self, ins: &Instructions) -> Result<()> {
         self.inner.state.set_settings(&ins.settings)?;
         *self.inner.settings.lock().await = ins.settings.clone();
+        let mut members = ins.store_members.clone();
+        members.truncate(tillswarm_protocol::trust::MAX_STORE_MEMBERS);
+        self.inner.state.set_store_members(&members)?;
+        if let Some(net) = self.net() {
+            net.set_members(members).await?;
+        }
         let (gone, replaced) = self.inner.state.sync_assignments(&ins.assignments)?;
         for &id in &replaced {
             tracing::warn!(task = %id, "the coordinator reused a task id for other work; treating it as a new task");
@@ -736,6 +745,7 @@ impl Agent {
     async fn download(&self, t: &LocalTask) -> Result<()> {
         let id = t.assignment.task_id;
         let c = &self.inner.config;
+        tracing::info!(task = %id, version = %t.assignment.version, "download started");
         if t.state == TargetState::Pending {
             self.inner
                 .state

@@ -93,6 +93,15 @@ pub struct NodeConfig {
     /// Where the swarm listens for the store's other tills.
     #[serde(default = "default_swarm_listen")]
     pub swarm_listen: SocketAddr,
+    /// Subnets (CIDR) store peers may be dialled in, besides the subnets of
+    /// this till's own interfaces, which are always allowed. An address
+    /// elsewhere that a LAN record names is never dialled.
+    #[serde(default)]
+    pub swarm_peer_subnets: Vec<ipnet::IpNet>,
+    /// The lowest and highest port store peers may be dialled on (keep the
+    /// chain's swarm port inside; the default leaves out privileged ports).
+    #[serde(default = "default_swarm_peer_ports")]
+    pub swarm_peer_ports: [u16; 2],
     /// Find the store's other tills with mDNS (off: only peers given by the harness).
     #[serde(default = "default_true")]
     pub mdns: bool,
@@ -103,6 +112,9 @@ pub struct NodeConfig {
 
 fn default_swarm_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 0))
+}
+fn default_swarm_peer_ports() -> [u16; 2] {
+    [1024, 65535]
 }
 fn default_true() -> bool {
     true
@@ -182,6 +194,12 @@ impl NodeConfig {
                 "wan_rate_limit_kbit and lan_rate_limit_kbit must be positive (omit for no cap)"
                     .into(),
             ));
+        }
+        let [lo, hi] = self.swarm_peer_ports;
+        if lo == 0 || lo > hi {
+            return Err(Error::Config(format!(
+                "swarm_peer_ports must be [lowest, highest] with 0 < lowest <= highest, got [{lo}, {hi}]"
+            )));
         }
         if self.max_uploads == 0 {
             return Err(Error::Config("max_uploads must be positive".into()));
@@ -276,6 +294,16 @@ mod tests {
                 "reboot_command = \"systemctl reboot\"",
                 "reboot_command = \"systemctl reboot\"\nsurprise = 1",
                 "surprise",
+            ),
+            (
+                "swarm_peer_ports = [7782, 7782]",
+                "swarm_peer_ports = [7783, 7782]",
+                "swarm_peer_ports",
+            ),
+            (
+                "swarm_peer_subnets = []",
+                "swarm_peer_subnets = [\"10.0.0.0/33\"]",
+                "swarm_peer_subnets",
             ),
             (
                 "coordinator_public_key = \"8a",

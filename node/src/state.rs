@@ -234,6 +234,24 @@ impl State {
         self.set_kv("settings", &text)
     }
 
+    /// The store's member list from the last accepted instructions.
+    pub fn store_members(&self) -> Result<Vec<tillswarm_protocol::trust::StoreMember>> {
+        Ok(self
+            .get_kv("store_members")?
+            .and_then(|v| serde_json::from_str(&v).ok())
+            .unwrap_or_default())
+    }
+
+    /// Records the store's member list from accepted instructions.
+    pub fn set_store_members(
+        &self,
+        members: &[tillswarm_protocol::trust::StoreMember],
+    ) -> Result<()> {
+        let text =
+            serde_json::to_string(members).map_err(|e| Error::Io(std::io::Error::other(e)))?;
+        self.set_kv("store_members", &text)
+    }
+
     /// The version the till runs (as installed by tillswarm), if known.
     pub fn installed_version(&self) -> Result<Option<Version>> {
         Ok(self

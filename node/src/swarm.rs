@@ -15,6 +15,7 @@
 pub mod codec;
 pub mod fetch;
 pub mod planner;
+pub mod policy;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -39,6 +40,10 @@ use crate::error::{Error, Result};
 const COMMAND_QUEUE: usize = 256;
 /// A peer must answer a request within this time.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// Most peers held while not on the store's member list.
+const MAX_UNLISTED: usize = 64;
+/// How long such a peer is held before it is disconnected.
+const UNLISTED_GRACE_MS: i64 = 30_000;
 
 /// Settings of a node's store swarm.
 #[derive(Debug, Clone)]
@@ -55,6 +60,10 @@ pub struct SwarmConfig {
     pub device: DeviceId,
     /// Most chunk uploads served at once; further requests get `Busy`.
     pub max_uploads: usize,
+    /// Subnets peers may be dialled in besides this till's own interfaces'.
+    pub peer_subnets: Vec<ipnet::IpNet>,
+    /// Ports peers may be dialled on.
+    pub peer_ports: std::ops::RangeInclusive<u16>,
 }
 
 /// A peer's answer to a chunk request.
@@ -111,6 +120,7 @@ enum Command {
         peer: PeerId,
         for_ms: i64,
     },
+    Members(Vec<tillswarm_protocol::trust::StoreMember>),
 }
 
 /// Handle to a running store swarm. Cheap to clone.
@@ -125,6 +135,7 @@ pub struct StoreNet {
     /// The address it listens on.
     pub listen_addr: Multiaddr,
     start: tokio::time::Instant,
+    dials_refused: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl StoreNet {
@@ -147,6 +158,22 @@ impl StoreNet {
             .send(Command::AddPeer { peer, addrs })
             .await
             .map_err(|_| Error::Coordinator("store swarm stopped".into()))
+    }
+
+    /// Sets the store's member list from the coordinator's signed
+    /// instructions: from then on only listed tills are store peers, and
+    /// connected peers no longer listed are dropped.
+    pub async fn set_members(
+        &self,
+        members: Vec<tillswarm_protocol::trust::StoreMember>,
+    ) -> Result<()> {
+        self.send(Command::Members(members)).await
+    }
+
+    /// Addresses discovery named that the dial policy refused so far.
+    pub fn dials_refused(&self) -> u64 {
+        self.dials_refused
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Fetches a chunk from `peer`. The bytes are not verified yet.
@@ -265,6 +292,7 @@ pub async fn start(
     let view = Arc::new(Mutex::new(NetView::default()));
     let changed = Arc::new(Notify::new());
     let start_at = tokio::time::Instant::now();
+    let dials_refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let net = StoreNet {
         commands,
         view: view.clone(),
@@ -272,8 +300,17 @@ pub async fn start(
         peer_id,
         listen_addr,
         start: start_at,
+        dials_refused: dials_refused.clone(),
     };
+    let policy = policy::DialPolicy::new(
+        config.peer_subnets.clone(),
+        config.peer_ports.clone(),
+        config.listen.ip().is_loopback(),
+    );
     let event_loop = EventLoop {
+        policy,
+        members: policy::Membership::default(),
+        dials_refused,
         swarm,
         config: config.clone(),
         store,
@@ -283,6 +320,7 @@ pub async fn start(
         tracked: HashMap::new(),
         pending_fetch: HashMap::new(),
         hello_ok: HashSet::new(),
+        unlisted: HashMap::new(),
         banned: HashMap::new(),
         uploads: Arc::new(Semaphore::new(config.max_uploads.max(1))),
         upload_done: mpsc::channel(64),
@@ -301,6 +339,11 @@ type UploadDone = (
 );
 
 struct EventLoop {
+    /// Which addresses may be dialled, and how often.
+    policy: policy::DialPolicy,
+    /// The coordinator's list of the store's tills (empty: none yet).
+    members: policy::Membership,
+    dials_refused: Arc<std::sync::atomic::AtomicU64>,
     swarm: libp2p::Swarm<Behaviour>,
     config: SwarmConfig,
     store: Arc<ChunkStore>,
@@ -310,8 +353,14 @@ struct EventLoop {
     /// Packages this node advertises: their chunk hashes in manifest order.
     tracked: HashMap<PackageId, Vec<ChunkHash>>,
     pending_fetch: HashMap<OutboundRequestId, oneshot::Sender<Result<PeerAnswer>>>,
-    /// Peers whose Hello matched (chain, store, protocol).
+    /// Peers whose Hello matched (chain, store, protocol) and, when there is
+    /// a member list, who are on it.
     hello_ok: HashSet<PeerId>,
+    /// Peers the member list does not name (yet), with their GUID and since
+    /// when: held without exchanging anything when they arrived unlisted,
+    /// still sharing when a new list left them out; disconnected after
+    /// [`UNLISTED_GRACE_MS`].
+    unlisted: HashMap<PeerId, (DeviceId, i64)>,
     /// Peers ignored until the given ms.
     banned: HashMap<PeerId, i64>,
     uploads: Arc<Semaphore>,
@@ -369,22 +418,31 @@ impl EventLoop {
     }
 
     /// Records a peer's holdings of a package. An empty bitfield (no chunk
-    /// count) means the peer does not take part in that package.
+    /// count) means the peer does not take part in that package. Only
+    /// packages this node tracks, and indices within them, are kept: what a
+    /// peer says costs memory bounded by this node's own interest.
     fn record_bitfield(&self, peer: &PeerId, package: PackageId, have: &Bitfield) {
-        if have.chunk_count == 0 {
+        let count = self.tracked_len(&package);
+        if have.chunk_count == 0 || count == 0 {
             self.touch(peer, |_| {});
             return;
         }
         self.touch(peer, |p| {
-            let held = (0..have.chunk_count)
+            let held = (0..have.chunk_count.min(count as u32))
                 .filter(|&i| have.get(i))
                 .map(|i| i as usize);
             p.holds.entry(package).or_default().extend(held);
         });
     }
 
+    /// Chunks in a tracked package (0: not tracked).
+    fn tracked_len(&self, package: &PackageId) -> usize {
+        self.tracked.get(package).map_or(0, Vec::len)
+    }
+
     fn drop_peer(&mut self, peer: &PeerId) {
         self.hello_ok.remove(peer);
+        self.unlisted.remove(peer);
         if let Ok(mut v) = self.view.lock() {
             v.peers.remove(peer);
         }
@@ -408,9 +466,11 @@ impl EventLoop {
         mut inbox: mpsc::Receiver<Command>,
         mut shutdown: watch::Receiver<bool>,
     ) {
+        let mut sweep = tokio::time::interval(Duration::from_secs(5));
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                _ = sweep.tick(), if !self.unlisted.is_empty() => self.expire_unlisted(),
                 Some(cmd) = inbox.recv() => self.on_command(cmd),
                 Some((channel, response, permit)) = self.upload_done.1.recv() => {
                     let _ = self.swarm.behaviour_mut().rr.send_response(channel, response);
@@ -435,6 +495,15 @@ impl EventLoop {
                     || self.is_banned(&peer)
                     || self.swarm.is_connected(&peer)
                 {
+                    return;
+                }
+                let (addrs, refused) = self.policy.filter(addrs);
+                if !refused.is_empty() {
+                    tracing::debug!(peer = %peer, ?refused, "not dialling addresses outside the dial policy");
+                    self.dials_refused
+                        .fetch_add(refused.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+                if addrs.is_empty() {
                     return;
                 }
                 let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
@@ -471,6 +540,33 @@ impl EventLoop {
             }
             Command::Untrack { package } => {
                 self.tracked.remove(&package);
+                if let Ok(mut v) = self.view.lock() {
+                    for p in v.peers.values_mut() {
+                        p.holds.remove(&package);
+                    }
+                }
+            }
+            Command::Members(list) => {
+                self.members.set(&list);
+                // Store peers the new list leaves out keep sharing for the
+                // grace time (a list may lag a till's first report), then go.
+                let now = self.now();
+                let devices: Vec<(PeerId, DeviceId)> = self
+                    .view
+                    .lock()
+                    .map(|v| {
+                        v.peers
+                            .iter()
+                            .filter_map(|(id, p)| Some((*id, p.device?)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                for (peer, device) in devices {
+                    if !self.members.admits(&device, &peer.to_string()) {
+                        self.unlisted.entry(peer).or_insert((device, now));
+                    }
+                }
+                self.expire_unlisted();
             }
             Command::Announce { package, indices } => {
                 let peers: Vec<PeerId> = self.hello_ok.iter().copied().collect();
@@ -528,13 +624,51 @@ impl EventLoop {
             let _ = self.swarm.disconnect_peer_id(peer);
             return false;
         }
+        if !self.members.admits(&h.device, &peer.to_string()) {
+            // A till that just joined is listed at the coordinator's next
+            // answer: held (exchanging nothing) for a while, a bounded few.
+            self.expire_unlisted();
+            if self.unlisted.len() >= MAX_UNLISTED && !self.unlisted.contains_key(&peer) {
+                let _ = self.swarm.disconnect_peer_id(peer);
+                return false;
+            }
+            tracing::info!(peer = %peer, device = %h.device, "peer not on the store's member list (yet); holding it");
+            let now = self.now();
+            self.unlisted.entry(peer).or_insert((h.device, now));
+            return true;
+        }
+        self.join(peer, h.device);
+        true
+    }
+
+    /// Makes a checked peer a store peer.
+    fn join(&mut self, peer: PeerId, device: DeviceId) {
+        self.unlisted.remove(&peer);
         if self.hello_ok.insert(peer) {
-            tracing::info!(peer = %peer, device = %h.device, "store peer joined");
-            let device = h.device;
+            tracing::info!(peer = %peer, device = %device, "store peer joined");
             self.touch(&peer, |p| p.device = Some(device));
             self.send_bitfields_to(peer);
         }
-        true
+    }
+
+    /// Admits held peers the member list now names; disconnects those
+    /// unlisted for longer than [`UNLISTED_GRACE_MS`].
+    fn expire_unlisted(&mut self) {
+        let now = self.now();
+        let held: Vec<(PeerId, DeviceId, i64)> = self
+            .unlisted
+            .iter()
+            .map(|(p, (d, since))| (*p, *d, *since))
+            .collect();
+        for (peer, device, since) in held {
+            if self.members.admits(&device, &peer.to_string()) {
+                self.join(peer, device);
+            } else if now - since > UNLISTED_GRACE_MS {
+                tracing::warn!(peer = %peer, device = %device, "peer not on the store's member list; disconnecting");
+                self.drop_peer(&peer);
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+        }
     }
 
     fn on_rr_event(&mut self, event: request_response::Event<PeerMessage, PeerMessage>) {
@@ -655,11 +789,12 @@ impl EventLoop {
                 );
             }
             PeerMessage::Have { package, indices } => {
+                let count = self.tracked_len(&package);
                 self.touch(&peer, |p| {
-                    p.holds
-                        .entry(package)
-                        .or_default()
-                        .extend(indices.iter().map(|&i| i as usize))
+                    if count > 0 {
+                        let held = indices.iter().map(|&i| i as usize).filter(|&i| i < count);
+                        p.holds.entry(package).or_default().extend(held);
+                    }
                 });
                 self.respond(channel, PeerMessage::Ack);
             }

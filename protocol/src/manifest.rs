@@ -384,6 +384,11 @@ impl SecretKey {
         Self(ed25519_dalek::SigningKey::from_bytes(&seed))
     }
 
+    /// The key itself, for the other signatures of this crate.
+    pub(crate) fn signing_key(&self) -> &ed25519_dalek::SigningKey {
+        &self.0
+    }
+
     /// The 32 secret bytes, for storing the key.
     pub fn to_seed(&self) -> [u8; 32] {
         self.0.to_bytes()

@@ -54,10 +54,6 @@ pub enum Domain {
     Instructions,
     /// A till proving it holds its device key (login).
     DeviceLogin,
-    /// A store's list of tills, signed by the online key.
-    StorePeers,
-    /// A till's drop-in bundle index, signed by the online key.
-    Bundle,
 }
 
 impl Domain {
@@ -68,8 +64,6 @@ impl Domain {
             Domain::Timestamp => b"tillswarm/timestamp/v1\0",
             Domain::Instructions => b"tillswarm/instructions/v1\0",
             Domain::DeviceLogin => b"tillswarm/device-login/v1\0",
-            Domain::StorePeers => b"tillswarm/store-peers/v1\0",
-            Domain::Bundle => b"tillswarm/bundle/v1\0",
         }
     }
 }
@@ -151,8 +145,7 @@ fn message(domain: Domain, body: &[u8]) -> Vec<u8> {
 
 /// Signs raw bytes in a domain; returns the hex signature.
 pub fn sign_bytes(key: &SecretKey, domain: Domain, body: &[u8]) -> String {
-    let sk = ed25519_dalek::SigningKey::from_bytes(&key.to_seed());
-    hex(&sk.sign(&message(domain, body)).to_bytes())
+    hex(&key.signing_key().sign(&message(domain, body)).to_bytes())
 }
 
 /// Whether `signature` (hex) is `key`'s over `body` in `domain`.
@@ -244,6 +237,23 @@ pub struct Instructions {
     pub assignments: Vec<Assignment>,
     /// Its till type's settings (`autoUpdateTimeout`).
     pub settings: TillSettings,
+    /// The tills of its store that may share chunks with it: each one's GUID
+    /// and the libp2p peer id it reported over its own authenticated
+    /// heartbeat (at most [`MAX_STORE_MEMBERS`]). Empty: no list.
+    #[serde(default)]
+    pub store_members: Vec<StoreMember>,
+}
+
+/// Most entries of [`Instructions::store_members`].
+pub const MAX_STORE_MEMBERS: usize = 1024;
+
+/// One till of a store, as the coordinator vouches for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreMember {
+    /// Its GUID.
+    pub device: DeviceId,
+    /// Its libp2p peer id (base58 text).
+    pub peer_id: String,
 }
 
 /// Everything a till needs to check its instructions from its pinned root.

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use futures_util::stream;
 use tillswarm_coordinator::auth::Caller;
+use tillswarm_coordinator::service::node_ops::NewEnrollTokenInput;
 use tillswarm_coordinator::{Config, Coordinator};
 use tillswarm_node::stage::ChunkSource;
 use tillswarm_node::{Agent, NodeConfig};
@@ -162,18 +163,27 @@ impl Cluster {
             .expect("an approved till")
     }
 
-    /// Admits a till the registry does not list, as an admin does after its
-    /// first login left it pending: it logs in with its node's key, then is approved.
-    pub async fn admit(&self, device: DeviceId) {
-        let pending = self
-            .log_in(device, &self.node_key(device), None)
+    /// Enrolls a till the registry does not list into `store`, as a new
+    /// till does at its first login with an admin's store enrollment token.
+    pub async fn enroll(&self, device: DeviceId, store: &str) {
+        let token = self
+            .coordinator
+            .create_enroll_token(
+                NewEnrollTokenInput {
+                    store_id: store.into(),
+                    expires_days: Some(1),
+                    max_uses: Some(1),
+                },
+                &Caller::system("test"),
+            )
+            .await
+            .expect("enroll token")
+            .token_secret;
+        let session = self
+            .log_in(device, &self.node_key(device), Some(token))
             .await
             .expect("login");
-        assert_eq!(pending, None, "{device} is already approved");
-        self.coordinator
-            .approve_device(device, &Caller::system("test"))
-            .await
-            .expect("approve");
+        assert!(session.is_some(), "{device} was not enrolled");
     }
 
     /// A node config for till `device` of `store`, in its own temporary folders.
@@ -202,6 +212,8 @@ impl Cluster {
             initial_version: Some("0.9".parse().expect("version")),
             swarm_key: None,
             swarm_listen: "127.0.0.1:0".parse().expect("addr"),
+            swarm_peer_subnets: Vec::new(),
+            swarm_peer_ports: [1024, 65535],
             mdns: false,
             max_uploads: 4,
         }

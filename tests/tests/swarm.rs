@@ -12,8 +12,8 @@ use tillswarm_protocol::clock::SystemClock;
 use tillswarm_protocol::{DeviceId, PackageId};
 use tillswarm_tests::{Cluster, RunningNode, TEST_SWARM_KEY, connect_all, eventually, sample_till};
 
-/// Ten tills of one store (the sample registry has six per store; the rest are
-/// approved as pending devices).
+/// Ten tills of one store (the sample registry has six per store; the rest
+/// enroll with a store token).
 fn tills() -> Vec<DeviceId> {
     (1..=10u32)
         .map(|n| {
@@ -31,9 +31,9 @@ fn tills() -> Vec<DeviceId> {
 async fn setup(cluster: &Cluster, tills: &[DeviceId]) -> i64 {
     cluster.import_sample_registry().await;
     for &d in tills {
-        // Tills the registry does not list wait after their first login; admit them now.
+        // Tills the registry does not list join the store with an enrollment token.
         if cluster.coordinator.device(d).await.is_err() {
-            cluster.admit(d).await;
+            cluster.enroll(d, "store-001").await;
         }
     }
     cluster
@@ -153,7 +153,7 @@ async fn ten_tills_share_a_package_crossing_the_wan_about_once() {
             .iter()
             .find(|s| s.store_id == "store-001")
             .map(|s| s.tills),
-        Some(6)
+        Some(10)
     );
     // Every till verified and staged the same bytes.
     for n in &nodes {
@@ -371,19 +371,19 @@ async fn a_restarted_till_still_offers_the_package_it_holds_to_the_next_wave() {
     let pilot_node = start_node(&cluster, pilot);
     let other = start_node(&cluster, rest);
     connect_all(&[&pilot_node, &other]).await;
-    // The pilot's offer reaches the other till once they exchanged Hellos;
-    // wait for it, so the wave starts with the store's knowledge in place
-    // (this test is about the offer after a restart, not discovery timing).
+    // Wait until they are store peers (this test is about the offer after a
+    // restart, not discovery timing). The other till keeps what the pilot
+    // holds only once it takes part in the package itself.
     let pilot_peer = pilot_node.agent.net().expect("swarm").peer_id;
     let other_net = other.agent.net().expect("swarm");
-    eventually(20, "the pilot's offer to reach the next till", || async {
-        other_net
-            .view()
-            .get(&pilot_peer)
-            .is_some_and(|p| p.holds.contains_key(&pkg))
-            .then_some(())
+    eventually(20, "the pilot to be the next till's store peer", || async {
+        other_net.view().contains_key(&pilot_peer).then_some(())
     })
     .await;
+    assert!(
+        !other_net.view()[&pilot_peer].holds.contains_key(&pkg),
+        "holdings of a package the till does not take part in were kept"
+    );
     // Wave 2: the next till gets it from the pilot, not over the WAN.
     let task = download(&cluster, pkg, g_rest).await;
     let t = wait_all(&cluster, task, &[rest], 60).await;

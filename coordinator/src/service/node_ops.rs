@@ -11,7 +11,7 @@ use tillswarm_protocol::api::{
     Challenge, DeviceLogin, DeviceSession, HeartbeatRequest, HeartbeatResponse, ProgressReport,
 };
 use tillswarm_protocol::trust::{
-    self, Domain, Instructions, Signed, Timestamp, TrustBundle, login_message,
+    self, Domain, Instructions, Signed, StoreMember, Timestamp, TrustBundle, login_message,
 };
 
 use super::Coordinator;
@@ -154,7 +154,12 @@ impl Coordinator {
                     let settle = (config.poll_interval_ms as f64 * (1.0 + config.poll_jitter))
                         as i64
                         + 1_000;
-                    Some((tasks::assignments(tx, &req.device_id, settle)?, settings))
+                    let members = devices::store_members(tx, &req.device_id)?;
+                    Some((
+                        tasks::assignments(tx, &req.device_id, settle)?,
+                        settings,
+                        members,
+                    ))
                 };
                 Ok((outcome, news))
             })
@@ -176,6 +181,7 @@ impl Coordinator {
         news: Option<(
             Vec<tillswarm_protocol::api::Assignment>,
             tillswarm_protocol::api::TillSettings,
+            Vec<StoreMember>,
         )>,
     ) -> TrustBundle {
         let ring = self.key_ring();
@@ -190,7 +196,7 @@ impl Coordinator {
                 expires_unix: expires,
             },
         );
-        let instructions = news.map(|(assignments, settings)| {
+        let instructions = news.map(|(assignments, settings, store_members)| {
             Signed::sign(
                 &ring.online,
                 Domain::Instructions,
@@ -201,6 +207,7 @@ impl Coordinator {
                     expires_unix: expires,
                     assignments,
                     settings,
+                    store_members,
                 },
             )
         });

@@ -96,13 +96,15 @@ pub async fn fetch_package(
         for gone in planner.peers().into_iter().filter(|k| !present.contains(k)) {
             planner.peer_down(&gone, now);
         }
-        // A holder not seen yet (restarting, or not introduced yet) is waited
-        // for a moment rather than its package fetched again over the WAN.
+        // A holder not seen yet (restarting, not introduced yet, or its
+        // holdings not heard yet) is waited for a moment rather than its
+        // package fetched again over the WAN.
         if now < expected.holders_until_ms {
-            let unseen = expected
-                .holders
-                .iter()
-                .any(|d| !view.values().any(|pv| pv.device == Some(*d)));
+            let unseen = expected.holders.iter().any(|d| {
+                !view
+                    .values()
+                    .any(|pv| pv.device == Some(*d) && pv.holds.contains_key(&package))
+            });
             if unseen {
                 planner.hold_wan_until(expected.holders_until_ms);
             }

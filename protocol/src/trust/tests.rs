@@ -82,6 +82,7 @@ fn instructions(
             expires_unix: expires,
             assignments: a,
             settings: TillSettings::default(),
+            store_members: Vec::new(),
         },
     )
 }
