@@ -320,3 +320,26 @@ pub async fn connect_all(nodes: &[&RunningNode]) {
         }
     }
 }
+
+/// [`connect_all`], then waits until each node sees every other as a store
+/// peer (their member lists from the coordinator included), as tills that
+/// have run for a while do.
+pub async fn mesh(nodes: &[&RunningNode]) {
+    connect_all(nodes).await;
+    let everyone = nodes.len().saturating_sub(1);
+    let seen = || {
+        nodes
+            .iter()
+            .map(|n| n.agent.net().map_or(0, |net| net.view().len()))
+            .collect::<Vec<_>>()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while seen().iter().any(|&n| n < everyone) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "after 60 s the tills see {:?} store peers each, not {everyone}",
+            seen()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -10,7 +10,9 @@ use tillswarm_coordinator::tasks::{NewTask, TaskDetail};
 use tillswarm_protocol::api::{TargetState, TaskKind};
 use tillswarm_protocol::clock::SystemClock;
 use tillswarm_protocol::{DeviceId, PackageId};
-use tillswarm_tests::{Cluster, RunningNode, TEST_SWARM_KEY, connect_all, eventually, sample_till};
+use tillswarm_tests::{
+    Cluster, RunningNode, TEST_SWARM_KEY, connect_all, eventually, mesh, sample_till,
+};
 
 /// Ten tills of one store (the sample registry has six per store; the rest
 /// enroll with a store token).
@@ -137,7 +139,7 @@ async fn ten_tills_share_a_package_crossing_the_wan_about_once() {
     let size = bytes.len() as u64;
     let pkg = cluster.upload("demo", "1.0.0", bytes).await;
     let nodes: Vec<RunningNode> = tills.iter().map(|&d| start_node(&cluster, d)).collect();
-    connect_all(&nodes.iter().collect::<Vec<_>>()).await;
+    mesh(&nodes.iter().collect::<Vec<_>>()).await;
     let task = download(&cluster, pkg, group).await;
     let t = wait_all(&cluster, task, &tills, 240).await;
     let wan = wan_total(&t, &tills);
@@ -185,7 +187,7 @@ async fn the_rest_finish_when_three_tills_die_midway() {
     let size = bytes.len() as u64;
     let pkg = cluster.upload("demo", "1.0.0", bytes).await;
     let mut nodes: Vec<RunningNode> = tills.iter().map(|&d| start_node(&cluster, d)).collect();
-    connect_all(&nodes.iter().collect::<Vec<_>>()).await;
+    mesh(&nodes.iter().collect::<Vec<_>>()).await;
     let task = download(&cluster, pkg, group).await;
     // Midway: some bytes have moved, not all.
     eventually(120, "the transfer to be under way", || async {
@@ -241,7 +243,7 @@ async fn a_peer_serving_corrupt_chunks_is_banned_and_everyone_finishes() {
         .collect();
     let mut all: Vec<&RunningNode> = vec![&evil];
     all.extend(honest.iter());
-    connect_all(&all).await;
+    mesh(&all).await;
     let task = download(&cluster, pkg, group).await;
     let t = wait_all(&cluster, task, &tills[1..], 120).await;
     for n in &honest {
@@ -285,7 +287,7 @@ async fn a_new_version_fetches_only_the_changed_chunks() {
     let new_size = new_bytes.len() as u64;
     let new = cluster.upload("demo", "1.1.0", new_bytes).await;
     let nodes: Vec<RunningNode> = tills.iter().map(|&d| start_node(&cluster, d)).collect();
-    connect_all(&nodes.iter().collect::<Vec<_>>()).await;
+    mesh(&nodes.iter().collect::<Vec<_>>()).await;
     let first = download(&cluster, old, group).await;
     wait_all(&cluster, first, &tills, 120).await;
     let second = download(&cluster, new, group).await;
@@ -370,7 +372,7 @@ async fn a_restarted_till_still_offers_the_package_it_holds_to_the_next_wave() {
     node.stop().await;
     let pilot_node = start_node(&cluster, pilot);
     let other = start_node(&cluster, rest);
-    connect_all(&[&pilot_node, &other]).await;
+    mesh(&[&pilot_node, &other]).await;
     // Wait until they are store peers (this test is about the offer after a
     // restart, not discovery timing). The other till keeps what the pilot
     // holds only once it takes part in the package itself.
