@@ -395,14 +395,23 @@ pub fn resume(tx: &Transaction<'_>, id: i64, now_ms: i64) -> Result<()> {
 /// Runs the task again now for the tills not yet done (a task not yet activated
 /// is activated now). Failed and declined tills get a fresh attempt.
 pub fn restart(tx: &Transaction<'_>, id: i64, now_ms: i64) -> Result<()> {
-    let (kind, activated): (String, Option<i64>) = tx
+    let (kind, activated, published): (String, Option<i64>, bool) = tx
         .query_row(
-            "SELECT kind, activated_ms FROM tasks WHERE id = ?1",
+            "SELECT kind, activated_ms,
+                    EXISTS (SELECT 1 FROM packages p WHERE p.package_id = t.package_id)
+             FROM tasks t WHERE id = ?1",
             [id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()?
         .ok_or_else(|| Error::NotFound(format!("no task {id}")))?;
+    if !published {
+        // Every till would only fail to fetch it.
+        return Err(Error::conflict(
+            "package_deleted",
+            format!("task {id}'s package was deleted; upload it again and create a new task"),
+        ));
+    }
     let kind = parse_kind(&kind)?;
     tx.execute(
         "UPDATE tasks SET attempt = attempt + 1, completed_ms = NULL WHERE id = ?1",

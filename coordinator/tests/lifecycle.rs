@@ -327,6 +327,19 @@ async fn newer_tills_are_skipped_and_a_task_completes() {
         .await
         .expect("list");
     assert_eq!(completed.total, 1);
+    // Its package deleted, the completed task cannot be restarted: every
+    // till would only fail to fetch it.
+    c.delete_package(pkg, &Caller::system("test"))
+        .await
+        .expect("delete");
+    let err = c
+        .restart_task(t.summary.id, &Caller::system("test"))
+        .await
+        .expect_err("restart of a task without its package");
+    assert!(err.to_string().contains("deleted"), "{err}");
+    let after = c.task(t.summary.id).await.expect("task");
+    assert_eq!(after.summary.status, "completed");
+    assert_eq!(after.summary.attempt, done.summary.attempt);
 }
 
 #[tokio::test]
