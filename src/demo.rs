@@ -745,7 +745,7 @@ impl Demo {
                         TargetState::Installed | TargetState::Skipped | TargetState::Failed
                     )
                 });
-            if done || t.summary.status == "completed" {
+            if done || tillswarm_coordinator::tasks::is_finished(&t.summary.status) {
                 return Ok(t);
             }
             if Instant::now() > deadline {

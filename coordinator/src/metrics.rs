@@ -115,7 +115,7 @@ impl Metrics {
         let _ = writeln!(out, "tillswarm_devices_online {}", g.devices_online);
         let _ = writeln!(out, "# HELP tillswarm_tasks Tasks by status.");
         let _ = writeln!(out, "# TYPE tillswarm_tasks gauge");
-        for status in ["scheduled", "running", "paused", "completed"] {
+        for status in crate::tasks::STATUSES {
             let n = g
                 .tasks
                 .iter()
@@ -229,7 +229,8 @@ pub fn read_gauges(conn: &Connection, now_ms: i64) -> Result<Gauges> {
         tasks: pairs("SELECT status, count(*) FROM tasks GROUP BY status")?,
         targets: pairs(
             "SELECT tt.state, count(*) FROM task_targets tt JOIN tasks t ON t.id = tt.task_id
-             WHERE t.status <> 'completed' GROUP BY tt.state ORDER BY tt.state",
+             WHERE t.status NOT IN ('completed', 'completed_with_failures')
+             GROUP BY tt.state ORDER BY tt.state",
         )?,
     })
 }

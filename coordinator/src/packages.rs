@@ -166,8 +166,10 @@ pub fn insert(
     Ok(())
 }
 
-const PACKAGE_SELECT: &str = "SELECT p.package_id, p.name, p.version, p.size, p.chunk_count, p.created_ms,
-        (SELECT count(*) FROM tasks t WHERE t.package_id = p.package_id AND t.status <> 'completed'),
+const PACKAGE_SELECT: &str =
+    "SELECT p.package_id, p.name, p.version, p.size, p.chunk_count, p.created_ms,
+        (SELECT count(*) FROM tasks t WHERE t.package_id = p.package_id
+             AND t.status NOT IN ('completed', 'completed_with_failures')),
         p.version_key = (SELECT max(q.version_key) FROM packages q WHERE q.name = p.name)
      FROM packages p";
 

@@ -46,7 +46,7 @@ pub struct TaskSummary {
     pub id: i64,
     /// Task type.
     pub kind: TaskKind,
-    /// `scheduled`, `running`, `paused` or `completed`.
+    /// One of [`STATUSES`].
     pub status: String,
     /// Package id.
     pub package_id: PackageId,
@@ -294,7 +294,8 @@ fn bump_targets(tx: &Transaction<'_>, id: i64) -> Result<()> {
     Ok(())
 }
 
-/// Marks the task completed when every target is final. Returns whether it did.
+/// Marks the task `completed` (or `completed_with_failures` when a target
+/// failed) once every target is final. Returns whether it did.
 pub fn complete_if_done(tx: &Transaction<'_>, id: i64, now_ms: i64) -> Result<bool> {
     let (kind, status): (String, String) =
         tx.query_row("SELECT kind, status FROM tasks WHERE id = ?1", [id], |r| {
@@ -313,11 +314,21 @@ pub fn complete_if_done(tx: &Transaction<'_>, id: i64, now_ms: i64) -> Result<bo
         |r| r.get(0),
     )?;
     if open == 0 {
-        tx.execute(
-            "UPDATE tasks SET status = 'completed', completed_ms = ?2 WHERE id = ?1",
-            params![id, now_ms],
+        let failed: i64 = tx.query_row(
+            "SELECT count(*) FROM task_targets WHERE task_id = ?1 AND state = 'failed'",
+            [id],
+            |r| r.get(0),
         )?;
-        tracing::info!(task = id, "task completed");
+        let status = if failed > 0 {
+            "completed_with_failures"
+        } else {
+            "completed"
+        };
+        tx.execute(
+            "UPDATE tasks SET status = ?3, completed_ms = ?2 WHERE id = ?1",
+            params![id, now_ms, status],
+        )?;
+        tracing::info!(task = id, failed, "task {status}");
         return Ok(true);
     }
     Ok(false)
@@ -483,7 +494,7 @@ pub fn apply_report(
         .optional()?
         .ok_or_else(|| Error::NotFound(format!("device {} is not a target of task {}", r.device_id, r.task_id)))?;
     let (attempt, seq, current, kind, version_key, rollback, status) = row;
-    if r.attempt != attempt || (r.seq as i64) <= seq || status == "completed" {
+    if r.attempt != attempt || (r.seq as i64) <= seq || is_finished(&status) {
         return Ok(ReportOutcome { accepted: false });
     }
     let kind = parse_kind(&kind)?;
@@ -723,6 +734,21 @@ fn fill_states(conn: &Connection, s: &mut TaskSummary) -> Result<()> {
     Ok(())
 }
 
+/// Every task status: `scheduled`, `running`, `paused`, then `completed` or
+/// `completed_with_failures` once every target is final.
+pub const STATUSES: [&str; 5] = [
+    "scheduled",
+    "running",
+    "paused",
+    "completed",
+    "completed_with_failures",
+];
+
+/// Whether a status is one of the two final ones.
+pub fn is_finished(status: &str) -> bool {
+    status == "completed" || status == "completed_with_failures"
+}
+
 /// Listing filters and order.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct TaskFilter {
@@ -740,10 +766,10 @@ pub fn list(
     limit: u64,
 ) -> Result<(Vec<TaskSummary>, u64)> {
     if let Some(s) = &filter.status {
-        if !["scheduled", "running", "paused", "completed"].contains(&s.as_str()) {
+        if !STATUSES.contains(&s.as_str()) {
             return Err(Error::bad(
                 "invalid_filter",
-                format!("status must be scheduled, running, paused or completed, not {s:?}"),
+                format!("status must be one of {}, not {s:?}", STATUSES.join(", ")),
             ));
         }
     }

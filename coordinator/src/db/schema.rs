@@ -281,6 +281,40 @@ const MIGRATIONS: &[&str] = &[
         SELECT RAISE(ABORT, 'the audit log is append-only');
     END;
     "#,
+    // 5: a task whose every target is final but some failed ends as
+    // 'completed_with_failures', never a plain 'completed'. The status CHECK
+    // changes only by rebuilding the table (as in step 3).
+    r#"
+    CREATE TABLE tasks_v5 (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind          TEXT NOT NULL CHECK (kind IN ('download', 'update', 'forced_update')),
+        package_id    TEXT NOT NULL,
+        package_name  TEXT NOT NULL,
+        package_version TEXT NOT NULL,
+        package_version_key TEXT NOT NULL,
+        package_size  INTEGER NOT NULL,
+        group_id      INTEGER REFERENCES groups(id) ON DELETE SET NULL,
+        group_name    TEXT NOT NULL,
+        status        TEXT NOT NULL CHECK (status IN
+                          ('scheduled', 'running', 'paused', 'completed', 'completed_with_failures')),
+        activate_at_ms INTEGER,
+        activated_ms  INTEGER,
+        completed_ms  INTEGER,
+        rollback      INTEGER NOT NULL DEFAULT 0,
+        attempt       INTEGER NOT NULL DEFAULT 1,
+        created_ms    INTEGER NOT NULL,
+        rollout_id    INTEGER
+    );
+    INSERT INTO tasks_v5 SELECT id, kind, package_id, package_name, package_version,
+        package_version_key, package_size, group_id, group_name, status, activate_at_ms,
+        activated_ms, completed_ms, rollback, attempt, created_ms, rollout_id FROM tasks;
+    UPDATE tasks_v5 SET status = 'completed_with_failures'
+        WHERE status = 'completed'
+          AND EXISTS (SELECT 1 FROM task_targets tt WHERE tt.task_id = tasks_v5.id AND tt.state = 'failed');
+    DROP TABLE tasks;
+    ALTER TABLE tasks_v5 RENAME TO tasks;
+    CREATE INDEX tasks_status ON tasks(status, activate_at_ms);
+    "#,
 ];
 
 /// Brings the schema up to date. Foreign keys are off while steps run (a step
@@ -379,6 +413,34 @@ mod tests {
             orphans, 0,
             "deleting the task still cascades to its targets"
         );
+    }
+
+    #[test]
+    fn a_completed_task_with_failed_tills_is_marked_so_by_the_upgrade() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        let tx = conn.transaction().expect("tx");
+        for sql in &MIGRATIONS[..4] {
+            tx.execute_batch(sql).expect("old migration");
+        }
+        tx.pragma_update(None, "user_version", 4).expect("v4");
+        tx.commit().expect("commit");
+        conn.execute_batch(
+            "INSERT INTO devices (guid) VALUES ('a'), ('b');
+             INSERT INTO tasks (id, kind, package_id, package_name, package_version,
+                 package_version_key, package_size, group_name, status, created_ms)
+             VALUES (1, 'update', 'p', 'demo', '2.0', 'k', 1, 'All', 'completed', 0),
+                    (2, 'update', 'p', 'demo', '2.0', 'k', 1, 'All', 'completed', 0);
+             INSERT INTO task_targets (task_id, device, state, updated_ms)
+             VALUES (1, 'a', 'installed', 0), (1, 'b', 'failed', 0), (2, 'a', 'installed', 0);",
+        )
+        .expect("rows");
+        migrate(&mut conn).expect("migrate");
+        let status = |id: i64| -> String {
+            conn.query_row("SELECT status FROM tasks WHERE id = ?1", [id], |r| r.get(0))
+                .expect("status")
+        };
+        assert_eq!(status(1), "completed_with_failures");
+        assert_eq!(status(2), "completed");
     }
 
     #[test]
