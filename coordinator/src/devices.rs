@@ -446,11 +446,24 @@ pub fn delete(tx: &Transaction<'_>, guid: &DeviceId) -> Result<()> {
     Ok(())
 }
 
-const DEVICE_SELECT: &str =
+/// A device's state as shown: what its heartbeat said, except that an idle
+/// till whose last install failed reads `install_failed` until an install
+/// succeeds.
+macro_rules! state_sql {
+    () => {
+        "CASE WHEN d.install_failed_ms IS NOT NULL AND coalesce(d.state, 'ready') = 'ready'
+            THEN 'install_failed' ELSE d.state END"
+    };
+}
+
+const DEVICE_SELECT: &str = concat!(
     "SELECT d.guid, d.name, d.number, d.store_id, s.name, s.address, d.till_type,
-        d.approved, d.in_registry, d.version, d.state, d.ip, d.peer_id, d.free_disk, d.last_seen_ms,
+        d.approved, d.in_registry, d.version, ",
+    state_sql!(),
+    ", d.ip, d.peer_id, d.free_disk, d.last_seen_ms,
         d.version_flag, d.warnings, d.public_key, d.key_bound_ms
-     FROM devices d LEFT JOIN stores s ON s.id = d.store_id";
+     FROM devices d LEFT JOIN stores s ON s.id = d.store_id"
+);
 
 fn device_from_row(r: &Row<'_>, now_ms: i64) -> rusqlite::Result<Device> {
     let guid: String = r.get(0)?;
@@ -495,6 +508,8 @@ pub struct DeviceFilter {
     pub status: Option<String>,
     /// Only online (true) or offline (false) tills.
     pub online: Option<bool>,
+    /// Only tills in this state (as shown: `install_failed` included).
+    pub state: Option<String>,
 }
 
 /// One page of devices, ordered by store and till number, and the total count.
@@ -517,9 +532,30 @@ pub fn list(
         }
     };
     let cutoff = now_ms - ONLINE_WINDOW_MS;
-    let cond = "WHERE (?1 IS NULL OR d.store_id = ?1) AND (?2 IS NULL OR d.approved = ?2)
-        AND (?3 IS NULL OR (coalesce(d.last_seen_ms, -1) >= ?4) = ?3)";
-    let args = params![filter.store, approved, filter.online, cutoff];
+    if let Some(state) = filter.state.as_deref() {
+        if state.len() > 32 || !state.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+            return Err(Error::bad(
+                "invalid_filter",
+                "state is a device state such as ready or install_failed",
+            ));
+        }
+    }
+    let cond = concat!(
+        "WHERE (?1 IS NULL OR d.store_id = ?1) AND (?2 IS NULL OR d.approved = ?2)
+        AND (?3 IS NULL OR (coalesce(d.last_seen_ms, -1) >= ?4) = ?3)
+        AND (?7 IS NULL OR (",
+        state_sql!(),
+        ") = ?7)"
+    );
+    let args = params![
+        filter.store,
+        approved,
+        filter.online,
+        cutoff,
+        None::<i64>,
+        None::<i64>,
+        filter.state
+    ];
     let total: i64 = conn.query_row(
         &format!("SELECT count(*) FROM devices d {cond}"),
         args,
@@ -537,7 +573,8 @@ pub fn list(
                 filter.online,
                 cutoff,
                 limit as i64,
-                offset as i64
+                offset as i64,
+                filter.state
             ],
             |r| device_from_row(r, now_ms),
         )?

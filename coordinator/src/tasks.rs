@@ -515,6 +515,13 @@ pub fn apply_report(
         state = parse_state(&current)?;
     }
     let finished = state.is_final_for(kind).then_some(now_ms);
+    if kind.installs() && state == TargetState::Failed && current != "failed" {
+        // The till's state reads install_failed until a later install succeeds.
+        tx.execute(
+            "UPDATE devices SET install_failed_ms = ?2 WHERE guid = ?1",
+            params![r.device_id.to_string(), now_ms],
+        )?;
+    }
     tx.execute(
         "UPDATE task_targets SET state = ?3, seq = ?4, bytes_done = ?5, wan_bytes = ?6, lan_bytes = ?7,
              error = ?8, log_tail = coalesce(?9, log_tail), updated_ms = ?10,
@@ -574,6 +581,8 @@ pub fn promote_installed(
                  WHERE task_id = ?1 AND device = ?2",
                 params![task, device.to_string(), now_ms],
             )?;
+            tx.prepare_cached("UPDATE devices SET install_failed_ms = NULL WHERE guid = ?1")?
+                .execute([device.to_string()])?;
             complete_if_done(tx, task, now_ms)?;
         }
     }

@@ -1812,11 +1812,18 @@ async fn bad_paging_and_filters_are_400() {
             "invalid_filter",
         );
     }
-    err(
-        &api.get("/api/v1/devices?status=bogus").await,
-        400,
-        "invalid_filter",
-    );
+    for q in [
+        "status=bogus",
+        "state=READY",
+        "state=a%27%20OR%201",
+        "state=x%00",
+    ] {
+        err(
+            &api.get(&format!("/api/v1/devices?{q}")).await,
+            400,
+            "invalid_filter",
+        );
+    }
     // Unparseable numbers and booleans, on a path with only a GET route.
     for q in ["page=abc", "page=-1", "per_page=1.5", "online=maybe"] {
         err(

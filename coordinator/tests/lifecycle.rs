@@ -10,6 +10,7 @@ use std::sync::Arc;
 use futures_util::stream;
 use tillswarm_coordinator::auth::Caller;
 use tillswarm_coordinator::clock::{ManualClock, rfc3339};
+use tillswarm_coordinator::devices::DeviceFilter;
 use tillswarm_coordinator::groups::GroupInput;
 use tillswarm_coordinator::service::{Config, Coordinator, Paging};
 use tillswarm_coordinator::tasks::{NewTask, TaskDetail, TaskFilter};
@@ -457,6 +458,40 @@ async fn failures_become_a_group_and_restart_retries_only_them() {
         .assignments
         .expect("list");
     assert_eq!(a[0].attempt, 2);
+    // The two tills whose install failed read install_failed while idle, and
+    // the state filter finds them; a later success clears it.
+    let failing = |c: &Coordinator| {
+        let c = c.clone();
+        async move {
+            c.devices(
+                DeviceFilter {
+                    state: Some("install_failed".into()),
+                    ..Default::default()
+                },
+                Paging::default(),
+            )
+            .await
+            .expect("devices")
+            .items
+            .into_iter()
+            .map(|d| d.guid)
+            .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(failing(c).await, vec![till(0, 1), till(0, 2)]);
+    assert_eq!(
+        c.device(till(0, 1)).await.expect("device").state.as_deref(),
+        Some("install_failed")
+    );
+    send(c, report(till(0, 1), id, 2, 1, TargetState::Rebooting))
+        .await
+        .expect("report");
+    heartbeat(c, till(0, 1), "1.0.0", None).await;
+    assert_eq!(failing(c).await, vec![till(0, 2)]);
+    assert_eq!(
+        c.device(till(0, 1)).await.expect("device").state.as_deref(),
+        Some("ready")
+    );
 }
 
 #[tokio::test]

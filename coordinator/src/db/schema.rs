@@ -315,6 +315,11 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE tasks_v5 RENAME TO tasks;
     CREATE INDEX tasks_status ON tasks(status, activate_at_ms);
     "#,
+    // 6: when a till's last install failed (cleared by a later success): its
+    // state reads `install_failed` while it idles, so the filter finds it.
+    r#"
+    ALTER TABLE devices ADD COLUMN install_failed_ms INTEGER;
+    "#,
 ];
 
 /// Brings the schema up to date. Foreign keys are off while steps run (a step
