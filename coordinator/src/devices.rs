@@ -446,6 +446,17 @@ pub fn delete(tx: &Transaction<'_>, guid: &DeviceId) -> Result<()> {
     Ok(())
 }
 
+/// Every state a device is shown in: what tills report, and `install_failed`.
+pub const SHOWN_STATES: [&str; 7] = [
+    "ready",
+    "downloading",
+    "awaiting_cashier",
+    "installing",
+    "rebooting",
+    "error",
+    "install_failed",
+];
+
 /// A device's state as shown: what its heartbeat said, except that an idle
 /// till whose last install failed reads `install_failed` until an install
 /// succeeds.
@@ -533,10 +544,10 @@ pub fn list(
     };
     let cutoff = now_ms - ONLINE_WINDOW_MS;
     if let Some(state) = filter.state.as_deref() {
-        if state.len() > 32 || !state.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+        if !SHOWN_STATES.contains(&state) {
             return Err(Error::bad(
                 "invalid_filter",
-                "state is a device state such as ready or install_failed",
+                format!("state must be one of {}", SHOWN_STATES.join(", ")),
             ));
         }
     }

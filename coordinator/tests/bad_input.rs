@@ -1815,6 +1815,7 @@ async fn bad_paging_and_filters_are_400() {
     for q in [
         "status=bogus",
         "state=READY",
+        "state=null",
         "state=a%27%20OR%201",
         "state=x%00",
     ] {
