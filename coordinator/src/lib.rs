@@ -34,6 +34,7 @@ pub mod server;
 pub mod service;
 pub mod tasks;
 pub mod till_types;
+pub mod windows;
 
 use std::future::Future;
 use std::time::Duration;
