@@ -235,7 +235,10 @@ mod tests {
         );
         let tz = TimeZone::get("Europe/Moscow").expect("zone");
         assert!(night().is_open(&tz, ms("2026-12-01T23:30:00Z")));
-        assert!(!night().is_open(&tz, ms("2026-12-02T02:00:00Z")), "05:00 local");
+        assert!(
+            !night().is_open(&tz, ms("2026-12-02T02:00:00Z")),
+            "05:00 local"
+        );
         assert_eq!(
             local_text(&tz, ms("2026-12-01T22:00:00Z")),
             "2026-12-02T01:00:00+03:00"

@@ -320,6 +320,88 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE devices ADD COLUMN install_failed_ms INTEGER;
     "#,
+    // 7: rollouts (waves with gates), store-local windows, install permits (at
+    // most K tills of a store install at once), automatic install retries, and
+    // each till's version history.
+    r#"
+    CREATE TABLE rollouts (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        name            TEXT NOT NULL,
+        package_id      TEXT NOT NULL,
+        package_name    TEXT NOT NULL,
+        package_version TEXT NOT NULL,
+        state           TEXT NOT NULL CHECK (state IN ('draft', 'running', 'waiting_for_approval',
+                            'paused', 'completed', 'completed_with_failures', 'cancelled')),
+        reason          TEXT,               -- why it is paused or waiting
+        current_wave    INTEGER NOT NULL DEFAULT 0,
+        window_json     TEXT,               -- the store-local maintenance window
+        store_failure_limit INTEGER NOT NULL,
+        created_by      TEXT NOT NULL,
+        created_ms      INTEGER NOT NULL,
+        started_ms      INTEGER,
+        finished_ms     INTEGER
+    );
+    CREATE INDEX rollouts_state ON rollouts(state);
+
+    CREATE TABLE rollout_waves (
+        rollout_id  INTEGER NOT NULL REFERENCES rollouts(id) ON DELETE CASCADE,
+        idx         INTEGER NOT NULL,
+        name        TEXT NOT NULL,
+        kind        TEXT NOT NULL CHECK (kind IN ('download', 'update', 'forced_update')),
+        spec_json   TEXT NOT NULL,          -- targets, activation and gate, checked at creation
+        task_id     INTEGER,                -- the wave's task, once started
+        started_ms  INTEGER,
+        passed_ms   INTEGER,                -- success threshold first met (soak starts)
+        finished_ms INTEGER,                -- gate passed: the next wave may start
+        failed_base INTEGER NOT NULL DEFAULT 0,  -- failures accepted by a resume
+        approved_by TEXT,
+        approved_ms INTEGER,
+        PRIMARY KEY (rollout_id, idx)
+    );
+
+    -- Stores whose failures stopped their part of a rollout.
+    CREATE TABLE rollout_paused_stores (
+        rollout_id INTEGER NOT NULL REFERENCES rollouts(id) ON DELETE CASCADE,
+        store_id   TEXT NOT NULL,
+        reason     TEXT NOT NULL,
+        at_ms      INTEGER NOT NULL,
+        PRIMARY KEY (rollout_id, store_id)
+    );
+
+    ALTER TABLE tasks ADD COLUMN rollout_wave INTEGER;
+    ALTER TABLE tasks ADD COLUMN window_json TEXT;
+    ALTER TABLE tasks ADD COLUMN store_limit INTEGER;       -- NULL: half the store's tills
+    ALTER TABLE tasks ADD COLUMN install_retries INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE tasks ADD COLUMN permits_due_ms INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX tasks_rollout ON tasks(rollout_id);
+
+    ALTER TABLE task_targets ADD COLUMN permit_ms INTEGER;  -- may install since
+    ALTER TABLE task_targets ADD COLUMN retries INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE task_targets ADD COLUMN retry_at_ms INTEGER;
+    CREATE INDEX task_targets_task_state ON task_targets(task_id, state);
+    CREATE INDEX task_targets_retry ON task_targets(retry_at_ms) WHERE retry_at_ms IS NOT NULL;
+
+    -- Each attempt of a target that was retried, with its log.
+    CREATE TABLE target_attempts (
+        task_id     INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+        device      TEXT NOT NULL,
+        attempt     INTEGER NOT NULL,
+        state       TEXT NOT NULL,
+        error       TEXT,
+        log_tail    TEXT,
+        finished_ms INTEGER NOT NULL,
+        PRIMARY KEY (task_id, device, attempt)
+    );
+
+    CREATE TABLE device_versions (
+        id       INTEGER PRIMARY KEY AUTOINCREMENT,
+        device   TEXT NOT NULL REFERENCES devices(guid) ON DELETE CASCADE,
+        version  TEXT NOT NULL,
+        task_id  INTEGER,
+        at_ms    INTEGER NOT NULL
+    );
+    CREATE INDEX device_versions_device ON device_versions(device, id);
+    "#,
 ];
 
 /// Brings the schema up to date. Foreign keys are off while steps run (a step
