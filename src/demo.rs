@@ -552,6 +552,9 @@ impl Demo {
                         group_id: group,
                         activate_at: activate_at.clone(),
                         rollback: false,
+                        window: None,
+                        max_installing_per_store: None,
+                        install_retries: None,
                     },
                     &Caller::system("demo"),
                 )

@@ -371,6 +371,9 @@ async fn run_in_process(args: &DistributionArgs) -> anyhow::Result<Report> {
                 group_id: 1,
                 activate_at: None,
                 rollback: false,
+                window: None,
+                max_installing_per_store: None,
+                install_retries: None,
             },
             &Caller::system("bench"),
         )

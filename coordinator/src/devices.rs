@@ -447,10 +447,11 @@ pub fn delete(tx: &Transaction<'_>, guid: &DeviceId) -> Result<()> {
 }
 
 /// Every state a device is shown in: what tills report, and `install_failed`.
-pub const SHOWN_STATES: [&str; 7] = [
+pub const SHOWN_STATES: [&str; 8] = [
     "ready",
     "downloading",
     "awaiting_cashier",
+    "waiting_for_sale_end",
     "installing",
     "rebooting",
     "error",

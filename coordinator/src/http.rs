@@ -22,6 +22,7 @@ pub mod guard;
 mod node;
 pub mod openapi;
 mod operator;
+mod rollouts;
 
 /// Largest JSON body of an ordinary request.
 pub const MAX_JSON_BODY: u64 = 1 << 20;

@@ -30,6 +30,7 @@ pub mod http;
 pub mod keys;
 pub mod metrics;
 pub mod packages;
+pub mod rollouts;
 pub mod server;
 pub mod service;
 pub mod tasks;

@@ -231,6 +231,21 @@ pub fn chunk_is_published(conn: &Connection, hash: &ChunkHash) -> Result<bool> {
 /// other package references any more (the caller removes their files).
 pub fn delete(tx: &Transaction<'_>, id: &PackageId) -> Result<Vec<ChunkHash>> {
     let pkg = get(tx, id)?;
+    let rollouts: i64 = tx.query_row(
+        "SELECT count(*) FROM rollouts WHERE package_id = ?1
+           AND state NOT IN ('completed', 'completed_with_failures', 'cancelled')",
+        [id.to_hex()],
+        |r| r.get(0),
+    )?;
+    if rollouts > 0 {
+        return Err(Error::conflict(
+            "package_in_use",
+            format!(
+                "{} {} is delivered by {rollouts} rollout(s) not yet over; cancel them first",
+                pkg.name, pkg.version
+            ),
+        ));
+    }
     if pkg.active_tasks > 0 {
         return Err(Error::conflict(
             "package_in_use",

@@ -75,6 +75,12 @@ pub struct Config {
     pub login_client_burst: u32,
     /// Seconds per further login attempt from one client address.
     pub login_client_period_s: u64,
+    /// The IANA time zone of stores whose registry entry names none.
+    pub default_time_zone: String,
+    /// A till not heard from (heartbeat or report) for this many seconds is
+    /// `unreachable` in its tasks: counted apart from failed, and it gives
+    /// back an unused install permit.
+    pub unreachable_after_s: u64,
 }
 
 /// Longest session a setting may ask for (days); longer values are clamped.
@@ -92,6 +98,8 @@ impl Config {
         self.device_token_ttl_s = self.device_token_ttl_s.clamp(60, 86_400);
         self.login_user_period_s = self.login_user_period_s.clamp(1, 86_400);
         self.login_client_period_s = self.login_client_period_s.clamp(1, 86_400);
+        self.unreachable_after_s = self.unreachable_after_s.clamp(60, 30 * 86_400);
+        crate::windows::zone(&self.default_time_zone, &jiff::tz::TimeZone::UTC)?;
         for origin in &self.allowed_origins {
             if crate::http::guard::normalize_origin(origin).is_none() {
                 return Err(Error::bad(
@@ -127,6 +135,8 @@ impl Default for Config {
             login_user_period_s: 12,
             login_client_burst: 30,
             login_client_period_s: 2,
+            default_time_zone: "UTC".into(),
+            unreachable_after_s: 15 * 60,
         }
     }
 }
@@ -170,7 +180,7 @@ impl Paging {
     }
 }
 
-fn page_of<T>(items: Vec<T>, total: u64, page: u64, per_page: u64) -> Page<T> {
+pub(crate) fn page_of<T>(items: Vec<T>, total: u64, page: u64, per_page: u64) -> Page<T> {
     Page {
         items,
         total,
@@ -374,6 +384,20 @@ impl Coordinator {
     /// Now, by the coordinator's clock.
     pub fn now_ms(&self) -> i64 {
         self.inner.clock.now_ms()
+    }
+
+    /// The zone of stores that name none (checked when the config was).
+    pub(crate) fn default_zone(&self) -> jiff::tz::TimeZone {
+        crate::windows::zone(
+            &self.inner.config.default_time_zone,
+            &jiff::tz::TimeZone::UTC,
+        )
+        .unwrap_or(jiff::tz::TimeZone::UTC)
+    }
+
+    /// Silence after which a till is unreachable, in ms.
+    pub(crate) fn unreachable_ms(&self) -> i64 {
+        self.inner.config.unreachable_after_s as i64 * 1000
     }
 
     async fn read<T, F>(&self, f: F) -> Result<T>
@@ -619,8 +643,10 @@ impl Coordinator {
 
     /// Creates a task (activated now when it has no timer).
     pub async fn create_task(&self, input: NewTask, by: &Caller) -> Result<TaskDetail> {
+        let (zone, unreachable) = (self.default_zone(), self.unreachable_ms());
         self.change(by, "task.create", Note::default(), move |tx, now, note| {
             let id = tasks::create(tx, &input, now)?;
+            tasks::permits::refresh(tx, id, now, &permits_cx(&zone, now, unreachable))?;
             note.target(format!("task:{id}"));
             let task = tasks::get(tx, id)?;
             note.detail(format!(
@@ -644,15 +670,23 @@ impl Coordinator {
         Ok(page_of(items, total, page, per))
     }
 
-    /// One task with details.
+    /// One task with details: per store, its next window (when the task
+    /// has one) and which tills are unreachable.
     pub async fn task(&self, id: i64) -> Result<TaskDetail> {
-        self.read(move |c, _| tasks::get(c, id)).await
+        let (zone, unreachable) = (self.default_zone(), self.unreachable_ms());
+        self.read(move |c, now| {
+            let mut task = tasks::get(c, id)?;
+            tasks::annotate(c, &mut task, &zone, now, now - unreachable)?;
+            Ok(task)
+        })
+        .await
     }
 
     /// Pauses a task.
     pub async fn pause_task(&self, id: i64, by: &Caller) -> Result<TaskDetail> {
         let note = Note::on(format!("task:{id}"));
         self.change(by, "task.pause", note, move |tx, _, _| {
+            tasks::refuse_if_rollout_active(tx, id, "paused")?;
             tasks::pause(tx, id)?;
             tasks::get(tx, id)
         })
@@ -663,6 +697,7 @@ impl Coordinator {
     pub async fn resume_task(&self, id: i64, by: &Caller) -> Result<TaskDetail> {
         let note = Note::on(format!("task:{id}"));
         self.change(by, "task.resume", note, move |tx, now, _| {
+            tasks::refuse_if_rollout_active(tx, id, "resumed")?;
             tasks::resume(tx, id, now)?;
             tasks::get(tx, id)
         })
@@ -673,6 +708,7 @@ impl Coordinator {
     pub async fn restart_task(&self, id: i64, by: &Caller) -> Result<TaskDetail> {
         let note = Note::on(format!("task:{id}"));
         self.change(by, "task.restart", note, move |tx, now, _| {
+            tasks::refuse_if_rollout_active(tx, id, "restarted")?;
             tasks::restart(tx, id, now)?;
             tasks::get(tx, id)
         })
@@ -695,6 +731,7 @@ impl Coordinator {
             tracing::error!(error = %e, "could not reload the rotated keys");
         }
         let activated = self.write(tasks::activate_due).await?;
+        self.drive_rollouts().await?;
         let now = self.now_ms();
         let last = self
             .inner
@@ -740,3 +777,16 @@ impl Coordinator {
 pub mod access;
 pub mod node_ops;
 pub mod package_ops;
+pub mod rollout_ops;
+
+/// The permit pass's context at `now`.
+pub(crate) fn permits_cx(
+    zone: &jiff::tz::TimeZone,
+    now: i64,
+    unreachable_ms: i64,
+) -> tasks::permits::Context<'_> {
+    tasks::permits::Context {
+        default_zone: zone,
+        unreachable_before_ms: now - unreachable_ms,
+    }
+}

@@ -15,13 +15,16 @@ use tillswarm_protocol::{DeviceId, PackageId, Version};
 use crate::clock::parse_rfc3339;
 use crate::error::{Error, Result};
 use crate::groups;
+use crate::windows::Window;
 
 mod assign;
+pub mod permits;
 mod view;
 
 pub use assign::assignments;
 pub use view::{
-    StateCounts, StoreTraffic, TargetDetail, TaskDetail, TaskFilter, TaskSummary, get, list,
+    AttemptLog, StateCounts, StoreTraffic, StoreWindow, TargetDetail, TaskDetail, TaskFilter,
+    TaskSummary, annotate, get, list,
 };
 
 /// A new task as an operator submits it.
@@ -40,6 +43,18 @@ pub struct NewTask {
     /// Allow installing a version older than the till runs.
     #[serde(default)]
     pub rollback: bool,
+    /// Install only inside this store-local maintenance window (downloads
+    /// still pre-stage outside it; an Update asks the cashier only inside it).
+    #[serde(default)]
+    pub window: Option<Window>,
+    /// At most this many tills of one store install at once (default: half
+    /// the store's tills, at least one).
+    #[serde(default)]
+    pub max_installing_per_store: Option<u32>,
+    /// A failed install is retried automatically this many times (with
+    /// backoff), each attempt's log kept. Default 0.
+    #[serde(default)]
+    pub install_retries: Option<u32>,
 }
 
 fn final_states(kind: TaskKind) -> &'static str {
@@ -62,28 +77,31 @@ pub(crate) fn parse_state(s: &str) -> rusqlite::Result<TargetState> {
     })
 }
 
+/// Most automatic retries of a failed install a task may ask for.
+pub const MAX_INSTALL_RETRIES: u32 = 10;
+
+/// Where a new task's tills come from and how it runs; shared by operator
+/// tasks and rollout waves.
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    pub kind: TaskKind,
+    pub package_id: PackageId,
+    /// The group the targets are taken from at activation; `None`: the
+    /// targets are listed at creation (a rollout wave).
+    pub group_id: Option<i64>,
+    /// Shown as the task's group.
+    pub label: String,
+    pub activate_at: Option<i64>,
+    pub rollback: bool,
+    pub window: Option<Window>,
+    pub store_limit: Option<u32>,
+    pub install_retries: u32,
+    /// The rollout and wave index it belongs to.
+    pub rollout: Option<(i64, u32)>,
+}
+
 /// Creates a task; an immediate one is activated at once. Returns its id.
 pub fn create(tx: &Transaction<'_>, input: &NewTask, now_ms: i64) -> Result<i64> {
-    let pkg = tx
-        .query_row(
-            "SELECT name, version, version_key, size FROM packages WHERE package_id = ?1",
-            [input.package_id.to_hex()],
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, i64>(3)?,
-                ))
-            },
-        )
-        .optional()?
-        .ok_or_else(|| {
-            Error::bad(
-                "unknown_package",
-                format!("no package {}", input.package_id),
-            )
-        })?;
     let group_name: String = tx
         .query_row(
             "SELECT name FROM groups WHERE id = ?1",
@@ -94,59 +112,143 @@ pub fn create(tx: &Transaction<'_>, input: &NewTask, now_ms: i64) -> Result<i64>
         .ok_or_else(|| Error::bad("unknown_group", format!("no group {}", input.group_id)))?;
     let activate_at = match input.activate_at.as_deref().map(str::trim) {
         None | Some("") => None,
-        Some(text) => {
-            let at = parse_rfc3339(text).ok_or_else(|| {
-                Error::bad(
-                    "invalid_time",
-                    format!("activate_at must be RFC 3339 like 2026-11-25T02:00:00Z, got {text:?}"),
-                )
-            })?;
-            // A little slack for clock skew between the operator's machine and ours.
-            if at < now_ms - 60_000 {
-                return Err(Error::bad(
-                    "time_in_past",
-                    format!("activate_at {text} is in the past"),
-                ));
-            }
-            Some(at)
-        }
+        Some(text) => Some(future_time("activate_at", text, now_ms)?),
     };
+    if let Some(w) = &input.window {
+        w.rule()?;
+    }
+    if input.max_installing_per_store == Some(0) {
+        return Err(Error::bad(
+            "invalid_limit",
+            "max_installing_per_store must be at least 1",
+        ));
+    }
+    let install_retries = input.install_retries.unwrap_or(0);
+    if install_retries > MAX_INSTALL_RETRIES {
+        return Err(Error::bad(
+            "invalid_limit",
+            format!("install_retries must be 0 to {MAX_INSTALL_RETRIES}"),
+        ));
+    }
+    let plan = Plan {
+        kind: input.kind,
+        package_id: input.package_id,
+        group_id: Some(input.group_id),
+        label: group_name,
+        activate_at,
+        rollback: input.rollback,
+        window: input.window.clone(),
+        store_limit: input.max_installing_per_store,
+        install_retries,
+        rollout: None,
+    };
+    create_planned(tx, &plan, &[], now_ms)
+}
+
+/// Parses an operator's RFC 3339 time that must not be in the past.
+pub(crate) fn future_time(field: &str, text: &str, now_ms: i64) -> Result<i64> {
+    let at = parse_rfc3339(text).ok_or_else(|| {
+        Error::bad(
+            "invalid_time",
+            format!("{field} must be RFC 3339 like 2026-11-25T02:00:00Z, got {text:?}"),
+        )
+    })?;
+    // A little slack for clock skew between the operator's machine and ours.
+    if at < now_ms - 60_000 {
+        return Err(Error::bad(
+            "time_in_past",
+            format!("{field} {text} is in the past"),
+        ));
+    }
+    Ok(at)
+}
+
+/// Inserts a task (with `targets` listed when the plan has no group) and
+/// activates it when due. Returns its id.
+pub(crate) fn create_planned(
+    tx: &Transaction<'_>,
+    plan: &Plan,
+    targets: &[DeviceId],
+    now_ms: i64,
+) -> Result<i64> {
+    let pkg = tx
+        .query_row(
+            "SELECT name, version, version_key, size FROM packages WHERE package_id = ?1",
+            [plan.package_id.to_hex()],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            },
+        )
+        .optional()?
+        .ok_or_else(|| Error::bad("unknown_package", format!("no package {}", plan.package_id)))?;
+    let window = plan
+        .window
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| Error::Internal(e.to_string()))?;
     tx.execute(
         "INSERT INTO tasks (kind, package_id, package_name, package_version, package_version_key, package_size,
-                            group_id, group_name, status, activate_at_ms, rollback, created_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'scheduled', ?9, ?10, ?11)",
+                            group_id, group_name, status, activate_at_ms, rollback, created_ms,
+                            rollout_id, rollout_wave, window_json, store_limit, install_retries)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'scheduled', ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         params![
-            input.kind.as_str(),
-            input.package_id.to_hex(),
+            plan.kind.as_str(),
+            plan.package_id.to_hex(),
             pkg.0,
             pkg.1,
             pkg.2,
             pkg.3,
-            input.group_id,
-            group_name,
-            activate_at,
-            input.rollback,
-            now_ms
+            plan.group_id,
+            plan.label,
+            plan.activate_at,
+            plan.rollback,
+            now_ms,
+            plan.rollout.map(|r| r.0),
+            plan.rollout.map(|r| r.1),
+            window,
+            plan.store_limit,
+            plan.install_retries,
         ],
     )?;
     let id = tx.last_insert_rowid();
-    if activate_at.is_none_or(|at| at <= now_ms) {
+    if plan.group_id.is_none() {
+        let mut insert = tx.prepare_cached(
+            "INSERT OR IGNORE INTO task_targets (task_id, device, state, updated_ms) VALUES (?1, ?2, 'pending', ?3)",
+        )?;
+        for d in targets {
+            insert.execute(params![id, d.to_string(), now_ms])?;
+        }
+    }
+    if plan.activate_at.is_none_or(|at| at <= now_ms) {
         activate(tx, id, now_ms)?;
     }
     Ok(id)
 }
 
-/// Takes the group's members as targets and starts the task. Tills already at
-/// the package's version or newer are skipped (for a rollback: at that version).
+/// Takes the targets (the group's members, or those listed at creation) and
+/// starts the task. Tills already at the package's version or newer are
+/// skipped (for a rollback: at that version).
 pub fn activate(tx: &Transaction<'_>, id: i64, now_ms: i64) -> Result<()> {
     let (group_id, version_key, rollback): (Option<i64>, String, bool) = tx.query_row(
         "SELECT group_id, package_version_key, rollback FROM tasks WHERE id = ?1",
         [id],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
-    let members = match group_id {
-        Some(g) => groups::members(tx, g)?,
-        None => Vec::new(),
+    let members: Vec<String> = match group_id {
+        Some(g) => groups::members(tx, g)?
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        None => tx
+            .prepare_cached("SELECT device FROM task_targets WHERE task_id = ?1")?
+            .query_map([id], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?,
     };
     // A flagged version (above every published package) is not trusted to
     // skip a till: it gets the task and decides on its own.
@@ -154,13 +256,15 @@ pub fn activate(tx: &Transaction<'_>, id: i64, now_ms: i64) -> Result<()> {
         "SELECT version_key FROM devices WHERE guid = ?1 AND version_flag IS NULL",
     )?;
     let mut insert = tx.prepare_cached(
-        "INSERT OR IGNORE INTO task_targets (task_id, device, state, attempt, updated_ms, finished_ms)
-         VALUES (?1, ?2, ?3, (SELECT attempt FROM tasks WHERE id = ?1), ?4, ?5)",
+        "INSERT INTO task_targets (task_id, device, state, attempt, updated_ms, finished_ms)
+         VALUES (?1, ?2, ?3, (SELECT attempt FROM tasks WHERE id = ?1), ?4, ?5)
+         ON CONFLICT (task_id, device) DO UPDATE SET state = excluded.state,
+             attempt = excluded.attempt, updated_ms = excluded.updated_ms,
+             finished_ms = excluded.finished_ms",
     )?;
-    for device in &members {
-        let guid = device.to_string();
+    for guid in &members {
         let running: Option<String> = version_of
-            .query_row([&guid], |r| r.get(0))
+            .query_row([guid], |r| r.get(0))
             .optional()?
             .flatten();
         let skip = match running {
@@ -176,7 +280,7 @@ pub fn activate(tx: &Transaction<'_>, id: i64, now_ms: i64) -> Result<()> {
         insert.execute(params![id, guid, state, now_ms, finished])?;
     }
     tx.execute(
-        "UPDATE tasks SET status = 'running', activated_ms = ?2 WHERE id = ?1",
+        "UPDATE tasks SET status = 'running', activated_ms = ?2, permits_due_ms = 0 WHERE id = ?1",
         params![id, now_ms],
     )?;
     bump_targets(tx, id)?;
@@ -207,7 +311,8 @@ pub fn complete_if_done(tx: &Transaction<'_>, id: i64, now_ms: i64) -> Result<bo
     let kind = parse_kind(&kind)?;
     let open: i64 = tx.query_row(
         &format!(
-            "SELECT count(*) FROM task_targets WHERE task_id = ?1 AND state NOT IN {}",
+            "SELECT count(*) FROM task_targets
+             WHERE task_id = ?1 AND (state NOT IN {} OR retry_at_ms IS NOT NULL)",
             final_states(kind)
         ),
         [id],
@@ -338,24 +443,99 @@ pub fn restart(tx: &Transaction<'_>, id: i64, now_ms: i64) -> Result<()> {
     };
     tx.execute(
         &format!(
+            "INSERT OR IGNORE INTO target_attempts (task_id, device, attempt, state, error, log_tail, finished_ms)
+             SELECT task_id, device, attempt, state, error, log_tail, coalesce(finished_ms, updated_ms)
+             FROM task_targets WHERE task_id = ?1 AND state IN ('failed', 'declined') AND state NOT IN {done}"
+        ),
+        [id],
+    )?;
+    tx.execute(
+        &format!(
             "UPDATE task_targets SET state = 'pending', attempt = (SELECT attempt FROM tasks WHERE id = ?1),
-                 seq = 0, error = NULL, log_tail = NULL, finished_ms = NULL, updated_ms = ?2
+                 seq = 0, error = NULL, log_tail = NULL, finished_ms = NULL, updated_ms = ?2,
+                 permit_ms = NULL, permit_until_ms = NULL, retries = 0, retry_at_ms = NULL
              WHERE task_id = ?1 AND state NOT IN {done}"
         ),
         params![id, now_ms],
     )?;
+    tx.execute("UPDATE tasks SET permits_due_ms = 0 WHERE id = ?1", [id])?;
     tx.execute("UPDATE tasks SET status = 'running' WHERE id = ?1", [id])?;
     bump_targets(tx, id)?;
     complete_if_done(tx, id, now_ms)?;
     Ok(())
 }
 
-/// Deletes a task; its tills drop it on their next poll.
+/// Deletes a task; its tills drop it on their next poll. A task of a rollout
+/// that is still going is refused (cancel the rollout first).
 pub fn delete(tx: &Transaction<'_>, id: i64) -> Result<()> {
     status_of(tx, id)?;
+    refuse_if_rollout_active(tx, id, "deleted")?;
     bump_targets(tx, id)?;
     tx.execute("DELETE FROM tasks WHERE id = ?1", [id])?;
     Ok(())
+}
+
+/// Refuses a direct change to a task that a rollout still drives.
+pub(crate) fn refuse_if_rollout_active(tx: &Connection, id: i64, what: &str) -> Result<()> {
+    let rollout: Option<(i64, String)> = tx
+        .query_row(
+            "SELECT r.id, r.state FROM tasks t JOIN rollouts r ON r.id = t.rollout_id WHERE t.id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    match rollout {
+        Some((r, state)) if !crate::rollouts::is_final(&state) => Err(Error::conflict(
+            "rollout_task",
+            format!(
+                "task {id} belongs to rollout {r}, which is {state}; it cannot be {what} on its own (pause, resume or cancel the rollout)"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// How long a failed install waits before its next automatic attempt: one
+/// minute, doubling per attempt, at most an hour.
+pub fn retry_backoff_ms(attempt: u32) -> i64 {
+    60_000i64
+        .saturating_mul(1 << attempt.saturating_sub(1).min(6))
+        .min(3_600_000)
+}
+
+/// Starts the automatic retries whose backoff has passed: each attempt's
+/// outcome and log is kept in `target_attempts`, the target goes back to
+/// pending with the next attempt number. Returns how many.
+pub fn retry_due(tx: &Transaction<'_>, now_ms: i64) -> Result<usize> {
+    let due: Vec<(i64, String)> = tx
+        .prepare_cached(
+            "SELECT tt.task_id, tt.device FROM task_targets tt JOIN tasks t ON t.id = tt.task_id
+             WHERE tt.retry_at_ms <= ?1 AND t.status = 'running'",
+        )?
+        .query_map([now_ms], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (task, device) in &due {
+        tx.execute(
+            "INSERT OR IGNORE INTO target_attempts (task_id, device, attempt, state, error, log_tail, finished_ms)
+             SELECT task_id, device, attempt, state, error, log_tail, coalesce(finished_ms, updated_ms)
+             FROM task_targets WHERE task_id = ?1 AND device = ?2",
+            params![task, device],
+        )?;
+        tx.execute(
+            "UPDATE task_targets SET state = 'pending', attempt = attempt + 1, retries = retries + 1,
+                 retry_at_ms = NULL, seq = 0, error = NULL, log_tail = NULL, finished_ms = NULL,
+                 permit_ms = NULL, permit_until_ms = NULL, updated_ms = ?3
+             WHERE task_id = ?1 AND device = ?2",
+            params![task, device, now_ms],
+        )?;
+        tx.execute(
+            "UPDATE devices SET assign_rev = assign_rev + 1 WHERE guid = ?1",
+            [device],
+        )?;
+        permits::soon(tx, *task, now_ms)?;
+        tracing::info!(task, device = %device, "install retried automatically");
+    }
+    Ok(due.len())
 }
 
 /// What happened to a progress report.
@@ -375,7 +555,8 @@ pub fn apply_report(
     let task = r.task_id.0 as i64;
     let row = tx
         .query_row(
-            "SELECT tt.attempt, tt.seq, tt.state, t.kind, t.package_version_key, t.rollback, t.status
+            "SELECT tt.attempt, tt.seq, tt.state, t.kind, t.package_version_key, t.rollback, t.status,
+                    t.install_retries - tt.retries
              FROM task_targets tt JOIN tasks t ON t.id = tt.task_id
              WHERE tt.task_id = ?1 AND tt.device = ?2",
             params![task, r.device_id.to_string()],
@@ -388,12 +569,13 @@ pub fn apply_report(
                     row.get::<_, String>(4)?,
                     row.get::<_, bool>(5)?,
                     row.get::<_, String>(6)?,
+                    row.get::<_, i64>(7)?,
                 ))
             },
         )
         .optional()?
         .ok_or_else(|| Error::NotFound(format!("device {} is not a target of task {}", r.device_id, r.task_id)))?;
-    let (attempt, seq, current, kind, version_key, rollback, status) = row;
+    let (attempt, seq, current, kind, version_key, rollback, status, retries_left) = row;
     if r.attempt != attempt || (r.seq as i64) <= seq || is_finished(&status) {
         return Ok(ReportOutcome { accepted: false });
     }
@@ -422,11 +604,16 @@ pub fn apply_report(
             params![r.device_id.to_string(), now_ms],
         )?;
     }
+    let newly_failed = state == TargetState::Failed && current != "failed";
+    // A failed install with retries left is tried again after a backoff.
+    let retry_at = (kind.installs() && newly_failed && retries_left > 0)
+        .then(|| now_ms + retry_backoff_ms(attempt));
     tx.execute(
         "UPDATE task_targets SET state = ?3, seq = ?4, bytes_done = ?5, wan_bytes = ?6, lan_bytes = ?7,
              error = ?8, log_tail = coalesce(?9, log_tail), updated_ms = ?10,
              started_ms = coalesce(started_ms, CASE WHEN ?3 <> 'pending' THEN ?10 END),
-             finished_ms = coalesce(finished_ms, ?11)
+             finished_ms = coalesce(finished_ms, ?11),
+             retry_at_ms = coalesce(?12, retry_at_ms)
          WHERE task_id = ?1 AND device = ?2",
         params![
             task,
@@ -439,9 +626,17 @@ pub fn apply_report(
             r.error,
             r.log_tail,
             now_ms,
-            finished
+            finished,
+            retry_at
         ],
     )?;
+    if kind.installs()
+        && state.as_str() != current
+        && (finished.is_some() || state == TargetState::Declined)
+    {
+        // A slot of the store may have come free.
+        permits::soon(tx, task, now_ms)?;
+    }
     complete_if_done(tx, task, now_ms)?;
     Ok(ReportOutcome { accepted: true })
 }
@@ -483,6 +678,8 @@ pub fn promote_installed(
             )?;
             tx.prepare_cached("UPDATE devices SET install_failed_ms = NULL WHERE guid = ?1")?
                 .execute([device.to_string()])?;
+            // Its store's install slot is free again.
+            permits::soon(tx, task, now_ms)?;
             complete_if_done(tx, task, now_ms)?;
         }
     }

@@ -5,144 +5,18 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use futures_util::stream;
 use tillswarm_coordinator::auth::Caller;
-use tillswarm_coordinator::clock::{ManualClock, rfc3339};
+use tillswarm_coordinator::clock::rfc3339;
 use tillswarm_coordinator::devices::DeviceFilter;
 use tillswarm_coordinator::groups::GroupInput;
-use tillswarm_coordinator::service::{Config, Coordinator, Paging};
+use tillswarm_coordinator::service::{Coordinator, Paging};
 use tillswarm_coordinator::tasks::{NewTask, TaskDetail, TaskFilter};
 use tillswarm_coordinator::till_types::TillTypeInput;
-use tillswarm_protocol::api::{
-    DeviceState, HeartbeatRequest, ProgressReport, TargetState, TaskKind,
-};
-use tillswarm_protocol::{DeviceId, PackageId, TaskId};
+use tillswarm_protocol::api::{TargetState, TaskKind};
+use tillswarm_protocol::{DeviceId, PackageId};
 
+use common::fleet::{T0, fixture, heartbeat, report, send, small_package, till, upload};
 use common::{key_of, log_in};
-
-const T0: i64 = 1_800_000_000_000;
-
-struct Fixture {
-    coordinator: Coordinator,
-    clock: ManualClock,
-    _dir: tempfile::TempDir,
-}
-
-async fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let clock = ManualClock::new(T0);
-    let config = Config {
-        data_dir: dir.path().to_path_buf(),
-        ..Config::default()
-    };
-    let coordinator = Coordinator::open_with_clock(config, Arc::new(clock.clone()))
-        .await
-        .expect("open");
-    let registry = std::fs::read(tillswarm_fixtures::dir().join("registry/sample-chain.json"))
-        .expect("registry");
-    let summary = coordinator
-        .import_registry(registry, true, &Caller::system("test"))
-        .await
-        .expect("import");
-    assert_eq!(summary.devices_added, 12);
-    Fixture {
-        coordinator,
-        clock,
-        _dir: dir,
-    }
-}
-
-/// Till `n` of store `store` (0-based) in the sample registry.
-fn till(store: u32, n: u32) -> DeviceId {
-    format!("71110000-0000-0000-0000-{store:04x}{n:08x}")
-        .parse()
-        .expect("guid")
-}
-
-async fn upload(c: &Coordinator, name: &str, version: &str, bytes: Vec<u8>) -> PackageId {
-    let body = stream::iter([Ok::<_, warp::Error>(bytes::Bytes::from(bytes))]);
-    c.upload_package(name.into(), version.into(), body, &Caller::system("test"))
-        .await
-        .expect("upload")
-        .package_id
-}
-
-fn small_package(version: &str) -> Vec<u8> {
-    tillswarm_fixtures::package_tar(
-        &tillswarm_fixtures::up_sh("demo", version, 0),
-        version.as_bytes(),
-    )
-}
-
-/// A heartbeat's answer as a till sees it once the signatures check out.
-struct Heard {
-    revision: u64,
-    /// The assignments, when the answer carried (signed) instructions.
-    assignments: Option<Vec<tillswarm_protocol::api::Assignment>>,
-    /// The settings from the instructions (default when none came).
-    settings: tillswarm_protocol::api::TillSettings,
-}
-
-async fn heartbeat(c: &Coordinator, d: DeviceId, version: &str, rev: Option<u64>) -> Heard {
-    let token = log_in(c, d).await.expect("an approved till");
-    let hb = c
-        .heartbeat(
-            token,
-            HeartbeatRequest {
-                device_id: d,
-                version: Some(version.parse().expect("version")),
-                state: DeviceState::Ready,
-                ip: None,
-                peer_id: None,
-                free_disk_bytes: Some(1 << 30),
-                known_revision: rev,
-                warnings: Vec::new(),
-            },
-            None,
-        )
-        .await
-        .expect("heartbeat");
-    // Checked from the pinned root, as a till does.
-    let mut trust = tillswarm_protocol::trust::TrustState::pinned(c.public_key());
-    let now = (c.now_ms() / 1000) as u64;
-    let instructions = trust
-        .accept(&hb.trust, &d, now)
-        .expect("the answer verifies");
-    Heard {
-        revision: hb.revision,
-        settings: instructions
-            .as_ref()
-            .map(|i| i.settings.clone())
-            .unwrap_or_default(),
-        assignments: instructions.map(|i| i.assignments),
-    }
-}
-
-/// Sends `r` as its till does, with the till's device token.
-async fn send(
-    c: &Coordinator,
-    r: ProgressReport,
-) -> tillswarm_coordinator::Result<tillswarm_coordinator::tasks::ReportOutcome> {
-    let token = log_in(c, r.device_id).await.expect("an approved till");
-    c.report(token, r).await
-}
-
-fn report(d: DeviceId, task: i64, attempt: u32, seq: u64, state: TargetState) -> ProgressReport {
-    ProgressReport {
-        device_id: d,
-        task_id: TaskId(task as u64),
-        attempt,
-        seq,
-        state,
-        bytes_done: 10,
-        wan_bytes: 7,
-        lan_bytes: 3,
-        error: (state == TargetState::Failed).then(|| "up.sh exited 1".into()),
-        log_tail: (state == TargetState::Failed).then(|| "installing...\nerror".into()),
-    }
-}
 
 fn task(kind: TaskKind, package_id: PackageId, group_id: i64, at: Option<i64>) -> NewTask {
     NewTask {
@@ -151,6 +25,9 @@ fn task(kind: TaskKind, package_id: PackageId, group_id: i64, at: Option<i64>) -
         group_id,
         activate_at: at.map(rfc3339),
         rollback: false,
+        window: None,
+        max_installing_per_store: None,
+        install_retries: None,
     }
 }
 

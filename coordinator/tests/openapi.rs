@@ -60,6 +60,14 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/tasks/{id}/pause"),
     ("POST", "/api/v1/tasks/{id}/resume"),
     ("POST", "/api/v1/tasks/{id}/restart"),
+    // http/rollouts.rs
+    ("GET", "/api/v1/rollouts"),
+    ("POST", "/api/v1/rollouts"),
+    ("GET", "/api/v1/rollouts/{id}"),
+    ("POST", "/api/v1/rollouts/{id}/pause"),
+    ("POST", "/api/v1/rollouts/{id}/resume"),
+    ("POST", "/api/v1/rollouts/{id}/cancel"),
+    ("POST", "/api/v1/rollouts/{id}/approve"),
     // http/operator.rs: till types
     ("GET", "/api/v1/till-types"),
     ("PUT", "/api/v1/till-types/{name}"),

@@ -57,6 +57,9 @@ async fn timed_task_activates_within_a_second() {
                 group_id: 1,
                 activate_at: Some(rfc3339(at_ms)),
                 rollback: false,
+                window: None,
+                max_installing_per_store: None,
+                install_retries: None,
             },
             &Caller::system("test"),
         )

@@ -607,6 +607,7 @@ impl Agent {
     }
 
     async fn update_activity(&self, tasks: &[LocalTask], busy: &HashSet<TaskId>) {
+        let waiting_for_sale = *self.inner.activity.lock().await == DeviceState::WaitingForSaleEnd;
         let state = if tasks.iter().any(|t| t.state == TargetState::Installing) {
             DeviceState::Installing
         } else if tasks
@@ -614,6 +615,13 @@ impl Agent {
             .any(|t| t.state == TargetState::AwaitingCashier)
         {
             DeviceState::AwaitingCashier
+        } else if waiting_for_sale
+            && tasks
+                .iter()
+                .any(|t| busy.contains(&t.assignment.task_id) && t.state != TargetState::Pending)
+        {
+            // An install job waits for the POS to leave sale mode.
+            DeviceState::WaitingForSaleEnd
         } else if tasks.iter().any(|t| busy.contains(&t.assignment.task_id)) {
             DeviceState::Downloading
         } else {
@@ -629,6 +637,14 @@ impl Agent {
 
     async fn after_download(&self, t: &LocalTask) -> Result<()> {
         let id = t.assignment.task_id;
+        let a = &t.assignment;
+        if a.kind != TaskKind::Download
+            && (a.hold_install || a.install_until_unix.is_some_and(|u| self.now_unix() >= u))
+        {
+            // Staged; the coordinator has not let this till install yet (a
+            // few tills of the store at a time, inside the store's window).
+            return Ok(());
+        }
         match t.assignment.kind {
             TaskKind::Download => {}
             TaskKind::Update => {
@@ -878,12 +894,16 @@ impl Agent {
         self.inner.ui.close_prompt().await;
         self.inner.ui.request_leave_sale_mode(true).await;
         let wait_until = tokio::time::Instant::now() + Duration::from_secs(c.sale_mode_timeout_s);
+        if !self.inner.ui.sale_mode_left().await {
+            *self.inner.activity.lock().await = DeviceState::WaitingForSaleEnd;
+        }
         while !self.inner.ui.sale_mode_left().await && tokio::time::Instant::now() < wait_until {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}
                 _ = self.inner.ui.changed.notified() => {}
             }
         }
+        *self.inner.activity.lock().await = DeviceState::Installing;
         if !self.inner.ui.sale_mode_left().await {
             tracing::warn!(task = %id, "the POS did not confirm leaving sale mode in time; installing anyway");
         }

@@ -61,6 +61,12 @@ ALTER TABLE tasks ADD COLUMN store_peers TEXT NOT NULL DEFAULT '[]';
     r#"
 ALTER TABLE tasks ADD COLUMN store_holders TEXT NOT NULL DEFAULT '[]';
 "#,
+    // 4: the coordinator's install permit (a few tills of a store at a time,
+    // inside the store's window), updated with every instructions change.
+    r#"
+ALTER TABLE tasks ADD COLUMN hold_install INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN install_until INTEGER;
+"#,
 ];
 
 /// Brings the database to the latest schema, one transaction per step.
@@ -318,13 +324,23 @@ impl State {
                     other => other.map(|(attempt, ..)| attempt),
                 };
                 match existing {
-                    Some(attempt) if attempt == a.attempt => {}
+                    Some(attempt) if attempt == a.attempt => {
+                        tx.execute(
+                            "UPDATE tasks SET hold_install = ?2, install_until = ?3 WHERE task_id = ?1",
+                            params![
+                                a.task_id.0 as i64,
+                                a.hold_install,
+                                a.install_until_unix.map(|t| t as i64)
+                            ],
+                        )?;
+                    }
                     Some(_) => {
                         // A restart of the task: try again from the top (chunks already held stay).
                         tx.execute(
                             "UPDATE tasks SET attempt = ?2, state = 'pending', error = NULL, log_tail = NULL,
                                  declined_boot = NULL, asked_ms = NULL, install_at = ?3, unreported = 1, change = change + 1,
-                                 join_by = ?4, store_peers = ?5, store_holders = ?6
+                                 join_by = ?4, store_peers = ?5, store_holders = ?6,
+                                 hold_install = ?7, install_until = ?8
                              WHERE task_id = ?1",
                             params![
                                 a.task_id.0 as i64,
@@ -332,7 +348,9 @@ impl State {
                                 a.install_at_unix.map(|t| t as i64),
                                 a.join_by_unix_ms.map(|t| t as i64),
                                 peers_json(&a.store_peers),
-                                peers_json(&a.store_holders)
+                                peers_json(&a.store_holders),
+                                a.hold_install,
+                                a.install_until_unix.map(|t| t as i64)
                             ],
                         )?;
                     }
@@ -340,8 +358,8 @@ impl State {
                         tx.execute(
                             "INSERT INTO tasks (task_id, attempt, kind, package_id, name, version, size,
                                                 install_at, rollback, state, join_by, store_peers,
-                                                store_holders)
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?10, ?11, ?12)",
+                                                store_holders, hold_install, install_until)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?10, ?11, ?12, ?13, ?14)",
                             params![
                                 a.task_id.0 as i64,
                                 a.attempt,
@@ -354,7 +372,9 @@ impl State {
                                 a.rollback,
                                 a.join_by_unix_ms.map(|t| t as i64),
                                 peers_json(&a.store_peers),
-                                peers_json(&a.store_holders)
+                                peers_json(&a.store_holders),
+                                a.hold_install,
+                                a.install_until_unix.map(|t| t as i64)
                             ],
                         )?;
                     }
@@ -412,7 +432,7 @@ impl State {
             let mut stmt = c.prepare(
                 "SELECT task_id, attempt, kind, package_id, name, version, size, install_at, rollback, state,
                         bytes_done, wan_bytes, lan_bytes, error, log_tail, declined_boot, asked_ms, unreported,
-                        join_by, change, store_peers, store_holders
+                        join_by, change, store_peers, store_holders, hold_install, install_until
                  FROM tasks ORDER BY task_id",
             )?;
             let rows = stmt.query_map([], |r| {
@@ -437,6 +457,8 @@ impl State {
                         // Written by this node from a checked list; unreadable means none.
                         store_peers: serde_json::from_str(&r.get::<_, String>(20)?).unwrap_or_default(),
                         store_holders: serde_json::from_str(&r.get::<_, String>(21)?).unwrap_or_default(),
+                        hold_install: r.get(22)?,
+                        install_until_unix: r.get::<_, Option<i64>>(23)?.map(|t| t as u64),
                     },
                     state: parse_enum(&r.get::<_, String>(9)?)?,
                     bytes_done: r.get::<_, i64>(10)? as u64,
@@ -551,6 +573,8 @@ mod tests {
             join_by_unix_ms: None,
             store_peers: Vec::new(),
             store_holders: Vec::new(),
+            hold_install: false,
+            install_until_unix: None,
         }
     }
 

@@ -111,6 +111,9 @@ pub enum DeviceState {
     Downloading,
     /// An update is staged and the cashier has been asked.
     AwaitingCashier,
+    /// An install is due; the POS has been asked to leave sale mode and the
+    /// till waits for the sale in progress to end.
+    WaitingForSaleEnd,
     /// Out of sale mode, installing.
     Installing,
     /// Rebooting after an install.
@@ -227,6 +230,17 @@ pub struct Assignment {
     /// before fetching over the WAN what they hold.
     #[serde(default)]
     pub store_holders: Vec<DeviceId>,
+    /// Update and Forced update: the till may fetch and stage the package but
+    /// not ask its cashier or install yet (the coordinator lets at most a few
+    /// tills of a store install at once, and only inside the store's
+    /// maintenance window when the task has one).
+    #[serde(default)]
+    pub hold_install: bool,
+    /// Unix seconds after which the till must not start asking or installing
+    /// on this assignment (the end of the store's window); it waits for new
+    /// instructions instead.
+    #[serde(default)]
+    pub install_until_unix: Option<u64>,
 }
 
 /// A node's report about one task; the coordinator keeps the highest `seq`.

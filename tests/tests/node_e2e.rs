@@ -54,6 +54,9 @@ async fn task(cluster: &Cluster, kind: TaskKind, package_id: PackageId, group_id
                 group_id,
                 activate_at: None,
                 rollback: false,
+                window: None,
+                max_installing_per_store: None,
+                install_retries: None,
             },
             &Caller::system("test"),
         )

@@ -69,6 +69,9 @@ async fn download(cluster: &Cluster, pkg: PackageId, group: i64) -> i64 {
                 group_id: group,
                 activate_at: None,
                 rollback: false,
+                window: None,
+                max_installing_per_store: None,
+                install_retries: None,
             },
             &Caller::system("test"),
         )

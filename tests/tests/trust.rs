@@ -52,6 +52,9 @@ async fn task(
                 group_id: g,
                 activate_at: None,
                 rollback: false,
+                window: None,
+                max_installing_per_store: None,
+                install_retries: None,
             },
             &by,
         )

@@ -108,7 +108,7 @@ const fn ends_with(s: &str, suffix: &str) -> bool {
 
 use Access::{Public, Role as R};
 use Body::{Json, None as Read, Registry, Upload};
-use Role::{Admin, Operator, Viewer};
+use Role::{Admin, Approver, Operator, Viewer};
 
 /// Every operator route. Reads need `viewer`; changes to groups, packages, tasks
 /// and till types need `operator`; users, tokens, devices, the registry and the
@@ -230,6 +230,51 @@ pub const RULES: &[Rule] = &[
         R(Operator),
         Json,
         "package.delete",
+    ),
+    // Rollouts. Resuming accepts the failures that paused a rollout and
+    // approving opens a gate: both need an approver.
+    rule("GET", "/api/v1/rollouts", R(Viewer), Read, "rollout.list"),
+    rule(
+        "GET",
+        "/api/v1/rollouts/{id}",
+        R(Viewer),
+        Read,
+        "rollout.get",
+    ),
+    rule(
+        "POST",
+        "/api/v1/rollouts",
+        R(Operator),
+        Json,
+        "rollout.create",
+    ),
+    rule(
+        "POST",
+        "/api/v1/rollouts/{id}/pause",
+        R(Operator),
+        Json,
+        "rollout.pause",
+    ),
+    rule(
+        "POST",
+        "/api/v1/rollouts/{id}/cancel",
+        R(Operator),
+        Json,
+        "rollout.cancel",
+    ),
+    rule(
+        "POST",
+        "/api/v1/rollouts/{id}/resume",
+        R(Approver),
+        Json,
+        "rollout.resume",
+    ),
+    rule(
+        "POST",
+        "/api/v1/rollouts/{id}/approve",
+        R(Approver),
+        Json,
+        "rollout.approve",
     ),
     // Tasks.
     rule("GET", "/api/v1/tasks", R(Viewer), Read, "task.list"),

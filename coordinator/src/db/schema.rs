@@ -376,6 +376,7 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX tasks_rollout ON tasks(rollout_id);
 
     ALTER TABLE task_targets ADD COLUMN permit_ms INTEGER;  -- may install since
+    ALTER TABLE task_targets ADD COLUMN permit_until_ms INTEGER;  -- ... until (window end)
     ALTER TABLE task_targets ADD COLUMN retries INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE task_targets ADD COLUMN retry_at_ms INTEGER;
     CREATE INDEX task_targets_task_state ON task_targets(task_id, state);

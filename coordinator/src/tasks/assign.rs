@@ -19,7 +19,8 @@ pub fn assignments(
 ) -> Result<Vec<Assignment>> {
     let mut stmt = conn.prepare_cached(
         "SELECT t.id, t.kind, t.package_id, t.package_name, t.package_version, t.package_size,
-                t.activate_at_ms, t.activated_ms, t.rollback, tt.attempt, tt.state
+                t.activate_at_ms, t.activated_ms, t.rollback, tt.attempt, tt.state,
+                tt.permit_ms IS NULL, tt.permit_until_ms
          FROM task_targets tt JOIN tasks t ON t.id = tt.task_id
          WHERE tt.device = ?1 AND t.status = 'running'
          ORDER BY t.id",
@@ -51,6 +52,10 @@ pub fn assignments(
                 join_by_unix_ms: activated.map(|a| (a + settle_ms).max(0) as u64),
                 store_peers: Vec::new(),
                 store_holders: Vec::new(),
+                hold_install: kind.installs() && r.get::<_, bool>(11)?,
+                install_until_unix: r
+                    .get::<_, Option<i64>>(12)?
+                    .map(|ms| (ms.max(0) / 1000) as u64),
             },
         ))
     })?;
@@ -63,15 +68,16 @@ pub fn assignments(
     }
     drop(stmt);
     let mut peers = conn.prepare_cached(
-        "SELECT tt.device, tt.state FROM task_targets tt JOIN devices d ON d.guid = tt.device
-         WHERE tt.task_id = ?1 AND tt.device <> ?2
-           AND d.store_id = (SELECT store_id FROM devices WHERE guid = ?2)
+        "SELECT tt.device, tt.state FROM devices d CROSS JOIN task_targets tt
+             ON tt.task_id = ?1 AND tt.device = d.guid
+         WHERE d.store_id = (SELECT store_id FROM devices WHERE guid = ?2) AND d.guid <> ?2
          ORDER BY tt.device LIMIT ?3",
     )?;
     let mut holders = conn.prepare_cached(
-        "SELECT DISTINCT tt.device FROM task_targets tt
-             JOIN tasks t ON t.id = tt.task_id JOIN devices d ON d.guid = tt.device
-         WHERE t.package_id = ?1 AND tt.device <> ?2
+        "SELECT DISTINCT tt.device FROM devices d
+             CROSS JOIN task_targets tt ON tt.device = d.guid
+             CROSS JOIN tasks t ON t.id = tt.task_id
+         WHERE t.package_id = ?1 AND d.guid <> ?2
            AND d.store_id = (SELECT store_id FROM devices WHERE guid = ?2)
            AND tt.state IN ('downloaded', 'awaiting_cashier', 'declined', 'installing',
                             'rebooting', 'installed')

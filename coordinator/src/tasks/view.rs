@@ -11,6 +11,8 @@ use tillswarm_protocol::{DeviceId, PackageId};
 use super::{STATUSES, parse_kind, parse_state};
 use crate::clock::rfc3339;
 use crate::error::{Error, Result};
+use crate::windows::Window;
+use jiff::tz::TimeZone;
 
 /// Counts of targets per state.
 pub type StateCounts = BTreeMap<String, u64>;
@@ -56,6 +58,19 @@ pub struct TaskSummary {
     pub wan_bytes: u64,
     /// Bytes fetched from peers by all targets.
     pub lan_bytes: u64,
+    /// The rollout this task is a wave of.
+    pub rollout_id: Option<i64>,
+    /// The store-local maintenance window installs wait for.
+    pub window: Option<Window>,
+    /// At most this many tills of a store install at once (absent: half the
+    /// store's tills, at least one).
+    pub max_installing_per_store: Option<u32>,
+    /// Automatic retries of a failed install.
+    pub install_retries: u32,
+    /// Unfinished targets not heard from for the unreachable time (task
+    /// details only; counted apart from failed).
+    #[serde(default)]
+    pub unreachable: u64,
 }
 
 /// One till in a task.
@@ -89,6 +104,52 @@ pub struct TargetDetail {
     pub updated: String,
     /// Reached a final state.
     pub finished: Option<String>,
+    /// Automatic retries used so far.
+    pub retries: u32,
+    /// When the next automatic retry starts.
+    pub retry_at: Option<String>,
+    /// Holds an install permit (may ask or install now).
+    pub install_permit: bool,
+    /// Not final and not heard from for the unreachable time.
+    #[serde(default)]
+    pub unreachable: bool,
+    /// When the till was last heard from.
+    pub last_seen: Option<String>,
+    /// Earlier attempts (automatic retries, restarts), oldest first.
+    #[serde(default)]
+    pub attempts: Vec<AttemptLog>,
+}
+
+/// One earlier attempt of a target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptLog {
+    /// Attempt number.
+    pub attempt: u32,
+    /// How it ended.
+    pub state: String,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// End of its install log.
+    pub log_tail: Option<String>,
+    /// When it ended.
+    pub finished: String,
+}
+
+/// A store's next maintenance window for a windowed task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoreWindow {
+    /// Store id.
+    pub store_id: String,
+    /// The store's IANA zone (the default zone when it names none).
+    pub time_zone: String,
+    /// Whether the window is open now.
+    pub open: bool,
+    /// Start of the current or next occurrence, UTC.
+    pub start: Option<String>,
+    /// The same, in the store's local time with its offset.
+    pub start_local: Option<String>,
+    /// End of that occurrence, UTC.
+    pub end: Option<String>,
 }
 
 /// WAN use of one store in one task.
@@ -116,12 +177,15 @@ pub struct TaskDetail {
     pub target_details: Vec<TargetDetail>,
     /// Each store's traffic.
     pub stores: Vec<StoreTraffic>,
+    /// Each store's current or next window (tasks with a window).
+    #[serde(default)]
+    pub windows: Vec<StoreWindow>,
 }
 
 const SUMMARY_SELECT: &str =
     "SELECT t.id, t.kind, t.status, t.package_id, t.package_name, t.package_version,
         t.package_size, t.group_id, t.group_name, t.activate_at_ms, t.activated_ms, t.completed_ms,
-        t.created_ms, t.rollback, t.attempt,
+        t.created_ms, t.rollback, t.attempt, t.rollout_id, t.window_json, t.store_limit, t.install_retries,
         (SELECT count(*) FROM task_targets x WHERE x.task_id = t.id),
         (SELECT coalesce(sum(wan_bytes), 0) FROM task_targets x WHERE x.task_id = t.id),
         (SELECT coalesce(sum(lan_bytes), 0) FROM task_targets x WHERE x.task_id = t.id)
@@ -147,9 +211,16 @@ fn summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskSummary> {
         created: rfc3339(r.get(12)?),
         rollback: r.get(13)?,
         attempt: r.get(14)?,
-        targets: r.get::<_, i64>(15)? as u64,
-        wan_bytes: r.get::<_, i64>(16)? as u64,
-        lan_bytes: r.get::<_, i64>(17)? as u64,
+        rollout_id: r.get(15)?,
+        window: r
+            .get::<_, Option<String>>(16)?
+            .and_then(|w| serde_json::from_str(&w).ok()),
+        max_installing_per_store: r.get(17)?,
+        install_retries: r.get(18)?,
+        unreachable: 0,
+        targets: r.get::<_, i64>(19)? as u64,
+        wan_bytes: r.get::<_, i64>(20)? as u64,
+        lan_bytes: r.get::<_, i64>(21)? as u64,
         states: StateCounts::new(),
     })
 }
@@ -239,7 +310,8 @@ pub fn get(conn: &Connection, id: i64) -> Result<TaskDetail> {
     let size = summary.package_size.max(1) as f64;
     let mut stmt = conn.prepare_cached(
         "SELECT tt.device, d.name, d.number, d.store_id, tt.state, tt.bytes_done, tt.wan_bytes, tt.lan_bytes,
-                tt.error, tt.log_tail, tt.started_ms, tt.updated_ms, tt.finished_ms
+                tt.error, tt.log_tail, tt.started_ms, tt.updated_ms, tt.finished_ms,
+                tt.retries, tt.retry_at_ms, tt.permit_ms IS NOT NULL, d.last_seen_ms
          FROM task_targets tt LEFT JOIN devices d ON d.guid = tt.device
          WHERE tt.task_id = ?1 ORDER BY d.store_id, d.number, tt.device",
     )?;
@@ -264,6 +336,12 @@ pub fn get(conn: &Connection, id: i64) -> Result<TaskDetail> {
                 started: r.get::<_, Option<i64>>(10)?.map(rfc3339),
                 updated: rfc3339(r.get(11)?),
                 finished: r.get::<_, Option<i64>>(12)?.map(rfc3339),
+                retries: r.get(13)?,
+                retry_at: r.get::<_, Option<i64>>(14)?.map(rfc3339),
+                install_permit: r.get(15)?,
+                unreachable: false,
+                last_seen: r.get::<_, Option<i64>>(16)?.map(rfc3339),
+                attempts: Vec::new(),
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -288,9 +366,78 @@ pub fn get(conn: &Connection, id: i64) -> Result<TaskDetail> {
             s
         })
         .collect();
+    let mut targets = targets;
+    let mut attempts = conn.prepare_cached(
+        "SELECT device, attempt, state, error, log_tail, finished_ms FROM target_attempts
+         WHERE task_id = ?1 ORDER BY device, attempt",
+    )?;
+    for row in attempts.query_map([id], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            AttemptLog {
+                attempt: r.get(1)?,
+                state: r.get(2)?,
+                error: r.get(3)?,
+                log_tail: r.get(4)?,
+                finished: rfc3339(r.get(5)?),
+            },
+        ))
+    })? {
+        let (device, log) = row?;
+        if let Some(t) = targets.iter_mut().find(|t| t.device.to_string() == device) {
+            t.attempts.push(log);
+        }
+    }
     Ok(TaskDetail {
         summary,
         target_details: targets,
         stores,
+        windows: Vec::new(),
     })
+}
+
+/// Adds what depends on the time: which targets are unreachable (silent
+/// since `unreachable_before_ms`, not final) and, for a windowed task, each
+/// store's current or next window.
+pub fn annotate(
+    conn: &Connection,
+    task: &mut TaskDetail,
+    default_zone: &TimeZone,
+    now_ms: i64,
+    unreachable_before_ms: i64,
+) -> Result<()> {
+    let kind = task.summary.kind;
+    let running = !super::is_finished(&task.summary.status);
+    let mut n = 0;
+    for t in &mut task.target_details {
+        let heard = t
+            .last_seen
+            .as_deref()
+            .and_then(crate::clock::parse_rfc3339)
+            .unwrap_or(0);
+        t.unreachable = running && !t.state.is_final_for(kind) && heard < unreachable_before_ms;
+        n += u64::from(t.unreachable);
+    }
+    task.summary.unreachable = n;
+    let Some(rule) = task.summary.window.as_ref().and_then(|w| w.rule().ok()) else {
+        return Ok(());
+    };
+    let zones: BTreeMap<String, String> = conn
+        .prepare_cached("SELECT id, time_zone FROM stores")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for s in &task.stores {
+        let name = zones.get(&s.store_id).cloned().unwrap_or_default();
+        let zone = crate::windows::zone(&name, default_zone).unwrap_or(default_zone.clone());
+        let span = rule.current_or_next(&zone, now_ms);
+        task.windows.push(StoreWindow {
+            store_id: s.store_id.clone(),
+            time_zone: zone.iana_name().unwrap_or("UTC").to_owned(),
+            open: span.is_some_and(|x| x.contains(now_ms)),
+            start: span.map(|x| rfc3339(x.start_ms)),
+            start_local: span.map(|x| crate::windows::local_text(&zone, x.start_ms)),
+            end: span.map(|x| rfc3339(x.end_ms)),
+        });
+    }
+    Ok(())
 }

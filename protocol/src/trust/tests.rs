@@ -62,6 +62,8 @@ fn assignment(version: &str, rollback: bool) -> Assignment {
         join_by_unix_ms: None,
         store_peers: Vec::new(),
         store_holders: Vec::new(),
+        hold_install: false,
+        install_until_unix: None,
     }
 }
 

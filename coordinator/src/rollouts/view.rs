@@ -1,0 +1,239 @@
+//! Reading rollouts: each with its waves' progress and gate state, and the
+//! stores it stopped.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use tillswarm_protocol::api::TaskKind;
+
+use super::drive::counts;
+use super::{STATES, WaveSpec, time};
+use crate::error::{Error, Result};
+use crate::windows::Window;
+
+/// A store whose part of a rollout was stopped by its failures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PausedStore {
+    /// Store id.
+    pub store_id: String,
+    /// Why.
+    pub reason: String,
+    /// When.
+    pub at: String,
+}
+
+/// One wave with its progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WaveView {
+    /// Position, from 0.
+    pub index: u32,
+    /// Name.
+    pub name: String,
+    /// Task type.
+    pub kind: TaskKind,
+    /// `waiting`, `running`, `soaking`, `waiting_for_approval` or `passed`.
+    pub state: String,
+    /// The wave as created (targets, activation, gate).
+    pub spec: WaveSpec,
+    /// Its task, once started.
+    pub task_id: Option<i64>,
+    /// Tills in the wave.
+    pub targets: u64,
+    /// Installed (Download: downloaded).
+    pub installed: u64,
+    /// Failed, no retry left.
+    pub failed: u64,
+    /// Already at the version.
+    pub skipped: u64,
+    /// Done as a share of the tills not skipped, 0 to 100.
+    pub success_percent: f64,
+    /// When its task was created.
+    pub started_at: Option<String>,
+    /// When it first met its success threshold.
+    pub passed_at: Option<String>,
+    /// When its gate opened for the next wave.
+    pub finished_at: Option<String>,
+    /// Who approved the next wave.
+    pub approved_by: Option<String>,
+    /// When.
+    pub approved_at: Option<String>,
+}
+
+/// A rollout with its waves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rollout {
+    /// Id.
+    pub id: i64,
+    /// Name.
+    pub name: String,
+    /// Package id.
+    pub package_id: String,
+    /// Package name.
+    pub package_name: String,
+    /// Package version.
+    pub package_version: String,
+    /// One of [`STATES`].
+    pub state: String,
+    /// Why it is paused or waiting.
+    pub reason: Option<String>,
+    /// The wave running or next, from 0.
+    pub current_wave: u32,
+    /// The store-local maintenance window.
+    pub window: Option<Window>,
+    /// Failed tills of one store that stop that store's part.
+    pub store_failure_limit: u32,
+    /// Who created it.
+    pub created_by: String,
+    /// When.
+    pub created: String,
+    /// When it started running.
+    pub started: Option<String>,
+    /// When it ended.
+    pub finished: Option<String>,
+    /// The waves in order.
+    pub waves: Vec<WaveView>,
+    /// Stores it stopped.
+    pub paused_stores: Vec<PausedStore>,
+}
+
+const SELECT: &str = "SELECT id, name, package_id, package_name, package_version, state, reason,
+        current_wave, window_json, store_failure_limit, created_by, created_ms, started_ms,
+        finished_ms FROM rollouts";
+
+fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Rollout> {
+    let window: Option<String> = r.get(8)?;
+    Ok(Rollout {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        package_id: r.get(2)?,
+        package_name: r.get(3)?,
+        package_version: r.get(4)?,
+        state: r.get(5)?,
+        reason: r.get(6)?,
+        current_wave: r.get(7)?,
+        window: window.and_then(|w| serde_json::from_str(&w).ok()),
+        store_failure_limit: r.get(9)?,
+        created_by: r.get(10)?,
+        created: crate::clock::rfc3339(r.get(11)?),
+        started: time(r.get(12)?),
+        finished: time(r.get(13)?),
+        waves: Vec::new(),
+        paused_stores: Vec::new(),
+    })
+}
+
+fn fill(conn: &Connection, r: &mut Rollout) -> Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT idx, name, kind, spec_json, task_id, started_ms, passed_ms, finished_ms,
+                approved_by, approved_ms
+         FROM rollout_waves WHERE rollout_id = ?1 ORDER BY idx",
+    )?;
+    let rows: Vec<_> = stmt
+        .query_map([r.id], |row| {
+            Ok((
+                row.get::<_, u32>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, Option<i64>>(4)?,
+                row.get::<_, Option<i64>>(5)?,
+                row.get::<_, Option<i64>>(6)?,
+                row.get::<_, Option<i64>>(7)?,
+                row.get::<_, Option<String>>(8)?,
+                row.get::<_, Option<i64>>(9)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    for (index, name, kind, spec, task, started, passed, finished, by, approved) in rows {
+        let spec: WaveSpec = serde_json::from_str(&spec)
+            .map_err(|e| Error::Internal(format!("rollout {} wave {index}: {e}", r.id)))?;
+        let c = match task {
+            Some(t) => counts(conn, t)?,
+            None => Default::default(),
+        };
+        let state = if finished.is_some() {
+            "passed"
+        } else if index == r.current_wave && r.state == "waiting_for_approval" {
+            "waiting_for_approval"
+        } else if passed.is_some() {
+            "soaking"
+        } else if started.is_some() {
+            "running"
+        } else {
+            "waiting"
+        };
+        r.waves.push(WaveView {
+            index,
+            name,
+            kind: crate::tasks::parse_kind(&kind)?,
+            state: state.to_owned(),
+            spec,
+            task_id: task,
+            targets: c.targets,
+            installed: c.done,
+            failed: c.failed,
+            skipped: c.skipped,
+            success_percent: (c.success_percent() * 10.0).round() / 10.0,
+            started_at: time(started),
+            passed_at: time(passed),
+            finished_at: time(finished),
+            approved_by: by,
+            approved_at: time(approved),
+        });
+    }
+    r.paused_stores = conn
+        .prepare_cached(
+            "SELECT store_id, reason, at_ms FROM rollout_paused_stores WHERE rollout_id = ?1
+             ORDER BY at_ms, store_id",
+        )?
+        .query_map([r.id], |row| {
+            Ok(PausedStore {
+                store_id: row.get(0)?,
+                reason: row.get(1)?,
+                at: crate::clock::rfc3339(row.get(2)?),
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(())
+}
+
+/// One rollout with its waves.
+pub fn get(conn: &Connection, id: i64) -> Result<Rollout> {
+    let mut r = conn
+        .query_row(&format!("{SELECT} WHERE id = ?1"), [id], from_row)
+        .optional()?
+        .ok_or_else(|| Error::NotFound(format!("no rollout {id}")))?;
+    fill(conn, &mut r)?;
+    Ok(r)
+}
+
+/// A page of rollouts, newest first, optionally in one state; and the total.
+pub fn list(
+    conn: &Connection,
+    state: Option<&str>,
+    offset: u64,
+    limit: u64,
+) -> Result<(Vec<Rollout>, u64)> {
+    if let Some(s) = state {
+        if !STATES.contains(&s) {
+            return Err(Error::bad(
+                "invalid_filter",
+                format!("state must be one of {}, not {s:?}", STATES.join(", ")),
+            ));
+        }
+    }
+    let total: i64 = conn.query_row(
+        "SELECT count(*) FROM rollouts WHERE ?1 IS NULL OR state = ?1",
+        [state],
+        |r| r.get(0),
+    )?;
+    let mut rows = conn
+        .prepare_cached(&format!(
+            "{SELECT} WHERE ?1 IS NULL OR state = ?1 ORDER BY id DESC LIMIT ?2 OFFSET ?3"
+        ))?
+        .query_map(params![state, limit as i64, offset as i64], from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for r in &mut rows {
+        fill(conn, r)?;
+    }
+    Ok((rows, total as u64))
+}
