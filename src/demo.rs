@@ -16,30 +16,29 @@
 //! - the **reboot** after an install: the till's agent is stopped and started.
 //!
 //! Without `--scenario` it runs until Ctrl-C; the operator works in the panel.
-//! `--scenario rollout` runs the recommended rollout to the end (pilot group,
-//! then Even with an Update task, then Odd with a timed Forced update), writes a
-//! JSON summary and exits non-zero unless every till installed.
+//! `--scenario rollout` and `--scenario rollout-failure` act as an operator
+//! through the API (see [`scenario`]), write a JSON summary and exit non-zero
+//! unless the rollout ended as it must.
+
+mod scenario;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 use tillswarm_coordinator::auth::{Caller, Role};
-use tillswarm_coordinator::groups::GroupInput;
 use tillswarm_coordinator::service::access::NewUserInput;
-use tillswarm_coordinator::tasks::{NewTask, TaskDetail};
 use tillswarm_coordinator::till_types::TillTypeInput;
 use tillswarm_coordinator::{Config, Coordinator};
 use tillswarm_node::client::CoordinatorClient;
 use tillswarm_node::local_api::Answer;
 use tillswarm_node::sim::SimulatedWanLink;
 use tillswarm_node::{Agent, NodeConfig};
-use tillswarm_protocol::api::{TargetState, TaskKind};
 use tillswarm_protocol::clock::SystemClock;
 use tillswarm_protocol::{ChainId, DeviceId, PackageId, StoreId};
 use tokio::sync::{Mutex, watch};
@@ -114,8 +113,11 @@ pub struct DemoArgs {
 /// Scripted scenarios.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Scenario {
-    /// Pilot group, then Even (Update task), then Odd (timed Forced update).
+    /// The recommended rollout (pilot tills, Even, Odd) through the API, to the end.
     Rollout,
+    /// The same while `up.sh` fails on one store's tills: the rollout must
+    /// pause itself, and no install may start after the pause.
+    RolloutFailure,
 }
 
 /// How a simulated cashier answers the update prompt.
@@ -263,7 +265,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let demo = Demo::start(&args).await?;
     let result = match args.scenario {
         None => demo.interactive().await,
-        Some(Scenario::Rollout) => demo.rollout(args.json.as_deref()).await,
+        Some(Scenario::Rollout) => demo.rollout_scenario(args.json.as_deref(), false).await,
+        Some(Scenario::RolloutFailure) => demo.rollout_scenario(args.json.as_deref(), true).await,
     };
     demo.shutdown().await;
     result
@@ -494,273 +497,6 @@ impl Demo {
         Ok(())
     }
 
-    /// Pilot -> Even -> Odd, then the summary.
-    async fn rollout(&self, json: Option<&Path>) -> anyhow::Result<()> {
-        let started = Instant::now();
-        let (package_id, package_size) = self.packages[NEW_VERSION];
-        println!(
-            "rollout of demo {NEW_VERSION} ({package_size} bytes) to {} tills in {} stores; panel at {}/ (user {DEMO_ADMIN}, password {})",
-            self.tills.len(),
-            self.stores.len(),
-            self.url,
-            self.admin_password
-        );
-        // The pilot: the first till of every store.
-        let pilot = self
-            .coordinator
-            .create_group(
-                GroupInput {
-                    name: Some("Pilot".into()),
-                    description: Some("Till 1 of every store".into()),
-                    members: Some(
-                        self.tills
-                            .iter()
-                            .filter(|t| t.number == 1)
-                            .map(|t| t.device)
-                            .collect(),
-                    ),
-                },
-                &Caller::system("demo"),
-            )
-            .await
-            .context("creating the pilot group")?;
-        let mut waves = Vec::new();
-        let plan = [
-            ("pilot", TaskKind::Update, pilot.id, None),
-            ("even", TaskKind::Update, 2, None),
-            (
-                "odd",
-                TaskKind::ForcedUpdate,
-                3,
-                Some(Duration::from_secs(10)),
-            ),
-        ];
-        let mut ok = true;
-        for (name, kind, group, delay) in plan {
-            let activate_at = delay.map(|d| {
-                tillswarm_coordinator::clock::rfc3339(
-                    self.coordinator.now_ms() + d.as_millis() as i64,
-                )
-            });
-            let wave_start = Instant::now();
-            let task = self
-                .coordinator
-                .create_task(
-                    NewTask {
-                        kind,
-                        package_id,
-                        group_id: group,
-                        activate_at: activate_at.clone(),
-                        rollback: false,
-                        window: None,
-                        max_installing_per_store: None,
-                        install_retries: None,
-                    },
-                    &Caller::system("demo"),
-                )
-                .await
-                .with_context(|| format!("creating the {name} task"))?;
-            let id = task.summary.id;
-            println!(
-                "{name}: task {id} ({}, group {group}{})",
-                kind.as_str(),
-                activate_at.map_or(String::new(), |a| format!(", at {a}"))
-            );
-            let detail = self.wait_task(id, Duration::from_secs(600)).await?;
-            let failed: Vec<_> = detail
-                .target_details
-                .iter()
-                .filter(|t| t.state == TargetState::Failed)
-                .collect();
-            let installed = detail
-                .target_details
-                .iter()
-                .filter(|t| t.state == TargetState::Installed)
-                .count();
-            println!(
-                "{name}: {installed} installed, {} skipped, {} failed in {:.1} s; WAN per store: {}",
-                detail
-                    .target_details
-                    .iter()
-                    .filter(|t| t.state == TargetState::Skipped)
-                    .count(),
-                failed.len(),
-                wave_start.elapsed().as_secs_f64(),
-                detail
-                    .stores
-                    .iter()
-                    .map(|s| format!("{} {:.2}x", s.store_id, s.wan_ratio))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            if !failed.is_empty() {
-                ok = false;
-                for f in failed {
-                    println!(
-                        "  failed: {} {}",
-                        f.device,
-                        f.error.as_deref().unwrap_or("")
-                    );
-                }
-            }
-            waves.push(WaveSummary {
-                name,
-                task_id: id,
-                kind: kind.as_str(),
-                targets: detail.target_details.len(),
-                installed,
-                seconds: wave_start.elapsed().as_secs_f64(),
-                detail,
-            });
-            if !ok {
-                break; // the recommended rollout stops at a failed wave
-            }
-        }
-
-        // Every till should now run the new version; bytes per store over all waves.
-        let devices = self
-            .coordinator
-            .devices(
-                Default::default(),
-                tillswarm_coordinator::service::Paging {
-                    page: None,
-                    per_page: Some(tillswarm_coordinator::service::MAX_PER_PAGE),
-                },
-            )
-            .await?
-            .items;
-        let ours: Vec<_> = devices
-            .iter()
-            .filter(|d| self.tills.iter().any(|t| t.device == d.guid))
-            .collect();
-        let installed = ours
-            .iter()
-            .filter(|d| d.version.as_deref() == Some(NEW_VERSION))
-            .count();
-        let mut stores = Vec::new();
-        for (s, store_id) in self.stores.iter().enumerate() {
-            let (mut wan, mut lan) = (0u64, 0u64);
-            for w in &waves {
-                for t in w.detail.stores.iter().filter(|x| &x.store_id == store_id) {
-                    wan += t.wan_bytes;
-                    lan += t.lan_bytes;
-                }
-            }
-            stores.push(StoreSummary {
-                store_id: store_id.clone(),
-                tills: self.tills.iter().filter(|t| t.store == s).count(),
-                wan_bytes: wan,
-                lan_bytes: lan,
-                wan_ratio: wan as f64 / package_size as f64,
-            });
-        }
-        let all_installed = installed == self.tills.len();
-        // One WAN copy per store for the whole rollout: later waves take the
-        // package from tills of earlier waves over the LAN.
-        let wan_ok = stores.iter().all(|s| s.wan_ratio <= MAX_ROLLOUT_WAN_RATIO);
-        ok = ok && all_installed && wan_ok;
-        let summary = RolloutSummary {
-            ok,
-            package_size,
-            devices_total: self.tills.len(),
-            devices_installed: installed,
-            seconds: started.elapsed().as_secs_f64(),
-            max_wan_ratio: MAX_ROLLOUT_WAN_RATIO,
-            stores,
-            waves: waves
-                .iter()
-                .map(|w| WaveJson {
-                    name: w.name,
-                    task_id: w.task_id,
-                    kind: w.kind,
-                    targets: w.targets,
-                    installed: w.installed,
-                    seconds: w.seconds,
-                })
-                .collect(),
-            cashiers: self
-                .tills
-                .iter()
-                .map(|t| CashierJson {
-                    device: t.device,
-                    store_id: self.stores[t.store].clone(),
-                    number: t.number,
-                    cashier: t.cashier,
-                    restarts: t.restarts.load(std::sync::atomic::Ordering::Relaxed),
-                })
-                .collect(),
-        };
-        for s in &summary.stores {
-            println!(
-                "store {}: {} tills, WAN {} bytes ({:.3}x the package) over the whole rollout, LAN {} bytes",
-                s.store_id, s.tills, s.wan_bytes, s.wan_ratio, s.lan_bytes
-            );
-        }
-        println!(
-            "rollout {}: {installed}/{} tills run {NEW_VERSION}, {:.1} s",
-            if ok { "ok" } else { "FAILED" },
-            self.tills.len(),
-            summary.seconds
-        );
-        if let Some(path) = json {
-            std::fs::write(path, serde_json::to_vec_pretty(&summary)?)
-                .with_context(|| format!("writing {}", path.display()))?;
-        }
-        if !all_installed {
-            bail!(
-                "only {installed} of {} tills installed {NEW_VERSION}",
-                self.tills.len()
-            );
-        }
-        if !wan_ok {
-            bail!("a store's WAN bytes exceeded {MAX_ROLLOUT_WAN_RATIO} x the package");
-        }
-        if !ok {
-            bail!("a wave had failed tills");
-        }
-        Ok(())
-    }
-
-    /// Waits until every target of task `id` is final (installed, skipped or failed).
-    async fn wait_task(&self, id: i64, limit: Duration) -> anyhow::Result<TaskDetail> {
-        let deadline = Instant::now() + limit;
-        let mut last_line = String::new();
-        loop {
-            let t = self.coordinator.task(id).await?;
-            let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-            for d in &t.target_details {
-                *counts.entry(d.state.as_str()).or_default() += 1;
-            }
-            let line = counts
-                .iter()
-                .map(|(s, n)| format!("{n} {s}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            if line != last_line {
-                println!("  task {id} [{}]: {line}", t.summary.status);
-                last_line.clone_from(&line);
-            }
-            let done = t.summary.status != "scheduled"
-                && !t.target_details.is_empty()
-                && t.target_details.iter().all(|d| {
-                    matches!(
-                        d.state,
-                        TargetState::Installed | TargetState::Skipped | TargetState::Failed
-                    )
-                });
-            if done || tillswarm_coordinator::tasks::is_finished(&t.summary.status) {
-                return Ok(t);
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "task {id} did not finish within {} s: {line}",
-                    limit.as_secs()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
-
     async fn shutdown(mut self) {
         for b in &self.background {
             b.abort();
@@ -774,10 +510,6 @@ impl Demo {
         let _ = (&mut self.server).await;
     }
 }
-
-/// Largest WAN bytes per store over the whole rollout, as a multiple of the
-/// package size, for the scenario to pass.
-const MAX_ROLLOUT_WAN_RATIO: f64 = 1.10;
 
 /// GUID of till `n` (1-based) of store index `s`.
 fn demo_till(s: u32, n: u32) -> DeviceId {
@@ -866,57 +598,6 @@ async fn simulated_cashier(till: Arc<Till>) {
             agent.ui().answer(a).await;
         }
     }
-}
-
-#[derive(Serialize)]
-struct RolloutSummary {
-    ok: bool,
-    package_size: u64,
-    devices_total: usize,
-    devices_installed: usize,
-    seconds: f64,
-    max_wan_ratio: f64,
-    stores: Vec<StoreSummary>,
-    waves: Vec<WaveJson>,
-    cashiers: Vec<CashierJson>,
-}
-
-#[derive(Serialize)]
-struct StoreSummary {
-    store_id: String,
-    tills: usize,
-    wan_bytes: u64,
-    lan_bytes: u64,
-    wan_ratio: f64,
-}
-
-struct WaveSummary {
-    name: &'static str,
-    task_id: i64,
-    kind: &'static str,
-    targets: usize,
-    installed: usize,
-    seconds: f64,
-    detail: TaskDetail,
-}
-
-#[derive(Serialize)]
-struct WaveJson {
-    name: &'static str,
-    task_id: i64,
-    kind: &'static str,
-    targets: usize,
-    installed: usize,
-    seconds: f64,
-}
-
-#[derive(Serialize)]
-struct CashierJson {
-    device: DeviceId,
-    store_id: String,
-    number: u32,
-    cashier: Cashier,
-    restarts: u32,
 }
 
 #[cfg(test)]

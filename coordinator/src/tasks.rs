@@ -453,7 +453,8 @@ pub fn restart(tx: &Transaction<'_>, id: i64, now_ms: i64) -> Result<()> {
         &format!(
             "UPDATE task_targets SET state = 'pending', attempt = (SELECT attempt FROM tasks WHERE id = ?1),
                  seq = 0, error = NULL, log_tail = NULL, finished_ms = NULL, updated_ms = ?2,
-                 permit_ms = NULL, permit_until_ms = NULL, retries = 0, retry_at_ms = NULL
+                 permit_ms = NULL, permit_until_ms = NULL, retries = 0, retry_at_ms = NULL,
+                 install_started_ms = NULL
              WHERE task_id = ?1 AND state NOT IN {done}"
         ),
         params![id, now_ms],
@@ -524,7 +525,7 @@ pub fn retry_due(tx: &Transaction<'_>, now_ms: i64) -> Result<usize> {
         tx.execute(
             "UPDATE task_targets SET state = 'pending', attempt = attempt + 1, retries = retries + 1,
                  retry_at_ms = NULL, seq = 0, error = NULL, log_tail = NULL, finished_ms = NULL,
-                 permit_ms = NULL, permit_until_ms = NULL, updated_ms = ?3
+                 permit_ms = NULL, permit_until_ms = NULL, install_started_ms = NULL, updated_ms = ?3
              WHERE task_id = ?1 AND device = ?2",
             params![task, device, now_ms],
         )?;
@@ -613,7 +614,8 @@ pub fn apply_report(
              error = ?8, log_tail = coalesce(?9, log_tail), updated_ms = ?10,
              started_ms = coalesce(started_ms, CASE WHEN ?3 <> 'pending' THEN ?10 END),
              finished_ms = coalesce(finished_ms, ?11),
-             retry_at_ms = coalesce(?12, retry_at_ms)
+             retry_at_ms = coalesce(?12, retry_at_ms),
+             install_started_ms = coalesce(install_started_ms, CASE WHEN ?3 = 'installing' THEN ?10 END)
          WHERE task_id = ?1 AND device = ?2",
         params![
             task,
@@ -630,11 +632,8 @@ pub fn apply_report(
             retry_at
         ],
     )?;
-    if kind.installs()
-        && state.as_str() != current
-        && (finished.is_some() || state == TargetState::Declined)
-    {
-        // A slot of the store may have come free.
+    if kind.installs() && state.as_str() != current {
+        // A slot of the store may have come free, or a till may need one.
         permits::soon(tx, task, now_ms)?;
     }
     complete_if_done(tx, task, now_ms)?;

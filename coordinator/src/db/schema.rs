@@ -378,6 +378,7 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE task_targets ADD COLUMN permit_ms INTEGER;  -- may install since
     ALTER TABLE task_targets ADD COLUMN permit_until_ms INTEGER;  -- ... until (window end)
     ALTER TABLE task_targets ADD COLUMN retries INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE task_targets ADD COLUMN install_started_ms INTEGER;  -- first report of installing
     ALTER TABLE task_targets ADD COLUMN retry_at_ms INTEGER;
     CREATE INDEX task_targets_task_state ON task_targets(task_id, state);
     CREATE INDEX task_targets_retry ON task_targets(retry_at_ms) WHERE retry_at_ms IS NOT NULL;

@@ -188,9 +188,9 @@ fn step(tx: &Transaction<'_>, id: i64, now_ms: i64, events: &mut Vec<Event>) -> 
             c.spec.name,
             eligible,
             match (gate.max_failed, gate.max_failed_percent) {
-                (Some(m), Some(p)) => format!("{m} tills or {p}%"),
-                (Some(m), None) => format!("{m} tills"),
-                (None, Some(p)) => format!("{p}%"),
+                (Some(m), Some(p)) => format!("{m} failed or more than {p}%"),
+                (Some(m), None) => format!("{m} failed"),
+                (None, Some(p)) => format!("more than {p}% failed"),
                 (None, None) => String::new(),
             }
         );

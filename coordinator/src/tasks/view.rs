@@ -108,6 +108,8 @@ pub struct TargetDetail {
     pub retries: u32,
     /// When the next automatic retry starts.
     pub retry_at: Option<String>,
+    /// When the till reported that its install started (this attempt).
+    pub install_started: Option<String>,
     /// Holds an install permit (may ask or install now).
     pub install_permit: bool,
     /// Not final and not heard from for the unreachable time.
@@ -311,7 +313,8 @@ pub fn get(conn: &Connection, id: i64) -> Result<TaskDetail> {
     let mut stmt = conn.prepare_cached(
         "SELECT tt.device, d.name, d.number, d.store_id, tt.state, tt.bytes_done, tt.wan_bytes, tt.lan_bytes,
                 tt.error, tt.log_tail, tt.started_ms, tt.updated_ms, tt.finished_ms,
-                tt.retries, tt.retry_at_ms, tt.permit_ms IS NOT NULL, d.last_seen_ms
+                tt.retries, tt.retry_at_ms, tt.permit_ms IS NOT NULL, d.last_seen_ms,
+                tt.install_started_ms
          FROM task_targets tt LEFT JOIN devices d ON d.guid = tt.device
          WHERE tt.task_id = ?1 ORDER BY d.store_id, d.number, tt.device",
     )?;
@@ -339,6 +342,7 @@ pub fn get(conn: &Connection, id: i64) -> Result<TaskDetail> {
                 retries: r.get(13)?,
                 retry_at: r.get::<_, Option<i64>>(14)?.map(rfc3339),
                 install_permit: r.get(15)?,
+                install_started: r.get::<_, Option<i64>>(17)?.map(rfc3339),
                 unreachable: false,
                 last_seen: r.get::<_, Option<i64>>(16)?.map(rfc3339),
                 attempts: Vec::new(),
