@@ -254,6 +254,16 @@ fn validate_entries(entries: &[RegistryEntry]) -> Result<()> {
                 format!("entry {row}: till_name, store_name and till_type are required"),
             ));
         }
+        // Maintenance windows are evaluated in this zone: it must be a real one.
+        if !e.time_zone.trim().is_empty() && jiff::tz::TimeZone::get(e.time_zone.trim()).is_err() {
+            return Err(Error::bad(
+                "invalid_registry",
+                format!(
+                    "entry {row}: time_zone {:?} is not an IANA time zone (like Europe/Moscow; empty: the coordinator's default)",
+                    e.time_zone
+                ),
+            ));
+        }
     }
     Ok(())
 }
