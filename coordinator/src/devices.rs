@@ -16,6 +16,8 @@ use tillswarm_protocol::{DeviceId, StoreId};
 use crate::clock::rfc3339;
 use crate::error::{Error, Result};
 
+pub mod history;
+
 /// Most rows in one registry import.
 pub const MAX_IMPORT_ROWS: usize = 100_000;
 /// Longest free-text registry field (names, addresses).
@@ -361,11 +363,16 @@ pub fn record_heartbeat(
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned));
     let ip = req.ip.clone().or(seen_ip);
-    let known_peer: Option<Option<String>> = tx
-        .prepare_cached("SELECT peer_id FROM devices WHERE guid = ?1")?
-        .query_row([req.device_id.to_string()], |r| r.get(0))
+    let known: Option<(Option<String>, Option<String>)> = tx
+        .prepare_cached("SELECT peer_id, version FROM devices WHERE guid = ?1")?
+        .query_row([req.device_id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    if known_peer.is_some_and(|p| p != req.peer_id) {
+    if let (Some((_, before)), Some(now)) = (&known, &version) {
+        if before.as_ref() != Some(now) {
+            history::note_version(tx, &req.device_id, now, now_ms)?;
+        }
+    }
+    if known.is_some_and(|(p, _)| p != req.peer_id) {
         // The till's peer id joins (or changes in) its store's signed member
         // list: every till of the store gets new instructions.
         bump_store_of(tx, &req.device_id)?;

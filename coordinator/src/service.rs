@@ -548,6 +548,13 @@ impl Coordinator {
         self.read(move |c, now| devices::get(c, &guid, now)).await
     }
 
+    /// One device with its history: versions it ran (when, by which task),
+    /// recent task outcomes, last error.
+    pub async fn device_detail(&self, guid: DeviceId) -> Result<devices::history::DeviceDetail> {
+        self.read(move |c, now| devices::history::detail(c, devices::get(c, &guid, now)?))
+            .await
+    }
+
     /// Approves a pending device.
     pub async fn approve_device(&self, guid: DeviceId, by: &Caller) -> Result<Device> {
         let note = Note::on(format!("device:{guid}"));

@@ -155,6 +155,14 @@ async fn the_recommended_rollout_runs_pilot_even_odd_with_soak_and_approval() {
     c.tick().await.expect("tick");
     let done = c.rollout(r.id).await.expect("rollout");
     assert_eq!(done.state, "completed");
+    // The pilot's history: 1.0 when first heard, then 2.0 by the pilot task.
+    let history = c.device_detail(pilots[0]).await.expect("device");
+    let versions: Vec<_> = history
+        .versions
+        .iter()
+        .map(|v| (v.version.as_str(), v.task_id))
+        .collect();
+    assert_eq!(versions, [("2.0", Some(pilot.summary.id)), ("1.0", None)]);
     assert!(done.waves.iter().all(|w| w.state == "passed"));
     let log = c
         .audit_log(audit::Filter {
@@ -570,6 +578,10 @@ async fn a_failed_install_is_retried_with_backoff_and_each_attempt_is_kept() {
         x.attempts[0].log_tail.is_some(),
         "each attempt's log is kept"
     );
+    let history = c.device_detail(d).await.expect("device");
+    assert_eq!(history.recent_tasks[0].task_id, id);
+    assert_eq!(history.recent_tasks[0].state, "failed");
+    assert_eq!(history.last_error.as_deref(), Some("up.sh exited 1"));
 }
 
 #[tokio::test]

@@ -127,7 +127,7 @@ fn devices(c: &Coordinator) -> BoxedFilter<(Response,)> {
         .and(with(c))
         .then(|id: String, _: Caller, c: Coordinator| async move {
             match parse_id::<DeviceId>(&id, "device GUID") {
-                Ok(g) => reply(c.device(g).await),
+                Ok(g) => reply(c.device_detail(g).await),
                 Err(e) => error_response(&e),
             }
         });
