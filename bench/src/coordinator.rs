@@ -25,7 +25,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures_util::StreamExt;
-use serde::Serialize;
 use tillswarm_coordinator::auth::{Caller, Role};
 use tillswarm_coordinator::devices::RegistryEntry;
 use tillswarm_coordinator::service::access::NewTokenInput;
@@ -38,6 +37,12 @@ use tillswarm_protocol::manifest::SecretKey;
 use tillswarm_protocol::trust::{self, Domain};
 use tillswarm_protocol::{DeviceId, StoreId, Version};
 use tokio::sync::Semaphore;
+
+mod activation;
+mod report;
+
+pub use activation::Activation;
+pub use report::{ClosedLoop, Latency, OpenLoop, Report, Verdict, print};
 
 /// The DESIGN target: at least this many heartbeats per second ...
 pub const TARGET_RPS: f64 = 700.0;
@@ -73,6 +78,9 @@ pub struct Params {
     pub server_threads: usize,
     /// Worker threads of the load generator's runtime.
     pub client_threads: usize,
+    /// Create a Download task for All this many seconds into the open loop
+    /// and follow every till until it holds it (see [`activation`]).
+    pub activate_after_s: Option<f64>,
 }
 
 impl Default for Params {
@@ -88,6 +96,7 @@ impl Default for Params {
             closed_s: 5.0,
             server_threads: 2,
             client_threads: 2,
+            activate_after_s: None,
         }
     }
 }
@@ -99,152 +108,6 @@ impl Params {
             .unwrap_or(f64::from(self.tills) / self.interval_s)
             .max(0.001)
     }
-}
-
-/// Latency summary in milliseconds.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct Latency {
-    /// Median.
-    pub p50_ms: f64,
-    /// 90th percentile.
-    pub p90_ms: f64,
-    /// 99th percentile.
-    pub p99_ms: f64,
-    /// 99.9th percentile.
-    pub p999_ms: f64,
-    /// Largest.
-    pub max_ms: f64,
-    /// Mean.
-    pub mean_ms: f64,
-}
-
-impl Latency {
-    /// Summarises latencies in microseconds (sorts them).
-    pub fn of(micros: &mut [u64]) -> Self {
-        if micros.is_empty() {
-            return Self::default();
-        }
-        micros.sort_unstable();
-        // Nearest rank: the smallest value with at least p% of values at or below.
-        let at = |p: f64| {
-            let rank = ((p / 100.0) * micros.len() as f64).ceil() as usize;
-            micros[rank.clamp(1, micros.len()) - 1] as f64 / 1000.0
-        };
-        let sum: u128 = micros.iter().map(|&m| u128::from(m)).sum();
-        Self {
-            p50_ms: at(50.0),
-            p90_ms: at(90.0),
-            p99_ms: at(99.0),
-            p999_ms: at(99.9),
-            max_ms: at(100.0),
-            mean_ms: sum as f64 / micros.len() as f64 / 1000.0,
-        }
-    }
-}
-
-/// Figures of the open-loop phase.
-#[derive(Debug, Clone, Serialize)]
-pub struct OpenLoop {
-    /// Rate asked for, req/s.
-    pub target_rps: f64,
-    /// Successful responses per second over the phase (its nominal length, or
-    /// until the last response if that came later).
-    pub achieved_rps: f64,
-    /// Requests scheduled.
-    pub scheduled: u64,
-    /// 200 responses with a valid body.
-    pub ok: u64,
-    /// Non-200 responses, transport failures, timeouts, unreadable bodies.
-    pub errors: u64,
-    /// Sends that left more than [`LATE_AFTER`] after their scheduled time.
-    pub late_sends: u64,
-    /// Sends that had to wait for a free in-flight slot.
-    pub limit_waits: u64,
-    /// Largest delay of a send behind its schedule, ms.
-    pub max_send_lag_ms: f64,
-    /// Answers that carried the full assignment list although the till echoed
-    /// the current revision (should be 0).
-    pub full_lists: u64,
-    /// Latency from scheduled send to response (successful requests).
-    pub latency: Latency,
-    /// Mean time the server spent per node request (its own `/metrics`), ms.
-    pub server_mean_ms: Option<f64>,
-}
-
-/// Figures of the closed-loop phase.
-#[derive(Debug, Clone, Serialize)]
-pub struct ClosedLoop {
-    /// Concurrent workers.
-    pub workers: usize,
-    /// Seconds it ran.
-    pub seconds: f64,
-    /// 200 responses.
-    pub ok: u64,
-    /// Failures.
-    pub errors: u64,
-    /// Successful responses per second: the most the coordinator sustains.
-    pub max_rps: f64,
-    /// Latency from send to response.
-    pub latency: Latency,
-    /// Mean time the server spent per node request (its own `/metrics`), ms.
-    pub server_mean_ms: Option<f64>,
-}
-
-/// Everything one run measured.
-#[derive(Debug, Clone, Serialize)]
-pub struct Report {
-    /// Tills in the chain.
-    pub tills: u32,
-    /// Tills per store.
-    pub stores_of: u32,
-    /// Poll interval the rate stands for, s.
-    pub interval_s: f64,
-    /// Cores the OS offers this process (client and server share them).
-    pub cores: usize,
-    /// Worker threads of the coordinator's runtime (plus its database thread).
-    pub server_threads: usize,
-    /// Worker threads of the load generator.
-    pub client_threads: usize,
-    /// Most open-loop requests in flight.
-    pub max_in_flight: usize,
-    /// Registry import, s.
-    pub import_s: f64,
-    /// Device logins (challenge + signed login per till), s.
-    pub login_s: f64,
-    /// Logins that did not end with a device token.
-    pub login_errors: u64,
-    /// Warm-up (one heartbeat per till), s.
-    pub warmup_s: f64,
-    /// Warm-up heartbeats that failed or did not carry exactly one assignment.
-    pub warmup_errors: u64,
-    /// The open-loop phase.
-    pub open_loop: OpenLoop,
-    /// The closed-loop phase, when it ran.
-    pub closed_loop: Option<ClosedLoop>,
-    /// The DESIGN verdict.
-    pub verdict: Verdict,
-}
-
-/// The run against the DESIGN target (">= 700 req/s with p99 < 50 ms on 2 cores").
-#[derive(Debug, Clone, Serialize)]
-pub struct Verdict {
-    /// Target throughput, req/s.
-    pub target_rps: f64,
-    /// Target p99, ms.
-    pub target_p99_ms: f64,
-    /// Most req/s seen: the closed-loop maximum (or the open-loop rate if the
-    /// closed loop did not run).
-    pub throughput_rps: f64,
-    /// Throughput met.
-    pub throughput_ok: bool,
-    /// Open-loop p99 (at the open-loop rate), ms.
-    pub p99_ms: f64,
-    /// The rate the p99 was measured at.
-    pub p99_at_rps: f64,
-    /// p99 under target, with no errors.
-    pub latency_ok: bool,
-    /// Both.
-    pub pass: bool,
 }
 
 /// Deterministic GUID of till `i` (0-based).
@@ -434,7 +297,11 @@ struct Client {
 }
 
 enum Outcome {
-    Ok { revision: u64, full_list: bool },
+    /// `assignments`: how many the answer's instructions carried (a full list).
+    Ok {
+        revision: u64,
+        assignments: Option<usize>,
+    },
     Failed,
 }
 
@@ -544,7 +411,12 @@ impl Client {
         match resp.json::<HeartbeatResponse>().await {
             Ok(r) => Outcome::Ok {
                 revision: r.revision,
-                full_list: r.trust.instructions.is_some(),
+                assignments: r.trust.instructions.map(|i| {
+                    serde_json::from_str::<serde_json::Value>(&i.body)
+                        .ok()
+                        .and_then(|b| b["assignments"].as_array().map(Vec::len))
+                        .unwrap_or(0)
+                }),
             },
             Err(_) => Outcome::Failed,
         }
@@ -557,29 +429,41 @@ fn bench_version() -> Version {
         .unwrap_or_else(|_| unreachable!("0.9 is a valid version"))
 }
 
-/// Uploads the demo package and creates a Download task for group 1 (All).
-async fn set_up_task(
+/// Uploads a demo package; returns its id.
+async fn upload(
     client: &Client,
     addr: SocketAddr,
     token: &str,
-    tills: u32,
-) -> anyhow::Result<()> {
-    let package = tillswarm_fixtures::demo_package("1.0.0", 1 << 20);
+    version: &str,
+) -> anyhow::Result<String> {
+    let package = tillswarm_fixtures::demo_package(version, 1 << 20);
     let resp = client
         .http
         .post(format!("http://{addr}/api/v1/packages"))
         .bearer_auth(token)
-        .query(&[("name", "demo"), ("version", "1.0.0")])
+        .query(&[("name", "demo"), ("version", version)])
         .body(package)
         .send()
         .await?;
     let status = resp.status();
     let body: serde_json::Value = resp.json().await?;
     anyhow::ensure!(status.is_success(), "package upload: {status} {body}");
-    let package_id = body["package_id"]
+    Ok(body["package_id"]
         .as_str()
         .context("package upload answered without a package_id")?
-        .to_owned();
+        .to_owned())
+}
+
+/// Uploads the demo packages and creates a Download task of 1.0.0 for group
+/// 1 (All); returns the id of 1.1.0 (for the activation).
+async fn set_up_task(
+    client: &Client,
+    addr: SocketAddr,
+    token: &str,
+    tills: u32,
+) -> anyhow::Result<String> {
+    let package_id = upload(client, addr, token, "1.0.0").await?;
+    let next = upload(client, addr, token, "1.1.0").await?;
     let resp = client
         .http
         .post(format!("http://{addr}/api/v1/tasks"))
@@ -600,7 +484,7 @@ async fn set_up_task(
         targets == u64::from(tills),
         "the task targets {targets} tills, not {tills}"
     );
-    Ok(())
+    Ok(next)
 }
 
 /// Node-API request count and summed seconds, from the server's `/metrics`.
@@ -647,7 +531,7 @@ async fn warm_up(client: &Client, tills: u32) -> (Vec<AtomicU64>, u64) {
             // A till with no known revision must get its one assignment.
             Outcome::Ok {
                 revision,
-                full_list: true,
+                assignments: Some(1),
             } => revisions[i as usize].store(revision, Ordering::Relaxed),
             _ => errors += 1,
         }
@@ -657,8 +541,11 @@ async fn warm_up(client: &Client, tills: u32) -> (Vec<AtomicU64>, u64) {
 
 struct Sample {
     latency_us: u64,
+    /// Scheduled send, µs after the loop's start.
+    scheduled_us: u64,
     ok: bool,
-    full_list: bool,
+    /// A full list the till did not need (no change since its revision).
+    unexpected_list: bool,
 }
 
 /// The open-loop phase.
@@ -667,7 +554,8 @@ async fn open_loop(
     addr: SocketAddr,
     params: &Params,
     revisions: Arc<Vec<AtomicU64>>,
-) -> anyhow::Result<OpenLoop> {
+    activation: Option<(String, String)>,
+) -> anyhow::Result<(OpenLoop, Option<Activation>)> {
     let rate = params.target_rps();
     let total = ((rate * params.duration_s).round() as u64).max(1);
     let period = Duration::from_secs_f64(1.0 / rate);
@@ -678,6 +566,16 @@ async fn open_loop(
     let mut handles = Vec::with_capacity(total as usize);
     let (mut late, mut limit_waits, mut max_lag) = (0u64, 0u64, Duration::ZERO);
     let start = tokio::time::Instant::now() + Duration::from_millis(10);
+    let tracker = Arc::new(activation::Tracker::new(start.into_std(), tills));
+    let creation = activation
+        .zip(params.activate_after_s)
+        .map(|((token, package), after)| {
+            let (client, tracker) = (client.clone(), tracker.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep_until(start + Duration::from_secs_f64(after)).await;
+                tracker.create(&client, addr, &token, &package, tills).await
+            })
+        });
     for n in 0..total {
         let scheduled = start + period.mul_f64(n as f64);
         tokio::time::sleep_until(scheduled).await;
@@ -696,59 +594,85 @@ async fn open_loop(
         let till = (n % u64::from(tills)) as u32;
         let client = client.clone();
         let revisions = revisions.clone();
+        let tracker = tracker.clone();
+        let scheduled_us = scheduled.saturating_duration_since(start).as_micros() as u64;
         handles.push(tokio::spawn(async move {
             let known = revisions[till as usize].load(Ordering::Relaxed);
+            let sent = Instant::now();
             let outcome = client.heartbeat(till, Some(known)).await;
             let latency_us = scheduled.elapsed().as_micros() as u64;
             drop(permit);
             match outcome {
                 Outcome::Ok {
                     revision,
-                    full_list,
+                    assignments,
                 } => {
                     revisions[till as usize].store(revision, Ordering::Relaxed);
+                    if let Some(n) = assignments {
+                        tracker.full_list(till, n, Instant::now());
+                    }
                     Sample {
                         latency_us,
+                        scheduled_us,
                         ok: true,
-                        full_list,
+                        unexpected_list: assignments.is_some() && !tracker.created_by(sent),
                     }
                 }
                 Outcome::Failed => Sample {
                     latency_us,
+                    scheduled_us,
                     ok: false,
-                    full_list: false,
+                    unexpected_list: false,
                 },
             }
         }));
     }
     let mut latencies = Vec::with_capacity(handles.len());
     let (mut errors, mut full_lists) = (0u64, 0u64);
+    let window = tracker.created_us().map(|c| {
+        let two = (2.0 * params.interval_s * 1e6) as u64;
+        c..c + two
+    });
+    let mut during = Vec::new();
     for h in handles {
         let s = h.await?;
         if s.ok {
             latencies.push(s.latency_us);
-            full_lists += u64::from(s.full_list);
+            full_lists += u64::from(s.unexpected_list);
+            if window.as_ref().is_some_and(|w| w.contains(&s.scheduled_us)) {
+                during.push(s.latency_us);
+            }
         } else {
             errors += 1;
         }
     }
+    let activation = match creation {
+        Some(job) => {
+            job.await??;
+            Some(tracker.summary(params.interval_s, &mut during))
+        }
+        None => None,
+    };
     // `total` sends are spread over `duration_s`; a slow tail stretches it.
     let elapsed = start.elapsed().as_secs_f64().max(params.duration_s);
     let after = node_metrics(client, addr).await;
     let ok = latencies.len() as u64;
-    Ok(OpenLoop {
-        target_rps: rate,
-        achieved_rps: ok as f64 / elapsed,
-        scheduled: total,
-        ok,
-        errors,
-        late_sends: late,
-        limit_waits,
-        max_send_lag_ms: max_lag.as_secs_f64() * 1000.0,
-        full_lists,
-        latency: Latency::of(&mut latencies),
-        server_mean_ms: server_mean_ms(before, after),
-    })
+    Ok((
+        OpenLoop {
+            target_rps: rate,
+            achieved_rps: ok as f64 / elapsed,
+            scheduled: total,
+            ok,
+            errors,
+            late_sends: late,
+            limit_waits,
+            max_send_lag_ms: max_lag.as_secs_f64() * 1000.0,
+            full_lists,
+            latency: Latency::of(&mut latencies),
+            server_mean_ms: server_mean_ms(before, after),
+        },
+        activation,
+    ))
 }
 
 /// The closed-loop phase.
@@ -820,6 +744,12 @@ pub fn run(params: &Params) -> anyhow::Result<Report> {
         params.target_rps() * params.duration_s <= 10_000_000.0,
         "rate x duration is over 10 million requests"
     );
+    if let Some(after) = params.activate_after_s {
+        anyhow::ensure!(
+            after >= 0.0 && params.duration_s >= after + 2.0 * params.interval_s + 2.0,
+            "--duration-s must cover --activate-after-s plus two poll intervals and 2 s"
+        );
+    }
     let server = Server::start(params)?;
     let addr = server.addr;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -829,7 +759,7 @@ pub fn run(params: &Params) -> anyhow::Result<Report> {
         .build()?;
     let result = rt.block_on(async {
         let mut client = Client::new(addr, params.max_in_flight.max(WARMUP_CONCURRENCY))?;
-        set_up_task(&client, addr, &server.token, params.tills).await?;
+        let next = set_up_task(&client, addr, &server.token, params.tills).await?;
         let logins = Instant::now();
         let login_errors = client.log_in_all(params.tills).await;
         let login_s = logins.elapsed().as_secs_f64();
@@ -837,19 +767,32 @@ pub fn run(params: &Params) -> anyhow::Result<Report> {
         let (revisions, warmup_errors) = warm_up(&client, params.tills).await;
         let warmup_s = warm.elapsed().as_secs_f64();
         let revisions = Arc::new(revisions);
-        let open = open_loop(&client, addr, params, revisions.clone()).await?;
+        let activation = params
+            .activate_after_s
+            .map(|_| (server.token.clone(), next));
+        let (open, activation) =
+            open_loop(&client, addr, params, revisions.clone(), activation).await?;
         let closed = if params.closed_workers > 0 && params.closed_s > 0.0 {
             Some(closed_loop(&client, addr, params, revisions).await?)
         } else {
             None
         };
-        anyhow::Ok((login_s, login_errors, warmup_s, warmup_errors, open, closed))
+        anyhow::Ok((
+            login_s,
+            login_errors,
+            warmup_s,
+            warmup_errors,
+            open,
+            closed,
+            activation,
+        ))
     });
     // Close the client's connections before the server's graceful shutdown.
     rt.shutdown_timeout(Duration::from_secs(5));
     let import_s = server.import_s;
     server.stop()?;
-    let (login_s, login_errors, warmup_s, warmup_errors, open_loop, closed_loop) = result?;
+    let (login_s, login_errors, warmup_s, warmup_errors, open_loop, closed_loop, activation) =
+        result?;
     let verdict = verdict(&open_loop, closed_loop.as_ref());
     Ok(Report {
         tills: params.tills,
@@ -866,6 +809,7 @@ pub fn run(params: &Params) -> anyhow::Result<Report> {
         warmup_errors,
         open_loop,
         closed_loop,
+        activation,
         verdict,
     })
 }
@@ -884,113 +828,6 @@ fn verdict(open: &OpenLoop, closed: Option<&ClosedLoop>) -> Verdict {
         latency_ok,
         pass: throughput_ok && latency_ok,
     }
-}
-
-/// Prints the figures as tables.
-pub fn print(r: &Report) {
-    let o = &r.open_loop;
-    println!(
-        "coordinator heartbeats: {} tills in stores of {}, {} cores; coordinator runtime {} workers + db thread, client runtime {} workers, <= {} in flight",
-        r.tills, r.stores_of, r.cores, r.server_threads, r.client_threads, r.max_in_flight
-    );
-    println!(
-        "setup: registry import {:.2} s; {} device logins (2 requests each) in {:.2} s ({:.0} logins/s, {} bad); warm-up {} heartbeats in {:.2} s ({:.0} req/s, {} bad)",
-        r.import_s,
-        r.tills,
-        r.login_s,
-        f64::from(r.tills) / r.login_s.max(1e-9),
-        r.login_errors,
-        r.tills,
-        r.warmup_s,
-        f64::from(r.tills) / r.warmup_s.max(1e-9),
-        r.warmup_errors
-    );
-    println!();
-    println!(
-        "open loop ({} requests, latency from scheduled send to response):",
-        o.scheduled
-    );
-    println!(
-        "{:>7} {:>10} {:>10} {:>8} {:>8} {:>8} {:>9} {:>7} {:>6}",
-        "tills", "target/s", "achieved/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors", "late"
-    );
-    println!(
-        "{:>7} {:>10.0} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>9.2} {:>7} {:>6}",
-        r.tills,
-        o.target_rps,
-        o.achieved_rps,
-        o.latency.p50_ms,
-        o.latency.p90_ms,
-        o.latency.p99_ms,
-        o.latency.max_ms,
-        o.errors,
-        o.late_sends
-    );
-    println!(
-        "  p99.9 {:.2} ms, mean {:.2} ms; server-side mean per request {}; waits for an in-flight slot {}; max send lag {:.2} ms; unexpected full assignment lists {}",
-        o.latency.p999_ms,
-        o.latency.mean_ms,
-        fmt_ms(o.server_mean_ms),
-        o.limit_waits,
-        o.max_send_lag_ms,
-        o.full_lists
-    );
-    if let Some(c) = &r.closed_loop {
-        println!();
-        println!(
-            "closed loop ({} workers back to back, {:.1} s, latency from send to response):",
-            c.workers, c.seconds
-        );
-        println!(
-            "{:>10} {:>8} {:>8} {:>8} {:>9} {:>7}",
-            "max req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors"
-        );
-        println!(
-            "{:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>9.2} {:>7}",
-            c.max_rps,
-            c.latency.p50_ms,
-            c.latency.p90_ms,
-            c.latency.p99_ms,
-            c.latency.max_ms,
-            c.errors
-        );
-        println!(
-            "  server-side mean per request {}",
-            fmt_ms(c.server_mean_ms)
-        );
-    }
-    let v = &r.verdict;
-    println!();
-    println!(
-        "DESIGN target: >= {:.0} req/s with p99 < {:.0} ms on 2 cores (this run: {} cores, load generator on the same cores)",
-        v.target_rps, v.target_p99_ms, r.cores
-    );
-    println!(
-        "  throughput: {:.0} req/s {} -> {}",
-        v.throughput_rps,
-        if r.closed_loop.is_some() {
-            "(closed-loop max)"
-        } else {
-            "(open loop; closed loop skipped)"
-        },
-        if v.throughput_ok { "ok" } else { "short" }
-    );
-    println!(
-        "  latency: p99 {:.2} ms at {:.0} req/s open loop{} -> {}",
-        v.p99_ms,
-        v.p99_at_rps,
-        if v.p99_at_rps < v.target_rps {
-            " (below the 700 req/s of the target: use --rate 700 to check it there)"
-        } else {
-            ""
-        },
-        if v.latency_ok { "ok" } else { "over" }
-    );
-    println!("  {}", if v.pass { "PASS" } else { "MISS" });
-}
-
-fn fmt_ms(v: Option<f64>) -> String {
-    v.map_or_else(|| "n/a".into(), |ms| format!("{ms:.2} ms"))
 }
 
 #[cfg(test)]

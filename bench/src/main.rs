@@ -81,6 +81,11 @@ enum BenchCommand {
         /// Worker threads of the load generator's tokio runtime.
         #[arg(long, default_value_t = 2)]
         client_threads: usize,
+        /// Create a Download task for All this many seconds into the open
+        /// loop and follow every till until it holds it (the duration must
+        /// cover two poll intervals after it).
+        #[arg(long)]
+        activate_after_s: Option<f64>,
         /// Also write the figures to this file as JSON.
         #[arg(long)]
         json: Option<std::path::PathBuf>,
@@ -133,6 +138,7 @@ fn main() -> anyhow::Result<()> {
             closed_s,
             server_threads,
             client_threads,
+            activate_after_s,
             json,
         } => {
             let report = coordinator::run(&coordinator::Params {
@@ -146,6 +152,7 @@ fn main() -> anyhow::Result<()> {
                 closed_s,
                 server_threads,
                 client_threads,
+                activate_after_s,
             })?;
             coordinator::print(&report);
             if let Some(path) = json {
