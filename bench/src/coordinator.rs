@@ -760,9 +760,16 @@ pub fn run(params: &Params) -> anyhow::Result<Report> {
     let result = rt.block_on(async {
         let mut client = Client::new(addr, params.max_in_flight.max(WARMUP_CONCURRENCY))?;
         let next = set_up_task(&client, addr, &server.token, params.tills).await?;
+        // A task for thousands of tills reaches them store by store over most
+        // of a poll interval; the warm-up expects every till to hold it.
+        let announced = Instant::now()
+            + Duration::from_millis(tillswarm_coordinator::tasks::stagger::spread_ms(
+                Config::default().poll_interval_ms,
+            ) as u64);
         let logins = Instant::now();
         let login_errors = client.log_in_all(params.tills).await;
         let login_s = logins.elapsed().as_secs_f64();
+        tokio::time::sleep_until(announced.into()).await;
         let warm = Instant::now();
         let (revisions, warmup_errors) = warm_up(&client, params.tills).await;
         let warmup_s = warm.elapsed().as_secs_f64();

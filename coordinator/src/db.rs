@@ -1,6 +1,8 @@
 //! The SQLite database: one connection owned by one thread, fed through a bounded
 //! queue. Every query runs off the async executor, writes never contend, and a
-//! transaction is never held across an await.
+//! transaction is never held across an await. WAL checkpoints run on a
+//! second connection on their own thread, so copying the log into the
+//! database file (and its fsync) never stalls the queries.
 
 use std::path::Path;
 
@@ -64,19 +66,45 @@ pub(crate) fn set_durability(conn: &Connection, durability: Durability) -> rusql
     conn.pragma_update(None, "synchronous", level)
 }
 
+/// How often the checkpoint thread copies the WAL into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// A cloneable handle to the database thread.
 /// The thread ends when the last handle is dropped; every job commits before it
 /// answers, so nothing acknowledged is lost when it does.
 #[derive(Clone)]
 pub struct Db {
     jobs: mpsc::Sender<Job>,
+    /// Held by every handle; the checkpoint thread stops once none is left.
+    _alive: std::sync::Arc<()>,
 }
 
 impl Db {
     /// Opens (creating if needed) the database at `path`, applies pending
     /// migrations and starts the owner thread.
     pub fn open(path: &Path) -> Result<Self> {
-        Self::start(open_connection(path)?)
+        let conn = open_connection(path)?;
+        // Checkpoints are the checkpoint thread's, not the committing query's.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpoints = open_connection(path)?;
+        let db = Self::start(conn)?;
+        let alive = std::sync::Arc::downgrade(&db._alive);
+        std::thread::Builder::new()
+            .name("tillswarm-db-checkpoint".into())
+            .spawn(move || {
+                while alive.strong_count() > 0 {
+                    std::thread::sleep(CHECKPOINT_EVERY);
+                    // PASSIVE: copies what it can without blocking writers or
+                    // readers; the next writer rewinds a fully copied log.
+                    if let Err(e) =
+                        checkpoints.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::warn!(error = %e, "WAL checkpoint failed");
+                    }
+                }
+                let _ = checkpoints.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+            })?;
+        Ok(db)
     }
 
     /// An in-memory database, for tests.
@@ -96,7 +124,10 @@ impl Db {
                     job(&mut conn);
                 }
             })?;
-        Ok(Self { jobs })
+        Ok(Self {
+            jobs,
+            _alive: std::sync::Arc::new(()),
+        })
     }
 
     /// Runs `f` on the database thread and returns its result. Cancel-safe: if

@@ -49,7 +49,8 @@ pub struct GroupInput {
     pub members: Option<Vec<DeviceId>>,
 }
 
-fn membership_sql(kind: &str) -> &'static str {
+/// The query listing a group's members (one column; a custom group's id is `?1`).
+pub(crate) fn membership_sql(kind: &str) -> &'static str {
     match kind {
         "all" => "SELECT guid FROM devices WHERE approved = 1 ORDER BY guid",
         "even" => {
@@ -65,7 +66,7 @@ fn membership_sql(kind: &str) -> &'static str {
     }
 }
 
-fn kind_of(conn: &Connection, id: i64) -> Result<String> {
+pub(crate) fn kind_of(conn: &Connection, id: i64) -> Result<String> {
     conn.query_row("SELECT kind FROM groups WHERE id = ?1", [id], |r| r.get(0))
         .optional()?
         .ok_or_else(|| Error::NotFound(format!("no group {id}")))

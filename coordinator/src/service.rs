@@ -655,7 +655,14 @@ impl Coordinator {
             let id = tasks::create(tx, &input, now)?;
             tasks::permits::refresh(tx, id, now, &permits_cx(&zone, now, unreachable))?;
             note.target(format!("task:{id}"));
-            let task = tasks::get(tx, id)?;
+            // A task for thousands of tills answers with its summary: its
+            // details would hold the database (and the answer) for seconds.
+            let short = tasks::summary_only(tx, id)?;
+            let task = if short.summary.targets > tasks::DETAILS_IN_CREATE {
+                short
+            } else {
+                tasks::get(tx, id)?
+            };
             note.detail(format!(
                 "{} {} {} for group {}",
                 task.summary.kind.as_str(),

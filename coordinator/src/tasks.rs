@@ -19,12 +19,13 @@ use crate::windows::Window;
 
 mod assign;
 pub mod permits;
+pub mod stagger;
 mod view;
 
 pub use assign::assignments;
 pub use view::{
-    AttemptLog, StateCounts, StoreTraffic, StoreWindow, TargetDetail, TaskDetail, TaskFilter,
-    TaskSummary, annotate, get, list,
+    AttemptLog, DETAILS_IN_CREATE, StateCounts, StoreTraffic, StoreWindow, TargetDetail,
+    TaskDetail, TaskFilter, TaskSummary, annotate, get, list, summary_only,
 };
 
 /// A new task as an operator submits it.
@@ -231,59 +232,63 @@ pub(crate) fn create_planned(
     Ok(id)
 }
 
+/// Tasks with at least this many targets are announced store by store
+/// (see [`stagger`]).
+pub const STAGGER_MIN_TARGETS: i64 = 2_000;
+
 /// Takes the targets (the group's members, or those listed at creation) and
 /// starts the task. Tills already at the package's version or newer are
-/// skipped (for a rollback: at that version).
+/// skipped (for a rollback: at that version). Set-based: one statement per
+/// step, whatever the number of tills.
 pub fn activate(tx: &Transaction<'_>, id: i64, now_ms: i64) -> Result<()> {
     let (group_id, version_key, rollback): (Option<i64>, String, bool) = tx.query_row(
         "SELECT group_id, package_version_key, rollback FROM tasks WHERE id = ?1",
         [id],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
-    let members: Vec<String> = match group_id {
-        Some(g) => groups::members(tx, g)?
-            .iter()
-            .map(ToString::to_string)
-            .collect(),
-        None => tx
-            .prepare_cached("SELECT device FROM task_targets WHERE task_id = ?1")?
-            .query_map([id], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?,
-    };
+    if let Some(g) = group_id {
+        let members = groups::membership_sql(&groups::kind_of(tx, g)?);
+        // `?1` is the group's id in a custom group's query.
+        tx.execute(
+            &format!(
+                "INSERT OR IGNORE INTO task_targets (device, task_id, state, attempt, updated_ms)
+                 SELECT *, ?2, 'pending', (SELECT attempt FROM tasks WHERE id = ?2), ?3 FROM ({members})"
+            ),
+            params![g, id, now_ms],
+        )?;
+    }
     // A flagged version (above every published package) is not trusted to
     // skip a till: it gets the task and decides on its own.
-    let mut version_of = tx.prepare_cached(
-        "SELECT version_key FROM devices WHERE guid = ?1 AND version_flag IS NULL",
-    )?;
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO task_targets (task_id, device, state, attempt, updated_ms, finished_ms)
-         VALUES (?1, ?2, ?3, (SELECT attempt FROM tasks WHERE id = ?1), ?4, ?5)
-         ON CONFLICT (task_id, device) DO UPDATE SET state = excluded.state,
-             attempt = excluded.attempt, updated_ms = excluded.updated_ms,
-             finished_ms = excluded.finished_ms",
-    )?;
-    for guid in &members {
-        let running: Option<String> = version_of
-            .query_row([guid], |r| r.get(0))
-            .optional()?
-            .flatten();
-        let skip = match running {
-            Some(v) if rollback => v == version_key,
-            Some(v) => v >= version_key,
-            None => false,
-        };
-        let (state, finished) = if skip {
-            ("skipped", Some(now_ms))
-        } else {
-            ("pending", None)
-        };
-        insert.execute(params![id, guid, state, now_ms, finished])?;
-    }
     tx.execute(
-        "UPDATE tasks SET status = 'running', activated_ms = ?2, permits_due_ms = 0 WHERE id = ?1",
-        params![id, now_ms],
+        "UPDATE task_targets SET state = 'skipped', finished_ms = ?2, updated_ms = ?2
+         WHERE task_id = ?1 AND state = 'pending' AND device IN (
+             SELECT guid FROM devices
+             WHERE version_flag IS NULL AND version_key IS NOT NULL
+               AND CASE WHEN ?4 THEN version_key = ?3 ELSE version_key >= ?3 END)",
+        params![id, now_ms, version_key, rollback],
     )?;
-    bump_targets(tx, id)?;
+    let targets: i64 = tx.query_row(
+        "SELECT count(*) FROM task_targets WHERE task_id = ?1",
+        [id],
+        |r| r.get(0),
+    )?;
+    let staggered = targets >= STAGGER_MIN_TARGETS;
+    tx.execute(
+        "UPDATE tasks SET status = 'running', activated_ms = ?2, permits_due_ms = 0,
+                          staggered = ?3, notified_ms = ?2
+         WHERE id = ?1",
+        params![id, now_ms, staggered],
+    )?;
+    if staggered {
+        // Tills of no store learn at once; stores in turn (see `stagger`).
+        tx.execute(
+            "UPDATE devices SET assign_rev = assign_rev + 1
+             WHERE store_id IS NULL AND guid IN (SELECT device FROM task_targets WHERE task_id = ?1)",
+            [id],
+        )?;
+    } else {
+        bump_targets(tx, id)?;
+    }
     complete_if_done(tx, id, now_ms)?;
     Ok(())
 }

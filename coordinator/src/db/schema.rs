@@ -373,6 +373,10 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE tasks ADD COLUMN store_limit INTEGER;       -- NULL: half the store's tills
     ALTER TABLE tasks ADD COLUMN install_retries INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE tasks ADD COLUMN permits_due_ms INTEGER NOT NULL DEFAULT 0;
+    -- A large task's tills learn of it store by store over most of a poll
+    -- interval (not all at once); notified_ms: how far that has gone.
+    ALTER TABLE tasks ADD COLUMN staggered INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE tasks ADD COLUMN notified_ms INTEGER;
     CREATE INDEX tasks_rollout ON tasks(rollout_id);
 
     ALTER TABLE task_targets ADD COLUMN permit_ms INTEGER;  -- may install since

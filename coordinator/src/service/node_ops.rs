@@ -156,7 +156,12 @@ impl Coordinator {
                         + 1_000;
                     let members = devices::store_members(tx, &req.device_id)?;
                     Some((
-                        tasks::assignments(tx, &req.device_id, settle)?,
+                        tasks::assignments(
+                            tx,
+                            &req.device_id,
+                            settle,
+                            tasks::stagger::spread_ms(config.poll_interval_ms),
+                        )?,
                         settings,
                         members,
                     ))

@@ -129,7 +129,9 @@ impl Coordinator {
     /// install permits of tasks that are due.
     pub(crate) async fn drive_rollouts(&self) -> Result<()> {
         let (zone, unreachable) = (self.default_zone(), self.unreachable_ms());
+        let spread = tasks::stagger::spread_ms(self.config().poll_interval_ms);
         self.write(move |tx, now| {
+            tasks::stagger::step(tx, now, spread)?;
             tasks::retry_due(tx, now)?;
             let events = drive::step_all(tx, now)?;
             record(tx, &events, now)?;

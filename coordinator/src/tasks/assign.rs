@@ -1,26 +1,34 @@
 //! What a till must do now: its assignments, with the store's other tills in
 //! the task and those that already hold the package.
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use tillswarm_protocol::DeviceId;
 use tillswarm_protocol::api::{Assignment, MAX_STORE_PEERS, TaskKind};
 
 use super::{parse_kind, parse_state};
 use crate::error::Result;
 
-/// The tasks a till must carry out now: running tasks where it is not final.
-/// Every till of a store knows a task `settle_ms` after its activation (see
-/// [`Assignment::join_by_unix_ms`]); each assignment names the task's other
-/// unfinished tills in the same store.
+/// The tasks a till must carry out now: running tasks where it is not final
+/// (a staggered task once its store's turn came, see [`super::stagger`]).
+/// Every till of a store knows a task `settle_ms` after the store learned of
+/// it (see [`Assignment::join_by_unix_ms`]); each assignment names the task's
+/// other unfinished tills in the same store.
 pub fn assignments(
     conn: &Connection,
     device: &DeviceId,
     settle_ms: i64,
+    spread_ms: i64,
 ) -> Result<Vec<Assignment>> {
+    let store: Option<String> = conn
+        .prepare_cached("SELECT store_id FROM devices WHERE guid = ?1")?
+        .query_row([device.to_string()], |r| r.get(0))
+        .optional()?
+        .flatten();
     let mut stmt = conn.prepare_cached(
         "SELECT t.id, t.kind, t.package_id, t.package_name, t.package_version, t.package_size,
                 t.activate_at_ms, t.activated_ms, t.rollback, tt.attempt, tt.state,
-                tt.permit_ms IS NULL, tt.permit_until_ms
+                tt.permit_ms IS NULL, tt.permit_until_ms, t.staggered,
+                coalesce(t.notified_ms - t.activated_ms, 0)
          FROM task_targets tt JOIN tasks t ON t.id = tt.task_id
          WHERE tt.device = ?1 AND t.status = 'running'
          ORDER BY t.id",
@@ -30,12 +38,23 @@ pub fn assignments(
         let state = parse_state(&r.get::<_, String>(10)?)?;
         let id: String = r.get(2)?;
         let version: String = r.get(4)?;
-        let activated: Option<i64> = r.get(7)?;
+        let task_id: i64 = r.get(0)?;
+        // A staggered task reaches this store at its offset, once the
+        // announcement (which bumped the store's revisions) got that far:
+        // decided by the database's state, never by when this job runs.
+        let (offset, announced) = if r.get::<_, bool>(13)? {
+            let o = super::stagger::offset_ms(task_id, store.as_deref(), spread_ms);
+            (o, store.is_none() || o < r.get::<_, i64>(14)?)
+        } else {
+            (0, true)
+        };
+        let activated: Option<i64> = r.get::<_, Option<i64>>(7)?.map(|a| a + offset);
         let at: Option<i64> = r.get(6)?;
         Ok((
             state,
+            announced,
             Assignment {
-                task_id: tillswarm_protocol::TaskId(r.get::<_, i64>(0)? as u64),
+                task_id: tillswarm_protocol::TaskId(task_id as u64),
                 kind,
                 package_id: id
                     .parse()
@@ -46,7 +65,7 @@ pub fn assignments(
                     .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
                 size: r.get::<_, i64>(5)? as u64,
                 install_at_unix: (kind == TaskKind::ForcedUpdate)
-                    .then(|| (at.or(activated).unwrap_or(0) / 1000) as u64),
+                    .then(|| (at.or(activated).unwrap_or(0) / 1000).max(0) as u64),
                 rollback: r.get(8)?,
                 attempt: r.get(9)?,
                 join_by_unix_ms: activated.map(|a| (a + settle_ms).max(0) as u64),
@@ -61,8 +80,8 @@ pub fn assignments(
     })?;
     let mut out = Vec::new();
     for row in rows {
-        let (state, a) = row?;
-        if !state.is_final_for(a.kind) {
+        let (state, announced, a) = row?;
+        if !state.is_final_for(a.kind) && announced {
             out.push(a);
         }
     }

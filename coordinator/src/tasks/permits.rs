@@ -68,11 +68,16 @@ pub fn soon(tx: &Transaction<'_>, task: i64, now_ms: i64) -> Result<()> {
 
 /// Grants and takes back one task's permits; returns how many changed.
 pub fn refresh(tx: &Transaction<'_>, task: i64, now_ms: i64, cx: &Context<'_>) -> Result<usize> {
-    let (window, limit, rollout): (Option<String>, Option<u32>, Option<i64>) = tx.query_row(
-        "SELECT window_json, store_limit, rollout_id FROM tasks WHERE id = ?1",
+    let (window, limit, rollout, installs): (Option<String>, Option<u32>, Option<i64>, bool) = tx
+        .query_row(
+        "SELECT window_json, store_limit, rollout_id, kind <> 'download' FROM tasks WHERE id = ?1",
         [task],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
     )?;
+    if !installs {
+        // A Download task installs nothing: no permits, no revision bumps.
+        return Ok(0);
+    }
     let rule: Option<Rule> = window
         .and_then(|w| serde_json::from_str::<Window>(&w).ok())
         .and_then(|w| w.rule().ok());

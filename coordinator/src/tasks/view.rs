@@ -182,6 +182,34 @@ pub struct TaskDetail {
     /// Each store's current or next window (tasks with a window).
     #[serde(default)]
     pub windows: Vec<StoreWindow>,
+    /// True when `target_details` and `stores` were left out (the answer to
+    /// creating a task for more than [`DETAILS_IN_CREATE`] tills; read them
+    /// with the task's GET).
+    #[serde(default)]
+    pub details_omitted: bool,
+}
+
+/// Most targets whose details the answer to a task's creation carries.
+pub const DETAILS_IN_CREATE: u64 = 1_000;
+
+/// The summary alone, as a detail without its per-till and per-store lists.
+pub fn summary_only(conn: &Connection, id: i64) -> Result<TaskDetail> {
+    let mut summary = conn
+        .query_row(
+            &format!("{SUMMARY_SELECT} WHERE t.id = ?1"),
+            [id],
+            summary_from_row,
+        )
+        .optional()?
+        .ok_or_else(|| Error::NotFound(format!("no task {id}")))?;
+    fill_states(conn, &mut summary)?;
+    Ok(TaskDetail {
+        summary,
+        target_details: Vec::new(),
+        stores: Vec::new(),
+        windows: Vec::new(),
+        details_omitted: true,
+    })
 }
 
 const SUMMARY_SELECT: &str =
@@ -397,6 +425,7 @@ pub fn get(conn: &Connection, id: i64) -> Result<TaskDetail> {
         target_details: targets,
         stores,
         windows: Vec::new(),
+        details_omitted: false,
     })
 }
 
