@@ -323,7 +323,9 @@ pub async fn connect_all(nodes: &[&RunningNode]) {
 
 /// [`connect_all`], then waits until each node sees every other as a store
 /// peer (their member lists from the coordinator included), as tills that
-/// have run for a while do.
+/// have run for a while do. Dials again every few seconds meanwhile, as
+/// mDNS's repeated announcements do on a real LAN: a first connection made
+/// before the coordinator listed both tills may have been let go.
 pub async fn mesh(nodes: &[&RunningNode]) {
     connect_all(nodes).await;
     let everyone = nodes.len().saturating_sub(1);
@@ -333,13 +335,23 @@ pub async fn mesh(nodes: &[&RunningNode]) {
             .map(|n| n.agent.net().map_or(0, |net| net.view().len()))
             .collect::<Vec<_>>()
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let started = tokio::time::Instant::now();
+    let deadline = started + Duration::from_secs(60);
+    let mut redial = started + Duration::from_secs(5);
     while seen().iter().any(|&n| n < everyone) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "after 60 s the tills see {:?} store peers each, not {everyone}",
             seen()
         );
+        if tokio::time::Instant::now() >= redial {
+            eprintln!(
+                "mesh: the tills see {:?} store peers; dialling again",
+                seen()
+            );
+            connect_all(nodes).await;
+            redial += Duration::from_secs(5);
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
