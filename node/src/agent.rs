@@ -79,6 +79,8 @@ struct Inner {
     last_report: Mutex<HashMap<TaskId, tokio::time::Instant>>,
     /// What the till is doing, for heartbeats.
     activity: Mutex<DeviceState>,
+    /// An install job is waiting for the POS to leave sale mode.
+    waiting_for_sale: std::sync::atomic::AtomicBool,
     /// The store swarm, once started (only with a swarm key).
     net: std::sync::OnceLock<crate::swarm::StoreNet>,
     /// The cap on chunks from store peers (`lan_rate_limit_kbit`).
@@ -125,6 +127,7 @@ impl Agent {
                 jobs: Mutex::new(HashMap::new()),
                 last_report: Mutex::new(HashMap::new()),
                 activity: Mutex::new(DeviceState::Ready),
+                waiting_for_sale: std::sync::atomic::AtomicBool::new(false),
                 free_disk: Mutex::new(None),
                 warnings: Mutex::new(Vec::new()),
                 report_retry: Mutex::new((
@@ -607,7 +610,10 @@ impl Agent {
     }
 
     async fn update_activity(&self, tasks: &[LocalTask], busy: &HashSet<TaskId>) {
-        let waiting_for_sale = *self.inner.activity.lock().await == DeviceState::WaitingForSaleEnd;
+        let waiting_for_sale = self
+            .inner
+            .waiting_for_sale
+            .load(std::sync::atomic::Ordering::Relaxed);
         let state = if tasks.iter().any(|t| t.state == TargetState::Installing) {
             DeviceState::Installing
         } else if tasks
@@ -615,11 +621,7 @@ impl Agent {
             .any(|t| t.state == TargetState::AwaitingCashier)
         {
             DeviceState::AwaitingCashier
-        } else if waiting_for_sale
-            && tasks
-                .iter()
-                .any(|t| busy.contains(&t.assignment.task_id) && t.state != TargetState::Pending)
-        {
+        } else if waiting_for_sale {
             // An install job waits for the POS to leave sale mode.
             DeviceState::WaitingForSaleEnd
         } else if tasks.iter().any(|t| busy.contains(&t.assignment.task_id)) {
@@ -894,6 +896,9 @@ impl Agent {
         self.inner.ui.close_prompt().await;
         self.inner.ui.request_leave_sale_mode(true).await;
         let wait_until = tokio::time::Instant::now() + Duration::from_secs(c.sale_mode_timeout_s);
+        // Cleared when the wait ends, and also when the job is dropped
+        // (the task withdrawn mid-wait), so the state never sticks.
+        let waiting = WaitFlag::raise(&self.inner.waiting_for_sale);
         if !self.inner.ui.sale_mode_left().await {
             *self.inner.activity.lock().await = DeviceState::WaitingForSaleEnd;
         }
@@ -903,6 +908,7 @@ impl Agent {
                 _ = self.inner.ui.changed.notified() => {}
             }
         }
+        drop(waiting);
         *self.inner.activity.lock().await = DeviceState::Installing;
         if !self.inner.ui.sale_mode_left().await {
             tracing::warn!(task = %id, "the POS did not confirm leaving sale mode in time; installing anyway");
@@ -1047,4 +1053,21 @@ async fn df_free(path: &std::path::Path) -> Option<u64> {
         .parse()
         .ok()?;
     Some(kb * 1024)
+}
+
+/// Raised while an install waits for the POS to leave sale mode; lowered
+/// when dropped.
+struct WaitFlag<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl<'a> WaitFlag<'a> {
+    fn raise(flag: &'a std::sync::atomic::AtomicBool) -> Self {
+        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        Self(flag)
+    }
+}
+
+impl Drop for WaitFlag<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
 }

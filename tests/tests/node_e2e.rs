@@ -641,3 +641,38 @@ async fn a_till_talks_https_to_a_coordinator_with_a_private_ca() {
     node.stop().await;
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_till_waits_for_the_sale_to_end_and_says_so() {
+    let cluster = Cluster::start(POLL_MS).await;
+    cluster.import_sample_registry().await;
+    let pkg = cluster
+        .upload("demo", "1.0.0", package("1.0.0", 1 << 20))
+        .await;
+    let d = sample_till(0, 6);
+    let g = group_of(&cluster, "sale", vec![d]).await;
+    let mut config = cluster.node_config(d, "store-001");
+    // The POS gets half a minute to close its sale; here it keeps it open.
+    config.sale_mode_timeout_s = 30;
+    let node = RunningNode::start(config, Arc::new(SystemClock), None);
+    let id = task(&cluster, TaskKind::ForcedUpdate, pkg, g).await;
+    eventually(30, "the till to report waiting_for_sale_end", || async {
+        let dev = cluster.coordinator.device(d).await.ok()?;
+        (dev.state.as_deref() == Some("waiting_for_sale_end")).then_some(())
+    })
+    .await;
+    assert!(
+        node.agent.ui().status().await.leave_sale_mode,
+        "the POS was asked"
+    );
+    let t = cluster.coordinator.task(id).await.expect("task");
+    assert_ne!(
+        t.target_details[0].state,
+        TargetState::Installed,
+        "nothing installed during the sale"
+    );
+    node.agent.ui().confirm_sale_mode_left().await;
+    wait_target(&cluster, id, d, TargetState::Installed, 30).await;
+    node.stop().await;
+    cluster.stop().await;
+}
