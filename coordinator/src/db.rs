@@ -11,7 +11,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
 
+mod batch;
 mod schema;
+
+pub use batch::Stats as BatchStats;
 
 /// A migrated in-memory connection, for unit tests of the table modules.
 #[cfg(test)]
@@ -24,7 +27,14 @@ pub(crate) fn test_connection() -> Connection {
 /// Most database jobs waiting for the owner thread; callers wait beyond that.
 const QUEUE_DEPTH: usize = 1024;
 
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+/// Work for the database thread.
+enum Job {
+    /// Runs on its own (and opens its own transaction, if any).
+    Alone(Box<dyn FnOnce(&mut Connection) + Send>),
+    /// May share one relaxed transaction with the batched jobs queued behind
+    /// it (see [`batch`]).
+    Batched(batch::BatchedJob),
+}
 
 /// Opens the database file with the coordinator's settings and migrations. The
 /// coordinator keeps one such connection on its thread; the command line opens
@@ -83,6 +93,7 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(5
 #[derive(Clone)]
 pub struct Db {
     jobs: mpsc::Sender<Job>,
+    batches: std::sync::Arc<batch::Stats>,
     /// Held by every handle; the checkpoint thread stops once none is left.
     _alive: std::sync::Arc<()>,
 }
@@ -125,15 +136,22 @@ impl Db {
     fn start(conn: Connection) -> Result<Self> {
         let mut conn = conn;
         let (jobs, mut inbox) = mpsc::channel::<Job>(QUEUE_DEPTH);
+        let batches = std::sync::Arc::new(batch::Stats::default());
+        let stats = batches.clone();
         std::thread::Builder::new()
             .name("tillswarm-db".into())
             .spawn(move || {
-                while let Some(job) = inbox.blocking_recv() {
-                    job(&mut conn);
+                let mut next = None;
+                while let Some(job) = next.take().or_else(|| inbox.blocking_recv()) {
+                    match job {
+                        Job::Alone(f) => f(&mut conn),
+                        Job::Batched(f) => next = batch::run(&mut conn, f, &mut inbox, &stats),
+                    }
                 }
             })?;
         Ok(Self {
             jobs,
+            batches,
             _alive: std::sync::Arc::new(()),
         })
     }
@@ -146,9 +164,50 @@ impl Db {
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job: Job = Box::new(move |conn| {
-            let _ = reply.send(f(conn));
+        self.submit(
+            Job::Alone(Box::new(move |conn| {
+                let _ = reply.send(f(conn));
+            })),
+            answer,
+        )
+        .await
+    }
+
+    /// Runs `f` in a relaxed transaction ([`Durability::Relaxed`]) that it
+    /// may share with other such jobs waiting in the queue, inside a
+    /// savepoint of its own: a failing `f` undoes only its own writes. Its
+    /// answer comes once the shared transaction committed, so an `Ok` is as
+    /// committed as a relaxed [`Db::call`]'s.
+    pub async fn call_batched<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: batch::BatchedJob = Box::new(move |tx| {
+            let (out, poisoned) = match tx {
+                Some(tx) => batch::in_savepoint(tx, f),
+                None => (Err(Error::Internal("no transaction".into())), false),
+            };
+            batch::Ran {
+                settle: Box::new(move |committed| {
+                    let _ = reply.send(match committed {
+                        Ok(()) => out,
+                        Err(why) => Err(Error::Internal(format!("not committed: {why}"))),
+                    });
+                }),
+                poisoned,
+            }
         });
+        self.submit(Job::Batched(job), answer).await
+    }
+
+    /// How many shared transactions ran and how many jobs they carried.
+    pub fn batch_stats(&self) -> &BatchStats {
+        &self.batches
+    }
+
+    async fn submit<T>(&self, job: Job, answer: oneshot::Receiver<Result<T>>) -> Result<T> {
         self.jobs
             .send(job)
             .await
@@ -184,6 +243,119 @@ mod tests {
                 "re-prepared after new parameters"
             );
         }
+    }
+
+    /// Holds the database thread until the returned sender is used (or
+    /// dropped), so that jobs sent meanwhile wait in the queue together.
+    async fn hold(db: &Db) -> std::sync::mpsc::Sender<()> {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (started, running) = oneshot::channel();
+        let db2 = db.clone();
+        tokio::spawn(async move {
+            db2.call(move |_| {
+                let _ = started.send(());
+                let _ = held.recv();
+                Ok(())
+            })
+            .await
+        });
+        running.await.expect("holding");
+        release
+    }
+
+    /// Waits until `n` jobs are queued behind the held one.
+    async fn queued(db: &Db, n: usize) {
+        while QUEUE_DEPTH - db.jobs.capacity() < n {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn queued_heartbeat_writes_share_one_commit_and_a_failure_undoes_only_itself() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(&dir.path().join("db.sqlite3")).expect("open");
+        db.call(|c| Ok(c.execute_batch("CREATE TABLE t (n INTEGER)")?))
+            .await
+            .expect("table");
+        let release = hold(&db).await;
+        let mut jobs = Vec::new();
+        for n in 0..10_i64 {
+            let db = db.clone();
+            jobs.push(tokio::spawn(async move {
+                db.call_batched(move |tx| {
+                    tx.execute("INSERT INTO t (n) VALUES (?1)", [n])?;
+                    if n == 5 {
+                        return Err(Error::bad("refused", "job 5 fails after writing"));
+                    }
+                    Ok(n)
+                })
+                .await
+            }));
+        }
+        queued(&db, 10).await;
+        release.send(()).expect("release");
+        let mut failed = Vec::new();
+        for job in jobs {
+            if let Err(e) = job.await.expect("join") {
+                failed.push(e.to_string());
+            }
+        }
+        assert_eq!(failed.len(), 1, "only job 5 fails: {failed:?}");
+        let rows: Vec<i64> = db
+            .call(|c| {
+                let mut stmt = c.prepare("SELECT n FROM t ORDER BY n")?;
+                let rows = stmt.query_map([], |r| r.get(0))?;
+                Ok(rows.collect::<rusqlite::Result<_>>()?)
+            })
+            .await
+            .expect("rows");
+        assert_eq!(
+            rows,
+            vec![0, 1, 2, 3, 4, 6, 7, 8, 9],
+            "job 5's row is undone"
+        );
+        let stats = db.batch_stats();
+        assert_eq!(stats.jobs(), 10);
+        assert!(
+            stats.batches() <= 3,
+            "ten queued writes took {} commits",
+            stats.batches()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_job_queued_between_heartbeats_sees_the_ones_before_it_committed() {
+        let db = Db::open_in_memory().expect("open");
+        db.call(|c| Ok(c.execute_batch("CREATE TABLE t (n INTEGER)")?))
+            .await
+            .expect("table");
+        let release = hold(&db).await;
+        let insert = |n: i64| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                db.call_batched(move |tx| Ok(tx.execute("INSERT INTO t (n) VALUES (?1)", [n])?))
+                    .await
+            })
+        };
+        let first = insert(1);
+        queued(&db, 1).await;
+        let db2 = db.clone();
+        let count = tokio::spawn(async move {
+            db2.call(|c| {
+                // Outside any transaction: sees only what was committed.
+                assert!(c.is_autocommit());
+                Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))?)
+            })
+            .await
+        });
+        queued(&db, 2).await;
+        let last = insert(2);
+        queued(&db, 3).await;
+        release.send(()).expect("release");
+        first.await.expect("join").expect("first");
+        last.await.expect("join").expect("last");
+        assert_eq!(count.await.expect("join").expect("count"), 1);
+        assert_eq!(db.batch_stats().batches(), 2, "the read split the batch");
     }
 
     #[test]

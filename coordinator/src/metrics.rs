@@ -143,6 +143,18 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
+            "# HELP tillswarm_db_batches_total Transactions shared by queued heartbeats (group commit)."
+        );
+        let _ = writeln!(out, "# TYPE tillswarm_db_batches_total counter");
+        let _ = writeln!(out, "tillswarm_db_batches_total {}", g.db_batches);
+        let _ = writeln!(
+            out,
+            "# HELP tillswarm_db_batched_jobs_total Heartbeats written in shared transactions."
+        );
+        let _ = writeln!(out, "# TYPE tillswarm_db_batched_jobs_total counter");
+        let _ = writeln!(out, "tillswarm_db_batched_jobs_total {}", g.db_batched_jobs);
+        let _ = writeln!(
+            out,
             "# HELP tillswarm_http_request_duration_seconds HTTP request latency by API."
         );
         let _ = writeln!(
@@ -206,6 +218,10 @@ pub struct Gauges {
     pub tasks: Vec<(String, u64)>,
     /// Targets of unfinished tasks per state.
     pub targets: Vec<(String, u64)>,
+    /// Shared transactions run for heartbeats (group commit).
+    pub db_batches: u64,
+    /// Heartbeats written in them.
+    pub db_batched_jobs: u64,
 }
 
 /// Reads the gauges.
@@ -227,6 +243,8 @@ pub fn read_gauges(conn: &Connection, now_ms: i64) -> Result<Gauges> {
         devices_pending: pending as u64,
         devices_online: online as u64,
         tasks: pairs("SELECT status, count(*) FROM tasks GROUP BY status")?,
+        db_batches: 0,
+        db_batched_jobs: 0,
         targets: pairs(
             "SELECT tt.state, count(*) FROM task_targets tt JOIN tasks t ON t.id = tt.task_id
              WHERE t.status NOT IN ('completed', 'completed_with_failures')

@@ -142,7 +142,7 @@ impl Coordinator {
         let jitter = jitter_ms(config.poll_interval_ms, config.poll_jitter);
         let device = req.device_id;
         let (outcome, news) = self
-            .write_with(crate::db::Durability::Relaxed, move |tx, now| {
+            .write_batched(move |tx, now| {
                 check_device(tx, &token, &req.device_id, now)?;
                 let outcome = devices::record_heartbeat(tx, &req, seen_ip, now)?;
                 tasks::promote_installed(tx, &req.device_id, req.version.as_ref(), now)?;

@@ -132,11 +132,18 @@ impl Coordinator {
         let spread = tasks::stagger::spread_ms(self.config().poll_interval_ms);
         // Announcing a large task store by store commits every tick for most
         // of a poll interval; it is all recomputable (a lost step is redone,
-        // an extra revision bump is harmless), so it skips the fsync.
-        self.write_with(crate::db::Durability::Relaxed, move |tx, now| {
-            tasks::stagger::step(tx, now, spread).map(|_| ())
-        })
-        .await?;
+        // an extra revision bump is harmless), so it skips the fsync. A few
+        // stores per transaction: heartbeats queued meanwhile go in between.
+        loop {
+            let announced = self
+                .write_with(crate::db::Durability::Relaxed, move |tx, now| {
+                    tasks::stagger::step(tx, now, spread, tasks::stagger::STORES_PER_STEP)
+                })
+                .await?;
+            if !announced.more {
+                break;
+            }
+        }
         self.write(move |tx, now| {
             tasks::retry_due(tx, now)?;
             let events = drive::step_all(tx, now)?;
