@@ -518,6 +518,52 @@ async fn at_most_k_tills_of_a_store_install_at_once() {
 }
 
 #[tokio::test]
+async fn two_install_tasks_share_a_stores_k_slots() {
+    let f = fixture().await;
+    let c = &f.coordinator;
+    everyone_heard(&f).await;
+    let pos = upload(c, "pos", "2.0", small_package("2.0")).await;
+    let scales = upload(c, "scales", "3.0", small_package("3.0")).await;
+    let task = |pkg: PackageId, group: i64| {
+        serde_json::from_value::<NewTask>(json!({
+            "kind": "forced_update", "package_id": pkg, "group_id": group}))
+        .expect("task")
+    };
+    // Even: three of each store's six tills, all of the default K = 3.
+    let even = c
+        .create_task(task(pos, 2), &sys())
+        .await
+        .expect("even")
+        .summary
+        .id;
+    assert_eq!(
+        permits_by_store(c, even).await,
+        [("store-001".into(), 3), ("store-002".into(), 3)]
+    );
+    // Odd, another package at the same time: no slot is left in either store.
+    let odd = c
+        .create_task(task(scales, 3), &sys())
+        .await
+        .expect("odd")
+        .summary
+        .id;
+    c.tick().await.expect("tick");
+    assert_eq!(
+        permits_by_store(c, odd).await,
+        [("store-001".into(), 0), ("store-002".into(), 0)]
+    );
+    // One Even till of store-001 finishes: one Odd till of that store moves up.
+    let done = c.task(even).await.expect("task").target_details[0].device;
+    install(c, done, even, "2.0").await;
+    f.clock.advance_ms(1_500);
+    c.tick().await.expect("tick");
+    assert_eq!(
+        permits_by_store(c, odd).await,
+        [("store-001".into(), 1), ("store-002".into(), 0)]
+    );
+}
+
+#[tokio::test]
 async fn a_failed_install_is_retried_with_backoff_and_each_attempt_is_kept() {
     let f = fixture().await;
     let c = &f.coordinator;

@@ -7,6 +7,10 @@
 //! are taken back when it closes; stores a rollout paused get none; a till not
 //! heard from for the unreachable time gives its unused permit back.
 //!
+//! The K slots of a store are shared by every install task: a till holding a
+//! permit, asking its cashier or installing in one task counts against the
+//! others too, and is not given a second permit elsewhere meanwhile.
+//!
 //! A task's permits are looked at again when a report frees a slot (within a
 //! second), and at least every [`RECHECK_MS`].
 
@@ -59,10 +63,14 @@ pub fn refresh_due(tx: &Transaction<'_>, now_ms: i64, cx: &Context<'_>) -> Resul
     Ok(changed)
 }
 
-/// Asks for a task's permits to be looked at within a second.
+/// Asks for a task's permits to be looked at within a second, and those of
+/// the other running install tasks, which share its stores' slots.
 pub fn soon(tx: &Transaction<'_>, task: i64, now_ms: i64) -> Result<()> {
-    tx.prepare_cached("UPDATE tasks SET permits_due_ms = min(permits_due_ms, ?2) WHERE id = ?1")?
-        .execute(params![task, now_ms + 1000])?;
+    tx.prepare_cached(
+        "UPDATE tasks SET permits_due_ms = min(permits_due_ms, ?2)
+         WHERE id = ?1 OR (status = 'running' AND kind <> 'download')",
+    )?
+    .execute(params![task, now_ms + 1000])?;
     Ok(())
 }
 
@@ -98,6 +106,7 @@ pub fn refresh(tx: &Transaction<'_>, task: i64, now_ms: i64, cx: &Context<'_>) -
             .collect::<rusqlite::Result<_>>()?,
         None => Vec::new(),
     };
+    let elsewhere = busy_elsewhere(tx, task)?;
     let mut stores: HashMap<String, Vec<Target>> = HashMap::new();
     let mut stmt = tx.prepare_cached(
         "SELECT tt.device, coalesce(d.store_id, ''), tt.state, tt.permit_ms IS NOT NULL,
@@ -148,7 +157,7 @@ pub fn refresh(tx: &Transaction<'_>, task: i64, now_ms: i64, cx: &Context<'_>) -
         let k = limit
             .unwrap_or_else(|| sizes.get(store).copied().unwrap_or(1) / 2)
             .max(1) as usize;
-        let mut holding = 0usize;
+        let mut holding = elsewhere.get(store).map_or(0, Vec::len);
         for t in targets {
             let waiting = WAITING.contains(&t.state.as_str());
             let reachable = t.last_seen_ms >= cx.unreachable_before_ms;
@@ -172,7 +181,8 @@ pub fn refresh(tx: &Transaction<'_>, task: i64, now_ms: i64, cx: &Context<'_>) -
                 break;
             }
             let waiting = WAITING.contains(&t.state.as_str());
-            if !t.permit && waiting && t.last_seen_ms >= cx.unreachable_before_ms {
+            let busy = elsewhere.get(store).is_some_and(|d| d.contains(&t.device));
+            if !t.permit && !busy && waiting && t.last_seen_ms >= cx.unreachable_before_ms {
                 grant.execute(params![task, t.device, now_ms, until])?;
                 bump.execute([&t.device])?;
                 holding += 1;
@@ -183,4 +193,23 @@ pub fn refresh(tx: &Transaction<'_>, task: i64, now_ms: i64, cx: &Context<'_>) -
     tx.prepare_cached("UPDATE tasks SET permits_due_ms = ?2 WHERE id = ?1")?
         .execute(params![task, now_ms + RECHECK_MS])?;
     Ok(changed)
+}
+
+/// Per store, the tills using an install slot in another task (holding its
+/// permit, asking the cashier or installing), paused tasks included: their
+/// started installs go on.
+fn busy_elsewhere(tx: &Transaction<'_>, task: i64) -> Result<HashMap<String, Vec<String>>> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT DISTINCT coalesce(d.store_id, ''), tt.device
+         FROM tasks t JOIN task_targets tt ON tt.task_id = t.id JOIN devices d ON d.guid = tt.device
+         WHERE t.id <> ?1 AND t.kind <> 'download' AND t.status IN ('running', 'paused')
+           AND tt.state NOT IN ('installed', 'failed', 'skipped')
+           AND (tt.permit_ms IS NOT NULL OR tt.state IN ('awaiting_cashier', 'installing', 'rebooting'))",
+    )?;
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    for row in stmt.query_map([task], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))? {
+        let (store, device) = row?;
+        out.entry(store).or_default().push(device);
+    }
+    Ok(out)
 }
