@@ -25,6 +25,7 @@ fn instructions(online: &SecretKey, device: DeviceId, revision: u64) -> Signed {
         .map(|n| StoreMember {
             device: DeviceId::from_bytes([n; 16]),
             peer_id: format!("12D3KooW{n:044}"),
+            addrs: Vec::new(),
         })
         .collect();
     Signed::sign(

@@ -393,6 +393,7 @@ impl Client {
             free_disk_bytes: Some(8 << 30),
             known_revision,
             warnings: Vec::new(),
+            swarm_addrs: Vec::new(),
         };
         let token = self.tokens.get(till as usize).map_or("", String::as_str);
         let sent = self

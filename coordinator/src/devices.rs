@@ -102,6 +102,10 @@ pub struct Device {
     pub ip: Option<String>,
     /// Its libp2p peer id.
     pub peer_id: Option<String>,
+    /// Where its store swarm listens (`ip:port`), as it reported; its
+    /// store's other tills are told to dial these.
+    #[serde(default)]
+    pub swarm_addrs: Vec<String>,
     /// Free bytes on its update volume.
     pub free_disk_bytes: Option<u64>,
     /// Last heartbeat (RFC 3339).
@@ -363,25 +367,33 @@ pub fn record_heartbeat(
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned));
     let ip = req.ip.clone().or(seen_ip);
-    let known: Option<(Option<String>, Option<String>)> = tx
-        .prepare_cached("SELECT peer_id, version FROM devices WHERE guid = ?1")?
-        .query_row([req.device_id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
+    let swarm_addrs = (!req.swarm_addrs.is_empty())
+        .then(|| serde_json::to_string(&req.swarm_addrs).ok())
+        .flatten();
+    type Known = (Option<String>, Option<String>, Option<String>);
+    let known: Option<Known> = tx
+        .prepare_cached("SELECT peer_id, version, swarm_addrs FROM devices WHERE guid = ?1")?
+        .query_row([req.device_id.to_string()], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
         .optional()?;
-    if let (Some((_, before)), Some(now)) = (&known, &version) {
+    if let (Some((_, before, _)), Some(now)) = (&known, &version) {
         if before.as_ref() != Some(now) {
             history::note_version(tx, &req.device_id, now, now_ms)?;
         }
     }
-    if known.is_some_and(|(p, _)| p != req.peer_id) {
-        // The till's peer id joins (or changes in) its store's signed member
-        // list: every till of the store gets new instructions.
+    if known.is_some_and(|(p, _, a)| p != req.peer_id || a != swarm_addrs) {
+        // The till's peer id or swarm addresses join (or change in) its
+        // store's signed member list: every till of the store gets new
+        // instructions.
         bump_store_of(tx, &req.device_id)?;
     }
     let (assign_rev, till_type) = tx
         .prepare_cached(
             "UPDATE devices SET version = ?2, version_key = ?3, state = ?4, ip = ?5,
                  peer_id = ?6, free_disk = ?7, last_seen_ms = ?8,
-                 first_seen_ms = coalesce(first_seen_ms, ?8), version_flag = ?9, warnings = ?10
+                 first_seen_ms = coalesce(first_seen_ms, ?8), version_flag = ?9, warnings = ?10,
+                 swarm_addrs = ?11
              WHERE guid = ?1
              RETURNING assign_rev, till_type",
         )?
@@ -396,7 +408,8 @@ pub fn record_heartbeat(
                 req.free_disk_bytes.map(|b| b.min(i64::MAX as u64) as i64),
                 now_ms,
                 flag,
-                serde_json::to_string(&req.warnings).unwrap_or_else(|_| "[]".into())
+                serde_json::to_string(&req.warnings).unwrap_or_else(|_| "[]".into()),
+                swarm_addrs
             ],
             |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?)),
         )
@@ -435,19 +448,31 @@ pub fn bump_store_of(tx: &Transaction<'_>, guid: &DeviceId) -> Result<()> {
 /// a peer id reported over their own authenticated heartbeats.
 pub fn store_members(tx: &Transaction<'_>, guid: &DeviceId) -> Result<Vec<StoreMember>> {
     let mut stmt = tx.prepare_cached(
-        "SELECT guid, peer_id FROM devices
+        "SELECT guid, peer_id, swarm_addrs FROM devices
          WHERE store_id = (SELECT store_id FROM devices WHERE guid = ?1)
            AND approved = 1 AND peer_id IS NOT NULL
          ORDER BY guid LIMIT ?2",
     )?;
     let rows = stmt.query_map(params![guid.to_string(), MAX_STORE_MEMBERS as i64], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, Option<String>>(2)?,
+        ))
     })?;
     let mut out = Vec::new();
     for row in rows {
-        let (device, peer_id) = row?;
+        let (device, peer_id, addrs) = row?;
+        // Checked when reported; an unreadable value names no address.
+        let addrs = addrs
+            .and_then(|a| serde_json::from_str(&a).ok())
+            .unwrap_or_default();
         if let Ok(device) = device.parse() {
-            out.push(StoreMember { device, peer_id });
+            out.push(StoreMember {
+                device,
+                peer_id,
+                addrs,
+            });
         }
     }
     Ok(out)
@@ -490,7 +515,7 @@ const DEVICE_SELECT: &str = concat!(
         d.approved, d.in_registry, d.version, ",
     state_sql!(),
     ", d.ip, d.peer_id, d.free_disk, d.last_seen_ms,
-        d.version_flag, d.warnings, d.public_key, d.key_bound_ms
+        d.version_flag, d.warnings, d.public_key, d.key_bound_ms, d.swarm_addrs
      FROM devices d LEFT JOIN stores s ON s.id = d.store_id"
 );
 
@@ -520,6 +545,10 @@ fn device_from_row(r: &Row<'_>, now_ms: i64) -> rusqlite::Result<Device> {
         state: r.get(10)?,
         ip: r.get(11)?,
         peer_id: r.get(12)?,
+        swarm_addrs: r
+            .get::<_, Option<String>>(19)?
+            .and_then(|a| serde_json::from_str(&a).ok())
+            .unwrap_or_default(),
         free_disk_bytes: r.get::<_, Option<i64>>(13)?.map(|b| b.max(0) as u64),
         online: last_seen.is_some_and(|t| now_ms - t <= ONLINE_WINDOW_MS),
         last_seen: last_seen.map(rfc3339),
@@ -643,4 +672,74 @@ pub fn stores(conn: &Connection, now_ms: i64) -> Result<Vec<Store>> {
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use tillswarm_protocol::api::DeviceState;
+
+    use super::*;
+
+    const A: &str = "71110000-0000-0000-0000-000000000001";
+    const B: &str = "71110000-0000-0000-0000-000000000002";
+
+    fn beat(conn: &mut Connection, guid: &str, addrs: &[&str]) {
+        let req = HeartbeatRequest {
+            device_id: guid.parse().expect("guid"),
+            version: None,
+            state: DeviceState::Ready,
+            ip: None,
+            peer_id: Some(format!("peer-{guid}")),
+            free_disk_bytes: None,
+            known_revision: None,
+            warnings: Vec::new(),
+            swarm_addrs: addrs.iter().map(|a| a.parse().expect("addr")).collect(),
+        };
+        let tx = conn.transaction().expect("tx");
+        record_heartbeat(&tx, &req, None, 0).expect("heartbeat");
+        tx.commit().expect("commit");
+    }
+
+    fn revision(conn: &Connection, guid: &str) -> i64 {
+        conn.query_row(
+            "SELECT assign_rev FROM devices WHERE guid = ?1",
+            [guid],
+            |r| r.get(0),
+        )
+        .expect("revision")
+    }
+
+    #[test]
+    fn a_tills_swarm_addresses_reach_its_store_and_a_change_renews_their_lists() {
+        let mut conn = crate::db::test_connection();
+        conn.execute_batch(&format!(
+            "INSERT INTO stores (id, name) VALUES ('s', 'S');
+             INSERT INTO devices (guid, store_id, approved) VALUES ('{A}', 's', 1), ('{B}', 's', 1);"
+        ))
+        .expect("store");
+        beat(&mut conn, A, &["10.0.0.1:4001"]);
+        beat(&mut conn, B, &[]);
+        let tx = conn.transaction().expect("tx");
+        let members = store_members(&tx, &B.parse().expect("guid")).expect("members");
+        drop(tx);
+        let a = members
+            .iter()
+            .find(|m| m.device.to_string() == A)
+            .expect("a listed");
+        assert_eq!(a.addrs, vec!["10.0.0.1:4001".parse().expect("addr")]);
+        let b = members
+            .iter()
+            .find(|m| m.device.to_string() == B)
+            .expect("b listed");
+        assert!(b.addrs.is_empty());
+        let before = revision(&conn, B);
+        beat(&mut conn, A, &["10.0.0.1:4001"]);
+        assert_eq!(revision(&conn, B), before, "nothing changed");
+        beat(&mut conn, A, &["10.0.0.7:4001"]);
+        assert_eq!(
+            revision(&conn, B),
+            before + 1,
+            "a moved till renews its store's lists"
+        );
+    }
 }

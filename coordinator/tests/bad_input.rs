@@ -1757,6 +1757,37 @@ async fn progress_and_heartbeat_errors_and_stale_reports() {
         );
         assert!(msg.contains(field), "{msg:?}");
     }
+    // Swarm addresses the store's tills could not (or should not) dial.
+    for (addrs, why) in [
+        (
+            json!([
+                "10.0.0.1:4001",
+                "10.0.0.2:4001",
+                "10.0.0.3:4001",
+                "10.0.0.4:4001",
+                "10.0.0.5:4001"
+            ]),
+            "at most",
+        ),
+        (json!(["10.0.0.1:0"]), "cannot be dialled"),
+        (json!(["0.0.0.0:4001"]), "cannot be dialled"),
+        (json!(["224.0.0.251:5353"]), "cannot be dialled"),
+        (json!(["255.255.255.255:4001"]), "cannot be dialled"),
+        (json!(["[ff02::fb]:5353"]), "cannot be dialled"),
+    ] {
+        let mut hb = heartbeat(TILL_1);
+        hb["swarm_addrs"] = addrs;
+        let msg = err(
+            &api.post("/api/v1/node/heartbeat", hb.to_string()).await,
+            400,
+            "invalid_heartbeat",
+        );
+        assert!(msg.contains(why), "{msg:?}");
+    }
+    let mut hb = heartbeat(TILL_1);
+    hb["swarm_addrs"] = json!(["not an address"]);
+    let reply = api.post("/api/v1/node/heartbeat", hb.to_string()).await;
+    assert_eq!(reply.status, 400, "{:?}", reply.json());
     same(&before, &api.snapshot().await, "bad reports");
 
     // A good report, then stale and duplicate ones.

@@ -401,6 +401,10 @@ impl Agent {
             free_disk_bytes: self.free_disk().await,
             known_revision: (trust.revision > 0).then_some(trust.revision),
             warnings,
+            swarm_addrs: self
+                .net()
+                .map(|n| crate::peers::swarm_addrs(&n.listen_addr))
+                .unwrap_or_default(),
         };
         let resp = self.inner.client.heartbeat(&req).await?;
         let bundle = resp.trust;
@@ -421,6 +425,11 @@ impl Agent {
         // Committed after what it vouches for, so a crash in between makes the
         // node ask for the same instructions again.
         self.inner.state.set_trust(&trust)?;
+        // Every poll: store peers mDNS did not bring (or that went away) are
+        // dialled at the addresses the coordinator vouches for.
+        if let Some(net) = self.net() {
+            crate::peers::dial_members(&net, &self.inner.state.store_members()?).await?;
+        }
         Ok(resp.poll_interval_ms.max(50))
     }
 
@@ -433,7 +442,8 @@ impl Agent {
         members.truncate(tillswarm_protocol::trust::MAX_STORE_MEMBERS);
         self.inner.state.set_store_members(&members)?;
         if let Some(net) = self.net() {
-            net.set_members(members).await?;
+            net.set_members(members.clone()).await?;
+            crate::peers::dial_members(&net, &members).await?;
         }
         let (gone, replaced) = self.inner.state.sync_assignments(&ins.assignments)?;
         for &id in &replaced {

@@ -19,6 +19,7 @@ pub mod error;
 pub mod identity;
 pub mod install;
 pub mod local_api;
+pub mod peers;
 pub mod sim;
 pub mod stage;
 pub mod state;

@@ -150,10 +150,12 @@ async fn a_peer_off_the_signed_member_list_gets_nothing_until_listed() {
     let listed = |d: &Till| StoreMember {
         device: d.device,
         peer_id: d.net.peer_id.to_string(),
+        addrs: Vec::new(),
     };
     let other = StoreMember {
         device: DeviceId::from_bytes([9; 16]),
         peer_id: PeerId::random().to_string(),
+        addrs: Vec::new(),
     };
     a.net
         .set_members(vec![listed(&a), other.clone()])
@@ -177,6 +179,7 @@ async fn a_peer_off_the_signed_member_list_gets_nothing_until_listed() {
             StoreMember {
                 device: b.device,
                 peer_id: other.peer_id.clone(),
+                addrs: Vec::new(),
             },
         ])
         .await

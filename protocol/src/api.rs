@@ -5,6 +5,8 @@
 //! here so both sides agree on the limits; [`ProgressReport::validate`] and
 //! [`HeartbeatRequest::validate`] enforce them.
 
+use std::net::SocketAddr;
+
 use serde::{Deserialize, Serialize};
 
 use crate::id::{DeviceId, PackageId, TaskId};
@@ -153,10 +155,19 @@ pub struct HeartbeatRequest {
     /// timestamp came in time, refused instructions, an unsigned drop-in.
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// Where the node's store swarm listens on the LAN (at most
+    /// [`MAX_SWARM_ADDRS`] socket addresses): the coordinator passes them to
+    /// the store's other tills, which dial them when multicast (mDNS) does
+    /// not reach them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub swarm_addrs: Vec<SocketAddr>,
 }
 
 /// Most warnings in one heartbeat.
 pub const MAX_WARNINGS: usize = 8;
+
+/// Most swarm addresses a till reports (a till has one or two LAN addresses).
+pub const MAX_SWARM_ADDRS: usize = 4;
 
 impl HeartbeatRequest {
     /// Checks the free-text caps.
@@ -175,7 +186,8 @@ impl HeartbeatRequest {
             check_len("warning", Some(w), MAX_SHORT_FIELD_LEN)?;
         }
         check_len("ip", self.ip.as_deref(), MAX_SHORT_FIELD_LEN)?;
-        check_len("peer_id", self.peer_id.as_deref(), MAX_SHORT_FIELD_LEN)
+        check_len("peer_id", self.peer_id.as_deref(), MAX_SHORT_FIELD_LEN)?;
+        check_swarm_addrs(&self.swarm_addrs)
     }
 }
 
@@ -364,6 +376,23 @@ fn check_len(field: &str, value: Option<&str>, max: usize) -> Result<(), String>
         )),
         _ => Ok(()),
     }
+}
+
+/// Checks a till's reported swarm addresses: at most [`MAX_SWARM_ADDRS`],
+/// each with a port, none unspecified, multicast or broadcast (nothing
+/// anybody could dial).
+pub fn check_swarm_addrs(addrs: &[SocketAddr]) -> Result<(), String> {
+    if addrs.len() > MAX_SWARM_ADDRS {
+        return Err(format!("at most {MAX_SWARM_ADDRS} swarm_addrs"));
+    }
+    for a in addrs {
+        let ip = a.ip();
+        let broadcast = matches!(ip, std::net::IpAddr::V4(v4) if v4.is_broadcast());
+        if a.port() == 0 || ip.is_unspecified() || ip.is_multicast() || broadcast {
+            return Err(format!("swarm address {a} cannot be dialled"));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -254,6 +254,11 @@ pub struct StoreMember {
     pub device: DeviceId,
     /// Its libp2p peer id (base58 text).
     pub peer_id: String,
+    /// Where its store swarm listens, as it reported over its own
+    /// authenticated heartbeat (at most [`crate::api::MAX_SWARM_ADDRS`]):
+    /// the store's tills dial these besides what mDNS finds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addrs: Vec<std::net::SocketAddr>,
 }
 
 /// Everything a till needs to check its instructions from its pinned root.

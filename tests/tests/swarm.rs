@@ -305,6 +305,50 @@ async fn a_new_version_fetches_only_the_changed_chunks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tills_find_each_other_through_the_coordinator_without_multicast() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start(100).await;
+    let tills: Vec<DeviceId> = tills().into_iter().take(5).collect();
+    let group = setup(&cluster, &tills).await;
+    let bytes = package("1.0.0", 16);
+    let size = bytes.len() as u64;
+    let pkg = cluster.upload("demo", "1.0.0", bytes).await;
+    // No mDNS and nothing introduces the tills to each other: each learns
+    // the others' swarm addresses only from its signed instructions.
+    let nodes: Vec<RunningNode> = tills.iter().map(|&d| start_node(&cluster, d)).collect();
+    for n in &nodes {
+        assert!(!n.agent.config().mdns);
+    }
+    eventually(30, "every till to see the other four", || async {
+        nodes
+            .iter()
+            .all(|n| n.agent.net().is_some_and(|net| net.view().len() == 4))
+            .then_some(())
+    })
+    .await;
+    let dev = cluster.coordinator.device(tills[0]).await.expect("device");
+    let listen = nodes[0].agent.net().expect("swarm").listen_addr;
+    let reported: Vec<String> = tillswarm_node::peers::swarm_addrs(&listen)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert!(!reported.is_empty());
+    assert_eq!(
+        dev.swarm_addrs, reported,
+        "the coordinator shows where the till's swarm listens"
+    );
+    let task = download(&cluster, pkg, group).await;
+    let t = wait_all(&cluster, task, &tills, 120).await;
+    let ratio = wan_total(&t, &tills) as f64 / size as f64;
+    eprintln!("5 tills without multicast: WAN {ratio:.3} x package");
+    assert!(ratio <= 1.05, "WAN bytes {ratio:.3} x package size");
+    for n in nodes {
+        n.stop().await;
+    }
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_devices_cannot_join_the_store() {
     let _serial = SERIAL.lock().await;
     let cluster = Cluster::start(100).await;

@@ -408,6 +408,11 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX device_versions_device ON device_versions(device, id);
     "#,
+    // 8: where each till's store swarm listens (JSON array of socket
+    // addresses from its heartbeats), passed to its store's other tills.
+    r#"
+    ALTER TABLE devices ADD COLUMN swarm_addrs TEXT;
+    "#,
 ];
 
 /// Brings the schema up to date. Foreign keys are off while steps run (a step

@@ -96,6 +96,7 @@ pub async fn heartbeat(c: &Coordinator, d: DeviceId, version: &str, rev: Option<
                 free_disk_bytes: Some(1 << 30),
                 known_revision: rev,
                 warnings: Vec::new(),
+                swarm_addrs: Vec::new(),
             },
             None,
         )

@@ -271,6 +271,7 @@ mod tests {
         m.set(&[StoreMember {
             device: a,
             peer_id: "peer-a".into(),
+            addrs: Vec::new(),
         }]);
         assert!(m.admits(&a, "peer-a"));
         assert!(!m.admits(&a, "peer-x"), "a's GUID with another key");
