@@ -403,7 +403,8 @@ impl Agent {
             warnings,
             swarm_addrs: self
                 .net()
-                .map(|n| crate::peers::swarm_addrs(&n.listen_addr))
+                .and_then(|n| crate::peers::port_of(&n.listen_addr))
+                .map(|port| crate::peers::swarm_addrs(self.inner.config.swarm_listen.ip(), port))
                 .unwrap_or_default(),
         };
         let resp = self.inner.client.heartbeat(&req).await?;

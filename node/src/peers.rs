@@ -16,37 +16,25 @@ use tillswarm_protocol::trust::StoreMember;
 
 use crate::swarm::StoreNet;
 
-/// Where the swarm listening on `listen` can be reached: its own address,
-/// or, when it listens on every interface, each interface's address that
-/// other tills could dial (not loopback, not IPv6 link-local), at most
-/// [`MAX_SWARM_ADDRS`].
-pub fn swarm_addrs(listen: &Multiaddr) -> Vec<SocketAddr> {
-    let (mut ip, mut port) = (None, None);
-    for p in listen {
-        match p {
-            Protocol::Ip4(v4) => ip = Some(IpAddr::V4(v4)),
-            Protocol::Ip6(v6) => ip = Some(IpAddr::V6(v6)),
-            Protocol::Tcp(p) => port = Some(p),
-            _ => {}
-        }
-    }
-    let (Some(ip), Some(port)) = (ip, port) else {
-        return Vec::new();
-    };
-    let ips: Vec<IpAddr> = if ip.is_unspecified() {
+/// Where the swarm can be reached: `listen_ip` (the configured listen
+/// address) with the bound `port`, or, when it listens on every interface,
+/// each interface's address that other tills could dial (not loopback, not
+/// IPv6 link-local, same family), at most [`MAX_SWARM_ADDRS`].
+pub fn swarm_addrs(listen_ip: IpAddr, port: u16) -> Vec<SocketAddr> {
+    let ips: Vec<IpAddr> = if listen_ip.is_unspecified() {
         let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()
             .unwrap_or_default()
             .into_iter()
             .filter(|i| !i.is_loopback())
             .map(|i| i.ip())
-            .filter(|ip| ip.is_ipv4() == listen_is_v4(listen))
+            .filter(|ip| ip.is_ipv4() == listen_ip.is_ipv4())
             .filter(|ip| !matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local()))
             .collect();
         ips.sort();
         ips.dedup();
         ips
     } else {
-        vec![ip]
+        vec![listen_ip]
     };
     let mut out: Vec<SocketAddr> = ips
         .into_iter()
@@ -56,8 +44,12 @@ pub fn swarm_addrs(listen: &Multiaddr) -> Vec<SocketAddr> {
     out
 }
 
-fn listen_is_v4(listen: &Multiaddr) -> bool {
-    !listen.iter().any(|p| matches!(p, Protocol::Ip6(_)))
+/// The TCP port of a listen multiaddress.
+pub fn port_of(addr: &Multiaddr) -> Option<u16> {
+    addr.iter().find_map(|p| match p {
+        Protocol::Tcp(port) => Some(port),
+        _ => None,
+    })
 }
 
 /// The members of `members` worth dialling: another till's valid peer id
@@ -97,18 +89,20 @@ mod tests {
 
     #[test]
     fn a_specific_listen_address_is_reported_as_is() {
-        let listen: Multiaddr = "/ip4/10.1.2.3/tcp/4001".parse().expect("addr");
+        let ip: IpAddr = "10.1.2.3".parse().expect("ip");
         assert_eq!(
-            swarm_addrs(&listen),
+            swarm_addrs(ip, 4001),
             vec!["10.1.2.3:4001".parse().expect("addr")]
         );
-        assert!(swarm_addrs(&"/ip4/10.1.2.3".parse().expect("addr")).is_empty());
+        let bound: Multiaddr = "/ip4/127.0.0.1/tcp/4001".parse().expect("addr");
+        assert_eq!(port_of(&bound), Some(4001));
     }
 
     #[test]
     fn every_interface_gives_dialable_addresses_only() {
-        let listen: Multiaddr = "/ip4/0.0.0.0/tcp/4001".parse().expect("addr");
-        let addrs = swarm_addrs(&listen);
+        // The swarm's first bound address may be loopback; what is reported
+        // comes from the configured 0.0.0.0 and the interfaces.
+        let addrs = swarm_addrs("0.0.0.0".parse().expect("ip"), 4001);
         assert!(addrs.len() <= MAX_SWARM_ADDRS);
         for a in &addrs {
             assert!(a.is_ipv4() && !a.ip().is_loopback() && !a.ip().is_unspecified());

@@ -17,6 +17,10 @@ registry=$repo/fixtures/registry/sample-chain.csv
 tills=5
 rate_bits=20000000
 wait_s=${STORE_WAIT_S:-180}
+# STORE_NO_MULTICAST=1: the store bridge floods no multicast to the tills
+# (mDNS cannot cross, as across VLANs or Wi-Fi client isolation); the tills
+# must find each other through the coordinator's signed member lists.
+no_multicast=${STORE_NO_MULTICAST:-0}
 
 coord=ts-coord-$$
 gw=ts-gw-$$
@@ -115,7 +119,13 @@ for n in $(seq "$tills"); do
   ip -n "$ns" link set eth0 multicast on up
   ip -n "$ns" route add default via 10.77.0.1
   ip -n "$ns" route add 224.0.0.0/4 dev eth0
+  if [ "$no_multicast" = 1 ]; then
+    ip netns exec "$gw" bridge link set dev "till$n" mcast_flood off
+  fi
 done
+if [ "$no_multicast" = 1 ]; then
+  echo "store: multicast blocked on the store bridge (mDNS cannot reach the other tills)"
+fi
 
 # --- the coordinator, the registry and the package ------------------------------
 "$bin" fixtures generate --out "$work/pkg" --large-mb 16 >/dev/null

@@ -328,10 +328,12 @@ async fn tills_find_each_other_through_the_coordinator_without_multicast() {
     .await;
     let dev = cluster.coordinator.device(tills[0]).await.expect("device");
     let listen = nodes[0].agent.net().expect("swarm").listen_addr;
-    let reported: Vec<String> = tillswarm_node::peers::swarm_addrs(&listen)
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+    let port = tillswarm_node::peers::port_of(&listen).expect("port");
+    let reported: Vec<String> =
+        tillswarm_node::peers::swarm_addrs(nodes[0].agent.config().swarm_listen.ip(), port)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
     assert!(!reported.is_empty());
     assert_eq!(
         dev.swarm_addrs, reported,
