@@ -22,12 +22,14 @@
 #   bench/scripts/netns-distribution.sh /path/to/tillswarm [--tills N] [--size-mb M]
 #       [--wan-mbit W] [--lan-mbit L] [--json OUT.json] [--skip-http]
 #       [--http-timeout S] [--swarm-timeout S] [--settle-s S] [--keep-logs DIR]
-#       [--node-log RUST_LOG-filter] [--stores 1]
+#       [--node-log RUST_LOG-filter] [--stores 1] [--no-multicast]
 # The same settings as environment variables: TILLS (20), SIZE_MB (64),
 # WAN_MBIT (20), LAN_MBIT (1000; 0 = LAN unshaped), STORES (only 1), JSON_OUT,
 # SKIP_HTTP=1, HTTP_TIMEOUT_S, SWARM_TIMEOUT_S, SETTLE_S (min wait before the
 # task, 5), SETTLE_MAX_S (30), KEEP_LOGS (copy the logs there at the end),
-# NODE_LOG (RUST_LOG for the nodes; default: the binary's own, info).
+# NODE_LOG (RUST_LOG for the nodes; default: the binary's own, info),
+# NO_MULTICAST=1 (the store bridge floods no multicast: mDNS cannot reach the
+# other tills, which must find each other through the coordinator).
 # Only addresses inside the namespaces are used (10.79.0.0/30 WAN, 10.79.1.0/24
 # store LAN); the host's interfaces, routes and sysctls are untouched.
 set -euo pipefail
@@ -52,6 +54,7 @@ settle_s=${SETTLE_S:-5}
 settle_max_s=${SETTLE_MAX_S:-30}
 keep_logs=${KEEP_LOGS:-}
 node_log=${NODE_LOG:-}
+no_multicast=${NO_MULTICAST:-0}
 while [ $# -gt 0 ]; do
   case $1 in
     --tills) tills=$2; shift 2 ;;
@@ -66,6 +69,7 @@ while [ $# -gt 0 ]; do
     --settle-s) settle_s=$2; shift 2 ;;
     --keep-logs) keep_logs=$2; shift 2 ;;
     --node-log) node_log=$2; shift 2 ;;
+    --no-multicast) no_multicast=1; shift ;;
     -h|--help) usage ;;
     *) echo "unknown argument: $1" >&2; usage ;;
   esac
@@ -271,6 +275,9 @@ for n in $(seq "$tills"); do
   ip -n "$ns" link set eth0 multicast on up
   ip -n "$ns" route add default via "$gw_lan_ip"
   ip -n "$ns" route add 224.0.0.0/4 dev eth0
+  if [ "$no_multicast" = 1 ]; then
+    ip netns exec "$gw" bridge link set dev "t$n" mcast_flood off
+  fi
   if [ "$lan_mbit" -gt 0 ]; then
     tbf_shape "$gw" "t$n" "$lan_mbit"
     tbf_shape "$ns" eth0 "$lan_mbit"
@@ -507,7 +514,7 @@ fi
 # --- 3. the report --------------------------------------------------------------------------
 "$py" - "$work" "$size" "$tills" "$wan_mbit" "$lan_mbit" "$start" "$coord_done" "$swarm_rx" \
   "$swarm_lan_wire" "$http_state" "${http_start:-0}" "${http_rx:-0}" "$json_out" \
-  "$bin" "$load_before" "$load_after" "$settle_json" <<'PY'
+  "$bin" "$load_before" "$load_after" "$settle_json" "$no_multicast" <<'PY'
 import datetime, json, re, statistics, sys
 (work, size, tills, wan_mbit, lan_mbit, start, coord_done, swarm_rx, lan_wire,
  http_state, http_start, http_rx, json_out) = sys.argv[1:14]
@@ -516,6 +523,7 @@ start, coord_done, http_start = float(start), float(coord_done), float(http_star
 swarm_rx, lan_wire, http_rx = int(swarm_rx), int(lan_wire), int(http_rx)
 binary, load_before, load_after = sys.argv[14:17]
 settle = json.loads(sys.argv[17])
+multicast = sys.argv[18] != "1"
 bound = size * 8 / (wan_mbit * 1e6)
 MiB = 2 ** 20
 
@@ -604,6 +612,7 @@ out = {
     "tills_per_store": tills,
     "wan_mbit": wan_mbit,
     "lan_mbit": lan_mbit,
+    "multicast": multicast,
     "lower_bound_s": round(bound, 3),
     "swarm": {
         "seconds": round(swarm_s, 3) if swarm_s == swarm_s else None,
@@ -644,6 +653,7 @@ rows = [
     ("package", f"{size} B ({size / MiB:.1f} MiB)"),
     ("tills / WAN / LAN", f"{tills} / {wan_mbit} Mbit/s / " + (f"{lan_mbit} Mbit/s" if lan_mbit else "unshaped")),
     ("lower bound size*8/W", f"{bound:.2f} s"),
+    ("store LAN multicast", "on (mDNS)" if multicast else "blocked (peers from the coordinator only)"),
     ("swarm: last till staged", f"{f(sw['seconds'], '.2f')} s  (ratio {f(sw['ratio_to_lower_bound'], '.3f')})"
         + (f"  MISSING tills {missing}" if missing else "")),
     ("swarm: first till staged", f"{f(sw['first_till_staged_s'], '.2f')} s"),

@@ -62,6 +62,10 @@ pub struct DistributionArgs {
     /// Real node processes in network namespaces (root; see the module doc).
     #[arg(long)]
     netns: bool,
+    /// With `--netns`: the store bridge floods no multicast, so mDNS finds
+    /// nobody and the tills must find each other through the coordinator.
+    #[arg(long, requires = "netns")]
+    no_multicast: bool,
     /// The `tillswarm` binary for `--netns` (default: next to this bench).
     #[arg(long)]
     tillswarm: Option<PathBuf>,
@@ -607,6 +611,9 @@ fn run_netns(args: &DistributionArgs) -> anyhow::Result<()> {
     }
     if args.skip_http {
         cmd.arg("--skip-http");
+    }
+    if args.no_multicast {
+        cmd.arg("--no-multicast");
     }
     let status = cmd
         .status()
