@@ -27,7 +27,8 @@ enum NodeCommand {
     Install,
     /// Tell the node the POS has left sale mode (the POS normally does this).
     SaleModeLeft,
-    /// Show what the node is doing and any open prompt.
+    /// Show what the node is doing, any open prompt, and its store peers with
+    /// what each holds.
     Status,
     /// Advertise this till over mDNS and print each store peer found or lost as
     /// one JSON line, for a while (real discovery, without the node).

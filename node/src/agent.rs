@@ -195,6 +195,7 @@ impl Agent {
             self.start_discovery(&net, shutdown);
         }
         self.seed_held_packages(&net).await;
+        self.inner.ui.attach_net(net.clone());
         let _ = self.inner.net.set(net);
         Ok(Some(task))
     }

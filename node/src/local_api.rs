@@ -2,7 +2,8 @@
 //! software, or a person at the till:
 //!
 //! - `GET  /api/local/v1/status`: the node's state, the open update prompt (if
-//!   any) and whether the node asks the POS to leave sale mode;
+//!   any), whether the node asks the POS to leave sale mode, and the store
+//!   peers it is connected to with what they hold;
 //! - `POST /api/local/v1/prompt/accept` | `/prompt/decline`: the cashier's answer;
 //! - `POST /api/local/v1/sale-mode/left`: the POS confirms it left sale mode;
 //! - `POST /api/local/v1/install`: a manual install of the newest staged package
@@ -19,7 +20,7 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use tillswarm_protocol::{TaskId, Version};
+use tillswarm_protocol::{DeviceId, PackageId, TaskId, Version};
 use tokio::sync::{Mutex, Notify};
 use warp::Filter;
 use warp::http::StatusCode;
@@ -56,6 +57,30 @@ pub struct LocalStatus {
     pub leave_sale_mode: bool,
     /// What the node is doing, in words.
     pub activity: String,
+    /// The store peers connected now (they passed the Hello check), by peer
+    /// id; empty without a store swarm.
+    #[serde(default)]
+    pub peers: Vec<PeerStatus>,
+}
+
+/// A connected store peer, as `node status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    /// Its libp2p peer id.
+    pub peer_id: String,
+    /// Its till GUID, from its Hello.
+    pub device: Option<DeviceId>,
+    /// Chunks it holds, per package it announced.
+    pub holds: Vec<Holding>,
+}
+
+/// How much of a package a peer holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holding {
+    /// The package.
+    pub package_id: PackageId,
+    /// Chunks of it the peer holds.
+    pub chunks: usize,
 }
 
 #[derive(Debug, Default)]
@@ -72,6 +97,8 @@ pub struct LocalUi {
     inner: Arc<Mutex<Inner>>,
     /// Wakes the agent when someone answers.
     pub changed: Arc<Notify>,
+    /// The store swarm, once it runs: its live peers are part of the status.
+    net: Arc<std::sync::OnceLock<crate::swarm::StoreNet>>,
 }
 
 impl LocalUi {
@@ -162,9 +189,38 @@ impl LocalUi {
         i.status.activity = activity.into();
     }
 
+    /// Shows the store swarm's live peers in the status from now on.
+    pub fn attach_net(&self, net: crate::swarm::StoreNet) {
+        let _ = self.net.set(net);
+    }
+
     /// The current status.
     pub async fn status(&self) -> LocalStatus {
-        self.inner.lock().await.status.clone()
+        let mut status = self.inner.lock().await.status.clone();
+        if let Some(net) = self.net.get() {
+            status.peers = net
+                .view()
+                .into_iter()
+                .map(|(id, p)| {
+                    let mut holds: Vec<Holding> = p
+                        .holds
+                        .into_iter()
+                        .map(|(package_id, have)| Holding {
+                            package_id,
+                            chunks: have.len(),
+                        })
+                        .collect();
+                    holds.sort_by_key(|h| h.package_id.to_hex());
+                    PeerStatus {
+                        peer_id: id.to_string(),
+                        device: p.device,
+                        holds,
+                    }
+                })
+                .collect();
+            status.peers.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
+        }
+        status
     }
 
     /// The local HTTP routes, open to callers presenting `secret`.

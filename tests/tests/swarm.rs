@@ -343,6 +343,33 @@ async fn tills_find_each_other_through_the_coordinator_without_multicast() {
     let t = wait_all(&cluster, task, &tills, 120).await;
     let ratio = wan_total(&t, &tills) as f64 / size as f64;
     eprintln!("5 tills without multicast: WAN {ratio:.3} x package");
+    // `node status` lists the till's peers and what they hold.
+    let chunks = tillswarm_protocol::manifest::SignedManifest::from_bytes(
+        &cluster
+            .coordinator
+            .signed_manifest(pkg)
+            .await
+            .expect("manifest"),
+    )
+    .and_then(|m| m.verify(&cluster.coordinator.online_public_key()))
+    .expect("manifest")
+    .chunks
+    .len();
+    let status = eventually(10, "the peers' holdings in the status", || async {
+        let s = nodes[0].agent.ui().status().await;
+        let full = |p: &tillswarm_node::local_api::PeerStatus| {
+            p.holds
+                .iter()
+                .any(|h| h.package_id == pkg && h.chunks == chunks)
+        };
+        (s.peers.len() == 4 && s.peers.iter().all(full)).then_some(s)
+    })
+    .await;
+    let mut devices: Vec<DeviceId> = status.peers.iter().filter_map(|p| p.device).collect();
+    devices.sort();
+    let mut others = tills[1..].to_vec();
+    others.sort();
+    assert_eq!(devices, others, "the status names the four other tills");
     assert!(ratio <= 1.05, "WAN bytes {ratio:.3} x package size");
     for n in nodes {
         n.stop().await;
