@@ -1,8 +1,9 @@
 //! The store swarm: the tills of one store, connected over the LAN with libp2p,
 //! sharing chunks so a package crosses the store's WAN link about once.
 //!
-//! Transport: TCP, then a private-network handshake with the chain's pre-shared
-//! key (a device without the key cannot even start noise), then noise and yamux.
+//! Transport: TCP, then the chain-key challenge ([`handshake`]: a device without
+//! the chain's key sees one random nonce and a closed socket), then noise with
+//! a key-derived prologue (so bytes are encrypted once, by noise), then yamux.
 //! On top, one request-response protocol ([`wire::PROTOCOL_NAME`]) carrying
 //! [`PeerMessage`]s in capped frames ([`codec`]). A peer becomes live only after
 //! a `Hello` proving the same chain and store.
@@ -14,6 +15,7 @@
 
 pub mod codec;
 pub mod fetch;
+pub mod handshake;
 pub mod planner;
 pub mod policy;
 
@@ -28,7 +30,7 @@ use libp2p::core::{Multiaddr, Transport};
 use libp2p::identity::Keypair;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{PeerId, StreamProtocol, noise, pnet, tcp, yamux};
+use libp2p::{PeerId, StreamProtocol, noise, tcp, yamux};
 use tillswarm_protocol::wire::{self, Bitfield, Hello, PeerMessage};
 use tillswarm_protocol::{ChainId, ChunkHash, DeviceId, PackageId, StoreId};
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
@@ -40,6 +42,8 @@ use crate::error::{Error, Result};
 const COMMAND_QUEUE: usize = 256;
 /// A peer must answer a request within this time.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// A new connection must finish challenge, noise and yamux within this time.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Most peers held while not on the store's member list.
 const MAX_UNLISTED: usize = 64;
 /// How long such a peer is held before it is disconnected.
@@ -50,7 +54,7 @@ const UNLISTED_GRACE_MS: i64 = 30_000;
 pub struct SwarmConfig {
     /// Where to listen for peers (`0.0.0.0:0`: every interface, any port).
     pub listen: SocketAddr,
-    /// The chain's pre-shared key: peers without it cannot connect.
+    /// The chain's pre-shared key: peers without it fail the handshake.
     pub psk: [u8; 32],
     /// This till's chain.
     pub chain: ChainId,
@@ -230,18 +234,21 @@ struct Behaviour {
     rr: request_response::Behaviour<codec::StoreCodec>,
 }
 
-fn build_swarm(key: Keypair, psk: [u8; 32]) -> Result<libp2p::Swarm<Behaviour>> {
-    let psk = pnet::PreSharedKey::new(psk);
+fn build_swarm(key: Keypair, chain_key: handshake::ChainKey) -> Result<libp2p::Swarm<Behaviour>> {
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_other_transport(|key| {
             let noise = noise::Config::new(key)
-                .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e) })?;
+                .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e) })?
+                .with_prologue(chain_key.prologue());
             let transport = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
-                .and_then(move |socket, _| pnet::PnetConfig::new(psk).handshake(socket))
+                .and_then(move |socket, endpoint| {
+                    handshake::prove(socket, chain_key, endpoint.is_dialer())
+                })
                 .upgrade(Version::V1Lazy)
                 .authenticate(noise)
                 .multiplex(yamux::Config::default())
+                .timeout(HANDSHAKE_TIMEOUT)
                 .boxed();
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(transport)
         })
@@ -273,7 +280,7 @@ pub async fn start(
     shutdown: watch::Receiver<bool>,
 ) -> Result<(StoreNet, tokio::task::JoinHandle<()>)> {
     let peer_id = key.public().to_peer_id();
-    let mut swarm = build_swarm(key, config.psk)?;
+    let mut swarm = build_swarm(key, handshake::ChainKey::new(&config.psk))?;
     let listen: Multiaddr = format!("/ip4/{}/tcp/{}", config.listen.ip(), config.listen.port())
         .parse()
         .map_err(|e| Error::Config(format!("swarm listen address: {e}")))?;
