@@ -14,7 +14,7 @@
 //! holding every chunk, B runs the product's download driver [`fetch_package`]
 //! (planner limits as on a till unless overridden) with a WAN source that always
 //! fails: a WAN attempt makes the run an error. B's chunk store verifies (blake3)
-//! and writes every chunk (temp file, fsync, rename) exactly as on a till; its
+//! and writes every chunk (temp file, batched fdatasync, rename) exactly as on a till; its
 //! store is fresh in every run. Timed: from the call of `fetch_package` until it
 //! returns with every chunk stored.
 //!
@@ -28,9 +28,10 @@
 //! the deletions of the one before (ext4 scans recently freed inodes when it
 //! allocates new ones, which shows in profiles of the chunk writes).
 //!
-//! **Reference: B's disk work alone.** Every chunk read from A's store and put
-//! into a fresh store (blake3, write, fsync, rename), one after another as the
-//! driver stores them, with no network: the floor the swarm cannot beat.
+//! **Reference: B's disk work alone.** Every chunk read from A's store and
+//! stored into a fresh store through its writer thread (blake3, write, batched
+//! fdatasync, rename), as many at once as the driver keeps in flight, with no
+//! network: the floor the swarm cannot beat.
 //!
 //! **CPU.** `getrusage(RUSAGE_SELF)` user + system seconds over the timed span
 //! ([`cpu_seconds`]). On loopback both peers (and both TCP ends) run in this one
@@ -690,17 +691,33 @@ fn swarm_loopback(
     })
 }
 
-/// B's disk work alone: read each chunk from A's store, put it into a fresh one.
+/// B's disk work alone: read each chunk from A's store and store it into a
+/// fresh one through its writer thread, as many at once as B's driver keeps
+/// in flight (so batches form as they do in a download).
 fn store_only(work: &Work, run: u32) -> anyhow::Result<Measure> {
+    use futures_util::StreamExt;
     let a = home_store(&home_a(work.path()))?;
     let home = work.path().join(format!("store-only-{run}"));
     let c = home_store(&home)?;
+    let rt = tokio::runtime::Builder::new_current_thread().build()?;
+    let parallel = Limits::default().lan_in_flight;
     let cpu0 = cpu_seconds()?;
     let t0 = Instant::now();
-    for chunk in &work.manifest.chunks {
-        let data = a.get(&chunk.hash)?.context("a chunk is missing from A")?;
-        c.put(&chunk.hash, &data)?;
-    }
+    rt.block_on(
+        futures_util::stream::iter(&work.manifest.chunks)
+            .map(|chunk| {
+                let (a, c) = (&a, &c);
+                async move {
+                    let data = a.get(&chunk.hash)?.context("a chunk is missing from A")?;
+                    c.store(chunk.hash, data).await?;
+                    anyhow::Ok(())
+                }
+            })
+            .buffer_unordered(parallel)
+            .collect::<Vec<_>>(),
+    )
+    .into_iter()
+    .collect::<anyhow::Result<Vec<()>>>()?;
     let m = Measure {
         seconds: t0.elapsed().as_secs_f64(),
         bytes: work.manifest.size,
@@ -857,7 +874,7 @@ pub fn print(r: &Report) {
         r.runs
     );
     println!(
-        "swarm: B's planner lan_in_flight {}, per_peer_in_flight {}; A's max_uploads {}; B verifies (blake3) and fsyncs every chunk",
+        "swarm: B's planner lan_in_flight {}, per_peer_in_flight {}; A's max_uploads {}; B verifies (blake3) and flushes every chunk to disk (batched)",
         r.lan_in_flight, r.per_peer_in_flight, r.max_uploads
     );
     println!(

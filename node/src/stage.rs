@@ -140,11 +140,8 @@ pub async fn fetch_missing(
     on_progress(progress);
     let mut fetches = futures_util::stream::iter(missing.into_iter().map(|c| async move {
         let (data, origin) = source.fetch(&c.hash, c.length).await?;
-        let store = store.clone();
         let n = data.len() as u64;
-        tokio::task::spawn_blocking(move || store.put(&c.hash, &data))
-            .await
-            .map_err(|e| Error::Io(io::Error::other(e)))??;
+        store.store(c.hash, data).await?;
         Ok::<_, Error>((c, origin, n))
     }))
     .buffer_unordered(parallel.max(1));

@@ -40,6 +40,22 @@ pub struct Expected {
     pub holders_until_ms: i64,
 }
 
+/// What became of one planned fetch.
+enum Landed {
+    /// Verified and stored; its length.
+    Stored(u64),
+    /// The bytes failed verification.
+    Corrupt(String),
+    /// The chunk store failed (disk): the download stops.
+    Fatal(Error),
+    /// The peer does not hold it.
+    NotHave,
+    /// The peer is busy.
+    Busy,
+    /// The request failed.
+    Failed(Error),
+}
+
 /// Fetches every chunk of `manifest` the store lacks, sharing with the store's
 /// peers; `wan` is the coordinator. Calls `on_progress` after each chunk lands.
 #[allow(clippy::too_many_arguments)]
@@ -147,46 +163,52 @@ pub async fn fetch_package(
                             })
                     }
                 };
-                (index, peer, fetched)
+                // Verified and written here, so chunks of several fetches
+                // reach the chunk writer together (one flush per batch).
+                let landed = match fetched {
+                    Ok(PeerAnswer::Chunk(data)) => {
+                        let n = data.len() as u64;
+                        match store.store(chunk.hash, data).await {
+                            Ok(()) => Landed::Stored(n),
+                            Err(Error::Verify(why)) => Landed::Corrupt(why),
+                            Err(e) => Landed::Fatal(e),
+                        }
+                    }
+                    Ok(PeerAnswer::NotHave) => Landed::NotHave,
+                    Ok(PeerAnswer::Busy) => Landed::Busy,
+                    Err(e) => Landed::Failed(e),
+                };
+                (index, peer, landed)
             });
         }
         if !announce.is_empty() {
             net.announce(package, std::mem::take(&mut announce)).await?;
         }
         tokio::select! {
-            Some((index, peer, fetched)) = in_flight.next() => {
+            Some((index, peer, landed)) = in_flight.next() => {
                 let chunk = planner.chunks()[index];
-                let outcome = match fetched {
-                    Ok(PeerAnswer::Chunk(data)) => {
-                        let n = data.len() as u64;
-                        let put_store = store.clone();
-                        let stored = tokio::task::spawn_blocking(move || put_store.put(&chunk.hash, &data))
-                            .await
-                            .map_err(|e| Error::Io(std::io::Error::other(e)))?;
-                        match stored {
-                            Ok(()) => {
-                                match peer {
-                                    Some(_) => progress.lan_bytes += n,
-                                    None => progress.wan_bytes += n,
-                                }
-                                Outcome::Stored
-                            }
-                            Err(Error::Verify(why)) => {
-                                tracing::warn!(chunk = %chunk.hash, peer = ?peer, %why, "bad chunk");
-                                if let Some(p) = peer {
-                                    let _ = net.ban(p, limits.ban_ms).await;
-                                }
-                                Outcome::Corrupt
-                            }
-                            Err(e) => return Err(e),
+                let outcome = match landed {
+                    Landed::Stored(n) => {
+                        match peer {
+                            Some(_) => progress.lan_bytes += n,
+                            None => progress.wan_bytes += n,
                         }
+                        Outcome::Stored
                     }
-                    Ok(PeerAnswer::NotHave) => Outcome::Failed,
+                    Landed::Corrupt(why) => {
+                        tracing::warn!(chunk = %chunk.hash, peer = ?peer, %why, "bad chunk");
+                        if let Some(p) = peer {
+                            let _ = net.ban(p, limits.ban_ms).await;
+                        }
+                        Outcome::Corrupt
+                    }
+                    Landed::Fatal(e) => return Err(e),
+                    Landed::NotHave => Outcome::Failed,
                     // Busy or unreachable is not "does not hold it": wait for
                     // it (or another holder) rather than take the chunk over
                     // the WAN.
-                    Ok(PeerAnswer::Busy) => Outcome::Retry,
-                    Err(e) => {
+                    Landed::Busy => Outcome::Retry,
+                    Landed::Failed(e) => {
                         tracing::debug!(chunk = %chunk.hash, error = %e, "chunk fetch failed");
                         if peer.is_some() { Outcome::Retry } else { Outcome::Failed }
                     }
