@@ -709,7 +709,7 @@ fn store_only(work: &Work, run: u32) -> anyhow::Result<Measure> {
                 let (a, c) = (&a, &c);
                 async move {
                     let data = a.get(&chunk.hash)?.context("a chunk is missing from A")?;
-                    c.store(chunk.hash, data).await?;
+                    c.store(chunk.hash, data.into()).await?;
                     anyhow::Ok(())
                 }
             })

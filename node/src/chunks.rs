@@ -26,7 +26,11 @@ use crate::error::{Error, Result};
 const MAX_BATCH: usize = 16;
 
 /// A chunk for the writer thread, with where to send the outcome.
-type WriteJob = (ChunkHash, Vec<u8>, tokio::sync::oneshot::Sender<Result<()>>);
+type WriteJob = (
+    ChunkHash,
+    bytes::Bytes,
+    tokio::sync::oneshot::Sender<Result<()>>,
+);
 
 /// Where chunk files go; shared by the store and its writer thread.
 #[derive(Debug)]
@@ -83,7 +87,7 @@ impl ChunkStore {
 
     /// As [`ChunkStore::put`], on the store's writer thread, batched with the
     /// chunks queued meanwhile; returns once the chunk is on disk in place.
-    pub async fn store(&self, hash: ChunkHash, data: Vec<u8>) -> Result<()> {
+    pub async fn store(&self, hash: ChunkHash, data: bytes::Bytes) -> Result<()> {
         let (reply, outcome) = tokio::sync::oneshot::channel();
         let stopped = || Error::Io(io::Error::other("the chunk writer stopped"));
         self.writer
@@ -230,7 +234,7 @@ mod tests {
             };
             let store = store.clone();
             puts.push(tokio::spawn(async move {
-                (i, hash, store.store(hash, data).await)
+                (i, hash, store.store(hash, data.into()).await)
             }));
         }
         for put in puts {

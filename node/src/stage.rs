@@ -141,7 +141,7 @@ pub async fn fetch_missing(
     let mut fetches = futures_util::stream::iter(missing.into_iter().map(|c| async move {
         let (data, origin) = source.fetch(&c.hash, c.length).await?;
         let n = data.len() as u64;
-        store.store(c.hash, data).await?;
+        store.store(c.hash, data.into()).await?;
         Ok::<_, Error>((c, origin, n))
     }))
     .buffer_unordered(parallel.max(1));

@@ -35,9 +35,14 @@ use tillswarm_protocol::wire::{self, Bitfield, Hello, PeerMessage};
 use tillswarm_protocol::{ChainId, ChunkHash, DeviceId, PackageId, StoreId};
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
 
+use self::codec::Reply;
 use crate::chunks::ChunkStore;
 use crate::error::{Error, Result};
 
+/// Bytes of chunk data one node may have in flight in its downloads (asked
+/// for, arriving, or waiting to be written): its memory for fetches. At least
+/// one maximum chunk.
+pub const FETCH_BUDGET: usize = 16 << 20;
 /// Most commands queued for the event loop.
 const COMMAND_QUEUE: usize = 256;
 /// A peer must answer a request within this time.
@@ -74,7 +79,7 @@ pub struct SwarmConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerAnswer {
     /// The chunk's bytes (not verified yet).
-    Chunk(Vec<u8>),
+    Chunk(bytes::Bytes),
     /// It does not hold the chunk (any more).
     NotHave,
     /// It serves as many peers as it may: ask again shortly.
@@ -140,9 +145,20 @@ pub struct StoreNet {
     pub listen_addr: Multiaddr,
     start: tokio::time::Instant,
     dials_refused: Arc<std::sync::atomic::AtomicU64>,
+    /// [`FETCH_BUDGET`] in KiB permits.
+    budget: Arc<Semaphore>,
 }
 
 impl StoreNet {
+    /// Reserves room for `bytes` of chunk data in flight (waits while the
+    /// node's [`FETCH_BUDGET`] is spent); the room returns when dropped.
+    pub async fn reserve(&self, bytes: u32) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let kib = (bytes as usize)
+            .div_ceil(1024)
+            .clamp(1, FETCH_BUDGET / 1024) as u32;
+        self.budget.clone().acquire_many_owned(kib).await.ok()
+    }
+
     /// Queues a command, waiting while the loop's inbox is full (bounded).
     async fn send(&self, c: Command) -> Result<()> {
         self.commands
@@ -308,6 +324,7 @@ pub async fn start(
         listen_addr,
         start: start_at,
         dials_refused: dials_refused.clone(),
+        budget: Arc::new(Semaphore::new(FETCH_BUDGET / 1024)),
     };
     let policy = policy::DialPolicy::new(
         config.peer_subnets.clone(),
@@ -339,11 +356,7 @@ pub async fn start(
     Ok((net, task))
 }
 
-type UploadDone = (
-    ResponseChannel<PeerMessage>,
-    PeerMessage,
-    tokio::sync::OwnedSemaphorePermit,
-);
+type UploadDone = (ResponseChannel<Reply>, Reply);
 
 struct EventLoop {
     /// Which addresses may be dialled, and how often.
@@ -479,9 +492,8 @@ impl EventLoop {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 _ = sweep.tick(), if !self.unlisted.is_empty() => self.expire_unlisted(),
                 Some(cmd) = inbox.recv() => self.on_command(cmd),
-                Some((channel, response, permit)) = self.upload_done.1.recv() => {
+                Some((channel, response)) = self.upload_done.1.recv() => {
                     let _ = self.swarm.behaviour_mut().rr.send_response(channel, response);
-                    drop(permit);
                 }
                 _ = shutdown.changed() => {
                     if *shutdown.borrow() {
@@ -678,7 +690,7 @@ impl EventLoop {
         }
     }
 
-    fn on_rr_event(&mut self, event: request_response::Event<PeerMessage, PeerMessage>) {
+    fn on_rr_event(&mut self, event: request_response::Event<PeerMessage, Reply>) {
         use request_response::{Event, Message};
         match event {
             Event::Message {
@@ -702,9 +714,9 @@ impl EventLoop {
             } => {
                 if let Some(reply) = self.pending_fetch.remove(&request_id) {
                     let answer = match response {
-                        PeerMessage::Chunk { data, .. } => Ok(PeerAnswer::Chunk(data)),
-                        PeerMessage::NotHave { .. } => Ok(PeerAnswer::NotHave),
-                        PeerMessage::Busy { .. } => Ok(PeerAnswer::Busy),
+                        Reply::Chunk { data, .. } => Ok(PeerAnswer::Chunk(data)),
+                        Reply::Message(PeerMessage::NotHave { .. }) => Ok(PeerAnswer::NotHave),
+                        Reply::Message(PeerMessage::Busy { .. }) => Ok(PeerAnswer::Busy),
                         other => Err(Error::Verify(format!(
                             "unexpected answer to a chunk request: {other:?}"
                         ))),
@@ -714,10 +726,10 @@ impl EventLoop {
                     return;
                 }
                 match response {
-                    PeerMessage::Hello(h) => {
+                    Reply::Message(PeerMessage::Hello(h)) => {
                         self.accept_hello(peer, &h);
                     }
-                    PeerMessage::Bitfield { package, have } => {
+                    Reply::Message(PeerMessage::Bitfield { package, have }) => {
                         self.record_bitfield(&peer, package, &have);
                     }
                     _ => {}
@@ -753,16 +765,15 @@ impl EventLoop {
         }
     }
 
-    fn respond(&mut self, channel: ResponseChannel<PeerMessage>, msg: PeerMessage) {
-        let _ = self.swarm.behaviour_mut().rr.send_response(channel, msg);
+    fn respond(&mut self, channel: ResponseChannel<Reply>, msg: PeerMessage) {
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .rr
+            .send_response(channel, Reply::Message(msg));
     }
 
-    fn on_request(
-        &mut self,
-        peer: PeerId,
-        request: PeerMessage,
-        channel: ResponseChannel<PeerMessage>,
-    ) {
+    fn on_request(&mut self, peer: PeerId, request: PeerMessage, channel: ResponseChannel<Reply>) {
         if self.is_banned(&peer) {
             let _ = self.swarm.disconnect_peer_id(peer);
             return;
@@ -819,16 +830,26 @@ impl EventLoop {
                 let store = self.store.clone();
                 let done = self.upload_done.0.clone();
                 tokio::spawn(async move {
-                    let data = tokio::task::spawn_blocking(move || store.get(&hash))
-                        .await
-                        .ok()
-                        .and_then(|r| r.ok())
-                        .flatten();
-                    let response = match data {
-                        Some(data) => PeerMessage::Chunk { hash, data },
-                        None => PeerMessage::NotHave { hash },
+                    // Opened on the blocking pool; the codec streams it and
+                    // releases the upload's slot when it is sent.
+                    let opened = tokio::task::spawn_blocking(move || {
+                        let file = store.open_chunk(&hash).ok()?;
+                        let len = file.metadata().ok()?.len() as usize;
+                        Some((file, len))
+                    })
+                    .await
+                    .ok()
+                    .flatten();
+                    let response = match opened {
+                        Some((file, len)) => Reply::Upload {
+                            hash,
+                            file,
+                            len,
+                            slot: permit,
+                        },
+                        None => Reply::Message(PeerMessage::NotHave { hash }),
                     };
-                    let _ = done.send((channel, response, permit)).await;
+                    let _ = done.send((channel, response)).await;
                 });
             }
             other => {
@@ -836,5 +857,52 @@ impl EventLoop {
                 let _ = self.swarm.disconnect_peer_id(peer);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn chunk_data_in_flight_stays_within_the_fetch_budget() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(ChunkStore::open(dir.path()).expect("store"));
+        let config = SwarmConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            psk: [1; 32],
+            chain: ChainId::new("chain").expect("chain"),
+            store: StoreId::new("store").expect("store"),
+            device: DeviceId::from_bytes([1; 16]),
+            max_uploads: 4,
+            peer_subnets: Vec::new(),
+            peer_ports: 1..=65535,
+        };
+        let key = Keypair::generate_ed25519();
+        let (_stop, shutdown) = watch::channel(false);
+        let (net, _task) = start(config, key, store, shutdown).await.expect("start");
+        let max_chunk = tillswarm_protocol::chunking::MAX_CHUNK as u32;
+        let mut held = Vec::new();
+        for _ in 0..FETCH_BUDGET / max_chunk as usize {
+            held.push(net.reserve(max_chunk).await.expect("room"));
+        }
+        let wait = Duration::from_millis(100);
+        assert!(
+            tokio::time::timeout(wait, net.reserve(1)).await.is_err(),
+            "the budget is spent: a further chunk waits"
+        );
+        held.pop();
+        // A chunk larger than the budget still gets all of it, once free.
+        assert!(
+            tokio::time::timeout(wait, net.reserve(u32::MAX))
+                .await
+                .is_err()
+        );
+        held.clear();
+        assert!(
+            tokio::time::timeout(wait, net.reserve(u32::MAX))
+                .await
+                .is_ok()
+        );
     }
 }

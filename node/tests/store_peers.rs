@@ -197,7 +197,7 @@ async fn a_peer_off_the_signed_member_list_gets_nothing_until_listed() {
     sees(&a.net, b.net.peer_id).await;
     assert_eq!(
         b.net.fetch(a.net.peer_id, hash).await.expect("fetch"),
-        PeerAnswer::Chunk(chunk)
+        PeerAnswer::Chunk(chunk.into())
     );
     // What a says it holds is kept by b only for packages b tracks.
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -230,6 +230,72 @@ pub fn decode(bytes: &[u8]) -> Result<PeerMessage, WireError> {
     Ok(msg)
 }
 
+/// The body of a [`PeerMessage::Chunk`] frame up to its bytes: together with
+/// `len` bytes of data it is exactly [`encode`]'s output, so a sender can stream
+/// the chunk's bytes after it without building the message.
+pub fn chunk_header(hash: &ChunkHash, len: usize) -> Vec<u8> {
+    let mut head = encode(&PeerMessage::Chunk {
+        hash: *hash,
+        data: Vec::new(),
+    });
+    // The empty data's length is the last byte (varint 0): put the real one.
+    head.pop();
+    let mut n = len;
+    while n >= 0x80 {
+        head.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    head.push(n as u8);
+    head
+}
+
+/// The layout of `body` when it is a [`PeerMessage::Chunk`]: its hash and where
+/// its bytes are, so a receiver can keep them without a copy; `Ok(None)` for
+/// any other message (decode it with [`decode`]).
+pub fn chunk_layout(body: &[u8]) -> Result<Option<(ChunkHash, std::ops::Range<usize>)>, WireError> {
+    #[derive(Deserialize)]
+    enum Head<'a> {
+        Hello(#[allow(dead_code)] serde::de::IgnoredAny),
+        Bitfield(#[allow(dead_code)] serde::de::IgnoredAny),
+        Have(#[allow(dead_code)] serde::de::IgnoredAny),
+        Request(#[allow(dead_code)] serde::de::IgnoredAny),
+        Chunk {
+            hash: ChunkHash,
+            #[serde(borrow)]
+            data: &'a [u8],
+        },
+    }
+    if body.len() > MAX_FRAME {
+        return Err(WireError::TooLarge(body.len()));
+    }
+    // Only the variant tag is read for anything but a chunk.
+    let Some(&tag) = body.first() else {
+        return Err(WireError::Malformed("empty frame".into()));
+    };
+    if tag != CHUNK_TAG {
+        return Ok(None);
+    }
+    let (head, rest): (Head<'_>, &[u8]) =
+        postcard::take_from_bytes(body).map_err(|e| WireError::Malformed(e.to_string()))?;
+    let Head::Chunk { hash, data } = head else {
+        return Err(WireError::Malformed("not a chunk".into()));
+    };
+    if !rest.is_empty() {
+        return Err(WireError::Malformed(format!(
+            "{} trailing bytes",
+            rest.len()
+        )));
+    }
+    if data.len() > MAX_CHUNK {
+        return Err(WireError::TooLarge(data.len()));
+    }
+    let start = data.as_ptr() as usize - body.as_ptr() as usize;
+    Ok(Some((hash, start..start + data.len())))
+}
+
+/// Postcard's tag of [`PeerMessage::Chunk`] (its variant index).
+const CHUNK_TAG: u8 = 4;
+
 /// Writes one length-prefixed frame.
 pub fn write_frame<W: Write>(w: &mut W, msg: &PeerMessage) -> Result<(), WireError> {
     let body = encode(msg);
@@ -258,6 +324,38 @@ pub fn read_frame<R: Read>(r: &mut R) -> Result<PeerMessage, WireError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streamed_chunk_frames_are_the_encoded_message() {
+        for len in [0usize, 1, 127, 128, 300, 16_384, 1 << 20, MAX_CHUNK] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+            let hash = ChunkHash::of(&data);
+            let whole = encode(&PeerMessage::Chunk {
+                hash,
+                data: data.clone(),
+            });
+            let mut streamed = chunk_header(&hash, len);
+            streamed.extend_from_slice(&data);
+            assert_eq!(streamed, whole, "length {len}");
+            let (h, range) = chunk_layout(&whole).expect("layout").expect("a chunk");
+            assert_eq!((h, &whole[range]), (hash, &data[..]));
+        }
+        // Any other message is left to decode.
+        let other = encode(&PeerMessage::Request {
+            hash: ChunkHash::of(b"x"),
+        });
+        assert!(chunk_layout(&other).expect("layout").is_none());
+        // A chunk frame with trailing bytes, cut short, or empty is refused.
+        let mut whole = encode(&PeerMessage::Chunk {
+            hash: ChunkHash::of(b"x"),
+            data: b"x".to_vec(),
+        });
+        whole.push(0);
+        assert!(chunk_layout(&whole).is_err());
+        whole.truncate(whole.len() - 2);
+        assert!(chunk_layout(&whole).is_err());
+        assert!(chunk_layout(&[]).is_err());
+    }
 
     fn hello() -> PeerMessage {
         PeerMessage::Hello(Hello {

@@ -141,6 +141,8 @@ pub async fn fetch_package(
             let chunk = planner.chunks()[index];
             let net = net.clone();
             in_flight.push(async move {
+                // Room for the chunk's bytes until they are on disk.
+                let _room = net.reserve(chunk.length).await;
                 // A stalled request is abandoned and the chunk planned again.
                 let fetched: Result<PeerAnswer> = match peer {
                     None => tokio::time::timeout(
@@ -149,7 +151,7 @@ pub async fn fetch_package(
                     )
                     .await
                     .unwrap_or_else(|_| Err(Error::Coordinator("chunk fetch timed out".into())))
-                    .map(|(d, _)| PeerAnswer::Chunk(d)),
+                    .map(|(d, _)| PeerAnswer::Chunk(d.into())),
                     Some(p) => {
                         if let Some(cap) = lan_cap {
                             cap.acquire(chunk.length as usize).await;
