@@ -1,8 +1,9 @@
 //! Whom a till's swarm talks to, over real loopback sockets: records naming
 //! an address off the till's subnets or a port outside the range are not
 //! dialled, a flapping address is re-dialled at a bounded pace, a peer off the
-//! coordinator's signed member list gets nothing, and what a peer says it
-//! holds is kept only for packages this till tracks.
+//! coordinator's signed member list gets nothing, what a peer says it holds is
+//! kept only for packages this till tracks, and a download that starts while
+//! a connected peer holds the package takes nothing over the WAN.
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -218,4 +219,82 @@ async fn a_peer_off_the_signed_member_list_gets_nothing_until_listed() {
         assert!(Instant::now() < until, "b never learnt a's holdings");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A coordinator that counts the chunks asked of it.
+struct CountingWan(std::sync::atomic::AtomicUsize, Vec<u8>);
+
+impl tillswarm_node::stage::ChunkSource for CountingWan {
+    fn fetch<'a>(
+        &'a self,
+        _: &'a ChunkHash,
+        _: u32,
+    ) -> futures_util::future::BoxFuture<
+        'a,
+        tillswarm_node::error::Result<(Vec<u8>, tillswarm_node::stage::Origin)>,
+    > {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let data = self.1.clone();
+        Box::pin(async move { Ok((data, tillswarm_node::stage::Origin::Wan)) })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_starting_beside_a_holder_waits_for_its_holdings_not_the_wan() {
+    use tillswarm_protocol::manifest::{ChunkRef, Manifest};
+    let a = till(1, 1024..=65535).await;
+    let b = till(2, 1024..=65535).await;
+    let chunks: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; 64 * 1024]).collect();
+    let refs: Vec<ChunkRef> = chunks
+        .iter()
+        .map(|c| ChunkRef {
+            hash: ChunkHash::of(c),
+            length: c.len() as u32,
+        })
+        .collect();
+    for c in &chunks {
+        a.store.put(&ChunkHash::of(c), c).expect("put");
+    }
+    let whole: Vec<u8> = chunks.concat();
+    let manifest = Manifest {
+        name: "pkg".into(),
+        version: "1.0.0".parse().expect("version"),
+        size: whole.len() as u64,
+        package_id: PackageId::of(&whole),
+        created_unix: 0,
+        chunks: refs,
+        unpacked_size: None,
+    };
+    a.net
+        .track(
+            manifest.package_id,
+            manifest.chunks.iter().map(|c| c.hash).collect(),
+        )
+        .await
+        .expect("track");
+    b.net
+        .add_peer(a.net.peer_id, vec![a.net.listen_addr.clone()])
+        .await
+        .expect("add");
+    sees(&b.net, a.net.peer_id).await;
+    let wan = CountingWan(Default::default(), chunks[0].clone());
+    let progress = swarm::fetch::fetch_package(
+        &manifest,
+        &b.store,
+        &b.net,
+        &wan,
+        Default::default(),
+        &Default::default(),
+        None,
+        Default::default(),
+        |_| {},
+    )
+    .await
+    .expect("fetch");
+    assert_eq!(
+        wan.0.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "nothing over the WAN"
+    );
+    assert_eq!(progress.lan_bytes, whole.len() as u64);
 }

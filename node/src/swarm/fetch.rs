@@ -20,6 +20,9 @@ use crate::client::RateLimiter;
 use crate::error::{Error, Result};
 use crate::stage::{ChunkSource, Progress};
 
+/// How long a download waits for its connected peers' holdings before its
+/// first WAN fetch.
+pub const HOLDINGS_WAIT_MS: i64 = 1_000;
 /// Longest wait for one chunk from a peer before asking elsewhere.
 const LAN_FETCH_TIMEOUT: Duration = Duration::from_secs(15);
 /// Longest wait for one chunk from the coordinator (a slow, capped WAN).
@@ -80,6 +83,10 @@ pub async fn fetch_package(
         have,
         limits,
     );
+    // The connected peers answer the bitfield `track` just sent within
+    // moments; until then every chunk would look unowned by anyone else, and
+    // a till starting after its peers would fetch its first chunks twice.
+    planner.hold_wan_until(net.now_ms() + HOLDINGS_WAIT_MS);
     let mut progress = Progress {
         bytes_done: planner.bytes_held(),
         ..start
@@ -135,7 +142,14 @@ pub async fn fetch_package(
         );
         for action in planner.next(net.now_ms()) {
             let (index, peer) = match &action {
-                Action::Wan { index } => (*index, None),
+                Action::Wan { index } => {
+                    tracing::debug!(
+                        index,
+                        peers = planner.peers().len(),
+                        "fetching a chunk this till owns over the WAN"
+                    );
+                    (*index, None)
+                }
                 Action::Lan { index, peer } => (*index, peer_ids.get(peer).copied()),
             };
             let chunk = planner.chunks()[index];
