@@ -805,6 +805,59 @@ impl Agent {
         let on_progress = move |p: Progress| {
             let _ = state.set_progress(id, p.bytes_done, p.wan_bytes, p.lan_bytes);
         };
+        // Staging runs beside the download, unpacking chunks as they land.
+        let following = Arc::new(stage::Following::default());
+        let staging = {
+            let (manifest, store, follow) = (
+                manifest.clone(),
+                self.inner.store.clone(),
+                following.clone(),
+            );
+            let update_dir = c.update_dir();
+            tokio::task::spawn_blocking(move || {
+                stage::stage_following(&manifest, &store, &update_dir, cap, Some(&follow))
+            })
+        };
+        // Stops the staging if the download ends early, also when this
+        // future is dropped (the task was paused or deleted).
+        struct GiveUp(Arc<stage::Following>);
+        impl Drop for GiveUp {
+            fn drop(&mut self) {
+                self.0.give_up();
+            }
+        }
+        let give_up = GiveUp(following);
+        let fetched = self.fetch(&manifest, t, start, on_progress).await;
+        if fetched.is_err() {
+            drop(give_up);
+        }
+        let staged = staging
+            .await
+            .map_err(|e| Error::Io(std::io::Error::other(e)));
+        let progress = fetched?;
+        staged??;
+        self.inner.state.set_progress(
+            id,
+            progress.bytes_done,
+            progress.wan_bytes,
+            progress.lan_bytes,
+        )?;
+        self.inner
+            .state
+            .set_state(id, TargetState::Downloaded, None, None)?;
+        tracing::info!(task = %id, version = %t.assignment.version, wan = progress.wan_bytes, lan = progress.lan_bytes, "package staged");
+        Ok(())
+    }
+
+    /// Fetches the package's missing chunks: through the store swarm when
+    /// there is one, else from the coordinator alone.
+    async fn fetch(
+        &self,
+        manifest: &tillswarm_protocol::manifest::Manifest,
+        t: &LocalTask,
+        start: Progress,
+        on_progress: impl FnMut(Progress),
+    ) -> Result<Progress> {
         let progress = match self.net() {
             Some(net) => {
                 // The store's other tills of the task own their share of the WAN
@@ -826,7 +879,7 @@ impl Agent {
                     ..Default::default()
                 };
                 crate::swarm::fetch::fetch_package(
-                    &manifest,
+                    manifest,
                     &self.inner.store,
                     &net,
                     self.inner.source.as_ref(),
@@ -840,7 +893,7 @@ impl Agent {
             }
             None => {
                 stage::fetch_missing(
-                    &manifest,
+                    manifest,
                     &self.inner.store,
                     self.inner.source.as_ref(),
                     PARALLEL_FETCHES,
@@ -850,22 +903,7 @@ impl Agent {
                 .await?
             }
         };
-        let store = self.inner.store.clone();
-        let update_dir = c.update_dir();
-        tokio::task::spawn_blocking(move || stage::stage(&manifest, &store, &update_dir, cap))
-            .await
-            .map_err(|e| Error::Io(std::io::Error::other(e)))??;
-        self.inner.state.set_progress(
-            id,
-            progress.bytes_done,
-            progress.wan_bytes,
-            progress.lan_bytes,
-        )?;
-        self.inner
-            .state
-            .set_state(id, TargetState::Downloaded, None, None)?;
-        tracing::info!(task = %id, version = %t.assignment.version, wan = progress.wan_bytes, lan = progress.lan_bytes, "package staged");
-        Ok(())
+        Ok(progress)
     }
 
     async fn spawn_install(&self, t: LocalTask) {

@@ -175,6 +175,9 @@ const ASSEMBLY_PIECE: usize = 128 * 1024;
 /// Reads the chunks of a manifest in order as one stream, hashing as it goes.
 struct Assembled<'a> {
     store: &'a ChunkStore,
+    /// Set while the download is still running: a chunk not held yet is
+    /// waited for (until the flag says the download gave up).
+    follow: Option<&'a Following>,
     chunks: std::slice::Iter<'a, ChunkRef>,
     current: Option<File>,
     hasher: blake3::Hasher,
@@ -184,9 +187,10 @@ struct Assembled<'a> {
 }
 
 impl<'a> Assembled<'a> {
-    fn new(store: &'a ChunkStore, manifest: &'a Manifest) -> Self {
+    fn new(store: &'a ChunkStore, manifest: &'a Manifest, follow: Option<&'a Following>) -> Self {
         Self {
             store,
+            follow,
             chunks: manifest.chunks.iter(),
             current: None,
             hasher: blake3::Hasher::new(),
@@ -209,7 +213,12 @@ impl<'a> Assembled<'a> {
                 self.current = None;
             }
             match self.chunks.next() {
-                Some(c) => self.current = Some(self.store.open_chunk(&c.hash)?),
+                Some(c) => {
+                    if let Some(follow) = self.follow {
+                        follow.wait_for(self.store, &c.hash)?;
+                    }
+                    self.current = Some(self.store.open_chunk(&c.hash)?);
+                }
                 None => return Ok(false),
             }
         }
@@ -225,6 +234,38 @@ impl Read for Assembled<'_> {
         buf[..n].copy_from_slice(&self.piece[self.at..self.at + n]);
         self.at += n;
         Ok(n)
+    }
+}
+
+/// Lets staging run beside the download: the unpacker waits for each chunk
+/// to land, so a package arriving roughly in order is unpacked as it comes
+/// and only its last chunks are left to unpack when the download ends.
+#[derive(Debug, Default)]
+pub struct Following {
+    gave_up: std::sync::atomic::AtomicBool,
+}
+
+/// How often a staging that waits for a chunk looks again.
+const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
+impl Following {
+    /// The download ended without the package: the staging stops.
+    pub fn give_up(&self) {
+        self.gave_up
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn wait_for(&self, store: &ChunkStore, hash: &ChunkHash) -> io::Result<()> {
+        while !store.contains(hash) {
+            if self.gave_up.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(io::Error::new(
+                    io::ErrorKind::Interrupted,
+                    "the download stopped before the package was complete",
+                ));
+            }
+            std::thread::sleep(FOLLOW_POLL);
+        }
+        Ok(())
     }
 }
 
@@ -275,6 +316,18 @@ pub fn stage(
     update_dir: &Path,
     cap: u64,
 ) -> Result<PathBuf> {
+    stage_following(manifest, store, update_dir, cap, None)
+}
+
+/// As [`stage`]; with `follow`, started beside the download and waiting for
+/// each chunk to land (see [`Following`]). Blocking: run it off the executor.
+pub fn stage_following(
+    manifest: &Manifest,
+    store: &ChunkStore,
+    update_dir: &Path,
+    cap: u64,
+    follow: Option<&Following>,
+) -> Result<PathBuf> {
     let dest = staged_dir(update_dir, manifest);
     if is_staged(&dest, &manifest.package_id) {
         return Ok(dest);
@@ -285,7 +338,7 @@ pub fn stage(
         fs::remove_dir_all(&partial)?;
     }
     fs::create_dir_all(&partial)?;
-    let mut assembled = Assembled::new(store, manifest);
+    let mut assembled = Assembled::new(store, manifest, follow);
     let unpacked = unpack(&mut assembled, &partial, cap);
     // Drain whatever the tar reader left unread so the hash covers every byte.
     io::copy(&mut assembled, &mut io::sink())?;
@@ -416,6 +469,46 @@ mod tests {
             .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
             .unwrap_or_default();
         assert!(left.is_empty(), "left in update/: {left:?}");
+    }
+
+    #[test]
+    fn staging_beside_the_download_waits_for_each_chunk_or_gives_up() {
+        let big = tillswarm_fixtures::noise(6 << 20, 7);
+        let tar = raw_tar(&[
+            RawEntry::file("up.sh", 0o755, UP_SH),
+            RawEntry::file("data", 0o644, &big),
+        ]);
+        let (dir, full, m) = packaged(&tar, None);
+        assert!(m.chunks.len() > 1, "several chunks");
+        // An empty store the chunks arrive in, one at a time, last first.
+        let empty = ChunkStore::open(&dir.path().join("arriving")).expect("store");
+        let follow = Following::default();
+        let update = dir.path().join("update");
+        std::thread::scope(|scope| {
+            let staging =
+                scope.spawn(|| stage_following(&m, &empty, &update, u64::MAX, Some(&follow)));
+            for c in m.chunks.iter().rev() {
+                std::thread::sleep(std::time::Duration::from_millis(30));
+                assert!(!staging.is_finished(), "staged before every chunk landed");
+                let data = full.get(&c.hash).expect("get").expect("held");
+                empty.put(&c.hash, &data).expect("put");
+            }
+            let staged = staging.join().expect("join").expect("staged");
+            assert_eq!(fs::read(staged.join("data")).expect("data"), big);
+        });
+        // A download that stops: the staging stops too, leaving nothing.
+        let (dir, _full, m) = packaged(&tar, None);
+        let empty = ChunkStore::open(&dir.path().join("never")).expect("store");
+        let follow = Following::default();
+        let update = dir.path().join("update");
+        std::thread::scope(|scope| {
+            let staging =
+                scope.spawn(|| stage_following(&m, &empty, &update, u64::MAX, Some(&follow)));
+            std::thread::sleep(std::time::Duration::from_millis(60));
+            follow.give_up();
+            assert!(staging.join().expect("join").is_err());
+        });
+        nothing_staged(dir.path());
     }
 
     #[test]
