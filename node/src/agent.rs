@@ -828,6 +828,7 @@ impl Agent {
         }
         let give_up = GiveUp(following);
         let fetched = self.fetch(&manifest, t, start, on_progress).await;
+        tracing::debug!(task = %id, ok = fetched.is_ok(), "download ended; finishing the staging");
         if fetched.is_err() {
             drop(give_up);
         }

@@ -245,6 +245,8 @@ pub struct Following {
     gave_up: std::sync::atomic::AtomicBool,
 }
 
+/// How often a staging beside a download flushes what it unpacked so far.
+const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 /// How often a staging that waits for a chunk looks again.
 const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
@@ -269,19 +271,11 @@ impl Following {
     }
 }
 
-/// Flushes every file and folder under `dir` to disk: written first, then
-/// flushed together, which costs the disk one burst instead of one per file.
+/// Flushes the filesystem holding `dir` (syncfs): every file and folder of a
+/// staged tree in one writeback and one device flush, where a flush per file
+/// costs the disk a cache flush each.
 fn sync_tree(dir: &Path) -> io::Result<()> {
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        let kind = entry.file_type()?;
-        if kind.is_dir() {
-            sync_tree(&entry.path())?;
-        } else if kind.is_file() {
-            File::open(entry.path())?.sync_data()?;
-        }
-    }
-    File::open(dir)?.sync_all()
+    nix::unistd::syncfs(File::open(dir)?).map_err(io::Error::from)
 }
 
 /// How much a format 1 manifest (no declared unpacked size) may unpack to,
@@ -339,9 +333,24 @@ pub fn stage_following(
     }
     fs::create_dir_all(&partial)?;
     let mut assembled = Assembled::new(store, manifest, follow);
-    let unpacked = unpack(&mut assembled, &partial, cap);
-    // Drain whatever the tar reader left unread so the hash covers every byte.
-    io::copy(&mut assembled, &mut io::sink())?;
+    // Beside a download, what is unpacked so far is flushed as it goes, so
+    // the flush before the marker finds little left.
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let unpacked = std::thread::scope(|scope| {
+        if follow.is_some() {
+            scope.spawn(|| {
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(FLUSH_EVERY);
+                    let _ = sync_tree(&partial);
+                }
+            });
+        }
+        let unpacked = unpack(&mut assembled, &partial, cap);
+        // Drain whatever the tar reader left unread so the hash covers every byte.
+        let drained = io::copy(&mut assembled, &mut io::sink());
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        drained.map_err(Error::from).and(unpacked)
+    });
     let actual = PackageId::from(assembled.hasher.finalize());
     if let Err(e) = unpacked {
         let _ = fs::remove_dir_all(&partial);
@@ -358,13 +367,12 @@ pub fn stage_following(
         let _ = fs::remove_dir_all(&partial);
         return Err(Error::Verify("the package has no up.sh".into()));
     }
-    // On disk before the marker says so: a staged folder survives power loss.
-    sync_tree(&partial)?;
     fs::write(
         partial.join(STAGED_MARKER),
         format!("{}\n", manifest.package_id),
     )?;
-    File::open(partial.join(STAGED_MARKER))?.sync_data()?;
+    // On disk before it is renamed into place: a staged folder survives power loss.
+    sync_tree(&partial)?;
     if dest.exists() {
         // An older, unverified or foreign folder of the same version: set it aside.
         let aside = update_dir.join(format!(".{}.replaced", manifest.version));

@@ -95,6 +95,9 @@ pub struct PeerView {
     pub holds: HashMap<PackageId, HashSet<usize>>,
     /// When it last said anything (monotonic ms since the loop started).
     pub last_heard_ms: i64,
+    /// Packages this node tracks whose bitfield it answered (even to say it
+    /// takes no part), so its holdings of them are known.
+    pub answered: HashSet<PackageId>,
 }
 
 /// Live peers and their holdings, shared with the download driver.
@@ -562,6 +565,7 @@ impl EventLoop {
                 if let Ok(mut v) = self.view.lock() {
                     for p in v.peers.values_mut() {
                         p.holds.remove(&package);
+                        p.answered.remove(&package);
                     }
                 }
             }
@@ -731,6 +735,11 @@ impl EventLoop {
                     }
                     Reply::Message(PeerMessage::Bitfield { package, have }) => {
                         self.record_bitfield(&peer, package, &have);
+                        if self.tracked.contains_key(&package) {
+                            self.touch(&peer, |p| {
+                                p.answered.insert(package);
+                            });
+                        }
                     }
                     _ => {}
                 }

@@ -20,8 +20,8 @@ use crate::client::RateLimiter;
 use crate::error::{Error, Result};
 use crate::stage::{ChunkSource, Progress};
 
-/// How long a download waits for its connected peers' holdings before its
-/// first WAN fetch.
+/// Longest wait of a download for its connected peers' answers to its
+/// bitfield (their holdings) before its first WAN fetch.
 pub const HOLDINGS_WAIT_MS: i64 = 1_000;
 /// Longest wait for one chunk from a peer before asking elsewhere.
 const LAN_FETCH_TIMEOUT: Duration = Duration::from_secs(15);
@@ -86,7 +86,7 @@ pub async fn fetch_package(
     // The connected peers answer the bitfield `track` just sent within
     // moments; until then every chunk would look unowned by anyone else, and
     // a till starting after its peers would fetch its first chunks twice.
-    planner.hold_wan_until(net.now_ms() + HOLDINGS_WAIT_MS);
+    let holdings_by = net.now_ms() + HOLDINGS_WAIT_MS;
     let mut progress = Progress {
         bytes_done: planner.bytes_held(),
         ..start
@@ -132,6 +132,8 @@ pub async fn fetch_package(
                 planner.hold_wan_until(expected.holders_until_ms);
             }
         }
+        planner
+            .hold_wan(now < holdings_by && view.values().any(|pv| !pv.answered.contains(&package)));
         if planner.is_complete() && in_flight.is_empty() {
             break;
         }

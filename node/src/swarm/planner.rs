@@ -129,6 +129,8 @@ pub struct Planner {
     limits: Limits,
     /// Chunks whose WAN fetch failed, with when they may be tried again.
     wan_retry_at: HashMap<usize, i64>,
+    /// No WAN fetch starts while set (see [`Planner::hold_wan`]).
+    wan_held: bool,
 }
 
 /// The rendezvous score of `peer` for `chunk`: higher ranks first.
@@ -150,6 +152,7 @@ impl Planner {
             peers: HashMap::new(),
             limits,
             wan_retry_at: HashMap::new(),
+            wan_held: false,
         }
     }
 
@@ -198,6 +201,12 @@ impl Planner {
     /// No WAN fetch starts before `until` (the swarm's clock).
     pub fn hold_wan_until(&mut self, until: i64) {
         self.limits.wan_start_ms = self.limits.wan_start_ms.max(until);
+    }
+
+    /// Holds WAN fetches back while `held` (e.g. until the connected peers'
+    /// holdings are known); set again before each [`Planner::next`].
+    pub fn hold_wan(&mut self, held: bool) {
+        self.wan_held = held;
     }
 
     /// The peers the plan knows.
@@ -329,6 +338,7 @@ impl Planner {
             // Nobody holds it: only its owner fetches it over the WAN, and not
             // before peers had a moment to find each other.
             if now < self.limits.wan_start_ms
+                || self.wan_held
                 || wan >= self.limits.wan_in_flight
                 || self.wan_retry_at.get(&index).is_some_and(|&t| t > now)
             {
