@@ -245,6 +245,48 @@ pub struct Following {
     gave_up: std::sync::atomic::AtomicBool,
 }
 
+/// The folders being staged in this process, and a signal when one is done.
+static STAGING: (std::sync::Mutex<Vec<PathBuf>>, std::sync::Condvar) =
+    (std::sync::Mutex::new(Vec::new()), std::sync::Condvar::new());
+
+/// A folder claimed for staging; released when dropped.
+struct Claim(PathBuf);
+
+impl Claim {
+    /// Waits until no other staging of `dest` runs in this process (or,
+    /// following a download, until it gives up), then claims it.
+    fn take(dest: &Path, follow: Option<&Following>) -> io::Result<Self> {
+        fn poisoned<T>(_: T) -> io::Error {
+            io::Error::other("staging lock poisoned")
+        }
+        let mut held = STAGING.0.lock().map_err(poisoned)?;
+        while held.iter().any(|d| d == dest) {
+            if follow.is_some_and(Following::gave_up) {
+                return Err(io::Error::new(
+                    io::ErrorKind::Interrupted,
+                    "the download stopped before the package was complete",
+                ));
+            }
+            held = STAGING
+                .1
+                .wait_timeout(held, FOLLOW_POLL)
+                .map_err(poisoned)?
+                .0;
+        }
+        held.push(dest.to_path_buf());
+        Ok(Self(dest.to_path_buf()))
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if let Ok(mut held) = STAGING.0.lock() {
+            held.retain(|d| *d != self.0);
+        }
+        STAGING.1.notify_all();
+    }
+}
+
 /// How often a staging beside a download flushes what it unpacked so far.
 const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 /// How often a staging that waits for a chunk looks again.
@@ -257,9 +299,13 @@ impl Following {
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
+    fn gave_up(&self) -> bool {
+        self.gave_up.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn wait_for(&self, store: &ChunkStore, hash: &ChunkHash) -> io::Result<()> {
         while !store.contains(hash) {
-            if self.gave_up.load(std::sync::atomic::Ordering::Relaxed) {
+            if self.gave_up() {
                 return Err(io::Error::new(
                     io::ErrorKind::Interrupted,
                     "the download stopped before the package was complete",
@@ -323,6 +369,13 @@ pub fn stage_following(
     follow: Option<&Following>,
 ) -> Result<PathBuf> {
     let dest = staged_dir(update_dir, manifest);
+    if is_staged(&dest, &manifest.package_id) {
+        return Ok(dest);
+    }
+    // One staging per folder at a time (two tasks of one version, or a
+    // staging left running by a job that lost its agent); the next one
+    // finds the folder staged.
+    let _claim = Claim::take(&dest, follow)?;
     if is_staged(&dest, &manifest.package_id) {
         return Ok(dest);
     }
@@ -503,6 +556,25 @@ mod tests {
             }
             let staged = staging.join().expect("join").expect("staged");
             assert_eq!(fs::read(staged.join("data")).expect("data"), big);
+        });
+        // Two stagings of one version at once (two tasks, or one left
+        // running by a lost job): one stages, the other finds it staged.
+        let (dir, full, m) = packaged(&tar, None);
+        let empty = ChunkStore::open(&dir.path().join("twice")).expect("store");
+        let update = dir.path().join("update");
+        let (a, b) = (Following::default(), Following::default());
+        std::thread::scope(|scope| {
+            let first = scope.spawn(|| stage_following(&m, &empty, &update, u64::MAX, Some(&a)));
+            let second = scope.spawn(|| stage_following(&m, &empty, &update, u64::MAX, Some(&b)));
+            for c in &m.chunks {
+                std::thread::sleep(std::time::Duration::from_millis(30));
+                let data = full.get(&c.hash).expect("get").expect("held");
+                empty.put(&c.hash, &data).expect("put");
+            }
+            for staging in [first, second] {
+                let staged = staging.join().expect("join").expect("staged");
+                assert_eq!(fs::read(staged.join("data")).expect("data"), big);
+            }
         });
         // A download that stops: the staging stops too, leaving nothing.
         let (dir, _full, m) = packaged(&tar, None);
