@@ -38,6 +38,8 @@ use crate::state::{DROP_IN_TASK, LocalTask, State};
 mod boot;
 mod jobs;
 
+/// Least time between two polls brought forward by store news.
+const NEWS_MIN_GAP: Duration = Duration::from_secs(5);
 /// How often the loop looks at its tasks when nothing wakes it.
 const TICK: Duration = Duration::from_millis(200);
 /// Least time between two progress-only reports of one task.
@@ -188,6 +190,7 @@ impl Agent {
         let mut next_heartbeat = tokio::time::Instant::now();
         let mut poll_ms = 1_000u64;
         let mut failures = 0u32;
+        let mut last_news_poll: Option<tokio::time::Instant> = None;
         loop {
             if *shutdown.borrow() {
                 break;
@@ -216,6 +219,18 @@ impl Agent {
                     }
                 };
                 next_heartbeat = tokio::time::Instant::now() + wait;
+            }
+            // A store peer took up a package this till does not know: a task
+            // may be out that this till has not heard of yet; poll now rather
+            // than at the next interval (at most every NEWS_MIN_GAP).
+            if let Some(net) = self.net() {
+                let now = tokio::time::Instant::now();
+                if last_news_poll.is_none_or(|at| now - at >= NEWS_MIN_GAP) && net.take_news() {
+                    tracing::debug!("store news: polling the coordinator now");
+                    last_news_poll = Some(now);
+                    next_heartbeat = now;
+                    continue;
+                }
             }
             if let Err(e) = self.step().await {
                 tracing::error!(error = %e, "task step failed");

@@ -49,6 +49,8 @@ const COMMAND_QUEUE: usize = 256;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// A new connection must finish challenge, noise and yamux within this time.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Most packages remembered as news already told (see [`StoreNet::take_news`]).
+const MAX_NEWS: usize = 256;
 /// Most peers held while not on the store's member list.
 const MAX_UNLISTED: usize = 64;
 /// How long such a peer is held before it is disconnected.
@@ -150,9 +152,18 @@ pub struct StoreNet {
     dials_refused: Arc<std::sync::atomic::AtomicU64>,
     /// [`FETCH_BUDGET`] in KiB permits.
     budget: Arc<Semaphore>,
+    /// Set when a store peer took up a package this node does not track.
+    news: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl StoreNet {
+    /// Whether a store peer has started on a package this node does not
+    /// track since the last call: the store has news (a task this till may
+    /// not have heard of yet), worth polling the coordinator for at once.
+    pub fn take_news(&self) -> bool {
+        self.news.swap(false, std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Reserves room for `bytes` of chunk data in flight (waits while the
     /// node's [`FETCH_BUDGET`] is spent); the room returns when dropped.
     pub async fn reserve(&self, bytes: u32) -> Option<tokio::sync::OwnedSemaphorePermit> {
@@ -319,6 +330,7 @@ pub async fn start(
     let changed = Arc::new(Notify::new());
     let start_at = tokio::time::Instant::now();
     let dials_refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let news = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let net = StoreNet {
         commands,
         view: view.clone(),
@@ -328,6 +340,7 @@ pub async fn start(
         start: start_at,
         dials_refused: dials_refused.clone(),
         budget: Arc::new(Semaphore::new(FETCH_BUDGET / 1024)),
+        news: news.clone(),
     };
     let policy = policy::DialPolicy::new(
         config.peer_subnets.clone(),
@@ -350,6 +363,8 @@ pub async fn start(
         unlisted: HashMap::new(),
         banned: HashMap::new(),
         uploads: Arc::new(Semaphore::new(config.max_uploads.max(1))),
+        news,
+        news_heard: HashSet::new(),
         upload_done: mpsc::channel(64),
     };
     let task = tokio::spawn(tracing::Instrument::instrument(
@@ -388,6 +403,10 @@ struct EventLoop {
     banned: HashMap<PeerId, i64>,
     uploads: Arc<Semaphore>,
     upload_done: (mpsc::Sender<UploadDone>, mpsc::Receiver<UploadDone>),
+    /// See [`StoreNet::take_news`].
+    news: Arc<std::sync::atomic::AtomicBool>,
+    /// Untracked packages peers already told of (news once each; bounded).
+    news_heard: HashSet<PackageId>,
 }
 
 impl EventLoop {
@@ -805,6 +824,15 @@ impl EventLoop {
                 self.respond(channel, answer);
             }
             PeerMessage::Bitfield { package, have } => {
+                if have.chunk_count > 0 && !self.tracked.contains_key(&package) {
+                    if self.news_heard.len() >= MAX_NEWS {
+                        self.news_heard.clear();
+                    }
+                    if self.news_heard.insert(package) {
+                        tracing::debug!(peer = %peer, %package, "a store peer took up a package this till does not track");
+                        self.news.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
                 self.record_bitfield(&peer, package, &have);
                 let mine = self.bitfield(&package).unwrap_or_else(|| Bitfield::new(0));
                 self.respond(

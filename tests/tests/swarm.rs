@@ -472,3 +472,38 @@ async fn a_restarted_till_still_offers_the_package_it_holds_to_the_next_wave() {
     other.stop().await;
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_hears_of_a_task_from_its_first_till_not_at_its_next_poll() {
+    let _serial = SERIAL.lock().await;
+    // A long poll interval: without news over the LAN the other tills would
+    // learn of the task only at their next poll, ~30 s after they started.
+    let cluster = Cluster::start(30_000).await;
+    let tills = tills()[..4].to_vec();
+    let group = setup(&cluster, &tills).await;
+    let pkg = cluster.upload("demo", "1.0.0", package("1.0.0", 2)).await;
+    let mut nodes: Vec<RunningNode> = tills.iter().map(|&d| start_node(&cluster, d)).collect();
+    mesh(&nodes.iter().collect::<Vec<_>>()).await;
+    for n in &nodes {
+        let net = n.agent.net().expect("swarm");
+        eventually(20, "every till to see its three peers", || async {
+            (net.view().len() == 3).then_some(())
+        })
+        .await;
+    }
+    let created = tokio::time::Instant::now();
+    let task = download(&cluster, pkg, group).await;
+    // One till restarts and polls at once; it tells the store.
+    nodes.remove(0).stop().await;
+    nodes.insert(0, start_node(&cluster, tills[0]));
+    mesh(&nodes.iter().collect::<Vec<_>>()).await;
+    wait_all(&cluster, task, &tills, 15).await;
+    eprintln!(
+        "every till staged {:.1} s after the task was created (poll interval 30 s)",
+        created.elapsed().as_secs_f64()
+    );
+    for n in nodes {
+        n.stop().await;
+    }
+    cluster.stop().await;
+}
