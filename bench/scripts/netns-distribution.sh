@@ -29,7 +29,10 @@
 # task, 5), SETTLE_MAX_S (30), KEEP_LOGS (copy the logs there at the end),
 # NODE_LOG (RUST_LOG for the nodes; default: the binary's own, info),
 # NO_MULTICAST=1 (the store bridge floods no multicast: mDNS cannot reach the
-# other tills, which must find each other through the coordinator).
+# other tills, which must find each other through the coordinator),
+# POLL_INTERVAL_S (the coordinator's poll interval, 1; a real chain's is 30),
+# START_SPREAD_S (0: the tills start this many seconds apart in all, so their
+# polls fall at different moments of the interval, as in a real store).
 # Only addresses inside the namespaces are used (10.79.0.0/30 WAN, 10.79.1.0/24
 # store LAN); the host's interfaces, routes and sysctls are untouched.
 set -euo pipefail
@@ -55,6 +58,8 @@ settle_max_s=${SETTLE_MAX_S:-30}
 keep_logs=${KEEP_LOGS:-}
 node_log=${NODE_LOG:-}
 no_multicast=${NO_MULTICAST:-0}
+poll_interval_s=${POLL_INTERVAL_S:-1}
+start_spread_s=${START_SPREAD_S:-0}
 while [ $# -gt 0 ]; do
   case $1 in
     --tills) tills=$2; shift 2 ;;
@@ -301,7 +306,7 @@ guid() { printf '7b000000-0000-4000-8000-%012x' "$1"; }
 TILLSWARM_TOKEN=$("$bin" coordinator token create --name bench --role admin --data "$work/coord" | tail -n 1)
 export TILLSWARM_TOKEN
 # Plain HTTP on the namespaces' private addresses: nothing here leaves them.
-spawn "$coord" coordinator "$bin" coordinator --listen "$wan_ip:8080" --insecure-http --data "$work/coord" --poll-interval-s 1
+spawn "$coord" coordinator "$bin" coordinator --listen "$wan_ip:8080" --insecure-http --data "$work/coord" --poll-interval-s "$poll_interval_s"
 coord_pid=$spawned
 up=0
 for _ in $(seq 100); do
@@ -340,6 +345,7 @@ TOML
     spawn "$(till_ns "$n")" "till$n" "$bin" node --config "$work/till$n.toml"
   fi
   node_pids+=("$spawned")
+  [ "$start_spread_s" = 0 ] || sleep "$(python3 -c "print($start_spread_s / $tills)")"
 done
 
 # Wait until every till has registered with the coordinator and has met the
