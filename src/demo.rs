@@ -6,9 +6,10 @@
 //! real node agent in this process. What is simulated, and named so:
 //! - each store's **WAN link** (`SimulatedWanLink`): one token bucket per store
 //!   that every till of the store shares for chunks from the coordinator;
-//! - each store's **LAN**: the tills' swarms listen on 127.0.0.1 and are
-//!   introduced to each other directly instead of by mDNS (libp2p, the chain
-//!   key, chunk sharing and verification are the real ones);
+//! - each store's **LAN** (`SimulatedLan`): the tills' swarms listen on
+//!   127.0.0.1 and find each other through a discovery that stands in for
+//!   mDNS (libp2p, the chain key, chunk sharing and verification are the
+//!   real ones);
 //! - the **cashiers** ([`Cashier`]): some accept the update prompt, some decline
 //!   it (the till restarts a little later, "end of shift", and they accept when
 //!   asked again), some never answer (the till installs when
@@ -37,7 +38,7 @@ use tillswarm_coordinator::till_types::TillTypeInput;
 use tillswarm_coordinator::{Config, Coordinator};
 use tillswarm_node::client::CoordinatorClient;
 use tillswarm_node::local_api::Answer;
-use tillswarm_node::sim::SimulatedWanLink;
+use tillswarm_node::sim::{SimulatedLan, SimulatedWanLink};
 use tillswarm_node::{Agent, NodeConfig};
 use tillswarm_protocol::clock::SystemClock;
 use tillswarm_protocol::{ChainId, DeviceId, PackageId, StoreId};
@@ -155,6 +156,8 @@ struct Till {
     cashier: Cashier,
     config: NodeConfig,
     wan: Arc<SimulatedWanLink>,
+    /// The store LAN, simulated (stands in for mDNS).
+    lan: SimulatedLan,
     running: Mutex<Option<Running>>,
     /// Restarts so far (reboots after installs, restarts after declines).
     restarts: std::sync::atomic::AtomicU32,
@@ -168,12 +171,12 @@ struct Running {
 
 impl Till {
     async fn start(&self) -> anyhow::Result<()> {
-        let agent = Agent::open(
-            self.config.clone(),
-            Arc::new(SystemClock),
-            Some(self.wan.source(CoordinatorClient::for_till(&self.config)?)),
-        )
-        .with_context(|| format!("opening till {}", self.device))?;
+        let wiring = tillswarm_node::Wiring {
+            source: Some(self.wan.source(CoordinatorClient::for_till(&self.config)?)),
+            discovery: Some(self.lan.discovery()),
+        };
+        let agent = Agent::open(self.config.clone(), Arc::new(SystemClock), wiring)
+            .with_context(|| format!("opening till {}", self.device))?;
         let (stop, stopped) = watch::channel(false);
         let runner = agent.clone();
         let device = self.device;
@@ -392,8 +395,10 @@ impl Demo {
             packages.insert(version.to_owned(), (id, size));
         }
 
-        // The tills: one simulated WAN link per store, shared by its tills.
+        // The tills: one simulated WAN link per store, shared by its tills,
+        // and one simulated LAN (each till hears of its own store's tills).
         let kbit = (args.wan_mbit * 1000.0).round().max(1.0) as u64;
+        let lan = SimulatedLan::loopback();
         let mut tills = Vec::new();
         for (s, store_id) in stores.iter().enumerate() {
             let wan = Arc::new(SimulatedWanLink::new(kbit));
@@ -435,6 +440,7 @@ impl Demo {
                     cashier: Cashier::for_till(n),
                     config,
                     wan: wan.clone(),
+                    lan: lan.clone(),
                     running: Mutex::new(None),
                     restarts: Default::default(),
                 }));
@@ -444,10 +450,6 @@ impl Demo {
             t.start().await?;
         }
         let mut background = Vec::new();
-        for s in 0..stores.len() {
-            let members: Vec<Arc<Till>> = tills.iter().filter(|t| t.store == s).cloned().collect();
-            background.push(tokio::spawn(simulated_lan(members)));
-        }
         for t in &tills {
             background.push(tokio::spawn(simulated_cashier(t.clone())));
         }
@@ -516,21 +518,6 @@ fn demo_till(s: u32, n: u32) -> DeviceId {
     format!("de300000-0000-4000-8000-{s:04x}{n:08x}")
         .parse()
         .expect("a well-formed GUID")
-}
-
-/// The store's LAN, simulated: introduces every running till's swarm to the
-/// others (mDNS does this on a real LAN), again after restarts.
-async fn simulated_lan(tills: Vec<Arc<Till>>) {
-    loop {
-        let mut nets = Vec::new();
-        for t in &tills {
-            if let Some(net) = t.agent().await.and_then(|a| a.net()) {
-                nets.push(net);
-            }
-        }
-        tillswarm_node::sim::introduce(&nets).await;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
 }
 
 /// A till's cashier and its POS: answers prompts as its [`Cashier`] kind says,

@@ -394,6 +394,7 @@ impl Client {
             known_revision,
             warnings: Vec::new(),
             swarm_addrs: Vec::new(),
+            connected_peers: None,
         };
         let token = self.tokens.get(till as usize).map_or("", String::as_str);
         let sent = self

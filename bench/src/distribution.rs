@@ -8,7 +8,7 @@
 //! staging) in this process. Simulated, and named so: each store's WAN link is
 //! one token bucket its tills share (`tillswarm_node::sim::SimulatedWanLink`),
 //! each till's LAN link is its `lan_rate_limit_kbit` cap, and peers are
-//! introduced directly instead of by mDNS. The baseline's HTTP downloads go
+//! found by a simulated LAN (`SimulatedLan`) instead of mDNS. The baseline's HTTP downloads go
 //! through the same store buckets. Memory is measured for the whole process
 //! (coordinator + every node + baseline), an upper bound for one node.
 //!
@@ -281,7 +281,9 @@ async fn run_in_process(args: &DistributionArgs) -> anyhow::Result<Report> {
     let wan_kbit = (args.wan_mbit * 1000.0).round() as u64;
     let lan_kbit = (args.lan_mbit * 1000.0).round() as u64;
 
-    // The tills: one simulated WAN link per store.
+    // The tills: one simulated WAN link per store, one simulated LAN (each
+    // till hears of its own store's tills).
+    let lan = tillswarm_node::sim::SimulatedLan::loopback();
     let mut tills = Vec::new();
     let mut links = Vec::new();
     for s in 0..args.stores {
@@ -318,7 +320,11 @@ async fn run_in_process(args: &DistributionArgs) -> anyhow::Result<Report> {
                 max_uploads: 4,
             };
             let source = link.source(CoordinatorClient::for_till(&config)?);
-            let agent = Agent::open(config, Arc::new(SystemClock), Some(source))?;
+            let wiring = tillswarm_node::Wiring {
+                source: Some(source),
+                discovery: Some(lan.discovery()),
+            };
+            let agent = Agent::open(config, Arc::new(SystemClock), wiring)?;
             let (stop, stopped) = watch::channel(false);
             let runner = agent.clone();
             let task = tokio::spawn(async move {
@@ -332,7 +338,7 @@ async fn run_in_process(args: &DistributionArgs) -> anyhow::Result<Report> {
             });
         }
     }
-    // Every swarm up and every store's tills introduced to each other.
+    // Every swarm up and every store's tills connected to each other.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let nets: Vec<_> = tills.iter().filter_map(|t| t.agent.net()).collect();
@@ -344,7 +350,6 @@ async fn run_in_process(args: &DistributionArgs) -> anyhow::Result<Report> {
                     .filter(|t| t.store == s)
                     .filter_map(|t| t.agent.net())
                     .collect();
-                tillswarm_node::sim::introduce(&store).await;
                 all_meshed &= store
                     .iter()
                     .all(|n| n.view().len() + 1 >= args.tills as usize);

@@ -536,7 +536,7 @@ async fn fetch_all(
     let progress = fetch_package(
         manifest,
         &b.store,
-        &b.net,
+        Some(&b.net),
         &wan,
         limits,
         &Expected::default(),

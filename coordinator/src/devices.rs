@@ -106,6 +106,10 @@ pub struct Device {
     /// store's other tills are told to dial these.
     #[serde(default)]
     pub swarm_addrs: Vec<String>,
+    /// How many of its store's tills its swarm was connected to at its last
+    /// heartbeat (`None`: it reported no count, e.g. a node without a swarm).
+    #[serde(default)]
+    pub connected_peers: Option<u32>,
     /// Free bytes on its update volume.
     pub free_disk_bytes: Option<u64>,
     /// Last heartbeat (RFC 3339).
@@ -393,7 +397,7 @@ pub fn record_heartbeat(
             "UPDATE devices SET version = ?2, version_key = ?3, state = ?4, ip = ?5,
                  peer_id = ?6, free_disk = ?7, last_seen_ms = ?8,
                  first_seen_ms = coalesce(first_seen_ms, ?8), version_flag = ?9, warnings = ?10,
-                 swarm_addrs = ?11
+                 swarm_addrs = ?11, connected_peers = ?12
              WHERE guid = ?1
              RETURNING assign_rev, till_type",
         )?
@@ -409,7 +413,8 @@ pub fn record_heartbeat(
                 now_ms,
                 flag,
                 serde_json::to_string(&req.warnings).unwrap_or_else(|_| "[]".into()),
-                swarm_addrs
+                swarm_addrs,
+                req.connected_peers
             ],
             |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?)),
         )
@@ -515,7 +520,8 @@ const DEVICE_SELECT: &str = concat!(
         d.approved, d.in_registry, d.version, ",
     state_sql!(),
     ", d.ip, d.peer_id, d.free_disk, d.last_seen_ms,
-        d.version_flag, d.warnings, d.public_key, d.key_bound_ms, d.swarm_addrs
+        d.version_flag, d.warnings, d.public_key, d.key_bound_ms, d.swarm_addrs,
+        d.connected_peers
      FROM devices d LEFT JOIN stores s ON s.id = d.store_id"
 );
 
@@ -549,6 +555,7 @@ fn device_from_row(r: &Row<'_>, now_ms: i64) -> rusqlite::Result<Device> {
             .get::<_, Option<String>>(19)?
             .and_then(|a| serde_json::from_str(&a).ok())
             .unwrap_or_default(),
+        connected_peers: r.get(20)?,
         free_disk_bytes: r.get::<_, Option<i64>>(13)?.map(|b| b.max(0) as u64),
         online: last_seen.is_some_and(|t| now_ms - t <= ONLINE_WINDOW_MS),
         last_seen: last_seen.map(rfc3339),
@@ -694,6 +701,7 @@ mod tests {
             known_revision: None,
             warnings: Vec::new(),
             swarm_addrs: addrs.iter().map(|a| a.parse().expect("addr")).collect(),
+            connected_peers: None,
         };
         let tx = conn.transaction().expect("tx");
         record_heartbeat(&tx, &req, None, 0).expect("heartbeat");

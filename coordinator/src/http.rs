@@ -23,6 +23,7 @@ mod node;
 pub mod openapi;
 mod operator;
 mod rollouts;
+mod wan;
 
 /// Largest JSON body of an ordinary request.
 pub const MAX_JSON_BODY: u64 = 1 << 20;

@@ -35,6 +35,7 @@ pub mod server;
 pub mod service;
 pub mod tasks;
 pub mod till_types;
+pub mod wan;
 pub mod windows;
 
 use std::future::Future;

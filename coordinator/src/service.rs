@@ -752,7 +752,8 @@ impl Coordinator {
     }
 
     /// One scheduler step: activates due tasks (returns their ids); about once
-    /// an hour also purges expired sessions and audit rows past retention.
+    /// an hour also purges expired sessions, audit rows past retention and
+    /// the chunk log's old rows.
     pub async fn tick(&self) -> Result<Vec<i64>> {
         if let Err(e) = self.reload_keys_if_rotated().await {
             tracing::error!(error = %e, "could not reload the rotated keys");
@@ -769,6 +770,10 @@ impl Coordinator {
                 .last_purge_ms
                 .store(now, std::sync::atomic::Ordering::Relaxed);
             self.purge().await?;
+            let pruned = self.prune_chunk_log().await?;
+            if pruned > 0 {
+                tracing::info!(rows = pruned, "pruned the chunk log");
+            }
         }
         Ok(activated)
     }
@@ -809,6 +814,7 @@ pub mod access;
 pub mod node_ops;
 pub mod package_ops;
 pub mod rollout_ops;
+pub mod wan_ops;
 
 /// The permit pass's context at `now`.
 pub(crate) fn permits_cx(

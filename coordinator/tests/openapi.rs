@@ -11,8 +11,8 @@ use tillswarm_coordinator::{Config, Coordinator};
 use warp::http::StatusCode;
 
 /// Every route the code defines, as (method, OpenAPI path template), read from
-/// `src/http.rs`, `src/http/node.rs`, `src/http/operator.rs` and
-/// `src/http/account.rs`.
+/// `src/http.rs`, `src/http/node.rs`, `src/http/operator.rs`,
+/// `src/http/rollouts.rs`, `src/http/wan.rs` and `src/http/account.rs`.
 ///
 /// This list must be updated with the routes: when a route is added, removed or
 /// changed, change it here and in `src/http/openapi.json`.
@@ -60,6 +60,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/tasks/{id}/pause"),
     ("POST", "/api/v1/tasks/{id}/resume"),
     ("POST", "/api/v1/tasks/{id}/restart"),
+    // http/wan.rs
+    ("GET", "/api/v1/tasks/{id}/wan"),
     // http/rollouts.rs
     ("GET", "/api/v1/rollouts"),
     ("POST", "/api/v1/rollouts"),

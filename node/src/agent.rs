@@ -1,65 +1,64 @@
-//! The agent: one loop that heartbeats, keeps the local task list in step with
-//! the coordinator, drives every task through its states, and reports.
+//! The agent: heartbeats, keeps the local task list in step with the
+//! coordinator, drives every task through its states, and reports.
 //!
-//! Task by type, as the seed describes:
-//! - **Download**: fetch, verify, stage; done.
-//! - **Update**: stage, then ask the cashier (local interface). Declined: ask
-//!   again after the next restart of the node. Accepted, or no answer within
-//!   `autoUpdateTimeout` minutes: leave sale mode and install. Timeout unset:
-//!   never ask; only a manual install (`tillswarm node install`) installs it.
-//! - **Forced update**: stage, then install at the task's time without asking.
+//! Its parts, each using only what it needs:
+//! - the **loop** (this file): owns the agent's working state (`&mut self`),
+//!   asks the [`policy`] what each task needs next and carries it out;
+//! - the **policy** ([`policy`]): pure, unit-tested rules of the three task
+//!   types (Download, Update with the cashier's prompt, Forced update);
+//! - the **jobs** ([`jobs`]): a download (the one download driver, with
+//!   staging beside it) and an install, spawned so heartbeats continue; they
+//!   report back to the loop over a bounded channel;
+//! - the **boot** ([`boot`]): the store swarm, discovery (injected; mDNS by
+//!   default) and offering the store the packages this till holds;
+//! - the **reports** ([`reports`]): heartbeat, signed instructions, progress.
 //!
-//! Downloads and installs run as spawned jobs so heartbeats continue meanwhile;
-//! every state change is committed to [`State`] before it is acted on.
+//! Every state change is committed to [`State`] before it is acted on.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tillswarm_protocol::api::{
-    Assignment, DeviceState, HeartbeatRequest, ProgressReport, TargetState, TaskKind, TillSettings,
-};
+use tillswarm_protocol::api::{DeviceState, TargetState, TillSettings};
 use tillswarm_protocol::clock::Clock;
-use tillswarm_protocol::trust::{Instructions, TrustState};
+use tillswarm_protocol::trust::TrustState;
 use tillswarm_protocol::{TaskId, Version};
-use tokio::sync::{Mutex, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::chunks::ChunkStore;
 use crate::client::CoordinatorClient;
 use crate::config::NodeConfig;
+use crate::discovery::Discovery;
 use crate::error::{Error, Result};
-use crate::install;
 use crate::local_api::{Answer, LocalUi, Prompt};
-use crate::stage::{self, ChunkSource, Progress};
-use crate::state::{DROP_IN_TASK, LocalTask, State};
+use crate::stage::ChunkSource;
+use crate::state::{LocalTask, State};
 
 mod boot;
 mod jobs;
+mod policy;
+mod reports;
+
+use policy::{Action, Facts};
 
 /// Least time between two polls brought forward by store news.
 const NEWS_MIN_GAP: Duration = Duration::from_secs(5);
 /// How often the loop looks at its tasks when nothing wakes it.
 const TICK: Duration = Duration::from_millis(200);
-/// Least time between two progress-only reports of one task.
-const PROGRESS_REPORT: Duration = Duration::from_secs(2);
-/// Chunks fetched at once.
-const PARALLEL_FETCHES: usize = 4;
-/// No WAN fetch in the swarm's first milliseconds: a node that starts a task at
-/// boot first finds its store peers (mDNS answers within about a second), so it
-/// does not take every chunk for itself.
-const SWARM_WARM_UP_MS: i64 = 3_000;
-/// Longest wait for the store's tills that already hold a package (one may
-/// be restarting) before fetching it over the WAN.
-const HOLDER_WAIT_MS: i64 = 10_000;
-/// First wait before a failed report is sent again; it doubles (with jitter)
-/// up to [`REPORT_RETRY_MAX`].
-const REPORT_RETRY_BASE: Duration = Duration::from_secs(1);
-/// Longest wait between two tries of a failed report.
-const REPORT_RETRY_MAX: Duration = Duration::from_secs(120);
-/// Most held packages offered to the store after a start (newest first).
-const MAX_SEEDED_PACKAGES: usize = 8;
+/// Job reports waiting for the loop (each job sends one or two).
+const JOB_EVENTS: usize = 32;
+
+/// What a node is built with besides its config. By default the coordinator
+/// is the chunk source and discovery is mDNS (when `config.mdns` is on).
+#[derive(Default)]
+pub struct Wiring {
+    /// Where chunks come from besides store peers (e.g. a simulated WAN link).
+    pub source: Option<Arc<dyn ChunkSource>>,
+    /// How store peers are found (e.g. a simulated LAN); replaces mDNS.
+    pub discovery: Option<Box<dyn Discovery>>,
+}
 
 /// A running node. Cheap to clone.
 #[derive(Clone)]
@@ -67,6 +66,7 @@ pub struct Agent {
     inner: Arc<Inner>,
 }
 
+/// What the loop and its jobs share; the loop's own state is in [`Loop`].
 struct Inner {
     config: NodeConfig,
     state: State,
@@ -77,45 +77,31 @@ struct Inner {
     clock: Arc<dyn Clock>,
     /// This start's boot number (a decline is asked again once it moves on).
     boot: u64,
-    settings: Mutex<TillSettings>,
-    /// Download or install jobs in flight, by task.
-    jobs: Mutex<HashMap<TaskId, JoinHandle<()>>>,
-    /// When each task last reported, to throttle progress-only reports.
-    last_report: Mutex<HashMap<TaskId, tokio::time::Instant>>,
-    /// What the till is doing, for heartbeats.
-    activity: Mutex<DeviceState>,
-    /// An install job is waiting for the POS to leave sale mode.
-    waiting_for_sale: std::sync::atomic::AtomicBool,
     /// The store swarm, once started (only with a swarm key).
     net: std::sync::OnceLock<crate::swarm::StoreNet>,
+    /// Discovery, until the swarm starts it.
+    discovery: std::sync::Mutex<Option<Box<dyn Discovery>>>,
     /// The cap on chunks from store peers (`lan_rate_limit_kbit`).
     lan_cap: Option<Arc<crate::client::RateLimiter>>,
-    /// When `update/` was last scanned for dropped-in packages.
-    last_scan: Mutex<Option<tokio::time::Instant>>,
-    /// Free disk bytes and when they were measured; measured at most once a minute.
-    free_disk: Mutex<Option<(tokio::time::Instant, Option<u64>)>>,
-    /// Warnings for the next heartbeat (refused instructions, unsigned drop-ins).
-    warnings: Mutex<Vec<String>>,
-    /// Pace of report retries after the coordinator refused or was away, and
-    /// the earliest time of the next try.
-    report_retry: Mutex<(crate::backoff::Backoff, Option<tokio::time::Instant>)>,
+    /// An install job is waiting for the POS to leave sale mode.
+    waiting_for_sale: std::sync::atomic::AtomicBool,
 }
 
 impl Agent {
     /// Opens the node's state and stores, and counts this start as a boot.
-    pub fn open(
-        config: NodeConfig,
-        clock: Arc<dyn Clock>,
-        source: Option<Arc<dyn ChunkSource>>,
-    ) -> Result<Self> {
+    pub fn open(config: NodeConfig, clock: Arc<dyn Clock>, wiring: Wiring) -> Result<Self> {
         let state = State::open(&config.data_dir)?;
         state.init_version(config.initial_version.as_ref())?;
         let boot = state.next_boot()?;
-        let settings = state.settings()?;
         let store = Arc::new(ChunkStore::open(&config.data_dir.join("chunks"))?);
         let client = CoordinatorClient::for_till(&config)?;
-        let source = source.unwrap_or_else(|| Arc::new(client.clone()));
-        let config_lan_cap = config
+        let source = wiring.source.unwrap_or_else(|| Arc::new(client.clone()));
+        let discovery = wiring.discovery.or_else(|| {
+            config
+                .mdns
+                .then(|| Box::new(crate::discovery::MdnsDiscovery::default()) as Box<dyn Discovery>)
+        });
+        let lan_cap = config
             .lan_rate_limit_kbit
             .map(|k| Arc::new(crate::client::RateLimiter::kbit(k)));
         Ok(Self {
@@ -128,20 +114,10 @@ impl Agent {
                 ui: LocalUi::default(),
                 clock,
                 boot,
-                settings: Mutex::new(settings),
-                jobs: Mutex::new(HashMap::new()),
-                last_report: Mutex::new(HashMap::new()),
-                activity: Mutex::new(DeviceState::Ready),
-                waiting_for_sale: std::sync::atomic::AtomicBool::new(false),
-                free_disk: Mutex::new(None),
-                warnings: Mutex::new(Vec::new()),
-                report_retry: Mutex::new((
-                    crate::backoff::Backoff::new(REPORT_RETRY_BASE, REPORT_RETRY_MAX),
-                    None,
-                )),
-                last_scan: Mutex::new(None),
                 net: std::sync::OnceLock::new(),
-                lan_cap: config_lan_cap,
+                discovery: std::sync::Mutex::new(discovery),
+                lan_cap,
+                waiting_for_sale: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -166,10 +142,6 @@ impl Agent {
         &self.inner.store
     }
 
-    fn now(&self) -> i64 {
-        self.inner.clock.now_ms()
-    }
-
     /// The store swarm, when it runs.
     pub fn net(&self) -> Option<crate::swarm::StoreNet> {
         self.inner.net.get().cloned()
@@ -180,11 +152,117 @@ impl Agent {
     pub async fn run(self, shutdown: watch::Receiver<bool>) -> Result<()> {
         use tracing::Instrument;
         let span = tracing::info_span!("node", till = %self.inner.config.device_id);
-        self.run_inner(shutdown).instrument(span).await
+        async move {
+            let settings = self.inner.state.settings()?;
+            Loop::new(self, settings).run(shutdown).await
+        }
+        .instrument(span)
+        .await
     }
 
-    async fn run_inner(self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
-        let swarm_task = self.start_swarm(shutdown.clone()).await?;
+    fn now(&self) -> i64 {
+        self.inner.clock.now_ms()
+    }
+
+    fn now_unix(&self) -> u64 {
+        (self.now().max(0) / 1000) as u64
+    }
+
+    /// The node's trust state: what it accepted, or its pinned root.
+    fn trust(&self) -> Result<TrustState> {
+        Ok(self
+            .inner
+            .state
+            .trust()?
+            .unwrap_or_else(|| TrustState::pinned(self.inner.config.coordinator_public_key)))
+    }
+
+    /// The online key manifests must be signed by (`None` before the first
+    /// accepted answer, or once its certificate expired).
+    fn online_key(&self) -> Result<Option<tillswarm_protocol::manifest::PublicKey>> {
+        Ok(self.trust()?.online_key(self.now_unix()))
+    }
+
+    /// Free bytes on the update volume less the reserve, when known.
+    async fn room(&self) -> Option<u64> {
+        let c = &self.inner.config;
+        df_free(&existing_ancestor(&c.update_root))
+            .await
+            .map(|free| free.saturating_sub(c.disk_reserve_mb.saturating_mul(1 << 20)))
+    }
+}
+
+/// Which kind of job runs for a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JobKind {
+    Download,
+    Install,
+}
+
+/// What a job tells the loop.
+enum JobEvent {
+    /// The job ended.
+    Done {
+        task: TaskId,
+        kind: JobKind,
+        result: Result<()>,
+    },
+    /// Send every pending report now (an install, before it reboots).
+    FlushReports(oneshot::Sender<()>),
+}
+
+/// The agent's loop and the state only it touches.
+struct Loop {
+    agent: Agent,
+    settings: TillSettings,
+    /// Download or install jobs in flight, by task.
+    jobs: HashMap<TaskId, (JobKind, JoinHandle<()>)>,
+    events: mpsc::Receiver<JobEvent>,
+    events_tx: mpsc::Sender<JobEvent>,
+    /// When each task last reported, to throttle progress-only reports.
+    last_report: HashMap<TaskId, tokio::time::Instant>,
+    /// What the till is doing, for heartbeats.
+    activity: DeviceState,
+    /// When `update/` was last scanned for dropped-in packages.
+    last_scan: Option<tokio::time::Instant>,
+    /// Free disk bytes and when they were measured (at most once a minute).
+    free_disk: Option<(tokio::time::Instant, Option<u64>)>,
+    /// Warnings for the next heartbeat (refused instructions, unsigned drop-ins).
+    warnings: Vec<String>,
+    /// Pace of report retries after the coordinator refused or was away.
+    report_retry: crate::backoff::Backoff,
+    /// The earliest time of the next report try.
+    report_again_at: Option<tokio::time::Instant>,
+}
+
+impl Loop {
+    fn new(agent: Agent, settings: TillSettings) -> Self {
+        let (events_tx, events) = mpsc::channel(JOB_EVENTS);
+        Self {
+            agent,
+            settings,
+            jobs: HashMap::new(),
+            events,
+            events_tx,
+            last_report: HashMap::new(),
+            activity: DeviceState::Ready,
+            last_scan: None,
+            free_disk: None,
+            warnings: Vec::new(),
+            report_retry: crate::backoff::Backoff::new(
+                reports::REPORT_RETRY_BASE,
+                reports::REPORT_RETRY_MAX,
+            ),
+            report_again_at: None,
+        }
+    }
+
+    fn inner(&self) -> &Inner {
+        &self.agent.inner
+    }
+
+    async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+        let swarm_task = self.agent.start_swarm(shutdown.clone()).await?;
         // Polling is paced by monotonic time; the injectable clock only decides
         // deadlines (cashier timeout, forced-update time).
         let mut next_heartbeat = tokio::time::Instant::now();
@@ -223,7 +301,7 @@ impl Agent {
             // A store peer took up a package this till does not know: a task
             // may be out that this till has not heard of yet; poll now rather
             // than at the next interval (at most every NEWS_MIN_GAP).
-            if let Some(net) = self.net() {
+            if let Some(net) = self.agent.net() {
                 let now = tokio::time::Instant::now();
                 if last_news_poll.is_none_or(|at| now - at >= NEWS_MIN_GAP) && net.take_news() {
                     tracing::debug!("store news: polling the coordinator now");
@@ -238,11 +316,12 @@ impl Agent {
             self.flush_reports().await;
             tokio::select! {
                 _ = tokio::time::sleep(TICK) => {}
-                _ = self.inner.ui.changed.notified() => {}
+                _ = self.agent.inner.ui.changed.notified() => {}
                 _ = shutdown.changed() => {}
+                Some(event) = self.events.recv() => self.on_job_event(event).await,
             }
         }
-        for (_, job) in self.inner.jobs.lock().await.drain() {
+        for (_, (_, job)) in self.jobs.drain() {
             job.abort();
         }
         if let Some(t) = swarm_task {
@@ -251,479 +330,209 @@ impl Agent {
         Ok(())
     }
 
-    async fn free_disk(&self) -> Option<u64> {
-        let mut cached = self.inner.free_disk.lock().await;
-        match *cached {
-            Some((at, bytes)) if at.elapsed() < Duration::from_secs(60) => bytes,
-            _ => {
-                let bytes = df_free(&self.inner.config.data_dir).await;
-                *cached = Some((tokio::time::Instant::now(), bytes));
-                bytes
-            }
-        }
-    }
-
-    /// The node's trust state: what it accepted, or its pinned root.
-    fn trust(&self) -> Result<TrustState> {
-        Ok(self
-            .inner
-            .state
-            .trust()?
-            .unwrap_or_else(|| TrustState::pinned(self.inner.config.coordinator_public_key)))
-    }
-
-    /// The online key manifests must be signed by (`None` before the first
-    /// accepted answer, or once its certificate expired).
-    fn online_key(&self) -> Result<Option<tillswarm_protocol::manifest::PublicKey>> {
-        Ok(self.trust()?.online_key(self.now_unix()))
-    }
-
-    fn now_unix(&self) -> u64 {
-        (self.now().max(0) / 1000) as u64
-    }
-
-    async fn heartbeat(&self) -> Result<u64> {
-        let mut trust = self.trust()?;
-        let mut warnings = std::mem::take(&mut *self.inner.warnings.lock().await);
-        if trust.revision > 0 && trust.is_stale(self.now_unix()) {
-            warnings.push("stale_instructions".into());
-        }
-        warnings.truncate(tillswarm_protocol::api::MAX_WARNINGS);
-        let req = HeartbeatRequest {
-            device_id: self.inner.config.device_id,
-            version: self.inner.state.installed_version()?,
-            state: *self.inner.activity.lock().await,
-            ip: None,
-            peer_id: self.net().map(|n| n.peer_id.to_string()),
-            free_disk_bytes: self.free_disk().await,
-            known_revision: (trust.revision > 0).then_some(trust.revision),
-            warnings,
-            swarm_addrs: self
-                .net()
-                .and_then(|n| crate::peers::port_of(&n.listen_addr))
-                .map(|port| crate::peers::swarm_addrs(self.inner.config.swarm_listen.ip(), port))
-                .unwrap_or_default(),
-        };
-        let resp = self.inner.client.heartbeat(&req).await?;
-        let bundle = resp.trust;
-        // Root rotations, the online key, the timestamp, then the
-        // instructions: anything that does not check out is not acted on.
-        let instructions =
-            match trust.accept(&bundle, &self.inner.config.device_id, self.now_unix()) {
-                Ok(i) => i,
-                Err(e) => {
-                    tracing::warn!(error = %e, "refused the coordinator's answer");
-                    self.warn(format!("instructions refused: {e}")).await;
-                    return Ok(resp.poll_interval_ms.max(50));
+    async fn on_job_event(&mut self, event: JobEvent) {
+        match event {
+            JobEvent::Done { task, kind, result } => {
+                self.jobs.remove(&task);
+                let Err(e) = result else { return };
+                // An install that failed fails its task; a download only
+                // when retrying cannot help (coordinator away, a disk
+                // hiccup: a later step tries again).
+                let fails = kind == JobKind::Install || e.is_permanent();
+                match kind {
+                    JobKind::Install => tracing::error!(%task, error = %e, "install failed"),
+                    JobKind::Download => tracing::warn!(%task, error = %e, "download failed"),
                 }
-            };
-        if let Some(ins) = instructions {
-            self.apply_instructions(&ins).await?;
-        }
-        // Committed after what it vouches for, so a crash in between makes the
-        // node ask for the same instructions again.
-        self.inner.state.set_trust(&trust)?;
-        // Every poll: store peers mDNS did not bring (or that went away) are
-        // dialled at the addresses the coordinator vouches for.
-        if let Some(net) = self.net() {
-            crate::peers::dial_members(&net, &self.inner.state.store_members()?).await?;
-        }
-        Ok(resp.poll_interval_ms.max(50))
-    }
-
-    /// Applies accepted instructions: settings, new and changed tasks, and
-    /// the end of tasks the coordinator no longer lists.
-    async fn apply_instructions(&self, ins: &Instructions) -> Result<()> {
-        self.inner.state.set_settings(&ins.settings)?;
-        *self.inner.settings.lock().await = ins.settings.clone();
-        let mut members = ins.store_members.clone();
-        members.truncate(tillswarm_protocol::trust::MAX_STORE_MEMBERS);
-        self.inner.state.set_store_members(&members)?;
-        if let Some(net) = self.net() {
-            net.set_members(members.clone()).await?;
-            crate::peers::dial_members(&net, &members).await?;
-        }
-        let (gone, replaced) = self.inner.state.sync_assignments(&ins.assignments)?;
-        for &id in &replaced {
-            tracing::warn!(task = %id, "the coordinator reused a task id for other work; treating it as a new task");
-        }
-        for id in gone.into_iter().chain(replaced.iter().copied()) {
-            if let Some(job) = self.inner.jobs.lock().await.remove(&id) {
-                job.abort();
+                if fails {
+                    let _ = self.inner().state.set_state(
+                        task,
+                        TargetState::Failed,
+                        Some(&e.to_string()),
+                        None,
+                    );
+                }
             }
-            if !replaced.contains(&id) {
-                self.inner.state.remove_task(id)?;
+            JobEvent::FlushReports(done) => {
+                self.flush_reports().await;
+                let _ = done.send(());
             }
-            if self
-                .inner
-                .ui
-                .status()
-                .await
-                .prompt
-                .is_some_and(|p| p.task_id == id)
-            {
-                self.inner.ui.close_prompt().await;
-            }
-        }
-        Ok(())
-    }
-
-    /// Queues a warning for the next heartbeat (operators see it on the device).
-    async fn warn(&self, text: String) {
-        let mut w = self.inner.warnings.lock().await;
-        if w.len() < tillswarm_protocol::api::MAX_WARNINGS && !w.contains(&text) {
-            w.push(
-                text.chars()
-                    .take(tillswarm_protocol::api::MAX_SHORT_FIELD_LEN)
-                    .collect(),
-            );
         }
     }
 
     /// Moves every task on by one step where it can.
-    async fn step(&self) -> Result<()> {
-        let tasks = self.inner.state.tasks()?;
-        let installed = self.inner.state.installed_version()?;
-        let mut busy: HashSet<TaskId> = HashSet::new();
-        {
-            let mut jobs = self.inner.jobs.lock().await;
-            jobs.retain(|_, j| !j.is_finished());
-            busy.extend(jobs.keys().copied());
-        }
-        let installing = tasks
-            .iter()
-            .any(|t| t.state == TargetState::Installing && busy.contains(&t.assignment.task_id));
+    async fn step(&mut self) -> Result<()> {
+        let tasks = self.inner().state.tasks()?;
+        let installed = self.inner().state.installed_version()?;
+        self.jobs.retain(|_, (_, j)| !j.is_finished());
+        let mut installing = self.jobs.values().any(|(k, _)| *k == JobKind::Install);
         // Cut off from fresh signed timestamps (withheld, or the coordinator
         // away for long): start nothing new on the coordinator's word; the
         // heartbeat says `stale_instructions`. The manual path still works.
-        let trust = self.trust()?;
-        let stale = trust.revision > 0 && trust.is_stale(self.now_unix());
+        let trust = self.agent.trust()?;
+        let stale = trust.revision > 0 && trust.is_stale(self.agent.now_unix());
         for t in &tasks {
             let id = t.assignment.task_id;
-            if busy.contains(&id) {
+            if self.jobs.contains_key(&id) {
                 continue;
             }
-            let moves_on = matches!(
-                t.state,
-                TargetState::Pending
-                    | TargetState::Downloading
-                    | TargetState::Downloaded
-                    | TargetState::AwaitingCashier
-            );
-            if stale && moves_on && id != DROP_IN_TASK {
-                continue;
-            }
-            match t.state {
-                TargetState::Pending | TargetState::Downloading => {
-                    if is_not_newer(&t.assignment, installed.as_ref()) {
-                        // Say why, so an operator sees it in the task's details.
-                        let why = format!(
-                            "skipped: the till runs {}, not older than {}",
-                            installed.as_ref().map_or("?", |v| v.as_str()),
-                            t.assignment.version
-                        );
-                        self.inner
-                            .state
-                            .set_state(id, TargetState::Skipped, Some(&why), None)?;
-                        continue;
-                    }
-                    self.spawn_download(t.clone()).await;
-                }
-                TargetState::Downloaded => self.after_download(t).await?,
-                TargetState::AwaitingCashier => {
-                    if !installing {
-                        self.awaiting_cashier(t).await?;
-                    }
-                }
-                TargetState::Declined => {
-                    if t.declined_boot != Some(self.inner.boot) {
-                        // A restart since the decline: ask again.
-                        self.inner
-                            .state
-                            .set_state(id, TargetState::Downloaded, None, None)?;
-                    }
-                }
-                TargetState::Installing => {
-                    // Not busy: the node died while up.sh ran. Say so; an operator
-                    // restart of the task installs again.
-                    self.inner.state.set_state(
-                        id,
-                        TargetState::Failed,
-                        Some("install interrupted (node restarted while up.sh ran); restart the task to reinstall"),
-                        None,
-                    )?;
-                }
-                TargetState::Rebooting => {
-                    if installed.as_ref() == Some(&t.assignment.version) {
-                        self.inner
-                            .state
-                            .set_state(id, TargetState::Installed, None, None)?;
-                    }
-                }
-                TargetState::Installed | TargetState::Failed | TargetState::Skipped => {}
-            }
+            let answer = if t.state == TargetState::AwaitingCashier && !installing {
+                self.inner().ui.take_answer(id).await
+            } else {
+                None
+            };
+            let facts = Facts {
+                installed: installed.as_ref(),
+                boot: self.inner().boot,
+                now_ms: self.agent.now(),
+                auto_update_timeout_minutes: self.settings.auto_update_timeout_minutes,
+                stale,
+                installing,
+                answer,
+            };
+            let action = policy::next_action(t, &facts);
+            installing |= action == Action::Install;
+            self.act(t, action, answer).await?;
         }
         self.scan_drop_ins(installed.as_ref()).await?;
-        if self.inner.ui.take_manual_install().await {
-            self.manual_install(&tasks).await?;
+        if self.inner().ui.take_manual_install().await {
+            match policy::manual_install_candidate(&tasks) {
+                Some(t) => {
+                    tracing::info!(task = %t.assignment.task_id, version = %t.assignment.version, "manual install");
+                    self.spawn(JobKind::Install, t.clone());
+                }
+                None => tracing::warn!("manual install requested, but no staged update is waiting"),
+            }
         }
-        self.update_activity(&tasks, &busy).await;
+        self.update_activity(&tasks).await;
         Ok(())
+    }
+
+    /// Carries out the policy's decision for `t`.
+    async fn act(&mut self, t: &LocalTask, action: Action, answer: Option<Answer>) -> Result<()> {
+        let id = t.assignment.task_id;
+        let (state, ui) = (&self.agent.inner.state, &self.agent.inner.ui);
+        let prompt = |deadline_ms| Prompt {
+            task_id: id,
+            version: t.assignment.version.clone(),
+            deadline_ms,
+        };
+        match action {
+            Action::Wait => {}
+            // Said in the task's error, so an operator sees why.
+            Action::Skip(why) => state.set_state(id, TargetState::Skipped, Some(&why), None)?,
+            Action::Download => self.spawn(JobKind::Download, t.clone()),
+            Action::Install => {
+                if t.state == TargetState::AwaitingCashier {
+                    match answer {
+                        Some(_) => tracing::info!(task = %id, "cashier accepted the update"),
+                        None => {
+                            tracing::info!(task = %id, "no answer from the cashier in time; installing")
+                        }
+                    }
+                }
+                self.spawn(JobKind::Install, t.clone());
+            }
+            Action::Ask { deadline_ms } => {
+                state.set_asked(id, self.agent.now())?;
+                state.set_state(id, TargetState::AwaitingCashier, None, None)?;
+                // Shown now, before the state is reported.
+                ui.ask(prompt(deadline_ms)).await;
+            }
+            Action::KeepAsking { deadline_ms } => ui.ask(prompt(deadline_ms)).await,
+            Action::Decline => {
+                tracing::info!(task = %id, "cashier declined; asking again after the next restart");
+                ui.close_prompt().await;
+                state.set_declined(id, self.agent.inner.boot)?;
+            }
+            Action::StopAsking => {
+                ui.close_prompt().await;
+                state.set_state(id, TargetState::Downloaded, None, None)?;
+            }
+            Action::AskAgain => state.set_state(id, TargetState::Downloaded, None, None)?,
+            Action::Interrupted => {
+                state.set_state(id, TargetState::Failed, Some(policy::INTERRUPTED), None)?
+            }
+            Action::Installed => state.set_state(id, TargetState::Installed, None, None)?,
+        }
+        Ok(())
+    }
+
+    /// Spawns a job for `t`; it reports back on the loop's channel.
+    fn spawn(&mut self, kind: JobKind, t: LocalTask) {
+        let id = t.assignment.task_id;
+        let (agent, events) = (self.agent.clone(), self.events_tx.clone());
+        let job = tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let result = match kind {
+                    JobKind::Download => jobs::download(&agent, &t).await,
+                    JobKind::Install => {
+                        let r = jobs::install(&agent, &t, &events).await;
+                        agent.inner.ui.request_leave_sale_mode(false).await;
+                        r
+                    }
+                };
+                let _ = events
+                    .send(JobEvent::Done {
+                        task: id,
+                        kind,
+                        result,
+                    })
+                    .await;
+            },
+            tracing::Span::current(),
+        ));
+        self.jobs.insert(id, (kind, job));
     }
 
     /// Every `drop_in_scan_s`, looks in `<update_root>/update/` for what a
     /// person dropped in (see [`crate::dropin`]) and offers the newest newer
     /// package like an Update task.
-    async fn scan_drop_ins(&self, installed: Option<&Version>) -> Result<()> {
-        {
-            let mut last = self.inner.last_scan.lock().await;
-            let every = Duration::from_secs(self.inner.config.drop_in_scan_s);
-            if last.is_some_and(|at| at.elapsed() < every) {
-                return Ok(());
-            }
-            *last = Some(tokio::time::Instant::now());
+    async fn scan_drop_ins(&mut self, installed: Option<&Version>) -> Result<()> {
+        let every = Duration::from_secs(self.inner().config.drop_in_scan_s);
+        if self.last_scan.is_some_and(|at| at.elapsed() < every) {
+            return Ok(());
         }
-        let room = self.room().await;
-        let trust = self.trust()?;
-        let now_unix = (self.now().max(0) / 1000) as u64;
-        let (agent, installed) = (self.clone(), installed.cloned());
+        self.last_scan = Some(tokio::time::Instant::now());
+        let room = self.agent.room().await;
+        let trust = self.agent.trust()?;
+        let now_unix = self.agent.now_unix();
+        let (agent, installed) = (self.agent.clone(), installed.cloned());
         let warnings = tokio::task::spawn_blocking(move || {
-            let c = &agent.inner.config;
+            let i = &agent.inner;
             crate::dropin::Scan {
-                update_dir: &c.update_dir(),
+                update_dir: &i.config.update_dir(),
                 installed: installed.as_ref(),
                 trust: &trust,
                 now_unix,
-                store: &agent.inner.store,
+                store: &i.store,
                 room,
-                allow_unsigned: c.allow_unsigned_dropin,
-                state: &agent.inner.state,
+                allow_unsigned: i.config.allow_unsigned_dropin,
+                state: &i.state,
             }
             .run()
         })
         .await
         .map_err(|e| Error::Io(std::io::Error::other(e)))??;
         for w in warnings {
-            self.warn(w).await;
+            self.warn(w);
         }
         Ok(())
     }
 
-    /// Free bytes on the update volume less the reserve, when known.
-    async fn room(&self) -> Option<u64> {
-        let c = &self.inner.config;
-        df_free(&existing_ancestor(&c.update_root))
-            .await
-            .map(|free| free.saturating_sub(c.disk_reserve_mb.saturating_mul(1 << 20)))
-    }
-
-    async fn update_activity(&self, tasks: &[LocalTask], busy: &HashSet<TaskId>) {
+    async fn update_activity(&mut self, tasks: &[LocalTask]) {
         let waiting_for_sale = self
-            .inner
+            .inner()
             .waiting_for_sale
             .load(std::sync::atomic::Ordering::Relaxed);
-        let state = if tasks.iter().any(|t| t.state == TargetState::Installing) {
-            DeviceState::Installing
-        } else if tasks
-            .iter()
-            .any(|t| t.state == TargetState::AwaitingCashier)
-        {
-            DeviceState::AwaitingCashier
-        } else if waiting_for_sale {
-            // An install job waits for the POS to leave sale mode.
-            DeviceState::WaitingForSaleEnd
-        } else if tasks.iter().any(|t| busy.contains(&t.assignment.task_id)) {
-            DeviceState::Downloading
-        } else {
-            DeviceState::Ready
-        };
-        *self.inner.activity.lock().await = state;
-        let version = self.inner.state.installed_version().ok().flatten();
-        self.inner
-            .ui
-            .set_activity(version, format!("{state:?}").to_lowercase())
-            .await;
-    }
-
-    async fn after_download(&self, t: &LocalTask) -> Result<()> {
-        let id = t.assignment.task_id;
-        let a = &t.assignment;
-        if a.kind != TaskKind::Download
-            && (a.hold_install || a.install_until_unix.is_some_and(|u| self.now_unix() >= u))
-        {
-            // Staged; the coordinator has not let this till install yet (a
-            // few tills of the store at a time, inside the store's window).
-            return Ok(());
-        }
-        match t.assignment.kind {
-            TaskKind::Download => {}
-            TaskKind::Update => {
-                let timeout = self.inner.settings.lock().await.auto_update_timeout_minutes;
-                if timeout.is_some() {
-                    self.inner.state.set_asked(id, self.now())?;
-                    self.inner
-                        .state
-                        .set_state(id, TargetState::AwaitingCashier, None, None)?;
-                    // Show the prompt now, before the state is reported.
-                    if let Some(asking) = self.inner.state.task(id)? {
-                        self.awaiting_cashier(&asking).await?;
-                    }
-                }
-                // No timeout configured: never ask; wait for a manual install.
-            }
-            TaskKind::ForcedUpdate => {
-                let at = t.assignment.install_at_unix.map_or(0, |s| s as i64 * 1000);
-                if self.now() >= at {
-                    self.spawn_install(t.clone()).await;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    async fn awaiting_cashier(&self, t: &LocalTask) -> Result<()> {
-        let id = t.assignment.task_id;
-        let Some(minutes) = self.inner.settings.lock().await.auto_update_timeout_minutes else {
-            // The setting was removed while asking: stop asking.
-            self.inner.ui.close_prompt().await;
-            return self
-                .inner
-                .state
-                .set_state(id, TargetState::Downloaded, None, None);
-        };
-        let asked = t.asked_ms.unwrap_or_else(|| self.now());
-        let deadline = asked + i64::from(minutes) * 60_000;
-        self.inner
-            .ui
-            .ask(Prompt {
-                task_id: id,
-                version: t.assignment.version.clone(),
-                deadline_ms: deadline,
-            })
-            .await;
-        match self.inner.ui.take_answer(id).await {
-            Some(Answer::Accept) => {
-                tracing::info!(task = %id, "cashier accepted the update");
-                self.spawn_install(t.clone()).await;
-            }
-            Some(Answer::Decline) => {
-                tracing::info!(task = %id, "cashier declined; asking again after the next restart");
-                self.inner.ui.close_prompt().await;
-                self.inner.state.set_declined(id, self.inner.boot)?;
-            }
-            None if self.now() >= deadline => {
-                tracing::info!(task = %id, "no answer from the cashier in time; installing");
-                self.spawn_install(t.clone()).await;
-            }
-            None => {}
-        }
-        Ok(())
-    }
-
-    async fn manual_install(&self, tasks: &[LocalTask]) -> Result<()> {
-        let candidate = tasks
-            .iter()
-            .filter(|t| {
-                t.assignment.kind != TaskKind::Download
-                    && matches!(
-                        t.state,
-                        TargetState::Downloaded
-                            | TargetState::AwaitingCashier
-                            | TargetState::Declined
-                    )
-            })
-            .max_by(|a, b| a.assignment.version.cmp(&b.assignment.version));
-        match candidate {
-            Some(t) => {
-                tracing::info!(task = %t.assignment.task_id, version = %t.assignment.version, "manual install");
-                self.spawn_install(t.clone()).await;
-            }
-            None => tracing::warn!("manual install requested, but no staged update is waiting"),
-        }
-        Ok(())
-    }
-
-    /// Sends a report for every task whose state the coordinator has not heard;
-    /// progress-only changes at most every [`PROGRESS_REPORT`].
-    async fn flush_reports(&self) {
-        let now = tokio::time::Instant::now();
-        if self
-            .inner
-            .report_retry
-            .lock()
-            .await
-            .1
-            .is_some_and(|at| now < at)
-        {
-            return;
-        }
-        let Ok(tasks) = self.inner.state.tasks() else {
-            return;
-        };
-        for t in tasks
-            .into_iter()
-            .filter(|t| t.unreported && t.assignment.task_id != DROP_IN_TASK)
-        {
-            let id = t.assignment.task_id;
-            {
-                let last = self.inner.last_report.lock().await;
-                if t.state == TargetState::Downloading
-                    && last
-                        .get(&id)
-                        .is_some_and(|&at| now.duration_since(at) < PROGRESS_REPORT)
-                {
-                    continue;
-                }
-            }
-            let Ok(seq) = self.inner.state.next_seq() else {
-                return;
-            };
-            let report = ProgressReport {
-                device_id: self.inner.config.device_id,
-                task_id: id,
-                attempt: t.assignment.attempt,
-                seq,
-                state: t.state,
-                bytes_done: t.bytes_done,
-                wan_bytes: t.wan_bytes,
-                lan_bytes: t.lan_bytes,
-                error: t.error.clone(),
-                log_tail: t.log_tail.clone(),
-            };
-            match self.inner.client.report(&report).await {
-                Ok(_) => {
-                    let _ = self.inner.state.mark_reported(id, t.change);
-                    self.inner.last_report.lock().await.insert(id, now);
-                    let mut retry = self.inner.report_retry.lock().await;
-                    retry.0.succeeded();
-                    retry.1 = None;
-                }
-                Err(e) => {
-                    // Refused or unreachable: wait (exponentially, with jitter)
-                    // before any report is tried again.
-                    let mut retry = self.inner.report_retry.lock().await;
-                    let wait = retry.0.failed(crate::backoff::unit());
-                    retry.1 = Some(tokio::time::Instant::now() + wait);
-                    tracing::warn!(task = %id, error = %e, retry_in = ?wait, "report failed");
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// True when the till already runs this version or a newer one (and the task
-/// is not an explicit rollback): nothing to do, never downgrade.
-fn is_not_newer(a: &Assignment, installed: Option<&Version>) -> bool {
-    match installed {
-        Some(v) if a.rollback => *v == a.version,
-        Some(v) => *v >= a.version,
-        None => false,
+        self.activity = policy::activity(tasks, |id| self.jobs.contains_key(&id), waiting_for_sale);
+        let version = self.inner().state.installed_version().ok().flatten();
+        let activity = format!("{:?}", self.activity).to_lowercase();
+        self.inner().ui.set_activity(version, activity).await;
     }
 }
 
 /// `path`, or its nearest ancestor that exists (the update root may not yet).
-fn existing_ancestor(path: &std::path::Path) -> std::path::PathBuf {
+fn existing_ancestor(path: &std::path::Path) -> PathBuf {
     path.ancestors()
         .find(|p| p.exists())
         .unwrap_or(std::path::Path::new("/"))
@@ -747,21 +556,4 @@ async fn df_free(path: &std::path::Path) -> Option<u64> {
         .parse()
         .ok()?;
     Some(kb * 1024)
-}
-
-/// Raised while an install waits for the POS to leave sale mode; lowered
-/// when dropped.
-struct WaitFlag<'a>(&'a std::sync::atomic::AtomicBool);
-
-impl<'a> WaitFlag<'a> {
-    fn raise(flag: &'a std::sync::atomic::AtomicBool) -> Self {
-        flag.store(true, std::sync::atomic::Ordering::Relaxed);
-        Self(flag)
-    }
-}
-
-impl Drop for WaitFlag<'_> {
-    fn drop(&mut self) {
-        self.0.store(false, std::sync::atomic::Ordering::Relaxed);
-    }
 }

@@ -237,10 +237,7 @@ impl CoordinatorClient {
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
                     .body(b.to_vec());
             }
-            let resp = r
-                .send()
-                .await
-                .map_err(|e| Error::Coordinator(e.to_string()))?;
+            let resp = r.send().await.map_err(Error::Unreachable)?;
             let device = matches!(self.credential, Credential::Device(_));
             if resp.status() == reqwest::StatusCode::UNAUTHORIZED && device && !retried {
                 self.forget(&token).await;
@@ -262,7 +259,7 @@ impl CoordinatorClient {
             .json(body)
             .send()
             .await
-            .map_err(|e| Error::Coordinator(e.to_string()))?;
+            .map_err(Error::Unreachable)?;
         let bytes = Self::read_capped(resp, MAX_JSON_RESPONSE, None).await?;
         serde_json::from_slice(&bytes)
             .map_err(|e| Error::Coordinator(format!("bad answer from {path}: {e}")))
@@ -290,7 +287,7 @@ impl CoordinatorClient {
         let mut out = Vec::new();
         let mut body = resp.bytes_stream();
         while let Some(piece) = body.next().await {
-            let piece = piece.map_err(|e| Error::Coordinator(e.to_string()))?;
+            let piece = piece.map_err(Error::Unreachable)?;
             if out.len() + piece.len() > cap {
                 return Err(Error::Coordinator(format!(
                     "response over the {cap}-byte limit"

@@ -26,7 +26,7 @@ pub mod state;
 pub mod swarm;
 pub mod tls;
 
-pub use agent::Agent;
+pub use agent::{Agent, Wiring};
 pub use config::NodeConfig;
 pub use error::{Error, Result};
 
@@ -48,7 +48,7 @@ pub async fn run_with(
 ) -> Result<()> {
     let listen = config.local_api_listen;
     let secret = identity::local_api_secret(&config.local_api_secret_path())?;
-    let agent = Agent::open(config, clock, None)?;
+    let agent = Agent::open(config, clock, agent::Wiring::default())?;
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let mut stop = shutdown.clone();
     let server = tokio::spawn(

@@ -10,7 +10,6 @@
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use tillswarm_protocol::api::Assignment;
@@ -109,53 +108,6 @@ pub struct Progress {
     pub wan_bytes: u64,
     /// Bytes fetched from peers.
     pub lan_bytes: u64,
-}
-
-/// Fetches every chunk of `manifest` the store lacks, `parallel` at a time,
-/// verifying each; calls `on_progress` after each chunk lands. Chunks already
-/// held (from an earlier run or another package) are not fetched again.
-pub async fn fetch_missing(
-    manifest: &Manifest,
-    store: &Arc<ChunkStore>,
-    source: &dyn ChunkSource,
-    parallel: usize,
-    mut progress: Progress,
-    mut on_progress: impl FnMut(Progress),
-) -> Result<Progress> {
-    use futures_util::StreamExt;
-
-    let mut missing: Vec<ChunkRef> = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    progress.bytes_done = 0;
-    for c in &manifest.chunks {
-        if store.contains(&c.hash) {
-            progress.bytes_done += u64::from(c.length);
-        } else if seen.insert(c.hash) {
-            missing.push(*c);
-        } else {
-            // A repeated chunk counts when its first copy lands.
-        }
-    }
-    let repeats =
-        |hash: &ChunkHash| manifest.chunks.iter().filter(|c| c.hash == *hash).count() as u64;
-    on_progress(progress);
-    let mut fetches = futures_util::stream::iter(missing.into_iter().map(|c| async move {
-        let (data, origin) = source.fetch(&c.hash, c.length).await?;
-        let n = data.len() as u64;
-        store.store(c.hash, data.into()).await?;
-        Ok::<_, Error>((c, origin, n))
-    }))
-    .buffer_unordered(parallel.max(1));
-    while let Some(done) = fetches.next().await {
-        let (c, origin, n) = done?;
-        match origin {
-            Origin::Wan => progress.wan_bytes += n,
-            Origin::Lan => progress.lan_bytes += n,
-        }
-        progress.bytes_done += u64::from(c.length) * repeats(&c.hash);
-        on_progress(progress);
-    }
-    Ok(progress)
 }
 
 /// The staging folder of a version.

@@ -178,7 +178,7 @@ impl StoreNet {
         self.commands
             .send(c)
             .await
-            .map_err(|_| Error::Coordinator("store swarm stopped".into()))
+            .map_err(|_| Error::Swarm("stopped".into()))
     }
 
     /// Monotonic ms since the swarm started (the view's time base).
@@ -191,7 +191,7 @@ impl StoreNet {
         self.commands
             .send(Command::AddPeer { peer, addrs })
             .await
-            .map_err(|_| Error::Coordinator("store swarm stopped".into()))
+            .map_err(|_| Error::Swarm("stopped".into()))
     }
 
     /// Sets the store's member list from the coordinator's signed
@@ -217,10 +217,8 @@ impl StoreNet {
         self.commands
             .send(Command::Fetch { peer, hash, reply })
             .await
-            .map_err(|_| Error::Coordinator("store swarm stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| Error::Coordinator("store swarm stopped".into()))?
+            .map_err(|_| Error::Swarm("stopped".into()))?;
+        answer.await.map_err(|_| Error::Swarm("stopped".into()))?
     }
 
     /// Starts serving and advertising the held chunks of a package.
@@ -249,6 +247,14 @@ impl StoreNet {
             .lock()
             .map(|v| v.peers.clone())
             .unwrap_or_default()
+    }
+
+    /// How many store peers are connected and introduced (their Hello came).
+    pub fn connected_peers(&self) -> usize {
+        self.view
+            .lock()
+            .map(|v| v.peers.values().filter(|p| p.device.is_some()).count())
+            .unwrap_or(0)
     }
 }
 
@@ -282,7 +288,7 @@ fn build_swarm(key: Keypair, chain_key: handshake::ChainKey) -> Result<libp2p::S
                 .boxed();
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(transport)
         })
-        .map_err(|e| Error::Coordinator(format!("store swarm transport: {e}")))?
+        .map_err(|e| Error::Swarm(format!("transport: {e}")))?
         .with_behaviour(|_| Behaviour {
             rr: request_response::Behaviour::with_codec(
                 codec::StoreCodec,
@@ -295,7 +301,7 @@ fn build_swarm(key: Keypair, chain_key: handshake::ChainKey) -> Result<libp2p::S
                     .with_max_concurrent_streams(64),
             ),
         })
-        .map_err(|e| Error::Coordinator(format!("store swarm behaviour: {e}")))?
+        .map_err(|e| Error::Swarm(format!("behaviour: {e}")))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
         .build();
     Ok(swarm)
@@ -525,7 +531,7 @@ impl EventLoop {
             }
         }
         for (_, reply) in self.pending_fetch.drain() {
-            let _ = reply.send(Err(Error::Coordinator("store swarm stopped".into())));
+            let _ = reply.send(Err(Error::Swarm("stopped".into())));
         }
     }
 

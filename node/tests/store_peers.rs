@@ -281,7 +281,7 @@ async fn a_download_starting_beside_a_holder_waits_for_its_holdings_not_the_wan(
     let progress = swarm::fetch::fetch_package(
         &manifest,
         &b.store,
-        &b.net,
+        Some(&b.net),
         &wan,
         Default::default(),
         &Default::default(),

@@ -161,6 +161,12 @@ pub struct HeartbeatRequest {
     /// not reach them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub swarm_addrs: Vec<SocketAddr>,
+    /// How many of the store's tills the node's swarm is connected to now
+    /// (`None` without a store swarm): a till at 0 in a store of several
+    /// fetches alone over the WAN, which operators see in a task's WAN
+    /// diagnostics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connected_peers: Option<u32>,
 }
 
 /// Most warnings in one heartbeat.

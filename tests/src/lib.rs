@@ -1,6 +1,7 @@
 //! The in-process cluster harness for tillswarm: a real coordinator on a loopback
 //! port chosen by the OS, and till nodes in temporary folders, all in one process.
-//! End-to-end tests (`tests/tests/`), the bench and the demo reuse it.
+//! End-to-end tests (`tests/tests/`) use it; nodes of a swarm find each other on
+//! its simulated LAN ([`SimulatedLan`], the one the demo and the bench use too).
 
 pub mod mitm;
 pub mod tls;
@@ -13,8 +14,9 @@ use futures_util::stream;
 use tillswarm_coordinator::auth::Caller;
 use tillswarm_coordinator::service::node_ops::NewEnrollTokenInput;
 use tillswarm_coordinator::{Config, Coordinator};
+use tillswarm_node::sim::SimulatedLan;
 use tillswarm_node::stage::ChunkSource;
-use tillswarm_node::{Agent, NodeConfig};
+use tillswarm_node::{Agent, NodeConfig, Wiring};
 use tillswarm_protocol::api::DeviceLogin;
 use tillswarm_protocol::clock::Clock;
 use tillswarm_protocol::manifest::SecretKey;
@@ -33,6 +35,9 @@ pub struct Cluster {
     pub ca_file: Option<PathBuf>,
     /// Holds every temporary folder of the cluster.
     pub dir: tempfile::TempDir,
+    /// The stores' LAN, simulated: nodes started with its discovery (see
+    /// [`Cluster::swarm_wiring`]) find their store's other nodes through it.
+    pub lan: SimulatedLan,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
 }
@@ -98,6 +103,7 @@ impl Cluster {
             url,
             ca_file: pki.map(|p| p.ca_pem.clone()),
             dir,
+            lan: SimulatedLan::loopback(),
             stop: Some(stop),
             server: Some(server),
         }
@@ -219,6 +225,14 @@ impl Cluster {
         }
     }
 
+    /// How a node of this cluster joins its store's simulated LAN.
+    pub fn swarm_wiring(&self) -> Wiring {
+        Wiring {
+            discovery: Some(self.lan.discovery()),
+            ..Default::default()
+        }
+    }
+
     /// Stops the coordinator.
     pub async fn stop(mut self) {
         if let Some(s) = self.stop.take() {
@@ -252,7 +266,16 @@ impl RunningNode {
         clock: Arc<dyn Clock>,
         source: Option<Arc<dyn ChunkSource>>,
     ) -> Self {
-        let agent = Agent::open(config, clock, source).expect("agent");
+        let wiring = Wiring {
+            source,
+            ..Default::default()
+        };
+        Self::start_wired(config, clock, wiring)
+    }
+
+    /// Opens and runs an agent built with `wiring` (e.g. on a simulated LAN).
+    pub fn start_wired(config: NodeConfig, clock: Arc<dyn Clock>, wiring: Wiring) -> Self {
+        let agent = Agent::open(config, clock, wiring).expect("agent");
         let (stop, stopped) = watch::channel(false);
         let runner = agent.clone();
         let task = tokio::spawn(async move {
@@ -302,8 +325,9 @@ where
 /// A swarm key for tests (any 32 bytes; the same for a whole chain).
 pub const TEST_SWARM_KEY: &str = "1111111111111111111111111111111111111111111111111111111111111111";
 
-/// Connects every pair of running nodes (the "static discovery" of in-process
-/// tests), once each one's swarm is up.
+/// Dials every pair of running nodes directly, bypassing the LAN: what a
+/// device that knows the others' addresses can do (tests of who the swarm
+/// lets in), once each one's swarm is up.
 pub async fn connect_all(nodes: &[&RunningNode]) {
     let mut nets = Vec::new();
     for n in nodes {
@@ -321,13 +345,10 @@ pub async fn connect_all(nodes: &[&RunningNode]) {
     }
 }
 
-/// [`connect_all`], then waits until each node sees every other as a store
-/// peer (their member lists from the coordinator included), as tills that
-/// have run for a while do. Dials again every few seconds meanwhile, as
-/// mDNS's repeated announcements do on a real LAN: a first connection made
-/// before the coordinator listed both tills may have been let go.
+/// Waits until each node (started on the cluster's simulated LAN) sees every
+/// other as a store peer, their member lists from the coordinator included,
+/// as tills that have run for a while do.
 pub async fn mesh(nodes: &[&RunningNode]) {
-    connect_all(nodes).await;
     let everyone = nodes.len().saturating_sub(1);
     let seen = || {
         nodes
@@ -335,23 +356,13 @@ pub async fn mesh(nodes: &[&RunningNode]) {
             .map(|n| n.agent.net().map_or(0, |net| net.view().len()))
             .collect::<Vec<_>>()
     };
-    let started = tokio::time::Instant::now();
-    let deadline = started + Duration::from_secs(60);
-    let mut redial = started + Duration::from_secs(5);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while seen().iter().any(|&n| n < everyone) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "after 60 s the tills see {:?} store peers each, not {everyone}",
             seen()
         );
-        if tokio::time::Instant::now() >= redial {
-            eprintln!(
-                "mesh: the tills see {:?} store peers; dialling again",
-                seen()
-            );
-            connect_all(nodes).await;
-            redial += Duration::from_secs(5);
-        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -56,7 +56,7 @@ async fn setup(cluster: &Cluster, tills: &[DeviceId]) -> i64 {
 fn start_node(cluster: &Cluster, d: DeviceId) -> RunningNode {
     let mut config = cluster.node_config(d, "store-001");
     config.swarm_key = Some(TEST_SWARM_KEY.into());
-    RunningNode::start(config, Arc::new(SystemClock), None)
+    RunningNode::start_wired(config, Arc::new(SystemClock), cluster.swarm_wiring())
 }
 
 async fn download(cluster: &Cluster, pkg: PackageId, group: i64) -> i64 {
@@ -239,7 +239,7 @@ async fn a_peer_serving_corrupt_chunks_is_banned_and_everyone_finishes() {
         std::fs::create_dir_all(&dir).expect("mkdir");
         std::fs::write(dir.join(&hex), vec![0xEE; chunk.length as usize]).expect("garbage");
     }
-    let evil = RunningNode::start(evil_config, Arc::new(SystemClock), None);
+    let evil = RunningNode::start_wired(evil_config, Arc::new(SystemClock), cluster.swarm_wiring());
     let honest: Vec<RunningNode> = tills[1..]
         .iter()
         .map(|&d| start_node(&cluster, d))
@@ -313,9 +313,16 @@ async fn tills_find_each_other_through_the_coordinator_without_multicast() {
     let bytes = package("1.0.0", 16);
     let size = bytes.len() as u64;
     let pkg = cluster.upload("demo", "1.0.0", bytes).await;
-    // No mDNS and nothing introduces the tills to each other: each learns
-    // the others' swarm addresses only from its signed instructions.
-    let nodes: Vec<RunningNode> = tills.iter().map(|&d| start_node(&cluster, d)).collect();
+    // No mDNS, not on the simulated LAN: each learns the others' swarm
+    // addresses only from its signed instructions.
+    let nodes: Vec<RunningNode> = tills
+        .iter()
+        .map(|&d| {
+            let mut config = cluster.node_config(d, "store-001");
+            config.swarm_key = Some(TEST_SWARM_KEY.into());
+            RunningNode::start(config, Arc::new(SystemClock), None)
+        })
+        .collect();
     for n in &nodes {
         assert!(!n.agent.config().mdns);
     }

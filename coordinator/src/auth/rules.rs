@@ -279,6 +279,7 @@ pub const RULES: &[Rule] = &[
     // Tasks.
     rule("GET", "/api/v1/tasks", R(Viewer), Read, "task.list"),
     rule("GET", "/api/v1/tasks/{id}", R(Viewer), Read, "task.get"),
+    rule("GET", "/api/v1/tasks/{id}/wan", R(Viewer), Read, "task.wan"),
     rule("POST", "/api/v1/tasks", R(Operator), Json, "task.create"),
     rule(
         "DELETE",

@@ -413,6 +413,25 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE devices ADD COLUMN swarm_addrs TEXT;
     "#,
+    // 9: WAN diagnostics. Each chunk served to a till over the node API (one
+    // row per response, kept 30 days and at most `wan::MAX_ROWS` rows), and
+    // how many store peers each till's swarm was connected to at its last
+    // heartbeat (NULL: not reported).
+    r#"
+    CREATE TABLE chunk_fetches (
+        id       INTEGER PRIMARY KEY,
+        device   TEXT NOT NULL REFERENCES devices(guid) ON DELETE CASCADE,
+        hash     TEXT NOT NULL,
+        bytes    INTEGER NOT NULL,
+        -- 1: a Range starting past byte 0, the rest of an interrupted fetch
+        -- (its bytes count, not as another fetch).
+        resumed  INTEGER NOT NULL DEFAULT 0,
+        at_ms    INTEGER NOT NULL
+    );
+    CREATE INDEX chunk_fetches_device ON chunk_fetches(device, at_ms);
+
+    ALTER TABLE devices ADD COLUMN connected_peers INTEGER;
+    "#,
 ];
 
 /// Brings the schema up to date. Foreign keys are off while steps run (a step

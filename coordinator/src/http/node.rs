@@ -1,6 +1,7 @@
 //! The node API under `/api/v1/node/`: device login (challenge, session), then,
 //! with the device token, heartbeats, progress reports, manifests and chunks
-//! (with HTTP Range support, so an interrupted chunk can resume).
+//! (with HTTP Range support, so an interrupted chunk can resume). Each chunk
+//! served to a till is recorded for the WAN diagnostics ([`crate::wan`]).
 
 use std::net::SocketAddr;
 
@@ -14,6 +15,7 @@ use warp::{Filter, Reply};
 use super::{MAX_JSON_BODY, body, error_response, parse_id, parse_json, reply};
 use crate::error::{Error, Result};
 use crate::service::Coordinator;
+use crate::wan::ChunkServed;
 
 pub(super) fn routes(c: Coordinator) -> BoxedFilter<(Response,)> {
     let with = move || {
@@ -97,8 +99,12 @@ pub(super) fn routes(c: Coordinator) -> BoxedFilter<(Response,)> {
         .then(
             |hash: String, c: Coordinator, token: String, range: Option<String>| async move {
                 let r = async {
-                    c.authorize_fetch(token).await?;
-                    serve_chunk(c, &hash, range.as_deref()).await
+                    let device = c.authorize_fetch(token).await?;
+                    let (response, served) = serve_chunk(&c, &hash, range.as_deref()).await?;
+                    if let (Some(device), Some(served)) = (device, served) {
+                        c.record_chunk_served(device, served).await;
+                    }
+                    Ok::<_, Error>(response)
                 };
                 match r.await {
                     Ok(r) => r,
@@ -210,11 +216,22 @@ pub(crate) fn parse_range(spec: &str, size: u64) -> Result<(u64, u64)> {
     Ok((start, end))
 }
 
-async fn serve_chunk(c: Coordinator, hash: &str, range: Option<&str>) -> Result<Response> {
+/// A chunk (or the range of it asked for) and, unless the range could not
+/// be served, what was sent.
+async fn serve_chunk(
+    c: &Coordinator,
+    hash: &str,
+    range: Option<&str>,
+) -> Result<(Response, Option<ChunkServed>)> {
     let hash: ChunkHash = parse_id(hash, "chunk hash")?;
     let Some(range) = range else {
         let (data, _) = c.chunk(hash, 0, None).await?;
-        return Ok(octets(data));
+        let served = ChunkServed {
+            hash,
+            offset: 0,
+            bytes: data.len() as u64,
+        };
+        return Ok((octets(data), Some(served)));
     };
     let (_, size) = c.chunk(hash, 0, Some(0)).await?;
     let (start, end) = match parse_range(range, size) {
@@ -230,17 +247,22 @@ async fn serve_chunk(c: Coordinator, hash: &str, range: Option<&str>) -> Result<
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
                 r.headers_mut().insert(header::CONTENT_RANGE, v);
             }
-            return Ok(r);
+            return Ok((r, None));
         }
         Err(e) => return Err(e),
     };
     let (data, _) = c.chunk(hash, start, Some(end - start)).await?;
+    let served = ChunkServed {
+        hash,
+        offset: start,
+        bytes: data.len() as u64,
+    };
     let mut r = octets(data);
     *r.status_mut() = StatusCode::PARTIAL_CONTENT;
     if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{size}", end - 1)) {
         r.headers_mut().insert(header::CONTENT_RANGE, v);
     }
-    Ok(r.into_response())
+    Ok((r.into_response(), Some(served)))
 }
 
 #[cfg(test)]

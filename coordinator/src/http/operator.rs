@@ -65,6 +65,8 @@ pub(super) fn routes(c: Coordinator) -> BoxedFilter<(Response,)> {
         .unify()
         .or(tasks(&c))
         .unify()
+        .or(super::wan::routes(&c))
+        .unify()
         .or(super::rollouts::routes(&c))
         .unify()
         .or(till_types(&c))

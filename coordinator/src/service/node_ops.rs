@@ -236,14 +236,14 @@ impl Coordinator {
         .await
     }
 
-    /// Checks a manifest or chunk request's credential: a live device token,
-    /// or an operator's API token of any role.
-    pub async fn authorize_fetch(&self, token: String) -> Result<()> {
+    /// Checks a manifest or chunk request's credential: a live device token
+    /// (answers its device), or an operator's API token of any role (`None`).
+    pub async fn authorize_fetch(&self, token: String) -> Result<Option<DeviceId>> {
         if device_auth::is_device_token(&token) {
             return self
                 .read(
                     move |conn, now| match device_auth::device_of(conn, &token, now)? {
-                        Some(_) => Ok(()),
+                        Some(device) => Ok(Some(device)),
                         None => Err(Error::unauthenticated(
                             "invalid_device_token",
                             "the device token is invalid or expired; log in again",
@@ -253,7 +253,7 @@ impl Coordinator {
                 .await;
         }
         match self.authenticate(Some(token), None).await? {
-            Some(_) => Ok(()),
+            Some(_) => Ok(None),
             None => Err(Error::unauthenticated(
                 "invalid_credentials",
                 "manifests and chunks need a device token or an operator's API token",

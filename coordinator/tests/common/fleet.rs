@@ -97,6 +97,7 @@ pub async fn heartbeat(c: &Coordinator, d: DeviceId, version: &str, rev: Option<
                 known_revision: rev,
                 warnings: Vec::new(),
                 swarm_addrs: Vec::new(),
+                connected_peers: None,
             },
             None,
         )

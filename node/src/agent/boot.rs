@@ -1,7 +1,18 @@
-//! The agent's start-up: the store swarm, peer discovery, and offering the
-//! store every package this till holds completely.
+//! The agent's start-up: the store swarm, peer discovery (injected, see
+//! [`super::Wiring`]), and offering the store every package this till holds
+//! completely.
 
-use super::*;
+use std::path::PathBuf;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::Agent;
+use crate::discovery::{Discovery, DiscoveryEvent, LocalAdvert};
+use crate::error::Result;
+
+/// Most held packages offered to the store after a start (newest first).
+const MAX_SEEDED_PACKAGES: usize = 8;
 
 impl Agent {
     /// Starts the store swarm if the config has a swarm key.
@@ -28,8 +39,9 @@ impl Agent {
             crate::swarm::start(config, key, self.inner.store.clone(), shutdown.clone()).await?;
         tracing::info!(peer = %net.peer_id, addr = %net.listen_addr, "store swarm listening");
         net.set_members(self.inner.state.store_members()?).await?;
-        if c.mdns {
-            self.start_discovery(&net, shutdown);
+        let discovery = self.inner.discovery.lock().ok().and_then(|mut d| d.take());
+        if let Some(discovery) = discovery {
+            self.start_discovery(discovery, &net, shutdown);
         }
         self.seed_held_packages(&net).await;
         self.inner.ui.attach_net(net.clone());
@@ -41,7 +53,7 @@ impl Agent {
     /// manifest, every chunk present), newest first, so tills of a later task
     /// for the same package (the next rollout wave) fetch it over the LAN even
     /// after this till restarted.
-    pub(super) async fn seed_held_packages(&self, net: &crate::swarm::StoreNet) {
+    async fn seed_held_packages(&self, net: &crate::swarm::StoreNet) {
         let dir = self.inner.config.data_dir.join("manifests");
         let Ok(Some(key)) = self.online_key() else {
             return;
@@ -85,13 +97,13 @@ impl Agent {
         }
     }
 
-    /// Advertises this node with mDNS and dials every store peer it finds.
-    pub(super) fn start_discovery(
+    /// Advertises this node and dials every store peer `discovery` finds.
+    fn start_discovery(
         &self,
+        discovery: Box<dyn Discovery>,
         net: &crate::swarm::StoreNet,
         shutdown: watch::Receiver<bool>,
     ) {
-        use crate::discovery::{Discovery, DiscoveryEvent, LocalAdvert, MdnsDiscovery};
         use libp2p::multiaddr::Protocol;
         let port = net
             .listen_addr
@@ -103,7 +115,7 @@ impl Agent {
             .unwrap_or(0);
         let advert = LocalAdvert::new(&self.inner.config, net.peer_id.to_string(), port);
         let (events, mut found) = tokio::sync::mpsc::channel(64);
-        let _discovery = Box::new(MdnsDiscovery::default()).start(advert, events, shutdown);
+        let _discovery = discovery.start(advert, events, shutdown);
         let net = net.clone();
         tokio::spawn(async move {
             while let Some(event) = found.recv().await {

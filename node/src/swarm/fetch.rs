@@ -1,7 +1,9 @@
-//! Downloading a package through the store swarm: the [`Planner`] decides, this
-//! driver fetches (LAN from peers, WAN from the coordinator), verifies through
-//! the chunk store, announces each verified chunk at once so peers can relay it,
-//! and bans peers that send bad bytes.
+//! The node's one download driver: the [`Planner`] decides, this driver
+//! fetches (LAN from store peers, WAN from the coordinator), verifies through
+//! the chunk store, announces each verified chunk at once so peers can relay
+//! it, and bans peers that send bad bytes. Without a store swarm the planner
+//! runs with zero peers: every chunk comes over the WAN, with the same limits,
+//! retries and progress.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -27,6 +29,10 @@ pub const HOLDINGS_WAIT_MS: i64 = 1_000;
 const LAN_FETCH_TIMEOUT: Duration = Duration::from_secs(15);
 /// Longest wait for one chunk from the coordinator (a slow, capped WAN).
 const WAN_FETCH_TIMEOUT: Duration = Duration::from_secs(300);
+/// Copies of one chunk from the coordinator that may fail verification before
+/// the download fails: the coordinator's copy, or the WAN path, is bad, and
+/// fetching it again cannot help.
+const MAX_WAN_CORRUPT: u32 = 3;
 
 /// The store's other tills of the task, from the assignment: until `until_ms`
 /// (the swarm's clock) those connected rank as WAN owners before they join.
@@ -60,12 +66,13 @@ enum Landed {
 }
 
 /// Fetches every chunk of `manifest` the store lacks, sharing with the store's
-/// peers; `wan` is the coordinator. Calls `on_progress` after each chunk lands.
+/// peers when `net` is given; `wan` is the coordinator. Calls `on_progress`
+/// after each chunk lands.
 #[allow(clippy::too_many_arguments)]
 pub async fn fetch_package(
     manifest: &Manifest,
     store: &Arc<ChunkStore>,
-    net: &StoreNet,
+    net: Option<&StoreNet>,
     wan: &dyn ChunkSource,
     limits: Limits,
     expected: &Expected,
@@ -75,10 +82,15 @@ pub async fn fetch_package(
 ) -> Result<Progress> {
     let package = manifest.package_id;
     let hashes: Vec<_> = manifest.chunks.iter().map(|c| c.hash).collect();
-    net.track(package, hashes.clone()).await?;
+    if let Some(net) = net {
+        net.track(package, hashes.clone()).await?;
+    }
+    // The swarm's clock, or one of this download's own without a swarm.
+    let started = tokio::time::Instant::now();
+    let now_ms = || net.map_or_else(|| started.elapsed().as_millis() as i64, |n| n.now_ms());
     let have: Vec<bool> = hashes.iter().map(|h| store.contains(h)).collect();
     let mut planner = Planner::new(
-        net.peer_id.to_bytes(),
+        net.map(|n| n.peer_id.to_bytes()).unwrap_or_default(),
         manifest.chunks.clone(),
         have,
         limits,
@@ -86,7 +98,7 @@ pub async fn fetch_package(
     // The connected peers answer the bitfield `track` just sent within
     // moments; until then every chunk would look unowned by anyone else, and
     // a till starting after its peers would fetch its first chunks twice.
-    let holdings_by = net.now_ms() + HOLDINGS_WAIT_MS;
+    let holdings_by = now_ms() + HOLDINGS_WAIT_MS;
     let mut progress = Progress {
         bytes_done: planner.bytes_held(),
         ..start
@@ -95,12 +107,13 @@ pub async fn fetch_package(
     let mut in_flight = FuturesUnordered::new();
     let mut announce: Vec<u32> = Vec::new();
     let mut peer_ids: HashMap<Vec<u8>, PeerId> = HashMap::new();
+    let mut wan_corrupt: HashMap<usize, u32> = HashMap::new();
     loop {
         // Refresh the peers taking part in this package from the swarm's view,
         // plus the store's tills of this task that have not joined yet, while
         // they still may: they own their share of the WAN work from the start.
-        let view = net.view();
-        let now = net.now_ms();
+        let view = net.map(StoreNet::view).unwrap_or_default();
+        let now = now_ms();
         let mut present = Vec::new();
         for (id, pv) in &view {
             let key = id.to_bytes();
@@ -142,7 +155,7 @@ pub async fn fetch_package(
             in_flight = in_flight.len(),
             "fetch loop"
         );
-        for action in planner.next(net.now_ms()) {
+        for action in planner.next(now_ms()) {
             let (index, peer) = match &action {
                 Action::Wan { index } => {
                     tracing::debug!(
@@ -155,10 +168,13 @@ pub async fn fetch_package(
                 Action::Lan { index, peer } => (*index, peer_ids.get(peer).copied()),
             };
             let chunk = planner.chunks()[index];
-            let net = net.clone();
+            let net = net.cloned();
             in_flight.push(async move {
                 // Room for the chunk's bytes until they are on disk.
-                let _room = net.reserve(chunk.length).await;
+                let _room = match &net {
+                    Some(net) => Some(net.reserve(chunk.length).await),
+                    None => None,
+                };
                 // A stalled request is abandoned and the chunk planned again.
                 let fetched: Result<PeerAnswer> = match peer {
                     None => tokio::time::timeout(
@@ -172,13 +188,19 @@ pub async fn fetch_package(
                         if let Some(cap) = lan_cap {
                             cap.acquire(chunk.length as usize).await;
                         }
-                        tokio::time::timeout(LAN_FETCH_TIMEOUT, net.fetch(p, chunk.hash))
-                            .await
-                            .unwrap_or_else(|_| {
-                                Err(Error::Io(std::io::Error::other(
-                                    "peer did not answer in time",
-                                )))
-                            })
+                        match &net {
+                            Some(net) => {
+                                tokio::time::timeout(LAN_FETCH_TIMEOUT, net.fetch(p, chunk.hash))
+                                    .await
+                                    .unwrap_or_else(|_| {
+                                        Err(Error::Io(std::io::Error::other(
+                                            "peer did not answer in time",
+                                        )))
+                                    })
+                            }
+                            // Planned peers come from the swarm's view only.
+                            None => Ok(PeerAnswer::NotHave),
+                        }
                     }
                 };
                 // Verified and written here, so chunks of several fetches
@@ -199,9 +221,15 @@ pub async fn fetch_package(
                 (index, peer, landed)
             });
         }
-        if !announce.is_empty() {
+        if let Some(net) = net.filter(|_| !announce.is_empty()) {
             net.announce(package, std::mem::take(&mut announce)).await?;
         }
+        let changed = async {
+            match net {
+                Some(net) => net.changed.notified().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             Some((index, peer, landed)) = in_flight.next() => {
                 let chunk = planner.chunks()[index];
@@ -215,8 +243,18 @@ pub async fn fetch_package(
                     }
                     Landed::Corrupt(why) => {
                         tracing::warn!(chunk = %chunk.hash, peer = ?peer, %why, "bad chunk");
-                        if let Some(p) = peer {
+                        if let (Some(p), Some(net)) = (peer, net) {
                             let _ = net.ban(p, limits.ban_ms).await;
+                        }
+                        if peer.is_none() {
+                            let n = wan_corrupt.entry(index).or_default();
+                            *n += 1;
+                            if *n >= MAX_WAN_CORRUPT {
+                                return Err(Error::Verify(format!(
+                                    "chunk {} from the coordinator failed verification {n} times: {why}",
+                                    chunk.hash
+                                )));
+                            }
                         }
                         Outcome::Corrupt
                     }
@@ -234,7 +272,7 @@ pub async fn fetch_package(
                 if outcome == Outcome::Stored {
                     announce.push(index as u32);
                 }
-                planner.finished(index, outcome, net.now_ms());
+                planner.finished(index, outcome, now_ms());
                 // Chunks repeated in the manifest land together.
                 for (i, c) in planner.chunks().to_vec().iter().enumerate() {
                     if c.hash == chunk.hash && outcome == Outcome::Stored {
@@ -244,11 +282,11 @@ pub async fn fetch_package(
                 progress.bytes_done = planner.bytes_held();
                 on_progress(progress);
             }
-            _ = net.changed.notified() => {}
+            _ = changed => {}
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
     }
-    if !announce.is_empty() {
+    if let Some(net) = net.filter(|_| !announce.is_empty()) {
         net.announce(package, announce).await?;
     }
     Ok(progress)
