@@ -538,7 +538,7 @@ async fn simulated_cashier(till: Arc<Till>) {
             agent.ui().confirm_sale_mode_left().await;
         }
         // A new version running: the install finished; the till reboots.
-        let installed = agent.state().installed_version().ok().flatten();
+        let installed = agent.state().installed_version().await.ok().flatten();
         if version.is_some() && installed != version {
             tokio::time::sleep(Duration::from_millis(500)).await;
             if let Err(e) = till.restart().await {

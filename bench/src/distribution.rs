@@ -394,7 +394,7 @@ async fn run_in_process(args: &DistributionArgs) -> anyhow::Result<Report> {
         let mut bytes = 0;
         let mut done_per_store: HashMap<usize, u32> = HashMap::new();
         for t in &tills {
-            if let Ok(Some(local)) = t.agent.state().task(task_id) {
+            if let Ok(Some(local)) = t.agent.state().task(task_id).await {
                 bytes += local.bytes_done;
                 if local.state == TargetState::Downloaded {
                     *done_per_store.entry(t.store).or_default() += 1;
@@ -427,7 +427,8 @@ async fn run_in_process(args: &DistributionArgs) -> anyhow::Result<Report> {
         let local = t
             .agent
             .state()
-            .task(task_id)?
+            .task(task_id)
+            .await?
             .context("a till lost its task")?;
         wan_per_store[t.store] += local.wan_bytes;
         lan += local.lan_bytes;

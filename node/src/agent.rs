@@ -90,9 +90,10 @@ struct Inner {
 impl Agent {
     /// Opens the node's state and stores, and counts this start as a boot.
     pub fn open(config: NodeConfig, clock: Arc<dyn Clock>, wiring: Wiring) -> Result<Self> {
-        let state = State::open(&config.data_dir)?;
-        state.init_version(config.initial_version.as_ref())?;
-        let boot = state.next_boot()?;
+        let mut opening = crate::state::Opening::open(&config.data_dir)?;
+        opening.init_version(config.initial_version.as_ref())?;
+        let boot = opening.next_boot()?;
+        let state = opening.start()?;
         let store = Arc::new(ChunkStore::open(&config.data_dir.join("chunks"))?);
         let client = CoordinatorClient::for_till(&config)?;
         let source = wiring.source.unwrap_or_else(|| Arc::new(client.clone()));
@@ -153,7 +154,7 @@ impl Agent {
         use tracing::Instrument;
         let span = tracing::info_span!("node", till = %self.inner.config.device_id);
         async move {
-            let settings = self.inner.state.settings()?;
+            let settings = self.inner.state.settings().await?;
             Loop::new(self, settings).run(shutdown).await
         }
         .instrument(span)
@@ -169,18 +170,19 @@ impl Agent {
     }
 
     /// The node's trust state: what it accepted, or its pinned root.
-    fn trust(&self) -> Result<TrustState> {
+    async fn trust(&self) -> Result<TrustState> {
         Ok(self
             .inner
             .state
-            .trust()?
+            .trust()
+            .await?
             .unwrap_or_else(|| TrustState::pinned(self.inner.config.coordinator_public_key)))
     }
 
     /// The online key manifests must be signed by (`None` before the first
     /// accepted answer, or once its certificate expired).
-    fn online_key(&self) -> Result<Option<tillswarm_protocol::manifest::PublicKey>> {
-        Ok(self.trust()?.online_key(self.now_unix()))
+    async fn online_key(&self) -> Result<Option<tillswarm_protocol::manifest::PublicKey>> {
+        Ok(self.trust().await?.online_key(self.now_unix()))
     }
 
     /// Free bytes on the update volume less the reserve, when known.
@@ -344,12 +346,11 @@ impl Loop {
                     JobKind::Download => tracing::warn!(%task, error = %e, "download failed"),
                 }
                 if fails {
-                    let _ = self.inner().state.set_state(
-                        task,
-                        TargetState::Failed,
-                        Some(&e.to_string()),
-                        None,
-                    );
+                    let _ = self
+                        .inner()
+                        .state
+                        .set_state(task, TargetState::Failed, Some(&e.to_string()), None)
+                        .await;
                 }
             }
             JobEvent::FlushReports(done) => {
@@ -361,14 +362,14 @@ impl Loop {
 
     /// Moves every task on by one step where it can.
     async fn step(&mut self) -> Result<()> {
-        let tasks = self.inner().state.tasks()?;
-        let installed = self.inner().state.installed_version()?;
+        let tasks = self.inner().state.tasks().await?;
+        let installed = self.inner().state.installed_version().await?;
         self.jobs.retain(|_, (_, j)| !j.is_finished());
         let mut installing = self.jobs.values().any(|(k, _)| *k == JobKind::Install);
         // Cut off from fresh signed timestamps (withheld, or the coordinator
         // away for long): start nothing new on the coordinator's word; the
         // heartbeat says `stale_instructions`. The manual path still works.
-        let trust = self.agent.trust()?;
+        let trust = self.agent.trust().await?;
         let stale = trust.revision > 0 && trust.is_stale(self.agent.now_unix());
         for t in &tasks {
             let id = t.assignment.task_id;
@@ -419,7 +420,11 @@ impl Loop {
         match action {
             Action::Wait => {}
             // Said in the task's error, so an operator sees why.
-            Action::Skip(why) => state.set_state(id, TargetState::Skipped, Some(&why), None)?,
+            Action::Skip(why) => {
+                state
+                    .set_state(id, TargetState::Skipped, Some(&why), None)
+                    .await?
+            }
             Action::Download => self.spawn(JobKind::Download, t.clone()),
             Action::Install => {
                 if t.state == TargetState::AwaitingCashier {
@@ -433,8 +438,10 @@ impl Loop {
                 self.spawn(JobKind::Install, t.clone());
             }
             Action::Ask { deadline_ms } => {
-                state.set_asked(id, self.agent.now())?;
-                state.set_state(id, TargetState::AwaitingCashier, None, None)?;
+                state.set_asked(id, self.agent.now()).await?;
+                state
+                    .set_state(id, TargetState::AwaitingCashier, None, None)
+                    .await?;
                 // Shown now, before the state is reported.
                 ui.ask(prompt(deadline_ms)).await;
             }
@@ -442,17 +449,29 @@ impl Loop {
             Action::Decline => {
                 tracing::info!(task = %id, "cashier declined; asking again after the next restart");
                 ui.close_prompt().await;
-                state.set_declined(id, self.agent.inner.boot)?;
+                state.set_declined(id, self.agent.inner.boot).await?;
             }
             Action::StopAsking => {
                 ui.close_prompt().await;
-                state.set_state(id, TargetState::Downloaded, None, None)?;
+                state
+                    .set_state(id, TargetState::Downloaded, None, None)
+                    .await?;
             }
-            Action::AskAgain => state.set_state(id, TargetState::Downloaded, None, None)?,
+            Action::AskAgain => {
+                state
+                    .set_state(id, TargetState::Downloaded, None, None)
+                    .await?
+            }
             Action::Interrupted => {
-                state.set_state(id, TargetState::Failed, Some(policy::INTERRUPTED), None)?
+                state
+                    .set_state(id, TargetState::Failed, Some(policy::INTERRUPTED), None)
+                    .await?
             }
-            Action::Installed => state.set_state(id, TargetState::Installed, None, None)?,
+            Action::Installed => {
+                state
+                    .set_state(id, TargetState::Installed, None, None)
+                    .await?
+            }
         }
         Ok(())
     }
@@ -494,7 +513,7 @@ impl Loop {
         }
         self.last_scan = Some(tokio::time::Instant::now());
         let room = self.agent.room().await;
-        let trust = self.agent.trust()?;
+        let trust = self.agent.trust().await?;
         let now_unix = self.agent.now_unix();
         let (agent, installed) = (self.agent.clone(), installed.cloned());
         let warnings = tokio::task::spawn_blocking(move || {
@@ -525,7 +544,7 @@ impl Loop {
             .waiting_for_sale
             .load(std::sync::atomic::Ordering::Relaxed);
         self.activity = policy::activity(tasks, |id| self.jobs.contains_key(&id), waiting_for_sale);
-        let version = self.inner().state.installed_version().ok().flatten();
+        let version = self.inner().state.installed_version().await.ok().flatten();
         let activity = format!("{:?}", self.activity).to_lowercase();
         self.inner().ui.set_activity(version, activity).await;
     }

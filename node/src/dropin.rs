@@ -111,7 +111,7 @@ impl Scan<'_> {
             .filter(|(v, _)| self.installed.is_none_or(|i| v > i))
             .max_by(|a, b| a.0.cmp(&b.0));
         if let Some((version, id)) = newest {
-            if self.state.offer_drop_in(&version, &id)? {
+            if self.state.offer_drop_in_blocking(&version, &id)? {
                 tracing::info!(%version, "package dropped into the update folder; offering it");
             }
         }

@@ -2,16 +2,27 @@
 //! it was asked to do, how far it got, and what the cashier said. Every change is
 //! committed before the node acts on it, so a power cut at any point resumes
 //! from the last committed step.
+//!
+//! The database is an actor: one thread owns the connection and runs the
+//! calls of a bounded inbox in order ([`State`] is the async handle), so no
+//! async worker blocks on SQLite or on a lock. [`Opening`] is the start-up
+//! before the thread runs (migrations, the boot count).
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
-use tillswarm_protocol::api::{Assignment, MAX_STORE_PEERS, TargetState, TaskKind};
+use tillswarm_protocol::api::{Assignment, MAX_STORE_PEERS, TargetState, TaskKind, TillSettings};
+use tillswarm_protocol::trust::{StoreMember, TrustState};
 use tillswarm_protocol::{DeviceId, PackageId, TaskId, Version};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
+
+mod db;
+
+/// Calls waiting for the state's thread.
+const INBOX: usize = 64;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts those applied.
 /// Append only: a released step is never edited.
@@ -111,10 +122,19 @@ pub struct LocalTask {
     pub change: u64,
 }
 
-/// Handle to the state database (one connection; short transactions).
+/// A call for the state's thread.
+type Call = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// Handle to the state database: calls go to its thread through a bounded
+/// inbox (one connection; short transactions). Cheap to clone.
 #[derive(Clone)]
 pub struct State {
-    conn: Arc<Mutex<Connection>>,
+    inbox: mpsc::Sender<Call>,
+}
+
+/// The state database at start-up, before its thread runs.
+pub struct Opening {
+    conn: Connection,
 }
 
 fn kind_str(k: TaskKind) -> &'static str {
@@ -133,8 +153,9 @@ fn parse_enum<T: serde::de::DeserializeOwned>(s: &str) -> rusqlite::Result<T> {
     })
 }
 
-impl State {
-    /// Opens (creating) the state database in `dir`.
+impl Opening {
+    /// Opens (creating) the state database in `dir` and brings it to the
+    /// latest schema; a database a newer node wrote is refused.
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
         let mut conn = Connection::open(dir.join("node.sqlite3"))?;
@@ -149,145 +170,126 @@ impl State {
             )));
         }
         migrate(&mut conn)?;
-        Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
-        })
+        Ok(Self { conn })
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
-        let mut conn = self
-            .conn
-            .lock()
-            .map_err(|_| Error::Install("state lock poisoned".into()))?;
-        Ok(f(&mut conn)?)
-    }
-
-    fn get_kv(&self, key: &str) -> Result<Option<String>> {
-        self.with(|c| {
-            c.query_row("SELECT value FROM kv WHERE key = ?1", [key], |r| r.get(0))
-                .optional()
-        })
-    }
-
-    fn set_kv(&self, key: &str, value: &str) -> Result<()> {
-        self.with(|c| {
-            c.execute(
-                "INSERT INTO kv (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
-                params![key, value],
-            )
-            .map(|_| ())
-        })
+    /// Sets the installed version only if none is recorded (first start).
+    pub fn init_version(&mut self, version: Option<&Version>) -> Result<()> {
+        db::init_version(&mut self.conn, version)
     }
 
     /// Counts a start of the node and returns the new boot number (a decline is
     /// asked again once this number has moved on).
-    pub fn next_boot(&self) -> Result<u64> {
-        let boot = self
-            .get_kv("boot")?
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-            + 1;
-        self.set_kv("boot", &boot.to_string())?;
-        Ok(boot)
+    pub fn next_boot(&mut self) -> Result<u64> {
+        db::next_boot(&mut self.conn)
+    }
+
+    /// Starts the state's thread; the handle to it.
+    pub fn start(self) -> Result<State> {
+        let (inbox, mut calls) = mpsc::channel::<Call>(INBOX);
+        let mut conn = self.conn;
+        std::thread::Builder::new()
+            .name("node-state".into())
+            .spawn(move || {
+                // Ends when every handle is gone.
+                while let Some(call) = calls.blocking_recv() {
+                    call(&mut conn);
+                }
+            })?;
+        Ok(State { inbox })
+    }
+}
+
+fn stopped() -> Error {
+    Error::Io(std::io::Error::other("the state database's thread stopped"))
+}
+
+impl State {
+    /// Opens the state database in `dir` and starts its thread.
+    pub fn open(dir: &Path) -> Result<Self> {
+        Opening::open(dir)?.start()
+    }
+
+    /// Runs `f` on the state's thread.
+    async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (reply, answer) = oneshot::channel();
+        let call: Call = Box::new(move |c| {
+            let _ = reply.send(f(c));
+        });
+        self.inbox.send(call).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// [`State::call`] from a thread that may block (never an async worker).
+    fn call_blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (reply, answer) = oneshot::channel();
+        let call: Call = Box::new(move |c| {
+            let _ = reply.send(f(c));
+        });
+        self.inbox.blocking_send(call).map_err(|_| stopped())?;
+        answer.blocking_recv().map_err(|_| stopped())?
     }
 
     /// The next sequence number for a progress report (strictly increasing across restarts).
-    pub fn next_seq(&self) -> Result<u64> {
-        self.with(|c| {
-            let tx = c.transaction()?;
-            let seq = tx
-                .query_row("SELECT value FROM kv WHERE key = 'seq'", [], |r| r.get::<_, String>(0))
-                .optional()?
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-                + 1;
-            tx.execute(
-                "INSERT INTO kv (key, value) VALUES ('seq', ?1) ON CONFLICT(key) DO UPDATE SET value = ?1",
-                [seq.to_string()],
-            )?;
-            tx.commit()?;
-            Ok(seq)
-        })
+    pub async fn next_seq(&self) -> Result<u64> {
+        self.call(db::next_seq).await
     }
 
     /// What the node has accepted of the coordinator's chain of trust
     /// (current root, online key, revision acted on, freshness), or `None`
     /// before the first accepted answer.
-    pub fn trust(&self) -> Result<Option<tillswarm_protocol::trust::TrustState>> {
-        Ok(self
-            .get_kv("trust")?
-            .and_then(|v| serde_json::from_str(&v).ok()))
+    pub async fn trust(&self) -> Result<Option<TrustState>> {
+        self.call(db::trust).await
     }
 
     /// Records the trust state (after what it vouches for was applied).
-    pub fn set_trust(&self, trust: &tillswarm_protocol::trust::TrustState) -> Result<()> {
-        let text = serde_json::to_string(trust).map_err(|e| Error::Io(std::io::Error::other(e)))?;
-        self.set_kv("trust", &text)
+    pub async fn set_trust(&self, trust: &TrustState) -> Result<()> {
+        let trust = trust.clone();
+        self.call(move |c| db::set_trust(c, &trust)).await
     }
 
     /// The till type's settings from the last accepted instructions.
-    pub fn settings(&self) -> Result<tillswarm_protocol::api::TillSettings> {
-        Ok(self
-            .get_kv("settings")?
-            .and_then(|v| serde_json::from_str(&v).ok())
-            .unwrap_or_default())
+    pub async fn settings(&self) -> Result<TillSettings> {
+        self.call(db::settings).await
     }
 
     /// Records the settings from accepted instructions.
-    pub fn set_settings(&self, settings: &tillswarm_protocol::api::TillSettings) -> Result<()> {
-        let text =
-            serde_json::to_string(settings).map_err(|e| Error::Io(std::io::Error::other(e)))?;
-        self.set_kv("settings", &text)
+    pub async fn set_settings(&self, settings: &TillSettings) -> Result<()> {
+        let settings = settings.clone();
+        self.call(move |c| db::set_settings(c, &settings)).await
     }
 
     /// The store's member list from the last accepted instructions.
-    pub fn store_members(&self) -> Result<Vec<tillswarm_protocol::trust::StoreMember>> {
-        Ok(self
-            .get_kv("store_members")?
-            .and_then(|v| serde_json::from_str(&v).ok())
-            .unwrap_or_default())
+    pub async fn store_members(&self) -> Result<Vec<StoreMember>> {
+        self.call(db::store_members).await
     }
 
     /// Records the store's member list from accepted instructions.
-    pub fn set_store_members(
-        &self,
-        members: &[tillswarm_protocol::trust::StoreMember],
-    ) -> Result<()> {
-        let text =
-            serde_json::to_string(members).map_err(|e| Error::Io(std::io::Error::other(e)))?;
-        self.set_kv("store_members", &text)
+    pub async fn set_store_members(&self, members: &[StoreMember]) -> Result<()> {
+        let members = members.to_vec();
+        self.call(move |c| db::set_store_members(c, &members)).await
     }
 
     /// The version the till runs (as installed by tillswarm), if known.
-    pub fn installed_version(&self) -> Result<Option<Version>> {
-        Ok(self
-            .get_kv("installed_version")?
-            .and_then(|v| v.parse().ok()))
+    pub async fn installed_version(&self) -> Result<Option<Version>> {
+        self.call(db::installed_version).await
     }
 
     /// The version that ran before the last install.
-    pub fn previous_version(&self) -> Result<Option<Version>> {
-        Ok(self
-            .get_kv("previous_version")?
-            .and_then(|v| v.parse().ok()))
+    pub async fn previous_version(&self) -> Result<Option<Version>> {
+        self.call(db::previous_version).await
     }
 
     /// Records a completed install: `version` runs now, the old one is kept as previous.
-    pub fn set_installed(&self, version: &Version) -> Result<()> {
-        if let Some(old) = self.installed_version()? {
-            if old != *version {
-                self.set_kv("previous_version", old.as_str())?;
-            }
-        }
-        self.set_kv("installed_version", version.as_str())
-    }
-
-    /// Sets the installed version only if none is recorded (first start).
-    pub fn init_version(&self, version: Option<&Version>) -> Result<()> {
-        if let (None, Some(v)) = (self.installed_version()?, version) {
-            self.set_kv("installed_version", v.as_str())?;
-        }
-        Ok(())
+    pub async fn set_installed(&self, version: &Version) -> Result<()> {
+        let version = version.clone();
+        self.call(move |c| db::set_installed(c, &version)).await
     }
 
     /// Adds new assignments (state pending) and refreshes changed attempts.
@@ -295,395 +297,88 @@ impl State {
     /// deleted) and of tasks whose id now names another package, version or
     /// kind: those are replaced, never mistaken for the old task (a
     /// coordinator that reused an id must not make the till act on stale work).
-    pub fn sync_assignments(
+    pub async fn sync_assignments(
         &self,
         assignments: &[Assignment],
     ) -> Result<(Vec<TaskId>, Vec<TaskId>)> {
-        self.with(|c| {
-            let tx = c.transaction()?;
-            let mut replaced = Vec::new();
-            for a in assignments {
-                let existing: Option<(u32, String, String, String, bool)> = tx
-                    .query_row(
-                        "SELECT attempt, package_id, kind, version, rollback FROM tasks WHERE task_id = ?1",
-                        [a.task_id.0 as i64],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-                    )
-                    .optional()?;
-                let existing = match existing {
-                    Some((_, package, kind, version, rollback))
-                        if package != a.package_id.to_hex()
-                            || kind != kind_str(a.kind)
-                            || version != a.version.as_str()
-                            || rollback != a.rollback =>
-                    {
-                        tx.execute("DELETE FROM tasks WHERE task_id = ?1", [a.task_id.0 as i64])?;
-                        replaced.push(a.task_id);
-                        None
-                    }
-                    other => other.map(|(attempt, ..)| attempt),
-                };
-                match existing {
-                    Some(attempt) if attempt == a.attempt => {
-                        tx.execute(
-                            "UPDATE tasks SET hold_install = ?2, install_until = ?3 WHERE task_id = ?1",
-                            params![
-                                a.task_id.0 as i64,
-                                a.hold_install,
-                                a.install_until_unix.map(|t| t as i64)
-                            ],
-                        )?;
-                    }
-                    Some(_) => {
-                        // A restart of the task: try again from the top (chunks already held stay).
-                        tx.execute(
-                            "UPDATE tasks SET attempt = ?2, state = 'pending', error = NULL, log_tail = NULL,
-                                 declined_boot = NULL, asked_ms = NULL, install_at = ?3, unreported = 1, change = change + 1,
-                                 join_by = ?4, store_peers = ?5, store_holders = ?6,
-                                 hold_install = ?7, install_until = ?8
-                             WHERE task_id = ?1",
-                            params![
-                                a.task_id.0 as i64,
-                                a.attempt,
-                                a.install_at_unix.map(|t| t as i64),
-                                a.join_by_unix_ms.map(|t| t as i64),
-                                peers_json(&a.store_peers),
-                                peers_json(&a.store_holders),
-                                a.hold_install,
-                                a.install_until_unix.map(|t| t as i64)
-                            ],
-                        )?;
-                    }
-                    None => {
-                        tx.execute(
-                            "INSERT INTO tasks (task_id, attempt, kind, package_id, name, version, size,
-                                                install_at, rollback, state, join_by, store_peers,
-                                                store_holders, hold_install, install_until)
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?10, ?11, ?12, ?13, ?14)",
-                            params![
-                                a.task_id.0 as i64,
-                                a.attempt,
-                                kind_str(a.kind),
-                                a.package_id.to_hex(),
-                                a.package_name,
-                                a.version.as_str(),
-                                a.size as i64,
-                                a.install_at_unix.map(|t| t as i64),
-                                a.rollback,
-                                a.join_by_unix_ms.map(|t| t as i64),
-                                peers_json(&a.store_peers),
-                                peers_json(&a.store_holders),
-                                a.hold_install,
-                                a.install_until_unix.map(|t| t as i64)
-                            ],
-                        )?;
-                    }
-                }
-            }
-            let listed: Vec<i64> = assignments.iter().map(|a| a.task_id.0 as i64).collect();
-            // Task 0 is the local drop-in offer: the coordinator never lists it.
-            let mut stmt = tx.prepare("SELECT task_id FROM tasks WHERE task_id <> 0")?;
-            let all: Vec<i64> = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
-            drop(stmt);
-            let gone: Vec<TaskId> =
-                all.into_iter().filter(|id| !listed.contains(id)).map(|id| TaskId(id as u64)).collect();
-            tx.commit()?;
-            Ok((gone, replaced))
-        })
+        let assignments = assignments.to_vec();
+        self.call(move |c| db::sync_assignments(c, &assignments))
+            .await
     }
 
     /// Offers a package dropped into `update/` by hand, as the local task
     /// [`DROP_IN_TASK`] (replacing an older offer not being installed).
     /// Returns false when that version, or a newer one, is already on offer.
-    pub fn offer_drop_in(&self, version: &Version, package_id: &PackageId) -> Result<bool> {
-        self.with(|c| {
-            let tx = c.transaction()?;
-            let current: Option<(String, String)> = tx
-                .query_row("SELECT version, state FROM tasks WHERE task_id = 0", [], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?;
-            if let Some((v, state)) = &current {
-                let newer = v.parse::<Version>().is_ok_and(|v| v >= *version);
-                if newer || state == "installing" {
-                    return Ok(false);
-                }
-            }
-            tx.execute("DELETE FROM tasks WHERE task_id = 0", [])?;
-            tx.execute(
-                "INSERT INTO tasks (task_id, attempt, kind, package_id, name, version, size, rollback, state, unreported)
-                 VALUES (0, 1, 'update', ?1, 'manual', ?2, 0, 0, 'downloaded', 0)",
-                params![package_id.to_hex(), version.as_str()],
-            )?;
-            tx.commit()?;
-            Ok(true)
-        })
+    /// Blocking: for the drop-in scan's thread.
+    pub fn offer_drop_in_blocking(
+        &self,
+        version: &Version,
+        package_id: &PackageId,
+    ) -> Result<bool> {
+        let (version, package_id) = (version.clone(), *package_id);
+        self.call_blocking(move |c| db::offer_drop_in(c, &version, &package_id))
     }
 
     /// Forgets a task the coordinator dropped (its chunks and staging stay).
-    pub fn remove_task(&self, id: TaskId) -> Result<()> {
-        self.with(|c| {
-            c.execute("DELETE FROM tasks WHERE task_id = ?1", [id.0 as i64])
-                .map(|_| ())
-        })
+    pub async fn remove_task(&self, id: TaskId) -> Result<()> {
+        self.call(move |c| db::remove_task(c, id)).await
     }
 
     /// Every tracked task, oldest first.
-    pub fn tasks(&self) -> Result<Vec<LocalTask>> {
-        self.with(|c| {
-            let mut stmt = c.prepare(
-                "SELECT task_id, attempt, kind, package_id, name, version, size, install_at, rollback, state,
-                        bytes_done, wan_bytes, lan_bytes, error, log_tail, declined_boot, asked_ms, unreported,
-                        join_by, change, store_peers, store_holders, hold_install, install_until
-                 FROM tasks ORDER BY task_id",
-            )?;
-            let rows = stmt.query_map([], |r| {
-                let pid: String = r.get(3)?;
-                let version: String = r.get(5)?;
-                Ok(LocalTask {
-                    assignment: Assignment {
-                        task_id: TaskId(r.get::<_, i64>(0)? as u64),
-                        attempt: r.get(1)?,
-                        kind: parse_enum(&r.get::<_, String>(2)?)?,
-                        package_id: pid.parse::<PackageId>().map_err(|e| {
-                            rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, Box::new(e))
-                        })?,
-                        package_name: r.get(4)?,
-                        version: version.parse().map_err(|e| {
-                            rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Text, Box::new(e))
-                        })?,
-                        size: r.get::<_, i64>(6)? as u64,
-                        install_at_unix: r.get::<_, Option<i64>>(7)?.map(|t| t as u64),
-                        rollback: r.get(8)?,
-                        join_by_unix_ms: r.get::<_, Option<i64>>(18)?.map(|t| t as u64),
-                        // Written by this node from a checked list; unreadable means none.
-                        store_peers: serde_json::from_str(&r.get::<_, String>(20)?).unwrap_or_default(),
-                        store_holders: serde_json::from_str(&r.get::<_, String>(21)?).unwrap_or_default(),
-                        hold_install: r.get(22)?,
-                        install_until_unix: r.get::<_, Option<i64>>(23)?.map(|t| t as u64),
-                    },
-                    state: parse_enum(&r.get::<_, String>(9)?)?,
-                    bytes_done: r.get::<_, i64>(10)? as u64,
-                    wan_bytes: r.get::<_, i64>(11)? as u64,
-                    lan_bytes: r.get::<_, i64>(12)? as u64,
-                    error: r.get(13)?,
-                    log_tail: r.get(14)?,
-                    declined_boot: r.get::<_, Option<i64>>(15)?.map(|b| b as u64),
-                    asked_ms: r.get(16)?,
-                    unreported: r.get(17)?,
-                    change: r.get::<_, i64>(19)? as u64,
-                })
-            })?;
-            rows.collect()
-        })
+    pub async fn tasks(&self) -> Result<Vec<LocalTask>> {
+        self.call(db::tasks).await
     }
 
     /// One task.
-    pub fn task(&self, id: TaskId) -> Result<Option<LocalTask>> {
+    pub async fn task(&self, id: TaskId) -> Result<Option<LocalTask>> {
         Ok(self
-            .tasks()?
+            .tasks()
+            .await?
             .into_iter()
             .find(|t| t.assignment.task_id == id))
     }
 
     /// Moves a task to `state` (with optional error/log) and marks it unreported.
-    pub fn set_state(
+    pub async fn set_state(
         &self,
         id: TaskId,
         state: TargetState,
         error: Option<&str>,
         log_tail: Option<&str>,
     ) -> Result<()> {
-        self.with(|c| {
-            c.execute(
-                "UPDATE tasks SET state = ?2, error = ?3, log_tail = coalesce(?4, log_tail), unreported = 1, change = change + 1
-                 WHERE task_id = ?1",
-                params![id.0 as i64, state.as_str(), error, log_tail],
-            )
-            .map(|_| ())
-        })
+        let (error, log_tail) = (error.map(str::to_owned), log_tail.map(str::to_owned));
+        self.call(move |c| db::set_state(c, id, state, error.as_deref(), log_tail.as_deref()))
+            .await
     }
 
     /// Records download progress.
-    pub fn set_progress(
+    pub async fn set_progress(
         &self,
         id: TaskId,
         bytes_done: u64,
         wan_bytes: u64,
         lan_bytes: u64,
     ) -> Result<()> {
-        self.with(|c| {
-            c.execute(
-                "UPDATE tasks SET bytes_done = ?2, wan_bytes = ?3, lan_bytes = ?4, unreported = 1, change = change + 1 WHERE task_id = ?1",
-                params![id.0 as i64, bytes_done as i64, wan_bytes as i64, lan_bytes as i64],
-            )
-            .map(|_| ())
-        })
+        self.call(move |c| db::set_progress(c, id, bytes_done, wan_bytes, lan_bytes))
+            .await
     }
 
     /// Records that the cashier was asked (first time only).
-    pub fn set_asked(&self, id: TaskId, now_ms: i64) -> Result<()> {
-        self.with(|c| {
-            c.execute(
-                "UPDATE tasks SET asked_ms = coalesce(asked_ms, ?2) WHERE task_id = ?1",
-                params![id.0 as i64, now_ms],
-            )
-            .map(|_| ())
-        })
+    pub async fn set_asked(&self, id: TaskId, now_ms: i64) -> Result<()> {
+        self.call(move |c| db::set_asked(c, id, now_ms)).await
     }
 
     /// Records a decline at boot `boot`.
-    pub fn set_declined(&self, id: TaskId, boot: u64) -> Result<()> {
-        self.with(|c| {
-            c.execute(
-                "UPDATE tasks SET state = 'declined', declined_boot = ?2, asked_ms = NULL, unreported = 1, change = change + 1
-                 WHERE task_id = ?1",
-                params![id.0 as i64, boot as i64],
-            )
-            .map(|_| ())
-        })
+    pub async fn set_declined(&self, id: TaskId, boot: u64) -> Result<()> {
+        self.call(move |c| db::set_declined(c, id, boot)).await
     }
 
     /// Marks a task as reported, unless it changed again after the report's
     /// snapshot (`change`): then the newer state is still owed.
-    pub fn mark_reported(&self, id: TaskId, change: u64) -> Result<()> {
-        self.with(|c| {
-            c.execute(
-                "UPDATE tasks SET unreported = 0 WHERE task_id = ?1 AND change = ?2",
-                params![id.0 as i64, change as i64],
-            )
-            .map(|_| ())
-        })
+    pub async fn mark_reported(&self, id: TaskId, change: u64) -> Result<()> {
+        self.call(move |c| db::mark_reported(c, id, change)).await
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn assignment(id: u64, attempt: u32) -> Assignment {
-        Assignment {
-            task_id: TaskId(id),
-            kind: TaskKind::Update,
-            package_id: PackageId::of(b"p"),
-            package_name: "demo".into(),
-            version: "1.0".parse().expect("version"),
-            size: 10,
-            install_at_unix: None,
-            rollback: false,
-            attempt,
-            join_by_unix_ms: None,
-            store_peers: Vec::new(),
-            store_holders: Vec::new(),
-            hold_install: false,
-            install_until_unix: None,
-        }
-    }
-
-    #[test]
-    fn survives_reopen_and_tracks_assignments() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let s = State::open(dir.path()).expect("open");
-        assert_eq!(s.next_boot().expect("boot"), 1);
-        assert_eq!(s.next_seq().expect("seq"), 1);
-        s.init_version(Some(&"0.9".parse().expect("v")))
-            .expect("init");
-        assert_eq!(
-            s.sync_assignments(&[assignment(1, 1), assignment(2, 1)])
-                .expect("sync"),
-            (vec![], vec![])
-        );
-        s.set_declined(TaskId(1), 1).expect("decline");
-        drop(s);
-        let s = State::open(dir.path()).expect("reopen");
-        assert_eq!(s.next_boot().expect("boot"), 2);
-        assert_eq!(s.next_seq().expect("seq"), 2);
-        let t = s.task(TaskId(1)).expect("task").expect("present");
-        assert_eq!(t.state, TargetState::Declined);
-        assert_eq!(t.declined_boot, Some(1));
-        // Task 2 dropped by the coordinator; task 1 restarted (attempt 2).
-        let (gone, replaced) = s.sync_assignments(&[assignment(1, 2)]).expect("sync");
-        assert_eq!((gone, replaced), (vec![TaskId(2)], vec![]));
-        let t = s.task(TaskId(1)).expect("task").expect("present");
-        assert_eq!(
-            (t.state, t.assignment.attempt, t.declined_boot),
-            (TargetState::Pending, 2, None)
-        );
-        s.set_installed(&"1.0".parse().expect("v"))
-            .expect("installed");
-        assert_eq!(
-            s.previous_version().expect("prev").map(|v| v.to_string()),
-            Some("0.9".into())
-        );
-    }
-
-    #[test]
-    fn a_reused_task_id_with_another_package_is_a_new_task() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let s = State::open(dir.path()).expect("open");
-        // Task 19: an Update of 60.0.0, staged and declined by the cashier.
-        let mut old = assignment(19, 1);
-        old.kind = TaskKind::Update;
-        old.version = "60.0.0".parse().expect("v");
-        s.sync_assignments(&[old]).expect("sync");
-        s.set_state(TaskId(19), TargetState::Downloaded, None, None)
-            .expect("state");
-        s.set_declined(TaskId(19), 1).expect("decline");
-        // The coordinator hands id 19 to a Download of 61.0.0.
-        let mut new = assignment(19, 1);
-        new.kind = TaskKind::Download;
-        new.version = "61.0.0".parse().expect("v");
-        new.package_id = PackageId::of(b"61.0.0");
-        let (gone, replaced) = s.sync_assignments(&[new.clone()]).expect("sync");
-        assert_eq!((gone, replaced), (vec![], vec![TaskId(19)]));
-        let t = s.task(TaskId(19)).expect("task").expect("present");
-        assert_eq!(t.assignment, new, "the new task, not the old one");
-        assert_eq!((t.state, t.declined_boot), (TargetState::Pending, None));
-        // The same assignment again changes nothing.
-        assert_eq!(s.sync_assignments(&[new]).expect("sync"), (vec![], vec![]));
-    }
-
-    #[test]
-    fn a_database_from_before_migrations_is_upgraded_in_place() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        {
-            // The first release's schema, at user_version 0, with a task in it.
-            let c = Connection::open(dir.path().join("node.sqlite3")).expect("open");
-            c.execute_batch(MIGRATIONS[0]).expect("schema 1");
-            c.execute(
-                "INSERT INTO tasks (task_id, attempt, kind, package_id, name, version, size, rollback, state, wan_start)
-                 VALUES (7, 1, 'download', ?1, 'demo', '1.0', 10, 0, 'downloading', 1234)",
-                [PackageId::of(b"p").to_hex()],
-            )
-            .expect("row");
-        }
-        let s = State::open(dir.path()).expect("migrate");
-        let t = s.task(TaskId(7)).expect("task").expect("kept");
-        assert_eq!(t.state, TargetState::Downloading);
-        assert_eq!(t.assignment.join_by_unix_ms, Some(1234));
-        assert!(t.assignment.store_peers.is_empty());
-        // Store peers round-trip, and reopening applies nothing twice.
-        let mut a = assignment(8, 1);
-        a.store_holders = vec![DeviceId::from_bytes([9; 16])];
-        a.store_peers = vec![
-            "6f1c2d3e-0000-4000-8000-000000000001"
-                .parse()
-                .expect("guid"),
-        ];
-        s.sync_assignments(&[a.clone()]).expect("sync");
-        drop(s);
-        let s = State::open(dir.path()).expect("reopen");
-        let t = s.task(TaskId(8)).expect("task").expect("present");
-        assert_eq!(t.assignment.store_peers, a.store_peers);
-        assert_eq!(t.assignment.store_holders, a.store_holders);
-    }
-
-    #[test]
-    fn a_database_from_a_newer_node_is_refused() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        {
-            let c = Connection::open(dir.path().join("node.sqlite3")).expect("open");
-            c.pragma_update(None, "user_version", 99).expect("pragma");
-        }
-        let err = State::open(dir.path()).err().expect("refused").to_string();
-        assert!(err.contains("newer node"), "{err}");
-    }
-}
+mod tests;

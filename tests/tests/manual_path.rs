@@ -93,7 +93,7 @@ async fn accept_and_wait_installed(node: &RunningNode, version: &str) {
 
 async fn wait_installed(node: &RunningNode, version: &str) {
     eventually(30, "the drop-in to be installed", || async {
-        let v = node.agent.state().installed_version().ok()??;
+        let v = node.agent.state().installed_version().await.ok()??;
         (v.to_string() == version).then_some(())
     })
     .await;
@@ -125,7 +125,7 @@ async fn a_signed_bundle_installs_on_a_till_that_cannot_reach_the_coordinator() 
     // Never told the cashier timeout, the till does not ask: support runs
     // the install (`tillswarm node install`, the seed's `sudo ./up.sh`).
     eventually(30, "the bundle to be staged and offered", || async {
-        let tasks = node.agent.state().tasks().ok()?;
+        let tasks = node.agent.state().tasks().await.ok()?;
         tasks
             .iter()
             .any(|t| t.assignment.task_id == DROP_IN_TASK && t.state == TargetState::Downloaded)

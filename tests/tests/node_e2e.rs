@@ -127,6 +127,7 @@ async fn download_task_stages_verified_packages_on_every_till() {
             n.agent
                 .state()
                 .installed_version()
+                .await
                 .expect("state")
                 .map(|v| v.to_string()),
             Some("0.9".into())
@@ -326,6 +327,7 @@ async fn forced_update_installs_without_asking_and_failures_carry_the_log() {
         n2.agent
             .state()
             .installed_version()
+            .await
             .expect("state")
             .map(|v| v.to_string()),
         Some("0.9".into())
@@ -454,7 +456,7 @@ async fn a_killed_download_resumes_without_refetching_held_chunks() {
     let node = RunningNode::start(config.clone(), Arc::new(SystemClock), Some(Arc::new(first)));
     let id = task(&cluster, TaskKind::Download, pkg, g).await;
     eventually(30, "the first chunks to land", || async {
-        let t = node.agent.state().tasks().ok()?;
+        let t = node.agent.state().tasks().await.ok()?;
         t.first().filter(|t| t.bytes_done > 0).map(|_| ())
     })
     .await;
@@ -518,6 +520,7 @@ async fn a_till_never_downgrades_and_skips_what_it_runs() {
     tillswarm_node::state::State::open(&config.data_dir)
         .expect("state")
         .set_installed(&"2.0".parse().expect("version"))
+        .await
         .expect("set");
     let node = RunningNode::start(config, Arc::new(SystemClock), None);
     wait_target(&cluster, id, d, TargetState::Skipped, 30).await;
@@ -526,6 +529,7 @@ async fn a_till_never_downgrades_and_skips_what_it_runs() {
         node.agent
             .state()
             .installed_version()
+            .await
             .expect("state")
             .map(|v| v.to_string()),
         Some("2.0".into())
@@ -555,6 +559,7 @@ async fn a_kill_during_install_is_reported_never_silent() {
         node.agent
             .state()
             .installed_version()
+            .await
             .expect("state")
             .map(|v| v.to_string()),
         Some("0.9".into())

@@ -112,7 +112,7 @@ async fn an_injected_forced_rollback_is_refused_and_nothing_is_installed() {
         TargetState::Pending,
         "acted on nothing"
     );
-    assert!(node.agent.state().tasks().expect("tasks").is_empty());
+    assert!(node.agent.state().tasks().await.expect("tasks").is_empty());
     node.stop().await;
     cluster.stop().await;
 }
@@ -145,7 +145,7 @@ async fn a_frozen_till_reports_stale_instructions_and_starts_nothing() {
     config.coordinator_url = mitm.url.clone();
     let node = RunningNode::start(config, Arc::new(clock.clone()), None);
     eventually(10, "the first answer", || async {
-        node.agent.state().trust().ok().flatten().map(|_| ())
+        node.agent.state().trust().await.ok().flatten().map(|_| ())
     })
     .await;
     let id = task(&cluster, TaskKind::Download, pkg, vec![till]).await;
@@ -180,7 +180,13 @@ async fn an_online_key_rotation_reaches_running_tills_untouched() {
         }
     };
     done(task(&cluster, TaskKind::Download, v1, vec![till]).await).await;
-    let before = node.agent.state().trust().expect("state").expect("trust");
+    let before = node
+        .agent
+        .state()
+        .trust()
+        .await
+        .expect("state")
+        .expect("trust");
     let serial = before.online.as_ref().map(|o| o.serial);
     assert_eq!(serial, Some(1));
     // The operator rotates the online key on the coordinator's machine.
@@ -202,7 +208,13 @@ async fn an_online_key_rotation_reaches_running_tills_untouched() {
         .await,
     )
     .await;
-    let after = node.agent.state().trust().expect("state").expect("trust");
+    let after = node
+        .agent
+        .state()
+        .trust()
+        .await
+        .expect("state")
+        .expect("trust");
     assert_eq!(
         after.online.as_ref().map(|o| o.serial),
         Some(rotated.serial)

@@ -38,7 +38,8 @@ impl Agent {
         let (net, task) =
             crate::swarm::start(config, key, self.inner.store.clone(), shutdown.clone()).await?;
         tracing::info!(peer = %net.peer_id, addr = %net.listen_addr, "store swarm listening");
-        net.set_members(self.inner.state.store_members()?).await?;
+        net.set_members(self.inner.state.store_members().await?)
+            .await?;
         let discovery = self.inner.discovery.lock().ok().and_then(|mut d| d.take());
         if let Some(discovery) = discovery {
             self.start_discovery(discovery, &net, shutdown);
@@ -55,7 +56,7 @@ impl Agent {
     /// after this till restarted.
     async fn seed_held_packages(&self, net: &crate::swarm::StoreNet) {
         let dir = self.inner.config.data_dir.join("manifests");
-        let Ok(Some(key)) = self.online_key() else {
+        let Ok(Some(key)) = self.online_key().await else {
             return;
         };
         let store = self.inner.store.clone();

@@ -34,9 +34,10 @@ pub(super) async fn download(agent: &Agent, t: &LocalTask) -> Result<()> {
     tracing::info!(task = %id, version = %t.assignment.version, "download started");
     if t.state == TargetState::Pending {
         i.state
-            .set_state(id, TargetState::Downloading, None, None)?;
+            .set_state(id, TargetState::Downloading, None, None)
+            .await?;
     }
-    let Some(online) = agent.online_key()? else {
+    let Some(online) = agent.online_key().await? else {
         return Err(Error::Coordinator(
             "no certified online key yet to check manifests with".into(),
         ));
@@ -57,7 +58,7 @@ pub(super) async fn download(agent: &Agent, t: &LocalTask) -> Result<()> {
         lan_bytes: t.lan_bytes,
     };
     // The latest progress is written every PROGRESS_WRITE, not per chunk.
-    let latest = Arc::new(std::sync::Mutex::new(None::<Progress>));
+    let latest = Arc::new(tokio::sync::Mutex::new(None::<Progress>));
     let _writer = {
         let (latest, state) = (latest.clone(), i.state.clone());
         AbortOnDrop(tokio::spawn(async move {
@@ -65,10 +66,11 @@ pub(super) async fn download(agent: &Agent, t: &LocalTask) -> Result<()> {
             loop {
                 every.tick().await;
                 // Written under the lock, so the final write below is last.
-                if let Ok(mut l) = latest.lock()
-                    && let Some(p) = l.take()
-                {
-                    let _ = state.set_progress(id, p.bytes_done, p.wan_bytes, p.lan_bytes);
+                let mut l = latest.lock().await;
+                if let Some(p) = l.take() {
+                    let _ = state
+                        .set_progress(id, p.bytes_done, p.wan_bytes, p.lan_bytes)
+                        .await;
                 }
             }
         }))
@@ -76,7 +78,9 @@ pub(super) async fn download(agent: &Agent, t: &LocalTask) -> Result<()> {
     let on_progress = {
         let latest = latest.clone();
         move |p: Progress| {
-            if let Ok(mut l) = latest.lock() {
+            // Held by the writer only while it writes; a busy slot skips
+            // this one (a newer one follows, and the last is written below).
+            if let Ok(mut l) = latest.try_lock() {
                 *l = Some(p);
             }
         }
@@ -110,16 +114,20 @@ pub(super) async fn download(agent: &Agent, t: &LocalTask) -> Result<()> {
     let progress = fetched?;
     staged??;
     {
-        let mut l = latest.lock().unwrap_or_else(|e| e.into_inner());
+        let mut l = latest.lock().await;
         l.take();
-        i.state.set_progress(
-            id,
-            progress.bytes_done,
-            progress.wan_bytes,
-            progress.lan_bytes,
-        )?;
+        i.state
+            .set_progress(
+                id,
+                progress.bytes_done,
+                progress.wan_bytes,
+                progress.lan_bytes,
+            )
+            .await?;
     }
-    i.state.set_state(id, TargetState::Downloaded, None, None)?;
+    i.state
+        .set_state(id, TargetState::Downloaded, None, None)
+        .await?;
     tracing::info!(task = %id, version = %t.assignment.version, wan = progress.wan_bytes, lan = progress.lan_bytes, "package staged");
     Ok(())
 }
@@ -203,7 +211,9 @@ pub(super) async fn install(
     if !i.ui.sale_mode_left().await {
         tracing::warn!(task = %id, "the POS did not confirm leaving sale mode in time; installing anyway");
     }
-    i.state.set_state(id, TargetState::Installing, None, None)?;
+    i.state
+        .set_state(id, TargetState::Installing, None, None)
+        .await?;
     drop(waiting);
     flush_reports(events).await;
     let outcome = install::run_up_sh(
@@ -215,22 +225,27 @@ pub(super) async fn install(
     )
     .await?;
     if !outcome.success {
-        i.state.set_state(
-            id,
-            TargetState::Failed,
-            outcome.error.as_deref(),
-            Some(&outcome.log_tail),
-        )?;
+        i.state
+            .set_state(
+                id,
+                TargetState::Failed,
+                outcome.error.as_deref(),
+                Some(&outcome.log_tail),
+            )
+            .await?;
         return Ok(());
     }
-    i.state.set_installed(&t.assignment.version)?;
+    i.state.set_installed(&t.assignment.version).await?;
     i.state
-        .set_state(id, TargetState::Rebooting, None, Some(&outcome.log_tail))?;
+        .set_state(id, TargetState::Rebooting, None, Some(&outcome.log_tail))
+        .await?;
     // The report must leave before the reboot takes the node down.
     flush_reports(events).await;
     install::reboot(&c.reboot_command).await?;
     if c.reboot_command.trim() == "none" {
-        i.state.set_state(id, TargetState::Installed, None, None)?;
+        i.state
+            .set_state(id, TargetState::Installed, None, None)
+            .await?;
     }
     Ok(())
 }

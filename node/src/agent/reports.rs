@@ -21,7 +21,7 @@ pub(super) const REPORT_RETRY_MAX: Duration = Duration::from_secs(120);
 impl Loop {
     /// Sends a heartbeat and acts on what comes back; the next poll interval.
     pub(super) async fn heartbeat(&mut self) -> Result<u64> {
-        let mut trust = self.agent.trust()?;
+        let mut trust = self.agent.trust().await?;
         let mut warnings = std::mem::take(&mut self.warnings);
         if trust.revision > 0 && trust.is_stale(self.agent.now_unix()) {
             warnings.push("stale_instructions".into());
@@ -30,7 +30,7 @@ impl Loop {
         let net = self.agent.net();
         let req = HeartbeatRequest {
             device_id: self.inner().config.device_id,
-            version: self.inner().state.installed_version()?,
+            version: self.inner().state.installed_version().await?,
             state: self.activity,
             ip: None,
             peer_id: net.as_ref().map(|n| n.peer_id.to_string()),
@@ -64,11 +64,12 @@ impl Loop {
         }
         // Committed after what it vouches for, so a crash in between makes the
         // node ask for the same instructions again.
-        self.inner().state.set_trust(&trust)?;
+        self.inner().state.set_trust(&trust).await?;
         // Every poll: store peers mDNS did not bring (or that went away) are
         // dialled at the addresses the coordinator vouches for.
         if let Some(net) = &net {
-            crate::peers::dial_members(net, &self.inner().state.store_members()?).await?;
+            let members = self.inner().state.store_members().await?;
+            crate::peers::dial_members(net, &members).await?;
         }
         Ok(resp.poll_interval_ms.max(50))
     }
@@ -76,16 +77,20 @@ impl Loop {
     /// Applies accepted instructions: settings, new and changed tasks, and
     /// the end of tasks the coordinator no longer lists.
     async fn apply_instructions(&mut self, ins: &Instructions) -> Result<()> {
-        self.inner().state.set_settings(&ins.settings)?;
+        self.inner().state.set_settings(&ins.settings).await?;
         self.settings = ins.settings.clone();
         let mut members = ins.store_members.clone();
         members.truncate(tillswarm_protocol::trust::MAX_STORE_MEMBERS);
-        self.inner().state.set_store_members(&members)?;
+        self.inner().state.set_store_members(&members).await?;
         if let Some(net) = self.agent.net() {
             net.set_members(members.clone()).await?;
             crate::peers::dial_members(&net, &members).await?;
         }
-        let (gone, replaced) = self.inner().state.sync_assignments(&ins.assignments)?;
+        let (gone, replaced) = self
+            .inner()
+            .state
+            .sync_assignments(&ins.assignments)
+            .await?;
         for &id in &replaced {
             tracing::warn!(task = %id, "the coordinator reused a task id for other work; treating it as a new task");
         }
@@ -94,7 +99,7 @@ impl Loop {
                 job.abort();
             }
             if !replaced.contains(&id) {
-                self.inner().state.remove_task(id)?;
+                self.inner().state.remove_task(id).await?;
             }
             let ui = &self.inner().ui;
             if ui.status().await.prompt.is_some_and(|p| p.task_id == id) {
@@ -135,7 +140,7 @@ impl Loop {
         if self.report_again_at.is_some_and(|at| now < at) {
             return;
         }
-        let Ok(tasks) = self.inner().state.tasks() else {
+        let Ok(tasks) = self.inner().state.tasks().await else {
             return;
         };
         for t in tasks
@@ -151,7 +156,7 @@ impl Loop {
             {
                 continue;
             }
-            let Ok(seq) = self.inner().state.next_seq() else {
+            let Ok(seq) = self.inner().state.next_seq().await else {
                 return;
             };
             let report = ProgressReport {
@@ -168,7 +173,7 @@ impl Loop {
             };
             match self.inner().client.report(&report).await {
                 Ok(_) => {
-                    let _ = self.inner().state.mark_reported(id, t.change);
+                    let _ = self.inner().state.mark_reported(id, t.change).await;
                     self.last_report.insert(id, now);
                     self.report_retry.succeeded();
                     self.report_again_at = None;

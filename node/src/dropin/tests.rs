@@ -59,8 +59,11 @@ impl Till {
 
     /// The drop-in task's version, if one is on offer.
     fn offered(&self) -> Option<String> {
-        self.state
-            .tasks()
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        runtime
+            .block_on(self.state.tasks())
             .expect("tasks")
             .into_iter()
             .find(|t| t.assignment.task_id == crate::state::DROP_IN_TASK)
