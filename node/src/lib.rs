@@ -1,23 +1,26 @@
 //! The tillswarm agent that runs on each till.
 //!
 //! It owns: the node config, durable local state, the coordinator client, the
-//! local chunk store, fetching and staging packages, and (to come in this crate)
-//! the task executor, cashier prompt, installer, drop-in folder and store swarm.
+//! local chunk store, the store swarm and discovery, fetching and staging
+//! packages, the task policy and loop, the cashier prompt (local interface),
+//! the installer and the drop-in folder. The agent's parts, the installer and
+//! the retry pacing are private; what tests, the demo and the bench reach is
+//! public.
 //!
 //! Architecture invariants: only this crate touches libp2p; no chunk is stored,
 //! advertised or served before its blake3 hash is checked; no package is staged
 //! or installed before its manifest signature and whole-file hash are checked.
 
-pub mod agent;
-pub mod backoff;
+mod agent;
+mod backoff;
 pub mod chunks;
 pub mod client;
 pub mod config;
 pub mod discovery;
 pub mod dropin;
-pub mod error;
+mod error;
 pub mod identity;
-pub mod install;
+mod install;
 pub mod local_api;
 pub mod peers;
 pub mod sim;

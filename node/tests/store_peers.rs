@@ -231,7 +231,7 @@ impl tillswarm_node::stage::ChunkSource for CountingWan {
         _: u32,
     ) -> futures_util::future::BoxFuture<
         'a,
-        tillswarm_node::error::Result<(Vec<u8>, tillswarm_node::stage::Origin)>,
+        tillswarm_node::Result<(Vec<u8>, tillswarm_node::stage::Origin)>,
     > {
         self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let data = self.1.clone();
