@@ -218,8 +218,8 @@ struct Demo {
     tills: Vec<Arc<Till>>,
     stores: Vec<String>,
     packages: BTreeMap<String, (PackageId, u64)>,
-    server: JoinHandle<()>,
-    stop_server: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The coordinator's server, until shutdown.
+    served: Option<tillswarm_coordinator::Spawned>,
     background: Vec<JoinHandle<()>>,
     _tmp: Option<tempfile::TempDir>,
 }
@@ -296,10 +296,6 @@ impl Demo {
             scheduler_tick_ms: 250,
             ..Config::default()
         };
-        let coordinator = Coordinator::open(config)
-            .await
-            .context("opening the coordinator")?;
-        let admin_password = demo_admin(&coordinator).await?;
         let listen = args.listen.unwrap_or_else(|| match args.scenario {
             Some(_) => SocketAddr::from(([127, 0, 0, 1], 0)),
             None => SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -307,15 +303,11 @@ impl Demo {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("listening on {listen} (pass --listen to pick another)"))?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let (stop_server, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(tillswarm_coordinator::serve(
-            coordinator.clone(),
-            listener,
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        let served = tillswarm_coordinator::Spawned::start(config, listener, Default::default())
+            .await
+            .context("opening the coordinator")?;
+        let (coordinator, url) = (served.coordinator.clone(), served.http_url());
+        let admin_password = demo_admin(&coordinator).await?;
 
         // The chain: stores and numbered tills, as a store registry would list them.
         let mut registry = Vec::new();
@@ -460,8 +452,7 @@ impl Demo {
             tills,
             stores,
             packages,
-            server,
-            stop_server: Some(stop_server),
+            served: Some(served),
             background,
             _tmp: tmp,
         })
@@ -506,10 +497,9 @@ impl Demo {
         for t in &self.tills {
             t.stop().await;
         }
-        if let Some(s) = self.stop_server.take() {
-            let _ = s.send(());
+        if let Some(s) = self.served.take() {
+            s.stop().await;
         }
-        let _ = (&mut self.server).await;
     }
 }
 

@@ -27,9 +27,9 @@ use clap::Args;
 use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
+use tillswarm_coordinator::Config;
 use tillswarm_coordinator::auth::Caller;
 use tillswarm_coordinator::tasks::NewTask;
-use tillswarm_coordinator::{Config, Coordinator};
 use tillswarm_node::client::CoordinatorClient;
 use tillswarm_node::sim::SimulatedWanLink;
 use tillswarm_node::{Agent, NodeConfig};
@@ -230,17 +230,10 @@ async fn run_in_process(args: &DistributionArgs) -> anyhow::Result<Report> {
         max_package_bytes: (args.size_mb + 64) << 20,
         ..Config::default()
     };
-    let coordinator = Coordinator::open(config).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let (stop_server, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(tillswarm_coordinator::serve(
-        coordinator.clone(),
-        listener,
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let served =
+        tillswarm_coordinator::Spawned::start(config, listener, Default::default()).await?;
+    let (coordinator, url) = (served.coordinator.clone(), served.http_url());
 
     // The chain and the package.
     let mut registry = Vec::new();
@@ -454,8 +447,7 @@ async fn run_in_process(args: &DistributionArgs) -> anyhow::Result<Report> {
         rss_scope: "whole bench process: coordinator and every node",
         cpu_seconds,
     };
-    let _ = stop_server.send(());
-    let _ = server.await;
+    served.stop().await;
 
     let http = if args.skip_http {
         None

@@ -8,7 +8,8 @@
 //! defence, serving the web panel, metrics, and the HTTP(S) accept loop.
 //!
 //! Entry points: [`serve`] / [`serve_with`] run the server and the scheduler on
-//! a listener the caller bound, until the caller's shutdown future resolves.
+//! a listener the caller bound, until the caller's shutdown future resolves;
+//! [`Spawned`] does so in a task of the caller's process (tests, demo, bench).
 //! [`Coordinator`] is the service itself, usable without HTTP.
 //! [`admin::Accounts`] administers users and tokens on a data folder (the CLI).
 //!
@@ -72,6 +73,55 @@ pub async fn serve_with(
     })
     .await;
     let _ = scheduler.await;
+}
+
+/// A coordinator served by a task of this process (the tests' harness, the
+/// demo and the distribution bench start theirs this one way).
+pub struct Spawned {
+    /// The service (for direct calls).
+    pub coordinator: Coordinator,
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Spawned {
+    /// Opens a coordinator with `config` and serves it on `listener` (bound by
+    /// the caller) with `options`, in a spawned task.
+    pub async fn start(
+        config: Config,
+        listener: tokio::net::TcpListener,
+        options: ServeOptions,
+    ) -> Result<Self> {
+        let coordinator = Coordinator::open(config).await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_with(coordinator.clone(), listener, options, async {
+            let _ = stopped.await;
+        }));
+        Ok(Self {
+            coordinator,
+            addr,
+            stop: Some(stop),
+            server: Some(server),
+        })
+    }
+
+    /// Its plain-HTTP base URL (`http://ADDR`).
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops serving: in-flight requests finish, the scheduler stops.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(s) = self.server.take() {
+            let _ = s.await;
+        }
+    }
 }
 
 /// Activates due tasks every `scheduler_tick_ms` until told to stop.

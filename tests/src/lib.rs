@@ -1,7 +1,9 @@
 //! The in-process cluster harness for tillswarm: a real coordinator on a loopback
 //! port chosen by the OS, and till nodes in temporary folders, all in one process.
-//! End-to-end tests (`tests/tests/`) use it; nodes of a swarm find each other on
-//! its simulated LAN ([`SimulatedLan`], the one the demo and the bench use too).
+//! End-to-end tests (`tests/tests/`) use it. The coordinator is started as the
+//! demo and the bench start theirs ([`tillswarm_coordinator::Spawned`]); nodes
+//! of a swarm find each other on its simulated LAN ([`SimulatedLan`], the one
+//! the demo and the bench use too).
 
 pub mod mitm;
 pub mod tls;
@@ -22,7 +24,7 @@ use tillswarm_protocol::clock::Clock;
 use tillswarm_protocol::manifest::SecretKey;
 use tillswarm_protocol::trust::{self, Domain};
 use tillswarm_protocol::{ChainId, DeviceId, PackageId, StoreId};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// A coordinator served on 127.0.0.1 with a temporary data folder.
@@ -38,8 +40,7 @@ pub struct Cluster {
     /// The stores' LAN, simulated: nodes started with its discovery (see
     /// [`Cluster::swarm_wiring`]) find their store's other nodes through it.
     pub lan: SimulatedLan,
-    stop: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<()>>,
+    served: Option<tillswarm_coordinator::Spawned>,
 }
 
 impl Cluster {
@@ -68,7 +69,6 @@ impl Cluster {
             scheduler_tick_ms: 50,
             ..Config::default()
         };
-        let coordinator = Coordinator::open(config).await.expect("coordinator");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -89,23 +89,16 @@ impl Cluster {
                 },
             ),
         };
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(tillswarm_coordinator::serve_with(
-            coordinator.clone(),
-            listener,
-            options,
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        let served = tillswarm_coordinator::Spawned::start(config, listener, options)
+            .await
+            .expect("coordinator");
         Self {
-            coordinator,
+            coordinator: served.coordinator.clone(),
             url,
             ca_file: pki.map(|p| p.ca_pem.clone()),
             dir,
             lan: SimulatedLan::loopback(),
-            stop: Some(stop),
-            server: Some(server),
+            served: Some(served),
         }
     }
 
@@ -235,11 +228,8 @@ impl Cluster {
 
     /// Stops the coordinator.
     pub async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(s) = self.server.take() {
-            let _ = s.await;
+        if let Some(s) = self.served.take() {
+            s.stop().await;
         }
     }
 }
