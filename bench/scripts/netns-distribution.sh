@@ -22,7 +22,7 @@
 #   bench/scripts/netns-distribution.sh /path/to/tillswarm [--tills N] [--size-mb M]
 #       [--wan-mbit W] [--lan-mbit L] [--json OUT.json] [--skip-http]
 #       [--http-timeout S] [--swarm-timeout S] [--settle-s S] [--keep-logs DIR]
-#       [--node-log RUST_LOG-filter] [--stores 1] [--no-multicast]
+#       [--node-log RUST_LOG-filter] [--stores 1] [--no-multicast] [--seed-first]
 # The same settings as environment variables: TILLS (20), SIZE_MB (64),
 # WAN_MBIT (20), LAN_MBIT (1000; 0 = LAN unshaped), STORES (only 1), JSON_OUT,
 # SKIP_HTTP=1, HTTP_TIMEOUT_S, SWARM_TIMEOUT_S, SETTLE_S (min wait before the
@@ -32,7 +32,10 @@
 # other tills, which must find each other through the coordinator),
 # POLL_INTERVAL_S (the coordinator's poll interval, 1; a real chain's is 30),
 # START_SPREAD_S (0: the tills start this many seconds apart in all, so their
-# polls fall at different moments of the interval, as in a real store).
+# polls fall at different moments of the interval, as in a real store),
+# SEED_FIRST=1 (till 1 alone takes the package first, over the WAN; the
+# measured task then has it serve the 19 others at once, a next rollout
+# wave: its peak RSS is reported as `seed_peak_rss_bytes`).
 # Only addresses inside the namespaces are used (10.79.0.0/30 WAN, 10.79.1.0/24
 # store LAN); the host's interfaces, routes and sysctls are untouched.
 set -euo pipefail
@@ -60,6 +63,7 @@ node_log=${NODE_LOG:-}
 no_multicast=${NO_MULTICAST:-0}
 poll_interval_s=${POLL_INTERVAL_S:-1}
 start_spread_s=${START_SPREAD_S:-0}
+seed_first=${SEED_FIRST:-0}
 while [ $# -gt 0 ]; do
   case $1 in
     --tills) tills=$2; shift 2 ;;
@@ -75,6 +79,7 @@ while [ $# -gt 0 ]; do
     --keep-logs) keep_logs=$2; shift 2 ;;
     --node-log) node_log=$2; shift 2 ;;
     --no-multicast) no_multicast=1; shift ;;
+    --seed-first) seed_first=1; shift ;;
     -h|--help) usage ;;
     *) echo "unknown argument: $1" >&2; usage ;;
   esac
@@ -390,6 +395,19 @@ done
 echo "settled: $ready_msg" >&2
 settle_json="{\"waited_s\": $waited, \"online\": $online, \"min_peers_joined\": $min_peers, \"peers_expected\": $((tills - 1))}"
 
+# --- 0. with --seed-first: till 1 alone takes the package over the WAN -------------------
+if [ "$seed_first" = 1 ]; then
+  seed_group=$(api POST /api/v1/groups "{\"name\":\"$store_id seed\",\"members\":[\"$(guid 1)\"]}" | json_field id)
+  seed_task=$(api POST /api/v1/tasks "{\"kind\":\"download\",\"package_id\":\"$package_id\",\"group_id\":$seed_group}" | json_field id)
+  echo "seed task $seed_task: till 1 takes the package first" >&2
+  seed_deadline=$((SECONDS + 60 + 4 * ${size_mb} * 8 / wan_mbit))
+  until grep -q "package staged" "$work/till1.log"; do
+    [ "$SECONDS" -lt "$seed_deadline" ] || { echo "the seed did not stage in time" >&2; exit 1; }
+    sleep 0.25
+  done
+  echo "seed staged; it now serves the store" >&2
+fi
+
 # --- 1. the swarm run -------------------------------------------------------------------
 bound=$("$py" -c "print($size * 8 / ($wan_mbit * 1e6))")
 [ -n "$swarm_timeout" ] || swarm_timeout=$("$py" -c "print(int(max(180, 6 * $bound)))")
@@ -403,12 +421,14 @@ echo "task $task created; waiting (timeout ${swarm_timeout}s)" >&2
 deadline=$((SECONDS + swarm_timeout))
 while :; do
   api GET "/api/v1/tasks/$task" >"$work/task.json"
-  status=$("$py" - "$work" "$tills" <<'PY'
+  status=$("$py" - "$work" "$tills" "$seed_first" <<'PY'
 import json, sys
 work, tills = sys.argv[1], int(sys.argv[2])
+seed_first = sys.argv[3] == "1"
 states = [t["state"] for t in json.load(open(f"{work}/task.json"))["target_details"]]
 staged = sum(1 for n in range(1, tills + 1)
-             if "package staged" in open(f"{work}/till{n}.log", errors="replace").read())
+             if open(f"{work}/till{n}.log", errors="replace").read().count("package staged")
+             >= (2 if n == 1 and seed_first else 1))
 if any(s == "failed" for s in states):
     print("failed")
 elif staged == tills and len(states) == tills and all(s == "downloaded" for s in states):
@@ -520,7 +540,7 @@ fi
 # --- 3. the report --------------------------------------------------------------------------
 "$py" - "$work" "$size" "$tills" "$wan_mbit" "$lan_mbit" "$start" "$coord_done" "$swarm_rx" \
   "$swarm_lan_wire" "$http_state" "${http_start:-0}" "${http_rx:-0}" "$json_out" \
-  "$bin" "$load_before" "$load_after" "$settle_json" "$no_multicast" <<'PY'
+  "$bin" "$load_before" "$load_after" "$settle_json" "$no_multicast" "$seed_first" <<'PY'
 import datetime, json, re, statistics, sys
 (work, size, tills, wan_mbit, lan_mbit, start, coord_done, swarm_rx, lan_wire,
  http_state, http_start, http_rx, json_out) = sys.argv[1:14]
@@ -530,6 +550,7 @@ swarm_rx, lan_wire, http_rx = int(swarm_rx), int(lan_wire), int(http_rx)
 binary, load_before, load_after = sys.argv[14:17]
 settle = json.loads(sys.argv[17])
 multicast = sys.argv[18] != "1"
+seed_first = sys.argv[19] == "1"
 bound = size * 8 / (wan_mbit * 1e6)
 MiB = 2 ** 20
 
@@ -541,7 +562,8 @@ staged, first_log = {}, {}
 for n in range(1, tills + 1):
     for line in open(f"{work}/till{n}.log", errors="replace"):
         line = re.sub(r"\x1b\[[0-9;]*m", "", line)
-        if "package staged" in line and n not in staged:
+        # The last one: with --seed-first till 1 also staged before the task.
+        if "package staged" in line:
             staged[n] = log_time(line) - start
 missing = [n for n in range(1, tills + 1) if n not in staged]
 swarm_s = max(staged.values()) if not missing else float("nan")
@@ -619,6 +641,7 @@ out = {
     "wan_mbit": wan_mbit,
     "lan_mbit": lan_mbit,
     "multicast": multicast,
+    "seed_first": seed_first,
     "lower_bound_s": round(bound, 3),
     "swarm": {
         "seconds": round(swarm_s, 3) if swarm_s == swarm_s else None,
@@ -638,6 +661,7 @@ out = {
         "cpu_after_wan_quiet": cpu_tail,
         "tail_after_wan_quiet_s": round(swarm_s - t_wan_quiet, 3) if swarm_s == swarm_s and t_wan_quiet == t_wan_quiet else None,
         "peak_rss_bytes": max(rss),
+        "seed_peak_rss_bytes": procs["till1"][0] if seed_first else None,
         "mean_rss_bytes": int(statistics.mean(rss)),
         "cpu_seconds_total": round(sum(cpu), 3),
         "cpu_seconds_mean": round(statistics.mean(cpu), 3),
@@ -670,7 +694,8 @@ rows = [
     ("swarm: WAN rx (router)", f"{swarm_rx}  (ratio {swarm_rx / size:.4f}, frames incl. headers)"),
     ("swarm: LAN bytes (task)", f"{lan_task}  ({lan_task / size:.2f} x size)"),
     ("swarm: LAN wire from tills", f"{lan_wire}"),
-    ("node peak RSS max / mean", f"{max(rss) / MiB:.1f} MiB / {statistics.mean(rss) / MiB:.1f} MiB"),
+    ("node peak RSS max / mean", f"{max(rss) / MiB:.1f} MiB / {statistics.mean(rss) / MiB:.1f} MiB"
+        + (f"; the seed (till 1) {procs['till1'][0] / MiB:.1f} MiB" if seed_first else "")),
     ("node CPU total / mean", f"{sum(cpu):.2f} s / {statistics.mean(cpu):.2f} s"),
     ("CPU until WAN quiet / after", " / ".join(
         "n/a" if c is None else f"nodes {c['nodes_cores']:.2f} cores, host {100 * c['host_busy']:.0f}% busy"

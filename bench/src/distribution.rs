@@ -66,6 +66,11 @@ pub struct DistributionArgs {
     /// nobody and the tills must find each other through the coordinator.
     #[arg(long, requires = "netns")]
     no_multicast: bool,
+    /// With `--netns`: till 1 alone takes the package over the WAN first;
+    /// the measured task then has it serve every other till at once (a next
+    /// rollout wave), and its peak RSS is reported on its own.
+    #[arg(long, requires = "netns")]
+    seed_first: bool,
     /// The `tillswarm` binary for `--netns` (default: next to this bench).
     #[arg(long)]
     tillswarm: Option<PathBuf>,
@@ -612,6 +617,9 @@ fn run_netns(args: &DistributionArgs) -> anyhow::Result<()> {
     }
     if args.no_multicast {
         cmd.arg("--no-multicast");
+    }
+    if args.seed_first {
+        cmd.arg("--seed-first");
     }
     let status = cmd
         .status()

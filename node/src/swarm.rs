@@ -144,6 +144,8 @@ pub struct StoreNet {
     view: Arc<Mutex<NetView>>,
     /// Notified whenever the view changes.
     pub changed: Arc<Notify>,
+    /// Counts the view's changes (see [`StoreNet::view_version`]).
+    version: Arc<std::sync::atomic::AtomicU64>,
     /// This node's peer id.
     pub peer_id: PeerId,
     /// The address it listens on.
@@ -241,7 +243,13 @@ impl StoreNet {
         self.send(Command::Ban { peer, for_ms }).await
     }
 
-    /// A copy of the live peers and their holdings.
+    /// Moves on with every change of the view: a reader that saw version `v`
+    /// has nothing new to read while it is still `v`.
+    pub fn view_version(&self) -> u64 {
+        self.version.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// A copy of the view (every live peer and its holdings).
     pub fn view(&self) -> HashMap<PeerId, PeerView> {
         self.view
             .lock()
@@ -334,6 +342,7 @@ pub async fn start(
     let (commands, inbox) = mpsc::channel(COMMAND_QUEUE);
     let view = Arc::new(Mutex::new(NetView::default()));
     let changed = Arc::new(Notify::new());
+    let version = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let start_at = tokio::time::Instant::now();
     let dials_refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let news = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -341,6 +350,7 @@ pub async fn start(
         commands,
         view: view.clone(),
         changed: changed.clone(),
+        version: version.clone(),
         peer_id,
         listen_addr,
         start: start_at,
@@ -362,6 +372,7 @@ pub async fn start(
         store,
         view,
         changed,
+        version,
         start: start_at,
         tracked: HashMap::new(),
         pending_fetch: HashMap::new(),
@@ -393,6 +404,7 @@ struct EventLoop {
     store: Arc<ChunkStore>,
     view: Arc<Mutex<NetView>>,
     changed: Arc<Notify>,
+    version: Arc<std::sync::atomic::AtomicU64>,
     start: tokio::time::Instant,
     /// Packages this node advertises: their chunk hashes in manifest order.
     tracked: HashMap<PackageId, Vec<ChunkHash>>,
@@ -462,6 +474,8 @@ impl EventLoop {
             p.last_heard_ms = now;
             update(p);
         }
+        self.version
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
         self.changed.notify_waiters();
     }
 
@@ -494,6 +508,8 @@ impl EventLoop {
         if let Ok(mut v) = self.view.lock() {
             v.peers.remove(peer);
         }
+        self.version
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
         self.changed.notify_waiters();
     }
 

@@ -25,6 +25,13 @@ use crate::stage::{ChunkSource, Progress};
 /// Longest wait of a download for its connected peers' answers to its
 /// bitfield (their holdings) before its first WAN fetch.
 pub const HOLDINGS_WAIT_MS: i64 = 1_000;
+/// Least time between two copies of the peers' holdings into the plan: peers
+/// announce chunks many times a second, and copying every peer's holdings
+/// at each announcement cost more CPU than the plan gains from it.
+const VIEW_REFRESH: Duration = Duration::from_millis(50);
+/// Longest time between two such copies (time alone changes who counts:
+/// the task's join-by time, the holders' wait).
+const VIEW_REFRESH_MAX: Duration = Duration::from_millis(200);
 /// Longest wait for one chunk from a peer before asking elsewhere.
 const LAN_FETCH_TIMEOUT: Duration = Duration::from_secs(15);
 /// Longest wait for one chunk from the coordinator (a slow, capped WAN).
@@ -108,45 +115,30 @@ pub async fn fetch_package(
     let mut announce: Vec<u32> = Vec::new();
     let mut peer_ids: HashMap<Vec<u8>, PeerId> = HashMap::new();
     let mut wan_corrupt: HashMap<usize, u32> = HashMap::new();
+    // The view's version last copied, and when.
+    let mut seen: Option<u64> = None;
+    let mut refreshed = tokio::time::Instant::now();
+    let (mut holder_unseen, mut unanswered) = (false, false);
+    let version = || net.map_or(0, StoreNet::view_version);
     loop {
-        // Refresh the peers taking part in this package from the swarm's view,
-        // plus the store's tills of this task that have not joined yet, while
-        // they still may: they own their share of the WAN work from the start.
-        let view = net.map(StoreNet::view).unwrap_or_default();
         let now = now_ms();
-        let mut present = Vec::new();
-        for (id, pv) in &view {
-            let key = id.to_bytes();
-            if let Some(holds) = pv.holds.get(&package) {
-                planner.set_peer(key.clone(), holds.iter().copied(), pv.last_heard_ms);
-            } else if now < expected.until_ms
-                && pv.device.is_some_and(|d| expected.devices.contains(&d))
-            {
-                planner.set_peer(key.clone(), [], now);
-            } else {
-                continue;
-            }
-            peer_ids.insert(key.clone(), *id);
-            present.push(key);
-        }
-        for gone in planner.peers().into_iter().filter(|k| !present.contains(k)) {
-            planner.peer_down(&gone, now);
+        let since = refreshed.elapsed();
+        if seen.is_none()
+            || (since >= VIEW_REFRESH && seen != Some(version()))
+            || since >= VIEW_REFRESH_MAX
+        {
+            seen = Some(version());
+            refreshed = tokio::time::Instant::now();
+            (holder_unseen, unanswered) =
+                refresh_peers(&mut planner, net, package, expected, now, &mut peer_ids);
         }
         // A holder not seen yet (restarting, not introduced yet, or its
         // holdings not heard yet) is waited for a moment rather than its
         // package fetched again over the WAN.
-        if now < expected.holders_until_ms {
-            let unseen = expected.holders.iter().any(|d| {
-                !view
-                    .values()
-                    .any(|pv| pv.device == Some(*d) && pv.holds.contains_key(&package))
-            });
-            if unseen {
-                planner.hold_wan_until(expected.holders_until_ms);
-            }
+        if now < expected.holders_until_ms && holder_unseen {
+            planner.hold_wan_until(expected.holders_until_ms);
         }
-        planner
-            .hold_wan(now < holdings_by && view.values().any(|pv| !pv.answered.contains(&package)));
+        planner.hold_wan(now < holdings_by && unanswered);
         if planner.is_complete() && in_flight.is_empty() {
             break;
         }
@@ -224,9 +216,16 @@ pub async fn fetch_package(
         if let Some(net) = net.filter(|_| !announce.is_empty()) {
             net.announce(package, std::mem::take(&mut announce)).await?;
         }
+        // Woken by a change of the view, at most every VIEW_REFRESH.
         let changed = async {
             match net {
-                Some(net) => net.changed.notified().await,
+                Some(net) => {
+                    let notified = net.changed.notified();
+                    if seen == Some(net.view_version()) {
+                        notified.await;
+                    }
+                    tokio::time::sleep_until(refreshed + VIEW_REFRESH).await;
+                }
                 None => std::future::pending().await,
             }
         };
@@ -290,4 +289,46 @@ pub async fn fetch_package(
         net.announce(package, announce).await?;
     }
     Ok(progress)
+}
+
+/// Copies the peers taking part in `package` from the swarm's view into the
+/// plan: those holding some of it, plus the store's tills of this task that
+/// have not joined yet, while they still may (they own their share of the
+/// WAN work from the start); peers gone from the view are down. Returns
+/// whether a holder named by the assignment is not seen yet, and whether a
+/// connected peer has not answered this package's bitfield yet.
+fn refresh_peers(
+    planner: &mut Planner,
+    net: Option<&StoreNet>,
+    package: tillswarm_protocol::PackageId,
+    expected: &Expected,
+    now: i64,
+    peer_ids: &mut HashMap<Vec<u8>, PeerId>,
+) -> (bool, bool) {
+    let view = net.map(StoreNet::view).unwrap_or_default();
+    let mut present = Vec::new();
+    for (id, pv) in &view {
+        let key = id.to_bytes();
+        if let Some(holds) = pv.holds.get(&package) {
+            planner.set_peer(key.clone(), holds.iter().copied(), pv.last_heard_ms);
+        } else if now < expected.until_ms
+            && pv.device.is_some_and(|d| expected.devices.contains(&d))
+        {
+            planner.set_peer(key.clone(), [], now);
+        } else {
+            continue;
+        }
+        peer_ids.insert(key.clone(), *id);
+        present.push(key);
+    }
+    for gone in planner.peers().into_iter().filter(|k| !present.contains(k)) {
+        planner.peer_down(&gone, now);
+    }
+    let holder_unseen = expected.holders.iter().any(|d| {
+        !view
+            .values()
+            .any(|pv| pv.device == Some(*d) && pv.holds.contains_key(&package))
+    });
+    let unanswered = view.values().any(|pv| !pv.answered.contains(&package));
+    (holder_unseen, unanswered)
 }
