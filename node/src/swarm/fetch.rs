@@ -262,7 +262,7 @@ pub async fn fetch_package(
                     // Busy or unreachable is not "does not hold it": wait for
                     // it (or another holder) rather than take the chunk over
                     // the WAN.
-                    Landed::Busy => Outcome::Retry,
+                    Landed::Busy => Outcome::Busy,
                     Landed::Failed(e) => {
                         tracing::debug!(chunk = %chunk.hash, error = %e, "chunk fetch failed");
                         if peer.is_some() { Outcome::Retry } else { Outcome::Failed }

@@ -89,11 +89,15 @@ pub enum Outcome {
     Corrupt,
     /// The peer did not have it, timed out, or the WAN failed: try again later.
     Failed,
-    /// The peer holds it but could not serve it now (busy, or the request
-    /// failed or timed out): skip it briefly and keep counting it as a holder,
-    /// so the chunk is not taken over the WAN; at most [`MAX_RETRY_STREAK`]
-    /// times in a row.
+    /// The peer holds it but the request failed or timed out: skip it
+    /// briefly and keep counting it as a holder, so the chunk is not taken
+    /// over the WAN; at most [`MAX_RETRY_STREAK`] times in a row.
     Retry,
+    /// The peer holds it and answered that its upload slots are all taken:
+    /// it is alive and serving others, so it keeps counting as a holder
+    /// however often it says so, until it has said nothing else for
+    /// [`Limits::owner_stall_ms`].
+    Busy,
 }
 
 #[derive(Debug, Default)]
@@ -108,6 +112,8 @@ struct PeerState {
     /// not holding the chunk, so a peer that only ever says busy (or never
     /// answers) cannot hold a download up.
     retry_streak: u32,
+    /// Since when it has answered only "busy" (reset by a chunk from it).
+    busy_since: Option<i64>,
     /// When it left, if it did: what it held is waited for during
     /// [`Limits::rejoin_grace_ms`] (a restarting till is back in seconds)
     /// instead of being fetched over the WAN at once.
@@ -360,7 +366,10 @@ impl Planner {
             if let Some(s) = self.peers.get_mut(peer) {
                 s.in_flight = s.in_flight.saturating_sub(1);
                 match outcome {
-                    Outcome::Stored => s.retry_streak = 0,
+                    Outcome::Stored => {
+                        s.retry_streak = 0;
+                        s.busy_since = None;
+                    }
                     Outcome::Corrupt => {
                         s.banned_until = now + self.limits.ban_ms;
                         s.holds.clear();
@@ -374,6 +383,13 @@ impl Planner {
                         s.skip_until = now + self.limits.backoff_ms;
                         s.retry_streak += 1;
                         if s.retry_streak > MAX_RETRY_STREAK {
+                            s.holds.remove(&index);
+                        }
+                    }
+                    Outcome::Busy => {
+                        s.skip_until = now + self.limits.backoff_ms;
+                        let since = *s.busy_since.get_or_insert(now);
+                        if now - since >= self.limits.owner_stall_ms {
                             s.holds.remove(&index);
                         }
                     }
@@ -594,6 +610,27 @@ mod tests {
             after = p.next(now + limits.owner_stall_ms);
         }
         assert_eq!(after, vec![Action::Wan { index: 0 }]);
+
+        // "Busy" is not a failure: a holder serving others keeps its
+        // holdings however many times it says so, until it has said only
+        // that for the stall time.
+        let mut p = Planner::new(peer(0), chunks(1), vec![false], limits);
+        p.peer_has(peer(1), [0], 0);
+        let mut now = 0;
+        for _ in 0..(3 * MAX_RETRY_STREAK) {
+            assert_eq!(p.next(now), lan, "a busy holder is asked again");
+            p.finished(0, Outcome::Busy, now);
+            p.peer_has(peer(1), [0], now);
+            now += 100;
+        }
+        now = limits.owner_stall_ms;
+        assert_eq!(p.next(now), lan);
+        p.finished(0, Outcome::Busy, now);
+        assert_eq!(
+            p.next(now + 100),
+            vec![Action::Wan { index: 0 }],
+            "only busy for the whole stall time: over the WAN"
+        );
 
         // A holder that leaves is waited for a moment (a restart), and used
         // again when it is back.
