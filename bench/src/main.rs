@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+mod chunk_sizes;
 mod coordinator;
 mod distribution;
 mod lan;
@@ -47,6 +48,19 @@ enum BenchCommand {
         /// Timed repetitions of each measurement (the best is reported).
         #[arg(long, default_value_t = 3)]
         runs: u32,
+    },
+    /// WAN bytes of a scattered 10% delta (ten regions) against the chunker's
+    /// sizes, offline: which FastCDC min/avg/max keeps a delta small.
+    ChunkSizes {
+        /// Package sizes in MiB, e.g. 64,256.
+        #[arg(long, value_delimiter = ',', default_values_t = [64u64, 256])]
+        size_mb: Vec<u64>,
+        /// Chunker settings as MIN/AVG/MAX in KiB.
+        #[arg(long, value_delimiter = ',', default_values_t = ["16/64/256".to_string(), "32/128/512".to_string(), "64/256/1024".to_string(), "256/1024/4096".to_string()])]
+        sizes: Vec<String>,
+        /// Also write the figures to this file as JSON.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
     },
     /// Heartbeat latency and throughput of a real coordinator on 127.0.0.1.
     Coordinator {
@@ -127,6 +141,29 @@ enum BenchCommand {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         BenchCommand::Chunking { size_mb, runs } => chunking(size_mb, runs.max(1)),
+        BenchCommand::ChunkSizes {
+            size_mb,
+            sizes,
+            json,
+        } => {
+            let settings = sizes
+                .iter()
+                .map(|s| s.parse::<chunk_sizes::Sizes>().map_err(anyhow::Error::msg))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let mut reports = Vec::new();
+            for mb in size_mb {
+                anyhow::ensure!((1..=4096).contains(&mb), "--size-mb must be 1..4096");
+                let (old, new, changed) = chunk_sizes::pair(mb << 20)?;
+                let report = chunk_sizes::measure(&old, &new, changed, &settings);
+                chunk_sizes::print(&report);
+                reports.push(report);
+            }
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_vec_pretty(&reports)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            Ok(())
+        }
         BenchCommand::Coordinator {
             tills,
             interval_s,
