@@ -1,23 +1,28 @@
 //! `tillswarm package ...`: inspect package files.
 
 use std::fs::File;
-use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Subcommand;
 use serde::Serialize;
-use tillswarm_protocol::{ChunkInfo, PackageId, chunk_reader};
+use tillswarm_protocol::archive::UploadFormat;
+use tillswarm_protocol::chunk_codec::Compressor;
+use tillswarm_protocol::chunking::chunk_reader_with;
+use tillswarm_protocol::{ChunkInfo, Chunker, PackageId};
 
 use crate::remote::Remote;
 
 /// Package subcommands.
 #[derive(Debug, Subcommand)]
 pub enum PackageCommand {
-    /// Chunk and hash a package file as the coordinator would, and print the
-    /// package id (the file's blake3, as `b3sum` prints it) and the chunk list.
+    /// Decompress, chunk and hash a package file as the coordinator would,
+    /// and print both ids: the package id (the blake3 of its content, the
+    /// uncompressed tar) and the upload id (the file's blake3, as `b3sum`
+    /// prints it), with the chunk list and the bytes each chunk takes on the
+    /// wire (zstd-compressed where that saves bytes).
     Inspect {
-        /// The package file (tar or tar.gz).
+        /// The package file (tar, tar.gz, tar.zst or tar.xz; told by content).
         file: PathBuf,
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -33,7 +38,7 @@ pub enum PackageCommand {
         /// Package version, dotted numbers, e.g. `5.2.117`.
         #[arg(long)]
         version: String,
-        /// The package file (a tar or tar.gz holding up.sh).
+        /// The package file (a tar, tar.gz, tar.zst or tar.xz holding up.sh).
         file: PathBuf,
     },
     /// Download a package as a manual-path bundle (key chain, signed manifest
@@ -52,11 +57,29 @@ pub enum PackageCommand {
 }
 
 #[derive(Serialize)]
-struct Inspection<'a> {
+struct Inspection {
+    /// blake3 of the content (the uncompressed tar).
     package_id: PackageId,
+    /// Bytes of content.
     size: u64,
+    /// blake3 of the file.
+    upload_id: PackageId,
+    /// Bytes of the file.
+    upload_size: u64,
+    /// How the file is compressed.
+    format: UploadFormat,
+    /// Bytes all chunks take on the wire.
+    wire_size: u64,
     chunk_count: usize,
-    chunks: &'a [ChunkInfo],
+    chunks: Vec<InspectedChunk>,
+}
+
+#[derive(Serialize)]
+struct InspectedChunk {
+    #[serde(flatten)]
+    chunk: ChunkInfo,
+    /// Length of its zstd frame; 0: sent raw.
+    zstd_len: u32,
 }
 
 /// Runs a package subcommand.
@@ -80,27 +103,77 @@ pub async fn run(cmd: PackageCommand) -> anyhow::Result<()> {
 }
 
 fn inspect(file: PathBuf, json: bool) -> anyhow::Result<()> {
-    let reader = BufReader::with_capacity(
-        1 << 20,
-        File::open(&file).with_context(|| format!("opening {}", file.display()))?,
-    );
-    let chunked = chunk_reader(reader).with_context(|| format!("reading {}", file.display()))?;
+    let opening = || format!("opening {}", file.display());
+    let mut upload = blake3::Hasher::new();
+    upload.update_reader(File::open(&file).with_context(opening)?)?;
+    let upload_size = std::fs::metadata(&file)?.len();
+    let (format, content) = tillswarm_coordinator::packages::open_content(&file)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let mut zstd = Compressor::new()?;
+    let mut zstd_lens = Vec::new();
+    let chunked = chunk_reader_with(Chunker::CURRENT, content, |_, data| {
+        zstd_lens.push(zstd.compress(data)?.map_or(0, |f| f.len() as u32));
+        Ok(())
+    })
+    .with_context(|| format!("reading {}", file.display()))?;
+    let chunks: Vec<InspectedChunk> = chunked
+        .chunks
+        .iter()
+        .zip(zstd_lens)
+        .map(|(&chunk, zstd_len)| InspectedChunk { chunk, zstd_len })
+        .collect();
+    let wire_size = chunks
+        .iter()
+        .map(|c| {
+            u64::from(if c.zstd_len > 0 {
+                c.zstd_len
+            } else {
+                c.chunk.length
+            })
+        })
+        .sum();
+    let out = Inspection {
+        package_id: chunked.package_id,
+        size: chunked.size,
+        upload_id: PackageId::from(upload.finalize()),
+        upload_size,
+        format,
+        wire_size,
+        chunk_count: chunks.len(),
+        chunks,
+    };
     if json {
-        let out = Inspection {
-            package_id: chunked.package_id,
-            size: chunked.size,
-            chunk_count: chunked.chunks.len(),
-            chunks: &chunked.chunks,
-        };
         println!("{}", serde_json::to_string(&out)?);
-    } else {
-        println!("package_id  {}", chunked.package_id);
-        println!("size        {} bytes", chunked.size);
-        println!("chunks      {}", chunked.chunks.len());
-        println!("{:>12} {:>9}  blake3", "offset", "length");
-        for c in &chunked.chunks {
-            println!("{:>12} {:>9}  {}", c.offset, c.length, c.hash);
-        }
+        return Ok(());
+    }
+    println!(
+        "package_id  {}  (content: the uncompressed tar)",
+        out.package_id
+    );
+    println!(
+        "upload_id   {}  (the file, {})",
+        out.upload_id,
+        format.suffix()
+    );
+    println!(
+        "size        {} bytes of content, {} bytes uploaded",
+        out.size, out.upload_size
+    );
+    println!(
+        "wire        {} bytes in {} chunks",
+        out.wire_size, out.chunk_count
+    );
+    println!("{:>12} {:>9} {:>9}  blake3", "offset", "length", "zstd");
+    for c in &out.chunks {
+        let zstd = if c.zstd_len > 0 {
+            c.zstd_len.to_string()
+        } else {
+            "-".into()
+        };
+        println!(
+            "{:>12} {:>9} {:>9}  {}",
+            c.chunk.offset, c.chunk.length, zstd, c.chunk.hash
+        );
     }
     Ok(())
 }

@@ -44,7 +44,11 @@ fn chunking(c: &mut Criterion) {
     group.bench_function("tillswarm_chunk_and_hash", |b| {
         b.iter(|| {
             black_box(
-                tillswarm_protocol::chunk_reader(black_box(&data[..])).map(|f| f.chunks.len()),
+                tillswarm_protocol::chunk_reader(
+                    tillswarm_protocol::Chunker::CURRENT,
+                    black_box(&data[..]),
+                )
+                .map(|f| f.chunks.len()),
             )
         })
     });

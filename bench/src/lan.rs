@@ -61,13 +61,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail, ensure};
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
-use tillswarm_node::chunks::ChunkStore;
+use tillswarm_node::chunks::{ChunkStore, Wire};
 use tillswarm_node::stage::{ChunkSource, Origin, Progress};
 use tillswarm_node::swarm::fetch::{Expected, fetch_package};
 use tillswarm_node::swarm::planner::Limits;
 use tillswarm_node::swarm::{StoreNet, SwarmConfig};
-use tillswarm_protocol::manifest::{MAX_PACKAGE_SIZE, Manifest};
-use tillswarm_protocol::{ChainId, ChunkHash, DeviceId, StoreId, Version};
+use tillswarm_protocol::archive::UploadFormat;
+use tillswarm_protocol::manifest::{ChunkRef, MAX_PACKAGE_SIZE, Manifest, Upload};
+use tillswarm_protocol::{ChainId, Chunker, DeviceId, StoreId, Version};
 use tokio::sync::watch;
 
 /// DESIGN 9: LAN throughput between two tills of at least this many Gbit/s ...
@@ -342,13 +343,30 @@ impl Work {
         write_package(&file, size_mb * MIB)?;
         let store_a = home_store(&home_a(dir.path()))?;
         let chunked = tillswarm_protocol::chunking::chunk_reader_with(
+            Chunker::CURRENT,
             std::io::BufReader::with_capacity(BLOCK, File::open(&file)?),
             |info, data| store_a.put(&info.hash, data).map_err(std::io::Error::other),
         )
         .context("chunking the package into A's store")?;
         let version: Version = "1.0.0".parse()?;
-        // Raw noise, never staged: its unpacked size is its size.
-        let manifest = Manifest::new("bench-lan", version, &chunked, 0, chunked.size)?;
+        // Raw noise (incompressible: every chunk raw), never staged: its
+        // unpacked size is its size.
+        let upload = Upload {
+            id: chunked.package_id,
+            size: chunked.size,
+            format: UploadFormat::Tar,
+        };
+        let raw = vec![0; chunked.chunks.len()];
+        let manifest = Manifest::new_content(
+            "bench-lan",
+            version,
+            &chunked,
+            Chunker::CURRENT,
+            &raw,
+            0,
+            chunked.size,
+            upload,
+        )?;
         std::fs::write(
             manifest_path(dir.path()),
             serde_json::to_vec(&manifest).context("encoding the manifest")?,
@@ -468,9 +486,8 @@ struct NoWan {
 impl ChunkSource for NoWan {
     fn fetch<'a>(
         &'a self,
-        _hash: &'a ChunkHash,
-        _len: u32,
-    ) -> BoxFuture<'a, tillswarm_node::Result<(Vec<u8>, Origin)>> {
+        _chunk: &'a ChunkRef,
+    ) -> BoxFuture<'a, tillswarm_node::Result<(Wire, Origin)>> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         Box::pin(async {
             Err(tillswarm_node::Error::Coordinator(
@@ -708,8 +725,8 @@ fn store_only(work: &Work, run: u32) -> anyhow::Result<Measure> {
             .map(|chunk| {
                 let (a, c) = (&a, &c);
                 async move {
-                    let data = a.get(&chunk.hash)?.context("a chunk is missing from A")?;
-                    c.store(chunk.hash, data.into()).await?;
+                    let wire = a.get(&chunk.hash)?.context("a chunk is missing from A")?;
+                    c.store(*chunk, wire).await?;
                     anyhow::Ok(())
                 }
             })

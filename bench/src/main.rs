@@ -286,10 +286,10 @@ fn chunking(size_mb: u64, runs: u32) -> anyhow::Result<()> {
         }
     }
     let ours = best_of(runs, || {
-        let f = tillswarm_protocol::chunk_reader(BufReader::with_capacity(
-            1 << 20,
-            File::open(&path)?,
-        ))?;
+        let f = tillswarm_protocol::chunk_reader(
+            tillswarm_protocol::Chunker::CURRENT,
+            BufReader::with_capacity(1 << 20, File::open(&path)?),
+        )?;
         std::hint::black_box(f.chunks.len());
         Ok(())
     })?;

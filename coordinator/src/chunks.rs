@@ -1,16 +1,20 @@
 //! The coordinator's content-addressed chunk store: one file per chunk, named by
-//! its blake3 hash, under `<data>/chunks/<first two hex digits>/`.
+//! its blake3 hash, under `<data>/chunks/<first two hex digits>/`: `<hex>` for
+//! a raw chunk, `<hex>.zst` for one kept as a zstd frame (the hash is always
+//! of the content).
 //!
 //! A chunk is written to a temporary file, flushed to disk, then renamed into
 //! place, so a chunk file that exists is always complete. Chunks are shared by
 //! every package that contains them.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tillswarm_protocol::ChunkHash;
+use tillswarm_protocol::chunk_codec::Compressor;
+use tillswarm_protocol::chunking::MAX_CHUNK;
 
 /// The chunk store rooted at one folder.
 #[derive(Debug)]
@@ -36,74 +40,116 @@ impl ChunkStore {
         })
     }
 
-    fn path(&self, hash: &ChunkHash) -> PathBuf {
+    fn path(&self, hash: &ChunkHash, compressed: bool) -> PathBuf {
         let hex = hash.to_hex();
-        self.root.join(&hex[..2]).join(hex)
-    }
-
-    /// Whether the chunk is stored.
-    pub fn contains(&self, hash: &ChunkHash) -> bool {
-        self.path(hash).is_file()
-    }
-
-    /// Stores `data` under `hash` (the caller has hashed it). Returns whether it
-    /// was newly written (false: already stored).
-    pub fn put(&self, hash: &ChunkHash, data: &[u8]) -> io::Result<bool> {
-        let dest = self.path(hash);
-        if dest.is_file() {
-            return Ok(false);
+        let dir = self.root.join(&hex[..2]);
+        if compressed {
+            dir.join(format!("{hex}.zst"))
+        } else {
+            dir.join(hex)
         }
+    }
+
+    /// How a chunk is stored: `Some(true)` as a zstd frame, `Some(false)` raw.
+    pub fn form(&self, hash: &ChunkHash) -> Option<bool> {
+        [true, false]
+            .into_iter()
+            .find(|&compressed| self.path(hash, compressed).is_file())
+    }
+
+    /// Whether the chunk is stored (in either form).
+    pub fn contains(&self, hash: &ChunkHash) -> bool {
+        self.form(hash).is_some()
+    }
+
+    /// Stores a chunk's content `data` under `hash` (the caller has hashed it):
+    /// as a zstd frame when `zstd` makes it smaller enough, else raw. Returns
+    /// whether it was newly written, and the stored frame's length (0: raw),
+    /// which is what the manifest lists. A chunk already stored keeps its form.
+    pub fn put(
+        &self,
+        hash: &ChunkHash,
+        data: &[u8],
+        zstd: Option<&mut Compressor>,
+    ) -> io::Result<(bool, u32)> {
+        match self.form(hash) {
+            Some(true) => {
+                let len = fs::metadata(self.path(hash, true))?.len();
+                return Ok((false, len as u32));
+            }
+            Some(false) => return Ok((false, 0)),
+            None => {}
+        }
+        let frame = match zstd {
+            Some(z) => z.compress(data)?,
+            None => None,
+        };
+        let (bytes, zstd_len) = match &frame {
+            Some(f) => (&f[..], f.len() as u32),
+            None => (data, 0),
+        };
+        let dest = self.path(hash, zstd_len > 0);
         let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
         let tmp = self.tmp.join(format!("{}-{n}", std::process::id()));
         {
             let mut f = File::create(&tmp)?;
-            f.write_all(data)?;
+            f.write_all(bytes)?;
             f.sync_data()?;
         }
         if let Some(parent) = dest.parent() {
             fs::create_dir_all(parent)?;
         }
         fs::rename(&tmp, &dest)?;
-        Ok(true)
+        Ok((true, zstd_len))
     }
 
-    /// Reads `len` bytes from `offset` of a chunk (`None` len: to the end).
-    /// `Ok(None)` when the chunk is not stored.
-    pub fn read(
-        &self,
-        hash: &ChunkHash,
-        offset: u64,
-        len: Option<u64>,
-    ) -> io::Result<Option<Vec<u8>>> {
-        let mut f = match File::open(self.path(hash)) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let size = f.metadata()?.len();
-        let offset = offset.min(size);
-        let len = len.unwrap_or(size - offset).min(size - offset);
-        f.seek(SeekFrom::Start(offset))?;
-        let mut buf = Vec::with_capacity(len as usize);
-        f.take(len).read_to_end(&mut buf)?;
-        Ok(Some(buf))
+    /// A whole stored chunk in the stored form, and whether that is a zstd
+    /// frame; `Ok(None)` when the chunk is not stored.
+    pub fn read_stored(&self, hash: &ChunkHash) -> io::Result<Option<(Vec<u8>, bool)>> {
+        for compressed in [true, false] {
+            match File::open(self.path(hash, compressed)) {
+                Ok(f) => {
+                    let mut buf = Vec::new();
+                    f.take(MAX_CHUNK as u64 + 1).read_to_end(&mut buf)?;
+                    if buf.len() > MAX_CHUNK {
+                        return Err(io::Error::other(format!(
+                            "stored chunk {hash} is oversized"
+                        )));
+                    }
+                    return Ok(Some((buf, compressed)));
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
     }
 
-    /// Size of a stored chunk.
-    pub fn size(&self, hash: &ChunkHash) -> io::Result<Option<u64>> {
-        match fs::metadata(self.path(hash)) {
-            Ok(m) => Ok(Some(m.len())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+    /// A whole stored chunk's content (a frame decoded, capped at the largest
+    /// chunk); `Ok(None)` when the chunk is not stored.
+    pub fn read_content(&self, hash: &ChunkHash) -> io::Result<Option<Vec<u8>>> {
+        match self.read_stored(hash)? {
+            Some((frame, true)) => {
+                let content = zstd::bulk::decompress(&frame, MAX_CHUNK)?;
+                if ChunkHash::of(&content) != *hash {
+                    return Err(io::Error::other(format!("stored chunk {hash} is corrupt")));
+                }
+                Ok(Some(content))
+            }
+            Some((raw, false)) => Ok(Some(raw)),
+            None => Ok(None),
         }
     }
 
-    /// Removes a chunk (no-op when absent).
+    /// Removes a chunk in either form (no-op when absent).
     pub fn remove(&self, hash: &ChunkHash) -> io::Result<()> {
-        match fs::remove_file(self.path(hash)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
+        for compressed in [true, false] {
+            match fs::remove_file(self.path(hash, compressed)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
         }
+        Ok(())
     }
 
     /// Every stored chunk's hash (for garbage collection).
@@ -115,7 +161,10 @@ impl ChunkStore {
                 continue;
             }
             for f in fs::read_dir(dir.path())? {
-                if let Some(h) = f?.file_name().to_str().and_then(|n| n.parse().ok()) {
+                let name = f?.file_name();
+                let name = name.to_str().unwrap_or_default();
+                let hex = name.strip_suffix(".zst").unwrap_or(name);
+                if let Ok(h) = hex.parse() {
                     out.push(h);
                 }
             }
@@ -136,22 +185,49 @@ mod tests {
     use super::*;
 
     #[test]
-    fn put_read_ranges_and_gc_listing() {
+    fn put_read_forms_and_gc_listing() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = ChunkStore::open(dir.path()).expect("open");
+        let mut zstd = Compressor::new().expect("zstd");
+        // Incompressible: kept raw, whatever the compressor.
         let data = b"hello chunk store".to_vec();
         let h = ChunkHash::of(&data);
         assert!(!store.contains(&h));
-        store.put(&h, &data).expect("put");
-        store.put(&h, &data).expect("idempotent");
-        assert_eq!(store.read(&h, 0, None).expect("read"), Some(data.clone()));
         assert_eq!(
-            store.read(&h, 6, Some(5)).expect("read"),
-            Some(b"chunk".to_vec())
+            store.put(&h, &data, Some(&mut zstd)).expect("put"),
+            (true, 0)
         );
-        assert_eq!(store.read(&h, 100, None).expect("read"), Some(vec![]));
-        assert_eq!(store.list().expect("list"), vec![h]);
+        assert_eq!(store.put(&h, &data, None).expect("idempotent"), (false, 0));
+        assert_eq!(
+            store.read_stored(&h).expect("read"),
+            Some((data.clone(), false))
+        );
+        // Compressible: kept as a frame, reported on every put.
+        let text = b"total 12.50 EUR\n".repeat(4000);
+        let t = ChunkHash::of(&text);
+        let (new, zlen) = store.put(&t, &text, Some(&mut zstd)).expect("put");
+        assert!(new && zlen > 0 && (zlen as usize) < text.len() / 10);
+        assert_eq!(store.put(&t, &text, None).expect("again"), (false, zlen));
+        let (frame, compressed) = store.read_stored(&t).expect("read").expect("held");
+        assert!(compressed && frame.len() == zlen as usize);
+        assert_eq!(store.read_content(&t).expect("content"), Some(text.clone()));
+        let mut listed = store.list().expect("list");
+        listed.sort();
+        let mut want = vec![h, t];
+        want.sort();
+        assert_eq!(listed, want);
+        // A frame changed on disk is not served as content.
+        std::fs::write(
+            store.path(&t, true),
+            zstd.compress(&b"other ".repeat(900))
+                .expect("z")
+                .expect("z"),
+        )
+        .expect("tamper");
+        assert!(store.read_content(&t).is_err());
         store.remove(&h).expect("remove");
-        assert_eq!(store.read(&h, 0, None).expect("read"), None);
+        store.remove(&t).expect("remove");
+        assert_eq!(store.read_stored(&h).expect("read"), None);
+        assert!(store.list().expect("list").is_empty());
     }
 }

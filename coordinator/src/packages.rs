@@ -1,31 +1,43 @@
-//! Packages: ingestion (check the format, chunk, store, sign), listing, and
-//! deletion with chunk garbage collection.
+//! Packages: ingestion ([`ingest`]: decompress, check, chunk, store, sign),
+//! listing, and deletion with chunk garbage collection.
+
+mod ingest;
+
+pub use ingest::{IngestLimits, Received, ingest_file, open_content};
 
 use std::collections::HashSet;
-use std::fs::File;
-use std::io::{BufReader, Read};
-use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
-use tillswarm_protocol::manifest::{self, Manifest, SecretKey, SignedManifest};
+use tillswarm_protocol::archive::UploadFormat;
+use tillswarm_protocol::manifest::{self, Manifest, SignedManifest};
 use tillswarm_protocol::{ChunkHash, PackageId, Version};
 
-use crate::chunks::ChunkStore;
 use crate::clock::rfc3339;
 use crate::error::{Error, Result};
 
 /// A package as operators see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Package {
-    /// blake3 of the file (what `b3sum` prints).
+    /// blake3 of the content, the uncompressed tar (what `b3sum` prints of
+    /// it): the package's identity on tills.
     pub package_id: PackageId,
     /// Name.
     pub name: String,
     /// Version.
     pub version: String,
-    /// Size in bytes.
+    /// Size of the content (the uncompressed tar) in bytes.
     pub size: u64,
+    /// blake3 of the uploaded file (what `b3sum` prints of the `.tar.gz`).
+    pub upload_id: PackageId,
+    /// Size of the uploaded file in bytes.
+    pub upload_size: u64,
+    /// How the upload was compressed (`tar`, `tar_gz`, `tar_zst`, `tar_xz`);
+    /// `null` for packages from before content chunking.
+    pub upload_format: Option<UploadFormat>,
+    /// Bytes its chunks take as stored and sent (compressed chunks count
+    /// their zstd frames): what crosses a store's WAN link once.
+    pub wire_size: u64,
     /// Number of chunks.
     pub chunk_count: u64,
     /// When it was uploaded (RFC 3339).
@@ -34,65 +46,6 @@ pub struct Package {
     pub active_tasks: u64,
     /// Whether it is the newest version of its name.
     pub newest: bool,
-}
-
-/// Checks that `path` is a package: a tar (optionally gzip-compressed) whose
-/// every entry passes [`tillswarm_protocol::archive`]'s rules, with a regular
-/// `up.sh` at its top, unpacking to at most `max_unpacked` bytes. Reads the
-/// whole archive; returns the unpacked size.
-pub fn check_format(path: &Path, max_unpacked: u64) -> Result<u64> {
-    let mut head = [0u8; 2];
-    let mut f = File::open(path)?;
-    let n = f.read(&mut head)?;
-    let f = BufReader::with_capacity(1 << 20, File::open(path)?);
-    let gz = n == 2 && head == [0x1f, 0x8b];
-    let reader: Box<dyn Read> = if gz {
-        Box::new(flate2::read::GzDecoder::new(f))
-    } else {
-        Box::new(f)
-    };
-    tillswarm_protocol::archive::scan(reader, max_unpacked)
-        .map_err(|e| Error::bad("invalid_package", format!("not a package: {e}")))
-}
-
-/// Chunks the file at `path` into the store and returns its signed manifest
-/// and the chunks this call newly wrote (to remove if the package is refused).
-/// Blocking: run it off the async executor.
-pub fn ingest_file(
-    path: &Path,
-    name: &str,
-    version: Version,
-    store: &ChunkStore,
-    key: &SecretKey,
-    now_ms: i64,
-    max_unpacked: u64,
-) -> Result<(Manifest, SignedManifest, Vec<ChunkHash>)> {
-    let unpacked = check_format(path, max_unpacked)?;
-    let file = BufReader::with_capacity(1 << 20, File::open(path)?);
-    let mut written = Vec::new();
-    let outcome = tillswarm_protocol::chunking::chunk_reader_with(file, |info, data| {
-        if store.put(&info.hash, data)? {
-            written.push(info.hash);
-        }
-        Ok(())
-    })
-    .map_err(Error::from)
-    .and_then(|chunked| {
-        Manifest::new(name, version, &chunked, (now_ms / 1000) as u64, unpacked)
-            .map_err(|e| Error::bad("invalid_package", e.to_string()))
-    });
-    match outcome {
-        Ok(manifest) => {
-            let signed = key.sign_manifest(&manifest);
-            Ok((manifest, signed, written))
-        }
-        Err(e) => {
-            for h in written {
-                let _ = store.remove(&h);
-            }
-            Err(e)
-        }
-    }
 }
 
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
@@ -133,12 +86,13 @@ pub fn insert(
     {
         return Err(Error::conflict(
             "package_exists",
-            format!("this file is already uploaded as {name} {version}"),
+            format!("this content is already uploaded as {name} {version}"),
         ));
     }
     tx.execute(
-        "INSERT INTO packages (package_id, name, version, version_key, size, chunk_count, manifest, created_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO packages (package_id, name, version, version_key, size, chunk_count, manifest, created_ms,
+                               upload_id, upload_size, upload_format, wire_size)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         params![
             id,
             m.name,
@@ -147,7 +101,11 @@ pub fn insert(
             m.size as i64,
             m.chunks.len() as i64,
             signed.to_bytes(),
-            now_ms
+            now_ms,
+            m.upload.map(|u| u.id.to_hex()),
+            m.upload.map(|u| u.size as i64),
+            m.upload.map(|u| format_name(u.format)),
+            m.wire_size() as i64,
         ],
     )
     .map_err(|e| {
@@ -158,10 +116,10 @@ pub fn insert(
         }
     })?;
     let mut stmt = tx.prepare_cached(
-        "INSERT INTO package_chunks (package_id, idx, hash, length) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO package_chunks (package_id, idx, hash, length, zstd_len) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
     for (i, c) in m.chunks.iter().enumerate() {
-        stmt.execute(params![id, i as i64, c.hash.to_hex(), c.length])?;
+        stmt.execute(params![id, i as i64, c.hash.to_hex(), c.length, c.zstd_len])?;
     }
     Ok(())
 }
@@ -170,15 +128,33 @@ const PACKAGE_SELECT: &str =
     "SELECT p.package_id, p.name, p.version, p.size, p.chunk_count, p.created_ms,
         (SELECT count(*) FROM tasks t WHERE t.package_id = p.package_id
              AND t.status NOT IN ('completed', 'completed_with_failures')),
-        p.version_key = (SELECT max(q.version_key) FROM packages q WHERE q.name = p.name)
+        p.version_key = (SELECT max(q.version_key) FROM packages q WHERE q.name = p.name),
+        coalesce(p.upload_id, p.package_id), coalesce(p.upload_size, p.size), p.upload_format,
+        coalesce(p.wire_size, p.size)
      FROM packages p";
+
+/// The name of an upload format in the database and the API.
+fn format_name(f: UploadFormat) -> String {
+    serde_json::to_value(f)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
 
 fn package_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Package> {
     let id: String = r.get(0)?;
+    let parse = |text: String| {
+        text.parse()
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+    };
+    let format: Option<String> = r.get(10)?;
     Ok(Package {
-        package_id: id
-            .parse()
-            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
+        package_id: parse(id)?,
+        upload_id: parse(r.get(8)?)?,
+        upload_size: r.get::<_, i64>(9)? as u64,
+        upload_format: format
+            .and_then(|f| serde_json::from_value(serde_json::Value::String(f)).ok()),
+        wire_size: r.get::<_, i64>(11)? as u64,
         name: r.get(1)?,
         version: r.get(2)?,
         size: r.get::<_, i64>(3)? as u64,

@@ -114,6 +114,18 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Most bytes of content (the uncompressed tar) an upload may expand to:
+    /// the unpacked cap plus room for tar headers and padding (at most 1 KiB
+    /// for each of the archive rules' 200,000 entries), within what a
+    /// manifest may describe.
+    pub fn max_content_bytes(&self) -> u64 {
+        self.max_unpacked_bytes
+            .saturating_add(256 << 20)
+            .min(tillswarm_protocol::manifest::MAX_PACKAGE_SIZE)
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {

@@ -7,14 +7,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use tillswarm_protocol::api::CHUNK_ENCODING;
 use tillswarm_protocol::api::{
     Challenge, ChallengeRequest, DeviceLogin, DeviceSession, HeartbeatRequest, HeartbeatResponse,
     ProgressReport,
 };
 use tillswarm_protocol::chunking::MAX_CHUNK;
+use tillswarm_protocol::manifest::ChunkRef;
+
+use crate::chunks::Wire;
 use tillswarm_protocol::manifest::{MAX_SIGNED_MANIFEST_BYTES, SecretKey};
 use tillswarm_protocol::trust::{self, Domain};
-use tillswarm_protocol::{ChunkHash, DeviceId, PackageId};
+use tillswarm_protocol::{DeviceId, PackageId};
 use tokio::sync::Mutex;
 
 use crate::error::{Error, Result};
@@ -225,6 +229,16 @@ impl CoordinatorClient {
         path: &str,
         body: Option<&[u8]>,
     ) -> Result<reqwest::Response> {
+        self.send_with(method, path, body, &[]).await
+    }
+
+    async fn send_with(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&[u8]>,
+        headers: &[(&'static str, &'static str)],
+    ) -> Result<reqwest::Response> {
         let mut retried = false;
         loop {
             let token = self.token().await?;
@@ -232,6 +246,9 @@ impl CoordinatorClient {
                 .http
                 .request(method.clone(), format!("{}{path}", self.base))
                 .bearer_auth(&token);
+            for (name, value) in headers {
+                r = r.header(*name, *value);
+            }
             if let Some(b) = body {
                 r = r
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -340,17 +357,36 @@ impl CoordinatorClient {
         Self::read_capped(resp, MAX_SIGNED_MANIFEST_BYTES, None).await
     }
 
-    /// Fetches a chunk's bytes over the WAN (not yet verified), at most `len` bytes.
-    pub async fn chunk(&self, hash: &ChunkHash, len: u32) -> Result<Vec<u8>> {
+    /// Fetches a chunk over the WAN (not yet verified) in the form the
+    /// coordinator keeps it (this till accepts zstd frames), at most the
+    /// manifest's length for that form.
+    pub async fn chunk(&self, chunk: &ChunkRef) -> Result<Wire> {
         let resp = self
-            .send(
+            .send_with(
                 reqwest::Method::GET,
-                &format!("/api/v1/node/chunks/{hash}"),
+                &format!("/api/v1/node/chunks/{}", chunk.hash),
                 None,
+                &[(CHUNK_ENCODING, "zstd")],
             )
             .await?;
-        let cap = (len as usize).min(MAX_CHUNK);
-        Self::read_capped(resp, cap, self.wan_cap.as_deref()).await
+        let compressed = match resp.headers().get(CHUNK_ENCODING).map(|v| v.as_bytes()) {
+            Some(b"zstd") => true,
+            None | Some(b"raw") => false,
+            Some(_) => {
+                return Err(Error::Coordinator("chunk in an unknown encoding".into()));
+            }
+        };
+        let cap = if compressed {
+            chunk.zstd_len
+        } else {
+            chunk.length
+        };
+        let cap = (cap as usize).min(MAX_CHUNK);
+        let data = Self::read_capped(resp, cap, self.wan_cap.as_deref()).await?;
+        Ok(Wire {
+            data: data.into(),
+            compressed,
+        })
     }
 }
 

@@ -236,7 +236,7 @@ fn unpack_into(archive: &Path, dir: &Path, cap: u64) -> Result<()> {
     fs::create_dir_all(&tmp)?;
     let unpacked = fs::File::open(archive)
         .map_err(Error::from)
-        .and_then(|mut f| stage::unpack(&mut f, &tmp, cap));
+        .and_then(|mut f| stage::unpack(&mut f, &tmp, cap, true, None));
     let moved = unpacked.and_then(|()| {
         for entry in fs::read_dir(&tmp)? {
             let entry = entry?;

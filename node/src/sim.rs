@@ -8,10 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use tillswarm_protocol::ChunkHash;
+use tillswarm_protocol::manifest::ChunkRef;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::chunks::Wire;
 use crate::client::{CoordinatorClient, RateLimiter};
 use crate::discovery::{Discovery, DiscoveryEvent, LocalAdvert, PeerInfo};
 use crate::error::Result;
@@ -54,14 +55,12 @@ struct ThroughLink {
 }
 
 impl ChunkSource for ThroughLink {
-    fn fetch<'a>(
-        &'a self,
-        hash: &'a ChunkHash,
-        len: u32,
-    ) -> BoxFuture<'a, Result<(Vec<u8>, Origin)>> {
+    fn fetch<'a>(&'a self, chunk: &'a ChunkRef) -> BoxFuture<'a, Result<(Wire, Origin)>> {
         Box::pin(async move {
-            self.link.acquire(len as usize).await;
-            Ok((self.client.chunk(hash, len).await?, Origin::Wan))
+            let wire = self.client.chunk(chunk).await?;
+            // The link carries the bytes as sent.
+            self.link.acquire(wire.data.len()).await;
+            Ok((wire, Origin::Wan))
         })
     }
 }

@@ -13,12 +13,17 @@ use std::path::{Path, PathBuf};
 
 use futures_util::future::BoxFuture;
 use tillswarm_protocol::api::Assignment;
+use tillswarm_protocol::chunk_codec::Decoder;
 use tillswarm_protocol::manifest::{ChunkRef, Manifest, PublicKey, SignedManifest};
 use tillswarm_protocol::{ChunkHash, PackageId};
 
-use crate::chunks::ChunkStore;
+use crate::chunks::{ChunkStore, Wire};
 use crate::client::CoordinatorClient;
 use crate::error::{Error, Result};
+
+mod reuse;
+
+pub use reuse::ReuseStats;
 
 /// Name of the marker file in a staged folder, holding the package id.
 pub const STAGED_MARKER: &str = ".tillswarm-package";
@@ -35,21 +40,14 @@ pub enum Origin {
 /// Somewhere chunks can be fetched from. The coordinator is one; the store
 /// swarm adds peers.
 pub trait ChunkSource: Send + Sync {
-    /// Fetches the bytes of a chunk of `len` bytes. The caller verifies them.
-    fn fetch<'a>(
-        &'a self,
-        hash: &'a ChunkHash,
-        len: u32,
-    ) -> BoxFuture<'a, Result<(Vec<u8>, Origin)>>;
+    /// Fetches a chunk of a manifest, raw or as its listed zstd frame. The
+    /// caller verifies it.
+    fn fetch<'a>(&'a self, chunk: &'a ChunkRef) -> BoxFuture<'a, Result<(Wire, Origin)>>;
 }
 
 impl ChunkSource for CoordinatorClient {
-    fn fetch<'a>(
-        &'a self,
-        hash: &'a ChunkHash,
-        len: u32,
-    ) -> BoxFuture<'a, Result<(Vec<u8>, Origin)>> {
-        Box::pin(async move { Ok((self.chunk(hash, len).await?, Origin::Wan)) })
+    fn fetch<'a>(&'a self, chunk: &'a ChunkRef) -> BoxFuture<'a, Result<(Wire, Origin)>> {
+        Box::pin(async move { Ok((self.chunk(chunk).await?, Origin::Wan)) })
     }
 }
 
@@ -104,9 +102,10 @@ pub async fn manifest_for(
 pub struct Progress {
     /// Bytes of the package held (verified).
     pub bytes_done: u64,
-    /// Bytes fetched from the coordinator.
+    /// Bytes fetched from the coordinator, as sent (compressed chunks count
+    /// their frames).
     pub wan_bytes: u64,
-    /// Bytes fetched from peers.
+    /// Bytes fetched from peers, as sent.
     pub lan_bytes: u64,
 }
 
@@ -124,7 +123,9 @@ pub fn is_staged(dir: &Path, id: &PackageId) -> bool {
 /// enough for blake3's SIMD paths, whatever size the unpacker asks for.
 const ASSEMBLY_PIECE: usize = 128 * 1024;
 
-/// Reads the chunks of a manifest in order as one stream, hashing as it goes.
+/// Reads the chunks of a manifest in order as one stream (the package's
+/// content), hashing as it goes. A raw chunk is streamed from its file; a
+/// compressed one is decoded whole (under its manifest length, hash checked).
 struct Assembled<'a> {
     store: &'a ChunkStore,
     /// Set while the download is still running: a chunk not held yet is
@@ -132,6 +133,12 @@ struct Assembled<'a> {
     follow: Option<&'a Following>,
     chunks: std::slice::Iter<'a, ChunkRef>,
     current: Option<File>,
+    decoder: Option<Decoder>,
+    /// A compressed chunk's frame, then its content in `decoded`.
+    frame: Vec<u8>,
+    decoded: Vec<u8>,
+    /// Whether `at..end` indexes `decoded` (else `piece`).
+    from_decoded: bool,
     hasher: blake3::Hasher,
     piece: Vec<u8>,
     at: usize,
@@ -145,6 +152,10 @@ impl<'a> Assembled<'a> {
             follow,
             chunks: manifest.chunks.iter(),
             current: None,
+            decoder: None,
+            frame: Vec::new(),
+            decoded: Vec::new(),
+            from_decoded: false,
             hasher: blake3::Hasher::new(),
             piece: vec![0; ASSEMBLY_PIECE],
             at: 0,
@@ -159,20 +170,44 @@ impl<'a> Assembled<'a> {
                 let n = f.read(&mut self.piece)?;
                 if n > 0 {
                     self.hasher.update(&self.piece[..n]);
-                    (self.at, self.end) = (0, n);
+                    (self.at, self.end, self.from_decoded) = (0, n, false);
                     return Ok(true);
                 }
                 self.current = None;
             }
-            match self.chunks.next() {
-                Some(c) => {
-                    if let Some(follow) = self.follow {
-                        follow.wait_for(self.store, &c.hash)?;
-                    }
-                    self.current = Some(self.store.open_chunk(&c.hash)?);
-                }
-                None => return Ok(false),
+            let Some(c) = self.chunks.next() else {
+                return Ok(false);
+            };
+            if let Some(follow) = self.follow {
+                follow.wait_for(self.store, &c.hash)?;
             }
+            let (mut file, compressed, len) = self.store.open_chunk(&c.hash)?;
+            if !compressed {
+                self.current = Some(file);
+                continue;
+            }
+            if len != u64::from(c.zstd_len) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "held chunk {} is {len} bytes, its manifest lists {}",
+                        c.hash, c.zstd_len
+                    ),
+                ));
+            }
+            self.frame.clear();
+            file.read_to_end(&mut self.frame)?;
+            let decoder = match &mut self.decoder {
+                Some(d) => d,
+                None => self.decoder.insert(Decoder::new()?),
+            };
+            let content = decoder
+                .decode(c, true, &self.frame, &mut self.decoded)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            let n = content.len();
+            self.hasher.update(&self.decoded);
+            (self.at, self.end, self.from_decoded) = (0, n, true);
+            return Ok(true);
         }
     }
 }
@@ -182,8 +217,13 @@ impl Read for Assembled<'_> {
         if self.at == self.end && !self.refill()? {
             return Ok(0);
         }
+        let src = if self.from_decoded {
+            &self.decoded
+        } else {
+            &self.piece
+        };
         let n = buf.len().min(self.end - self.at);
-        buf[..n].copy_from_slice(&self.piece[self.at..self.at + n]);
+        buf[..n].copy_from_slice(&src[self.at..self.at + n]);
         self.at += n;
         Ok(n)
     }
@@ -337,6 +377,9 @@ pub fn stage_following(
         fs::remove_dir_all(&partial)?;
     }
     fs::create_dir_all(&partial)?;
+    let mut reuse = reuse::Reuse::open(update_dir, &partial);
+    // A format 3 package's content is a tar; older ones may be gzip.
+    let sniff_gzip = manifest.upload.is_none();
     let mut assembled = Assembled::new(store, manifest, follow);
     // Beside a download, what is unpacked so far is flushed as it goes, so
     // the flush before the marker finds little left.
@@ -350,7 +393,7 @@ pub fn stage_following(
                 }
             });
         }
-        let unpacked = unpack(&mut assembled, &partial, cap);
+        let unpacked = unpack(&mut assembled, &partial, cap, sniff_gzip, reuse.as_mut());
         // Drain whatever the tar reader left unread so the hash covers every byte.
         let drained = io::copy(&mut assembled, &mut io::sink());
         done.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -386,18 +429,39 @@ pub fn stage_following(
     }
     fs::rename(&partial, &dest)?;
     File::open(update_dir)?.sync_all()?;
+    if let Some(r) = reuse {
+        tracing::info!(
+            version = %manifest.version,
+            files_linked = r.stats.files_linked,
+            bytes_linked = r.stats.bytes_linked,
+            files_patched = r.stats.files_patched,
+            "staged, reusing unchanged files of earlier versions"
+        );
+    }
     Ok(dest)
 }
 
-/// Unpacks a tar or tar.gz stream into `dir`, each entry checked by the
-/// archive rules before it is written (nothing outside `dir`, no devices,
-/// FIFOs or sparse files, links only inside) and the total held to `cap`
-/// bytes. Modes keep only the permission bits, without group or other write:
-/// no setuid, setgid or sticky file comes out of a package.
-pub(crate) fn unpack(reader: &mut dyn Read, dir: &Path, cap: u64) -> Result<()> {
+/// Unpacks a tar stream (or, with `sniff_gzip`, a tar.gz one) into `dir`,
+/// each entry checked by the archive rules before it is written (nothing
+/// outside `dir`, no devices, FIFOs or sparse files, links only inside) and
+/// the total held to `cap` bytes. Modes keep only the permission bits,
+/// without group or other write: no setuid, setgid or sticky file comes out
+/// of a package. With `reuse`, unchanged regular files are linked from an
+/// earlier staged tree.
+pub(crate) fn unpack(
+    reader: &mut dyn Read,
+    dir: &Path,
+    cap: u64,
+    sniff_gzip: bool,
+    mut reuse: Option<&mut reuse::Reuse>,
+) -> Result<()> {
     use tillswarm_protocol::archive::{self, EntryKind};
     let mut head = [0u8; 2];
-    let n = read_full(reader, &mut head)?;
+    let n = if sniff_gzip {
+        read_full(reader, &mut head)?
+    } else {
+        0
+    };
     let chained = (&head[..n]).chain(reader);
     let boxed: Box<dyn Read + '_> = if n == 2 && head == [0x1f, 0x8b] {
         Box::new(flate2::read::GzDecoder::new(chained))
@@ -419,6 +483,19 @@ pub(crate) fn unpack(reader: &mut dyn Read, dir: &Path, cap: u64) -> Result<()> 
         tally
             .add(&path, kind, link.as_deref(), size)
             .map_err(|e| Error::Verify(format!("the package is refused: {e}")))?;
+        if kind == EntryKind::File
+            && let Some(reuse) = reuse.as_deref_mut()
+        {
+            // The mode and time tar would give the file (see below).
+            let mode = entry.header().mode().map_err(bad)? & 0o755;
+            let mtime = entry.header().mtime().map_err(bad)?.max(1) as i64;
+            if reuse
+                .place(&path, mode, mtime, size, &mut entry)
+                .map_err(bad)?
+            {
+                continue;
+            }
+        }
         if kind != EntryKind::Metadata {
             entry.unpack_in(dir).map_err(bad)?;
         }
@@ -441,6 +518,9 @@ fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 #[cfg(test)]
+mod reuse_tests;
+
+#[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
 
@@ -456,10 +536,12 @@ mod tests {
     fn packaged(bytes: &[u8], unpacked: Option<u64>) -> (tempfile::TempDir, ChunkStore, Manifest) {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = ChunkStore::open(&dir.path().join("chunks")).expect("store");
-        let chunked = tillswarm_protocol::chunking::chunk_reader_with(bytes, |info, data| {
-            store.put(&info.hash, data).map_err(std::io::Error::other)
-        })
-        .expect("chunks");
+        let chunker = tillswarm_protocol::Chunker::V1;
+        let chunked =
+            tillswarm_protocol::chunking::chunk_reader_with(chunker, bytes, |info, data| {
+                store.put(&info.hash, data).map_err(std::io::Error::other)
+            })
+            .expect("chunks");
         let version: Version = "2.0.0".parse().expect("version");
         let mut manifest = Manifest::new("demo", version, &chunked, 0, 0).expect("manifest");
         manifest.unpacked_size = unpacked;
@@ -504,7 +586,7 @@ mod tests {
                 std::thread::sleep(std::time::Duration::from_millis(30));
                 assert!(!staging.is_finished(), "staged before every chunk landed");
                 let data = full.get(&c.hash).expect("get").expect("held");
-                empty.put(&c.hash, &data).expect("put");
+                empty.put(&c.hash, &data.data).expect("put");
             }
             let staged = staging.join().expect("join").expect("staged");
             assert_eq!(fs::read(staged.join("data")).expect("data"), big);
@@ -521,7 +603,7 @@ mod tests {
             for c in &m.chunks {
                 std::thread::sleep(std::time::Duration::from_millis(30));
                 let data = full.get(&c.hash).expect("get").expect("held");
-                empty.put(&c.hash, &data).expect("put");
+                empty.put(&c.hash, &data.data).expect("put");
             }
             for staging in [first, second] {
                 let staged = staging.join().expect("join").expect("staged");

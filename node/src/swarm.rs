@@ -36,7 +36,7 @@ use tillswarm_protocol::{ChainId, ChunkHash, DeviceId, PackageId, StoreId};
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
 
 use self::codec::Reply;
-use crate::chunks::ChunkStore;
+use crate::chunks::{ChunkStore, Wire};
 use crate::error::{Error, Result};
 
 /// Bytes of chunk data one node may have in flight in its downloads (asked
@@ -80,8 +80,8 @@ pub struct SwarmConfig {
 /// A peer's answer to a chunk request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerAnswer {
-    /// The chunk's bytes (not verified yet).
-    Chunk(bytes::Bytes),
+    /// The chunk (not verified yet), raw or as its manifest's zstd frame.
+    Chunk(Wire),
     /// It does not hold the chunk (any more).
     NotHave,
     /// It serves as many peers as it may: ask again shortly.
@@ -759,7 +759,9 @@ impl EventLoop {
             } => {
                 if let Some(reply) = self.pending_fetch.remove(&request_id) {
                     let answer = match response {
-                        Reply::Chunk { data, .. } => Ok(PeerAnswer::Chunk(data)),
+                        Reply::Chunk {
+                            data, compressed, ..
+                        } => Ok(PeerAnswer::Chunk(Wire { data, compressed })),
                         Reply::Message(PeerMessage::NotHave { .. }) => Ok(PeerAnswer::NotHave),
                         Reply::Message(PeerMessage::Busy { .. }) => Ok(PeerAnswer::Busy),
                         other => Err(Error::Verify(format!(
@@ -891,19 +893,16 @@ impl EventLoop {
                 tokio::spawn(async move {
                     // Opened on the blocking pool; the codec streams it and
                     // releases the upload's slot when it is sent.
-                    let opened = tokio::task::spawn_blocking(move || {
-                        let file = store.open_chunk(&hash).ok()?;
-                        let len = file.metadata().ok()?.len() as usize;
-                        Some((file, len))
-                    })
-                    .await
-                    .ok()
-                    .flatten();
+                    let opened = tokio::task::spawn_blocking(move || store.open_chunk(&hash).ok())
+                        .await
+                        .ok()
+                        .flatten();
                     let response = match opened {
-                        Some((file, len)) => Reply::Upload {
+                        Some((file, compressed, len)) => Reply::Upload {
                             hash,
                             file,
-                            len,
+                            compressed,
+                            len: len as usize,
                             slot: permit,
                         },
                         None => Reply::Message(PeerMessage::NotHave { hash }),

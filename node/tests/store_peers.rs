@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use libp2p::{Multiaddr, PeerId};
-use tillswarm_node::chunks::ChunkStore;
+use tillswarm_node::chunks::{ChunkStore, Wire};
 use tillswarm_node::swarm::{self, PeerAnswer, StoreNet, SwarmConfig};
 use tillswarm_protocol::trust::StoreMember;
 use tillswarm_protocol::{ChainId, ChunkHash, DeviceId, PackageId, StoreId};
@@ -198,7 +198,10 @@ async fn a_peer_off_the_signed_member_list_gets_nothing_until_listed() {
     sees(&a.net, b.net.peer_id).await;
     assert_eq!(
         b.net.fetch(a.net.peer_id, hash).await.expect("fetch"),
-        PeerAnswer::Chunk(chunk.into())
+        PeerAnswer::Chunk(Wire {
+            data: chunk.into(),
+            compressed: false
+        })
     );
     // What a says it holds is kept by b only for packages b tracks.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -227,14 +230,16 @@ struct CountingWan(std::sync::atomic::AtomicUsize, Vec<u8>);
 impl tillswarm_node::stage::ChunkSource for CountingWan {
     fn fetch<'a>(
         &'a self,
-        _: &'a ChunkHash,
-        _: u32,
+        _: &'a tillswarm_protocol::manifest::ChunkRef,
     ) -> futures_util::future::BoxFuture<
         'a,
-        tillswarm_node::Result<(Vec<u8>, tillswarm_node::stage::Origin)>,
+        tillswarm_node::Result<(Wire, tillswarm_node::stage::Origin)>,
     > {
         self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let data = self.1.clone();
+        let data = Wire {
+            data: self.1.clone().into(),
+            compressed: false,
+        };
         Box::pin(async move { Ok((data, tillswarm_node::stage::Origin::Wan)) })
     }
 }
@@ -250,6 +255,7 @@ async fn a_download_starting_beside_a_holder_waits_for_its_holdings_not_the_wan(
         .map(|c| ChunkRef {
             hash: ChunkHash::of(c),
             length: c.len() as u32,
+            zstd_len: 0,
         })
         .collect();
     for c in &chunks {
@@ -264,6 +270,8 @@ async fn a_download_starting_beside_a_holder_waits_for_its_holdings_not_the_wan(
         created_unix: 0,
         chunks: refs,
         unpacked_size: None,
+        upload: None,
+        chunker: tillswarm_protocol::Chunker::V1,
     };
     a.net
         .track(

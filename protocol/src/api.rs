@@ -20,6 +20,11 @@ pub const MAX_LOG_TAIL_LEN: usize = 8 * 1024;
 pub const MAX_SHORT_FIELD_LEN: usize = 128;
 /// Most store peers listed in one [`Assignment`].
 pub const MAX_STORE_PEERS: usize = 512;
+/// The header of a chunk request and answer on `/api/v1/node/chunks/{hash}`:
+/// a till sends `zstd` when it accepts a chunk as the zstd frame its manifest
+/// lists; the coordinator answers `zstd` or `raw` for the form it sent (a
+/// till that did not ask always gets the raw bytes).
+pub const CHUNK_ENCODING: &str = "x-tillswarm-chunk-encoding";
 
 /// What a task makes a till do (the seed's three task types).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

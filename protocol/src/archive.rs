@@ -16,6 +16,108 @@ pub const MAX_ENTRIES: u64 = 200_000;
 /// Longest path shown in an error (the rest is cut).
 const SHOWN_PATH: usize = 120;
 
+/// How an uploaded package is compressed, told from its first bytes (never from
+/// a file name). The coordinator decompresses all of them while ingesting and
+/// chunks the tar inside; tills only ever see that tar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UploadFormat {
+    /// A plain tar.
+    Tar,
+    /// gzip (one or more members).
+    TarGz,
+    /// zstd.
+    TarZst,
+    /// xz.
+    TarXz,
+}
+
+impl UploadFormat {
+    /// Bytes [`UploadFormat::detect`] wants to see (one tar header block).
+    pub const SNIFF_LEN: usize = 512;
+
+    /// The format of an upload starting with `head` (up to [`Self::SNIFF_LEN`]
+    /// bytes): the compressors' magic numbers, else a tar header block whose
+    /// checksum verifies.
+    pub fn detect(head: &[u8]) -> Result<Self, ArchiveError> {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Ok(Self::TarGz)
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Ok(Self::TarZst)
+        } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
+            Ok(Self::TarXz)
+        } else if is_tar_header(head) {
+            Ok(Self::Tar)
+        } else {
+            Err(ArchiveError(
+                "not a tar, tar.gz, tar.zst or tar.xz (told by content, not by name)".into(),
+            ))
+        }
+    }
+
+    /// The code a format 3 manifest carries.
+    pub const fn code(self) -> u8 {
+        match self {
+            Self::Tar => 0,
+            Self::TarGz => 1,
+            Self::TarZst => 2,
+            Self::TarXz => 3,
+        }
+    }
+
+    /// The format a manifest's code names, if this build knows it.
+    pub const fn from_code(code: u8) -> Option<Self> {
+        match code {
+            0 => Some(Self::Tar),
+            1 => Some(Self::TarGz),
+            2 => Some(Self::TarZst),
+            3 => Some(Self::TarXz),
+            _ => None,
+        }
+    }
+
+    /// The usual file name suffix.
+    pub const fn suffix(self) -> &'static str {
+        match self {
+            Self::Tar => "tar",
+            Self::TarGz => "tar.gz",
+            Self::TarZst => "tar.zst",
+            Self::TarXz => "tar.xz",
+        }
+    }
+}
+
+/// Whether `block` is a tar header: 512 bytes whose checksum field matches the
+/// sum of its bytes (with the field itself counted as spaces), as every tar
+/// flavour (v7, ustar, GNU, pax) writes it.
+fn is_tar_header(block: &[u8]) -> bool {
+    let Some(block) = block.get(..512) else {
+        return false;
+    };
+    let field = &block[148..156];
+    let digits: String = field
+        .iter()
+        .map(|&b| b as char)
+        .take_while(|c| *c != '\0')
+        .collect();
+    let Ok(stated) = u32::from_str_radix(digits.trim(), 8) else {
+        return false;
+    };
+    let sum: u32 = block
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(b)
+            }
+        })
+        .sum();
+    // An all-zero block sums to 256 with the field as spaces: not a header.
+    sum == stated && block[..100].iter().any(|&b| b != 0)
+}
+
 /// An entry's type, as far as the rules care.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntryKind {
@@ -242,6 +344,57 @@ pub fn scan<R: std::io::Read>(reader: R, max_unpacked: u64) -> Result<u64, Archi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upload_formats_are_told_by_content() {
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(3);
+        header.set_mode(0o755);
+        header.set_cksum();
+        tar.append_data(&mut header, "up.sh", &b"x\n\n"[..])
+            .expect("append");
+        let tar = tar.into_inner().expect("tar");
+        assert_eq!(UploadFormat::detect(&tar), Ok(UploadFormat::Tar));
+        assert_eq!(
+            UploadFormat::detect(&[0x1f, 0x8b, 8, 0]),
+            Ok(UploadFormat::TarGz)
+        );
+        assert_eq!(
+            UploadFormat::detect(&[0x28, 0xb5, 0x2f, 0xfd, 0]),
+            Ok(UploadFormat::TarZst)
+        );
+        assert_eq!(
+            UploadFormat::detect(b"\xfd7zXZ\0\0"),
+            Ok(UploadFormat::TarXz)
+        );
+        // A tar header with one byte changed fails its checksum.
+        let mut bent = tar.clone();
+        bent[0] ^= 1;
+        for bad in [
+            &bent[..],
+            b"PK\x03\x04zip",
+            b"BZh91AY",
+            &[0u8; 512],
+            b"#!/bin/sh\n",
+            &[],
+        ] {
+            assert!(
+                UploadFormat::detect(bad).is_err(),
+                "{:?}",
+                &bad[..bad.len().min(8)]
+            );
+        }
+        for f in [
+            UploadFormat::Tar,
+            UploadFormat::TarGz,
+            UploadFormat::TarZst,
+            UploadFormat::TarXz,
+        ] {
+            assert_eq!(UploadFormat::from_code(f.code()), Some(f));
+        }
+        assert_eq!(UploadFormat::from_code(4), None);
+    }
 
     fn p(s: &str) -> &Path {
         Path::new(s)

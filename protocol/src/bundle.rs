@@ -8,7 +8,8 @@
 //! 2. [`TRUST_FILE`]: the coordinator's key chain ([`BundleTrust`]): root
 //!    rotations and the online key's certificate;
 //! 3. [`MANIFEST_FILE`]: the package's signed manifest;
-//! 4. [`PACKAGE_FILE`]: the package archive itself, byte for byte.
+//! 4. [`PACKAGE_FILE`]: the package's content, byte for byte: the uncompressed
+//!    tar its chunks make up (for a format 1 or 2 manifest, the uploaded file).
 //!
 //! [`read`] checks it the way a till checks the coordinator's answers: the
 //! key chain from the till's pinned root, the manifest with the certified
@@ -20,7 +21,7 @@ use std::io::{self, Read};
 
 use serde::{Deserialize, Serialize};
 
-use crate::chunking::chunk_reader_with;
+use crate::id::{ChunkHash, PackageId};
 use crate::manifest::{ChunkRef, MAX_SIGNED_MANIFEST_BYTES, Manifest, SignedManifest};
 use crate::trust::{Signed, TrustState};
 use crate::version::Version;
@@ -144,25 +145,27 @@ pub fn read<R: Read>(
             manifest.size
         )));
     }
-    let mut index = 0;
-    let chunked = chunk_reader_with(package, |chunk, bytes| {
-        let expected = manifest.chunks.get(index);
-        if expected.is_none_or(|c| c.hash != chunk.hash || c.length != chunk.length) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("chunk {index} differs from the manifest's"),
-            ));
+    // Slice the package by the manifest's own lengths (whichever chunker cut
+    // it), so nothing here depends on the chunker this build would use.
+    let mut package = package;
+    let mut whole = blake3::Hasher::new();
+    let mut buf = Vec::new();
+    for (index, chunk) in manifest.chunks.iter().enumerate() {
+        buf.clear();
+        (&mut package)
+            .take(u64::from(chunk.length))
+            .read_to_end(&mut buf)?;
+        if buf.len() != chunk.length as usize || ChunkHash::of(&buf) != chunk.hash {
+            return Err(BundleError::Mismatch(format!(
+                "chunk {index} differs from the manifest's"
+            )));
         }
-        index += 1;
-        keep(&manifest.chunks[index - 1], bytes)
-    })
-    .map_err(|e| match e.kind() {
-        io::ErrorKind::InvalidData => BundleError::Mismatch(e.to_string()),
-        _ => BundleError::Io(e),
-    })?;
-    if index != manifest.chunks.len() || chunked.package_id != manifest.package_id {
+        whole.update(&buf);
+        keep(chunk, &buf)?;
+    }
+    if PackageId::from(whole.finalize()) != manifest.package_id {
         return Err(BundleError::Mismatch(
-            "the package is shorter than, or hashes differently from, the manifest".into(),
+            "the package hashes differently from the manifest".into(),
         ));
     }
     Ok(manifest)

@@ -1,10 +1,10 @@
 //! Content-defined chunking of a package, with blake3 hashes, in one streaming pass.
 //!
-//! Boundaries come from FastCDC (the 2020 variant, normalisation level 1) with a
-//! 256 KiB minimum, 1 MiB average and 4 MiB maximum. Because boundaries depend on
-//! content rather than offsets, an edit moves at most the boundaries around it, and
-//! consecutive package versions share most chunks: a till that holds version N
-//! fetches only the chunks of N+1 it lacks.
+//! Boundaries come from FastCDC (the 2020 variant, normalisation level 1) at the
+//! sizes of a [`Chunker`]. Because boundaries depend on content rather than
+//! offsets, an edit moves at most the boundaries around it, and consecutive
+//! package versions share most chunks: a till that holds version N fetches only
+//! the chunks of N+1 it lacks.
 //!
 //! The reader is consumed through a fixed buffer (a few maximum-sized chunks): the
 //! file is never held in memory, whatever its size.
@@ -17,24 +17,82 @@ use serde::{Deserialize, Serialize};
 
 use crate::id::{ChunkHash, PackageId};
 
-/// Smallest chunk FastCDC cuts (the last chunk of a file may be shorter).
-pub const MIN_CHUNK: usize = 256 * 1024;
-/// Target average chunk size.
-pub const AVG_CHUNK: usize = 1024 * 1024;
-/// Largest chunk; also the cap on a chunk in manifests and peer messages.
+/// Largest chunk of any chunker; also the cap on a chunk in manifests and peer
+/// messages.
 pub const MAX_CHUNK: usize = 4 * 1024 * 1024;
 
-/// Bytes read ahead of the cut point. Several maximum chunks, so the tail that
-/// must be moved to the front when the buffer is refilled stays small relative
-/// to the bytes processed per refill.
-const BUFFER: usize = 4 * MAX_CHUNK;
+/// A chunker setting: FastCDC's minimum, average and maximum chunk size. A
+/// manifest names the one that cut it, so a till never has to cut again and
+/// old manifests stay readable when the setting changes. Each is pinned by a
+/// committed boundary vector (`fixtures/vectors/chunking-v*.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Chunker {
+    /// 256 KiB / 1 MiB / 4 MiB: manifest formats 1 and 2.
+    V1,
+    /// 32 KiB / 128 KiB / 512 KiB: manifest format 3. Chosen with
+    /// `tillswarm-bench chunk-sizes`: a store holding N fetches 0.127x of a
+    /// 64 MiB package for ten scattered changes making 10% of it (V1: 0.380x),
+    /// with an eighth of the chunks of 16 / 64 / 256 KiB for 0.010x more.
+    V2,
+}
+
+impl Chunker {
+    /// The setting new packages are cut with.
+    pub const CURRENT: Chunker = Chunker::V2;
+
+    /// Smallest chunk it cuts (the last chunk of a file may be shorter).
+    pub const fn min(self) -> usize {
+        match self {
+            Chunker::V1 => 256 * 1024,
+            Chunker::V2 => 32 * 1024,
+        }
+    }
+
+    /// Target average chunk size.
+    pub const fn avg(self) -> usize {
+        match self {
+            Chunker::V1 => 1024 * 1024,
+            Chunker::V2 => 128 * 1024,
+        }
+    }
+
+    /// Largest chunk it cuts.
+    pub const fn max(self) -> usize {
+        match self {
+            Chunker::V1 => 4 * 1024 * 1024,
+            Chunker::V2 => 512 * 1024,
+        }
+    }
+
+    /// The code a format 3 manifest carries.
+    pub const fn code(self) -> u8 {
+        match self {
+            Chunker::V1 => 1,
+            Chunker::V2 => 2,
+        }
+    }
+
+    /// The chunker a manifest's code names, if this build knows it.
+    pub const fn from_code(code: u8) -> Option<Self> {
+        match code {
+            1 => Some(Chunker::V1),
+            2 => Some(Chunker::V2),
+            _ => None,
+        }
+    }
+}
+
+/// Maximum chunks read ahead of the cut point: enough that the tail moved to
+/// the front when the buffer is refilled stays small relative to the bytes
+/// processed per refill.
+const BUFFER_CHUNKS: usize = 4;
 
 /// One chunk of a file: where it sits and what it hashes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkInfo {
     /// Byte offset of the chunk in the file.
     pub offset: u64,
-    /// Chunk length in bytes (1 ..= [`MAX_CHUNK`]).
+    /// Chunk length in bytes (1 ..= the chunker's maximum).
     pub length: u32,
     /// blake3 of the chunk's bytes.
     pub hash: ChunkHash,
@@ -51,31 +109,33 @@ pub struct ChunkedFile {
     pub chunks: Vec<ChunkInfo>,
 }
 
-/// FastCDC's masks for our average size, computed once per call.
+/// FastCDC's masks for a chunker's average size, computed once per call.
 struct Cutter {
+    chunker: Chunker,
     mask_s: u64,
     mask_l: u64,
 }
 
 impl Cutter {
-    fn new() -> Self {
+    fn new(chunker: Chunker) -> Self {
         // Normalisation level 1: the strict mask has one bit more than the average
         // size calls for, the loose mask one bit less.
-        let bits = v2020::logarithm2(AVG_CHUNK as u32);
+        let bits = v2020::logarithm2(chunker.avg() as u32);
         Self {
+            chunker,
             mask_s: v2020::MASKS[(bits + 1) as usize],
             mask_l: v2020::MASKS[(bits - 1) as usize],
         }
     }
 
     /// Length of the next chunk at the start of `data`. `data` must hold at least
-    /// [`MAX_CHUNK`] bytes unless it is the end of the file.
+    /// the chunker's maximum unless it is the end of the file.
     fn next_len(&self, data: &[u8]) -> usize {
         let (_, len) = v2020::cut(
             data,
-            MIN_CHUNK,
-            AVG_CHUNK,
-            MAX_CHUNK,
+            self.chunker.min(),
+            self.chunker.avg(),
+            self.chunker.max(),
             self.mask_s,
             self.mask_l,
             self.mask_s << 1,
@@ -86,8 +146,8 @@ impl Cutter {
 }
 
 /// Chunks and hashes everything `reader` yields.
-pub fn chunk_reader<R: Read>(reader: R) -> io::Result<ChunkedFile> {
-    chunk_reader_with(reader, |_, _| Ok(()))
+pub fn chunk_reader<R: Read>(chunker: Chunker, reader: R) -> io::Result<ChunkedFile> {
+    chunk_reader_with(chunker, reader, |_, _| Ok(()))
 }
 
 /// Chunks and hashes everything `reader` yields, handing each chunk's bytes to
@@ -97,7 +157,11 @@ pub fn chunk_reader<R: Read>(reader: R) -> io::Result<ChunkedFile> {
 /// Two threads share the work: the caller's thread reads and finds boundaries,
 /// a scoped worker computes the chunk hashes and the whole-file hash. At most
 /// [`IN_FLIGHT`] chunks are between the two, so memory stays bounded.
-pub fn chunk_reader_with<R, F>(mut reader: R, mut on_chunk: F) -> io::Result<ChunkedFile>
+pub fn chunk_reader_with<R, F>(
+    chunker: Chunker,
+    mut reader: R,
+    mut on_chunk: F,
+) -> io::Result<ChunkedFile>
 where
     R: Read,
     F: FnMut(&ChunkInfo, &[u8]) -> io::Result<()>,
@@ -137,7 +201,7 @@ where
             };
 
         let mut spare: Vec<Vec<u8>> = Vec::new();
-        let outcome = cut_all(&mut reader, |piece| {
+        let outcome = cut_all(chunker, &mut reader, |piece| {
             let mut data = spare.pop().unwrap_or_default();
             data.clear();
             data.extend_from_slice(piece);
@@ -178,22 +242,24 @@ const IN_FLIGHT: usize = 4;
 
 /// Reads `reader` to the end and calls `on_piece` with each chunk's bytes in order.
 fn cut_all<R: Read>(
+    chunker: Chunker,
     reader: &mut R,
     mut on_piece: impl FnMut(&[u8]) -> io::Result<()>,
 ) -> io::Result<()> {
-    let cutter = Cutter::new();
-    let mut buf = vec![0u8; BUFFER];
+    let cutter = Cutter::new(chunker);
+    let buffer = BUFFER_CHUNKS * chunker.max();
+    let mut buf = vec![0u8; buffer];
     let mut start = 0; // first byte not yet cut
     let mut end = 0; // one past the last byte read
     let mut eof = false;
     loop {
         // Keep at least one maximum chunk ahead of the cut point, so a cut is never
         // forced by the buffer edge rather than by content.
-        if !eof && end - start < MAX_CHUNK {
+        if !eof && end - start < chunker.max() {
             buf.copy_within(start..end, 0);
             end -= start;
             start = 0;
-            while end < BUFFER {
+            while end < buffer {
                 match reader.read(&mut buf[end..]) {
                     Ok(0) => {
                         eof = true;
@@ -249,7 +315,7 @@ mod tests {
 
     #[test]
     fn empty_input_has_no_chunks_and_the_empty_hash() {
-        let f = chunk_reader(&[][..]).expect("chunk");
+        let f = chunk_reader(Chunker::V1, &[][..]).expect("chunk");
         assert_eq!(f.size, 0);
         assert!(f.chunks.is_empty());
         assert_eq!(f.package_id, PackageId::of(b""));
@@ -257,16 +323,22 @@ mod tests {
 
     #[test]
     fn sizes_stay_in_bounds_and_tile_the_file() {
+        for chunker in [Chunker::V1, Chunker::V2] {
+            sizes_in_bounds(chunker);
+        }
+    }
+
+    fn sizes_in_bounds(chunker: Chunker) {
         let data = noise(20 * 1024 * 1024 + 12345, 7);
-        let f = chunk_reader(&data[..]).expect("chunk");
+        let f = chunk_reader(chunker, &data[..]).expect("chunk");
         assert_eq!(f.size, data.len() as u64);
         assert_eq!(f.package_id, PackageId::of(&data));
         let mut at = 0u64;
         for (i, c) in f.chunks.iter().enumerate() {
             assert_eq!(c.offset, at);
             let last = i + 1 == f.chunks.len();
-            assert!(c.length as usize <= MAX_CHUNK);
-            assert!(last || c.length as usize >= MIN_CHUNK);
+            assert!(c.length as usize <= chunker.max());
+            assert!(last || c.length as usize >= chunker.min());
             let bytes = &data[c.offset as usize..][..c.length as usize];
             assert_eq!(c.hash, ChunkHash::of(bytes));
             at += u64::from(c.length);
@@ -274,37 +346,57 @@ mod tests {
         assert_eq!(at, data.len() as u64);
         let avg = data.len() / f.chunks.len();
         assert!(
-            (AVG_CHUNK / 2..AVG_CHUNK * 2).contains(&avg),
-            "average {avg}"
+            (chunker.avg() / 2..chunker.avg() * 2).contains(&avg),
+            "{chunker:?}: average {avg}"
         );
     }
 
     #[test]
     fn boundaries_do_not_depend_on_read_sizes() {
         let data = noise(9 * 1024 * 1024, 3);
-        let whole = chunk_reader(&data[..]).expect("chunk");
-        let dribbled = chunk_reader(Dribble {
-            data: &data,
-            step: 65_537,
-        })
-        .expect("chunk");
-        assert_eq!(whole, dribbled);
+        for chunker in [Chunker::V1, Chunker::V2] {
+            let whole = chunk_reader(chunker, &data[..]).expect("chunk");
+            let dribbled = chunk_reader(
+                chunker,
+                Dribble {
+                    data: &data,
+                    step: 65_537,
+                },
+            )
+            .expect("chunk");
+            assert_eq!(whole, dribbled);
+        }
     }
 
     #[test]
     fn zeros_cut_at_the_maximum() {
-        let data = vec![0u8; 3 * MAX_CHUNK + 10];
-        let f = chunk_reader(&data[..]).expect("chunk");
-        let lens: Vec<u32> = f.chunks.iter().map(|c| c.length).collect();
-        let max = MAX_CHUNK as u32;
-        assert_eq!(lens, vec![max, max, max, 10]);
+        for chunker in [Chunker::V1, Chunker::V2] {
+            let data = vec![0u8; 3 * chunker.max() + 10];
+            let f = chunk_reader(chunker, &data[..]).expect("chunk");
+            let lens: Vec<u32> = f.chunks.iter().map(|c| c.length).collect();
+            let max = chunker.max() as u32;
+            assert_eq!(lens, vec![max, max, max, 10]);
+        }
+    }
+
+    #[test]
+    fn codes_round_trip_and_every_chunker_fits_the_wire_cap() {
+        for chunker in [Chunker::V1, Chunker::V2] {
+            assert_eq!(Chunker::from_code(chunker.code()), Some(chunker));
+            assert!(chunker.min() < chunker.avg() && chunker.avg() < chunker.max());
+            assert!(chunker.max() <= MAX_CHUNK);
+        }
+        assert_eq!(Chunker::from_code(0), None);
+        assert_eq!(Chunker::from_code(3), None);
     }
 
     #[test]
     fn callback_errors_stop_the_pass() {
         let data = noise(3 * 1024 * 1024, 5);
-        let err = chunk_reader_with(&data[..], |_, _| Err(io::Error::other("disk full")))
-            .expect_err("must fail");
+        let err = chunk_reader_with(Chunker::V2, &data[..], |_, _| {
+            Err(io::Error::other("disk full"))
+        })
+        .expect_err("must fail");
         assert_eq!(err.to_string(), "disk full");
     }
 }

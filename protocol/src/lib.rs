@@ -5,6 +5,7 @@
 //!
 //! - [`id`]: typed identifiers (chunk hash, package id, device GUID, store, chain, task);
 //! - [`chunking`]: content-defined chunking (FastCDC) plus blake3 hashing in one pass;
+//! - [`chunk_codec`]: chunks kept and sent raw or zstd-compressed, decoded under a length cap;
 //! - [`manifest`]: the signed package manifest and its canonical encoding;
 //! - [`archive`]: what a package archive may hold (checked at upload and unpack);
 //! - [`bundle`]: the manual-path bundle (key chain, signed manifest, package) and its check;
@@ -21,6 +22,7 @@
 pub mod api;
 pub mod archive;
 pub mod bundle;
+pub mod chunk_codec;
 pub mod chunking;
 pub mod clock;
 pub mod id;
@@ -29,7 +31,7 @@ pub mod trust;
 pub mod version;
 pub mod wire;
 
-pub use chunking::{ChunkInfo, ChunkedFile, chunk_reader};
+pub use chunking::{ChunkInfo, ChunkedFile, Chunker, chunk_reader};
 pub use id::{ChainId, ChunkHash, DeviceId, IdError, PackageId, StoreId, TaskId};
 pub use manifest::{Manifest, ManifestError, SignedManifest};
 pub use version::{Version, VersionError};

@@ -7,9 +7,17 @@
 //!
 //! ```text
 //! signed manifest = postcard { body: bytes, signature: [u8; 64] }
-//! body            = "TSMF" | format version (u16 LE) | postcard(ManifestBodyV2)
+//! body            = "TSMF" | format version (u16 LE) | postcard(ManifestBodyV3)
 //! signature       = ed25519(coordinator key, "tillswarm/manifest/v1\0" | body)
 //! ```
+//!
+//! Format 3 describes the package's *content*: the uncompressed tar, whatever
+//! the operator uploaded (`.tar`, `.tar.gz`, `.tar.zst`, `.tar.xz`), cut by
+//! [`Chunker::V2`], with each chunk's stored length when it is kept
+//! zstd-compressed. It also names the upload (its blake3, size and format) for
+//! operators. Formats 1 and 2 (the uploaded file itself, cut by
+//! [`Chunker::V1`], no compressed chunks) stay readable and re-encode to the
+//! same bytes.
 //!
 //! Decoding checks every bound before it trusts a length: chunk count, chunk sizes,
 //! that the chunks add up to the size, name and version syntax, and that no byte
@@ -21,21 +29,23 @@ use std::str::FromStr;
 use ed25519_dalek::Signer;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::chunking::{ChunkedFile, MAX_CHUNK};
+use crate::archive::UploadFormat;
+use crate::chunking::{ChunkedFile, Chunker};
 use crate::id::{ChunkHash, PackageId};
 use crate::version::Version;
 
 /// The manifest format this build writes. It also reads format 1 (before the
-/// unpacked size was declared).
-pub const FORMAT_VERSION: u16 = 2;
-/// Most chunks in one manifest (64 GiB at the average chunk size).
-pub const MAX_CHUNKS: usize = 65_536;
+/// unpacked size was declared) and 2 (before content chunking).
+pub const FORMAT_VERSION: u16 = 3;
+/// Most chunks in one manifest (16 GiB at [`Chunker::V2`]'s average).
+pub const MAX_CHUNKS: usize = 131_072;
 /// Largest package a manifest may describe.
 pub const MAX_PACKAGE_SIZE: u64 = 16 * 1024 * 1024 * 1024;
 /// Longest package name.
 pub const MAX_NAME_LEN: usize = 64;
-/// Largest encoded signed manifest; larger input is refused before parsing.
-pub const MAX_SIGNED_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+/// Largest encoded signed manifest; larger input is refused before parsing
+/// ([`MAX_CHUNKS`] format 3 chunks take at most 5.5 MiB).
+pub const MAX_SIGNED_MANIFEST_BYTES: usize = 8 * 1024 * 1024;
 
 const MAGIC: &[u8; 4] = b"TSMF";
 const SIGNING_DOMAIN: &[u8] = b"tillswarm/manifest/v1\0";
@@ -65,10 +75,41 @@ pub enum ManifestError {
 /// One chunk as the manifest lists it; offsets follow from the order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkRef {
-    /// blake3 of the chunk.
+    /// blake3 of the chunk's (uncompressed) bytes.
     pub hash: ChunkHash,
-    /// Length in bytes (1 ..= [`MAX_CHUNK`]).
+    /// Length in bytes (1 ..= the chunker's maximum).
     pub length: u32,
+    /// Length of the zstd frame it is stored and sent as, always below
+    /// `length`; 0 when it travels raw (always, before format 3).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub zstd_len: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl ChunkRef {
+    /// Bytes it takes on the wire and in a chunk store.
+    pub fn wire_len(&self) -> u32 {
+        if self.zstd_len > 0 {
+            self.zstd_len
+        } else {
+            self.length
+        }
+    }
+}
+
+/// What the operator uploaded, for format 3 manifests (before it, the upload
+/// was the content).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Upload {
+    /// blake3 of the uploaded file (what `b3sum` prints of the `.tar.gz`).
+    pub id: PackageId,
+    /// Its size in bytes.
+    pub size: u64,
+    /// How it was compressed.
+    pub format: UploadFormat,
 }
 
 /// What a package is. Build one with [`Manifest::new`], sign it with
@@ -79,9 +120,10 @@ pub struct Manifest {
     pub name: String,
     /// Package version; tills only move forward unless told to roll back.
     pub version: Version,
-    /// Size of the package file in bytes.
+    /// Size of the content in bytes: the uncompressed tar (format 3), or the
+    /// uploaded file (formats 1 and 2).
     pub size: u64,
-    /// blake3 of the whole file: the package's identity.
+    /// blake3 of the content: the package's identity.
     pub package_id: PackageId,
     /// Seconds since the Unix epoch when the coordinator ingested the package.
     pub created_unix: u64,
@@ -91,6 +133,20 @@ pub struct Manifest {
     /// entry at upload: a till refuses to stage a package that would not fit
     /// its disk, and stops unpacking past it. `None` in format 1 manifests.
     pub unpacked_size: Option<u64>,
+    /// The uploaded file; `Some` exactly in format 3 manifests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<Upload>,
+    /// The chunker that cut the content.
+    #[serde(default = "chunker_v1", skip_serializing_if = "is_v1")]
+    pub chunker: Chunker,
+}
+
+fn chunker_v1() -> Chunker {
+    Chunker::V1
+}
+
+fn is_v1(c: &Chunker) -> bool {
+    *c == Chunker::V1
 }
 
 /// The canonical body of format 1. Field order is the encoding: never
@@ -117,8 +173,71 @@ struct ManifestBodyV2 {
     unpacked_size: u64,
 }
 
+/// Format 3: the content (an uncompressed tar) cut by a named chunker, the
+/// stored zstd length of each chunk (0: raw), and the upload it came from.
+#[derive(Serialize, Deserialize)]
+struct ManifestBodyV3 {
+    name: String,
+    version: String,
+    created_unix: u64,
+    size: u64,
+    package_id: [u8; 32],
+    upload_size: u64,
+    upload_id: [u8; 32],
+    upload_format: u8,
+    chunker: u8,
+    chunks: Vec<([u8; 32], u32, u32)>,
+    unpacked_size: u64,
+}
+
 impl Manifest {
-    /// A manifest for a chunked file, after checking the limits.
+    /// A format 3 manifest for content cut by `chunker`, with each chunk's
+    /// stored zstd length (0: raw) in `zstd_lens`, after checking the limits.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new_content(
+        name: &str,
+        version: Version,
+        content: &ChunkedFile,
+        chunker: Chunker,
+        zstd_lens: &[u32],
+        created_unix: u64,
+        unpacked_size: u64,
+        upload: Upload,
+    ) -> Result<Self, ManifestError> {
+        if zstd_lens.len() != content.chunks.len() {
+            return Err(ManifestError::Invalid(format!(
+                "{} stored lengths for {} chunks",
+                zstd_lens.len(),
+                content.chunks.len()
+            )));
+        }
+        let manifest = Self {
+            name: name.to_owned(),
+            version,
+            size: content.size,
+            package_id: content.package_id,
+            created_unix,
+            chunks: content
+                .chunks
+                .iter()
+                .zip(zstd_lens)
+                .map(|(c, &zstd_len)| ChunkRef {
+                    hash: c.hash,
+                    length: c.length,
+                    zstd_len,
+                })
+                .collect(),
+            unpacked_size: Some(unpacked_size),
+            upload: Some(upload),
+            chunker,
+        };
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    /// A format 2 manifest: the uploaded file itself cut by [`Chunker::V1`],
+    /// no compressed chunks. What coordinators wrote before format 3; kept
+    /// for tests of old manifests and for fixtures.
     pub fn new(
         name: &str,
         version: Version,
@@ -138,12 +257,29 @@ impl Manifest {
                 .map(|c| ChunkRef {
                     hash: c.hash,
                     length: c.length,
+                    zstd_len: 0,
                 })
                 .collect(),
             unpacked_size: Some(unpacked_size),
+            upload: None,
+            chunker: Chunker::V1,
         };
         manifest.validate()?;
         Ok(manifest)
+    }
+
+    /// The manifest format its canonical bytes take.
+    pub fn format(&self) -> u16 {
+        match (self.upload, self.unpacked_size) {
+            (Some(_), _) => 3,
+            (None, Some(_)) => 2,
+            (None, None) => 1,
+        }
+    }
+
+    /// Bytes of all chunks as stored and sent.
+    pub fn wire_size(&self) -> u64 {
+        self.chunks.iter().map(|c| u64::from(c.wire_len())).sum()
     }
 
     /// Checks limits and consistency; every decoded manifest passes through here.
@@ -161,12 +297,30 @@ impl Manifest {
                 self.chunks.len()
             )));
         }
+        if self.upload.is_some() && self.unpacked_size.is_none() {
+            return Err(ManifestError::Invalid(
+                "a format 3 manifest must declare its unpacked size".into(),
+            ));
+        }
+        if self.upload.is_none() && self.chunker != Chunker::V1 {
+            return Err(ManifestError::Invalid(
+                "formats 1 and 2 are cut by chunker 1 only".into(),
+            ));
+        }
+        let max = self.chunker.max();
         let mut total = 0u64;
         for (i, c) in self.chunks.iter().enumerate() {
-            if c.length == 0 || c.length as usize > MAX_CHUNK {
+            if c.length == 0 || c.length as usize > max {
                 return Err(ManifestError::Invalid(format!(
-                    "chunk {i} has length {}, outside 1..={MAX_CHUNK}",
+                    "chunk {i} has length {}, outside 1..={max}",
                     c.length
+                )));
+            }
+            if c.zstd_len > 0 && (self.upload.is_none() || c.zstd_len >= c.length) {
+                return Err(ManifestError::Invalid(format!(
+                    "chunk {i} is stored as {} compressed bytes for {} bytes: \
+                     compressed chunks exist only in format 3 and are smaller than their content",
+                    c.zstd_len, c.length
                 )));
             }
             total += u64::from(c.length);
@@ -189,36 +343,56 @@ impl Manifest {
         })
     }
 
-    /// The canonical bytes the signature covers: format 2, or format 1 for a
-    /// manifest without an unpacked size (one read from format 1).
+    /// The canonical bytes the signature covers, in [`Manifest::format`]: a
+    /// manifest read from format 1 or 2 encodes to the bytes it was read from.
     pub fn canonical_bytes(&self) -> Vec<u8> {
-        let chunks = self.chunks.iter().map(|c| (c.hash.0, c.length)).collect();
-        let (format, encoded) = match self.unpacked_size {
-            Some(unpacked_size) => {
+        let chunks = || self.chunks.iter().map(|c| (c.hash.0, c.length)).collect();
+        let (format, encoded) = match (self.upload, self.unpacked_size) {
+            (Some(upload), unpacked_size) => {
+                let body = ManifestBodyV3 {
+                    name: self.name.clone(),
+                    version: self.version.as_str().to_owned(),
+                    created_unix: self.created_unix,
+                    size: self.size,
+                    package_id: self.package_id.0,
+                    upload_size: upload.size,
+                    upload_id: upload.id.0,
+                    upload_format: upload.format.code(),
+                    chunker: self.chunker.code(),
+                    chunks: self
+                        .chunks
+                        .iter()
+                        .map(|c| (c.hash.0, c.length, c.zstd_len))
+                        .collect(),
+                    unpacked_size: unpacked_size.unwrap_or(0),
+                };
+                (3u16, postcard::to_stdvec(&body))
+            }
+            (None, Some(unpacked_size)) => {
                 let body = ManifestBodyV2 {
                     name: self.name.clone(),
                     version: self.version.as_str().to_owned(),
                     size: self.size,
                     package_id: self.package_id.0,
                     created_unix: self.created_unix,
-                    chunks,
+                    chunks: chunks(),
                     unpacked_size,
                 };
-                (FORMAT_VERSION, postcard::to_stdvec(&body))
+                (2, postcard::to_stdvec(&body))
             }
-            None => {
+            (None, None) => {
                 let body = ManifestBodyV1 {
                     name: self.name.clone(),
                     version: self.version.as_str().to_owned(),
                     size: self.size,
                     package_id: self.package_id.0,
                     created_unix: self.created_unix,
-                    chunks,
+                    chunks: chunks(),
                 };
                 (1, postcard::to_stdvec(&body))
             }
         };
-        let mut out = Vec::with_capacity(64 + self.chunks.len() * 37);
+        let mut out = Vec::with_capacity(128 + self.chunks.len() * 42);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&format.to_le_bytes());
         // Serialising plain owned data into a Vec cannot fail.
@@ -238,23 +412,72 @@ impl Manifest {
         }
         let format = u16::from_le_bytes([rest[0], rest[1]]);
         let malformed = |e: postcard::Error| ManifestError::Malformed(e.to_string());
-        let (body, unpacked_size, trailing): (ManifestBodyV1, Option<u64>, &[u8]) = match format {
+        let body = &rest[2..];
+        let (manifest, trailing): (Self, &[u8]) = match format {
             1 => {
-                let (b, t) = postcard::take_from_bytes(&rest[2..]).map_err(malformed)?;
-                (b, None, t)
+                let (b, t): (ManifestBodyV1, &[u8]) =
+                    postcard::take_from_bytes(body).map_err(malformed)?;
+                let chunks = b.chunks.into_iter().map(raw_chunk).collect();
+                let m = Self::old(
+                    b.name,
+                    &b.version,
+                    b.size,
+                    b.package_id,
+                    b.created_unix,
+                    chunks,
+                    None,
+                )?;
+                (m, t)
             }
             2 => {
                 let (b, t): (ManifestBodyV2, &[u8]) =
-                    postcard::take_from_bytes(&rest[2..]).map_err(malformed)?;
-                let v1 = ManifestBodyV1 {
+                    postcard::take_from_bytes(body).map_err(malformed)?;
+                let chunks = b.chunks.into_iter().map(raw_chunk).collect();
+                let unpacked = Some(b.unpacked_size);
+                let m = Self::old(
+                    b.name,
+                    &b.version,
+                    b.size,
+                    b.package_id,
+                    b.created_unix,
+                    chunks,
+                    unpacked,
+                )?;
+                (m, t)
+            }
+            3 => {
+                let (b, t): (ManifestBodyV3, &[u8]) =
+                    postcard::take_from_bytes(body).map_err(malformed)?;
+                let format = UploadFormat::from_code(b.upload_format).ok_or_else(|| {
+                    ManifestError::Invalid(format!("unknown upload format {}", b.upload_format))
+                })?;
+                let chunker = Chunker::from_code(b.chunker).ok_or_else(|| {
+                    ManifestError::Invalid(format!("unknown chunker {}", b.chunker))
+                })?;
+                let m = Self {
                     name: b.name,
-                    version: b.version,
+                    version: parse_version(&b.version)?,
                     size: b.size,
-                    package_id: b.package_id,
+                    package_id: PackageId(b.package_id),
                     created_unix: b.created_unix,
-                    chunks: b.chunks,
+                    chunks: b
+                        .chunks
+                        .into_iter()
+                        .map(|(hash, length, zstd_len)| ChunkRef {
+                            hash: ChunkHash(hash),
+                            length,
+                            zstd_len,
+                        })
+                        .collect(),
+                    unpacked_size: Some(b.unpacked_size),
+                    upload: Some(Upload {
+                        id: PackageId(b.upload_id),
+                        size: b.upload_size,
+                        format,
+                    }),
+                    chunker,
                 };
-                (v1, Some(b.unpacked_size), t)
+                (m, t)
             }
             other => return Err(ManifestError::UnknownFormat(other)),
         };
@@ -264,29 +487,45 @@ impl Manifest {
                 trailing.len()
             )));
         }
-        let version = body
-            .version
-            .parse()
-            .map_err(|e: crate::version::VersionError| ManifestError::Invalid(e.to_string()))?;
-        let manifest = Self {
-            name: body.name,
-            version,
-            size: body.size,
-            package_id: PackageId(body.package_id),
-            created_unix: body.created_unix,
-            chunks: body
-                .chunks
-                .into_iter()
-                .map(|(hash, length)| ChunkRef {
-                    hash: ChunkHash(hash),
-                    length,
-                })
-                .collect(),
-            unpacked_size,
-        };
         manifest.validate()?;
         Ok(manifest)
     }
+
+    /// A format 1 or 2 manifest from its decoded fields.
+    fn old(
+        name: String,
+        version: &str,
+        size: u64,
+        package_id: [u8; 32],
+        created_unix: u64,
+        chunks: Vec<ChunkRef>,
+        unpacked_size: Option<u64>,
+    ) -> Result<Self, ManifestError> {
+        Ok(Self {
+            name,
+            version: parse_version(version)?,
+            size,
+            package_id: PackageId(package_id),
+            created_unix,
+            chunks,
+            unpacked_size,
+            upload: None,
+            chunker: Chunker::V1,
+        })
+    }
+}
+
+fn raw_chunk((hash, length): ([u8; 32], u32)) -> ChunkRef {
+    ChunkRef {
+        hash: ChunkHash(hash),
+        length,
+        zstd_len: 0,
+    }
+}
+
+fn parse_version(text: &str) -> Result<Version, ManifestError> {
+    text.parse()
+        .map_err(|e: crate::version::VersionError| ManifestError::Invalid(e.to_string()))
 }
 
 /// Checks a package name: 1 to 64 of letters, digits, `-`, `_`, `.`.

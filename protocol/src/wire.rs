@@ -169,6 +169,17 @@ pub enum PeerMessage {
     },
     /// The answer to a message that needs no other answer (a [`PeerMessage::Have`]).
     Ack,
+    /// A chunk as the zstd frame its manifest lists (a format 3 package's
+    /// compressed chunk). The receiver decodes it, capped at the chunk's
+    /// length, and hashes the result. Old tills never ask for such chunks:
+    /// they cannot read format 3 manifests.
+    Zstd {
+        /// The hash the sender claims the decoded bytes have.
+        hash: ChunkHash,
+        /// The frame, at most [`MAX_CHUNK`] bytes.
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
 }
 
 impl PeerMessage {
@@ -193,7 +204,7 @@ impl PeerMessage {
                     None => Ok(()),
                 }
             }
-            Self::Chunk { data, .. } => {
+            Self::Chunk { data, .. } | Self::Zstd { data, .. } => {
                 if data.is_empty() || data.len() > MAX_CHUNK {
                     Err(WireError::Invalid(format!(
                         "chunk of {} bytes outside 1..={MAX_CHUNK}",
@@ -230,13 +241,17 @@ pub fn decode(bytes: &[u8]) -> Result<PeerMessage, WireError> {
     Ok(msg)
 }
 
-/// The body of a [`PeerMessage::Chunk`] frame up to its bytes: together with
-/// `len` bytes of data it is exactly [`encode`]'s output, so a sender can stream
-/// the chunk's bytes after it without building the message.
-pub fn chunk_header(hash: &ChunkHash, len: usize) -> Vec<u8> {
-    let mut head = encode(&PeerMessage::Chunk {
-        hash: *hash,
-        data: Vec::new(),
+/// The body of a [`PeerMessage::Chunk`] frame (a [`PeerMessage::Zstd`] one
+/// when `compressed`) up to its bytes: together with `len` bytes of data it is
+/// exactly [`encode`]'s output, so a sender can stream the chunk's bytes after
+/// it without building the message.
+pub fn chunk_header(hash: &ChunkHash, compressed: bool, len: usize) -> Vec<u8> {
+    let hash = *hash;
+    let data = Vec::new();
+    let mut head = encode(&if compressed {
+        PeerMessage::Zstd { hash, data }
+    } else {
+        PeerMessage::Chunk { hash, data }
     });
     // The empty data's length is the last byte (varint 0): put the real one.
     head.pop();
@@ -249,21 +264,28 @@ pub fn chunk_header(hash: &ChunkHash, len: usize) -> Vec<u8> {
     head
 }
 
-/// The layout of `body` when it is a [`PeerMessage::Chunk`]: its hash and where
-/// its bytes are, so a receiver can keep them without a copy; `Ok(None)` for
-/// any other message (decode it with [`decode`]).
-pub fn chunk_layout(body: &[u8]) -> Result<Option<(ChunkHash, std::ops::Range<usize>)>, WireError> {
+/// Where a chunk's bytes sit in a [`PeerMessage::Chunk`] or
+/// [`PeerMessage::Zstd`] frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkLayout {
+    /// The hash the sender claims.
+    pub hash: ChunkHash,
+    /// Whether the bytes are a zstd frame.
+    pub compressed: bool,
+    /// The bytes' range in the frame body.
+    pub range: std::ops::Range<usize>,
+}
+
+/// The layout of `body` when it carries a chunk, so a receiver can keep its
+/// bytes without a copy; `Ok(None)` for any other message (decode it with
+/// [`decode`]).
+pub fn chunk_layout(body: &[u8]) -> Result<Option<ChunkLayout>, WireError> {
+    /// The two chunk variants' shape (one struct: both are hash, then bytes).
     #[derive(Deserialize)]
-    enum Head<'a> {
-        Hello(#[allow(dead_code)] serde::de::IgnoredAny),
-        Bitfield(#[allow(dead_code)] serde::de::IgnoredAny),
-        Have(#[allow(dead_code)] serde::de::IgnoredAny),
-        Request(#[allow(dead_code)] serde::de::IgnoredAny),
-        Chunk {
-            hash: ChunkHash,
-            #[serde(borrow)]
-            data: &'a [u8],
-        },
+    struct Head<'a> {
+        hash: ChunkHash,
+        #[serde(borrow)]
+        data: &'a [u8],
     }
     if body.len() > MAX_FRAME {
         return Err(WireError::TooLarge(body.len()));
@@ -272,14 +294,12 @@ pub fn chunk_layout(body: &[u8]) -> Result<Option<(ChunkHash, std::ops::Range<us
     let Some(&tag) = body.first() else {
         return Err(WireError::Malformed("empty frame".into()));
     };
-    if tag != CHUNK_TAG {
+    if tag != CHUNK_TAG && tag != ZSTD_TAG {
         return Ok(None);
     }
     let (head, rest): (Head<'_>, &[u8]) =
-        postcard::take_from_bytes(body).map_err(|e| WireError::Malformed(e.to_string()))?;
-    let Head::Chunk { hash, data } = head else {
-        return Err(WireError::Malformed("not a chunk".into()));
-    };
+        postcard::take_from_bytes(&body[1..]).map_err(|e| WireError::Malformed(e.to_string()))?;
+    let Head { hash, data } = head;
     if !rest.is_empty() {
         return Err(WireError::Malformed(format!(
             "{} trailing bytes",
@@ -289,12 +309,21 @@ pub fn chunk_layout(body: &[u8]) -> Result<Option<(ChunkHash, std::ops::Range<us
     if data.len() > MAX_CHUNK {
         return Err(WireError::TooLarge(data.len()));
     }
+    if data.is_empty() {
+        return Err(WireError::Invalid("empty chunk".into()));
+    }
     let start = data.as_ptr() as usize - body.as_ptr() as usize;
-    Ok(Some((hash, start..start + data.len())))
+    Ok(Some(ChunkLayout {
+        hash,
+        compressed: tag == ZSTD_TAG,
+        range: start..start + data.len(),
+    }))
 }
 
 /// Postcard's tag of [`PeerMessage::Chunk`] (its variant index).
 const CHUNK_TAG: u8 = 4;
+/// Postcard's tag of [`PeerMessage::Zstd`].
+const ZSTD_TAG: u8 = 8;
 
 /// Writes one length-prefixed frame.
 pub fn write_frame<W: Write>(w: &mut W, msg: &PeerMessage) -> Result<(), WireError> {
@@ -327,18 +356,32 @@ mod tests {
 
     #[test]
     fn streamed_chunk_frames_are_the_encoded_message() {
-        for len in [0usize, 1, 127, 128, 300, 16_384, 1 << 20, MAX_CHUNK] {
-            let data: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
-            let hash = ChunkHash::of(&data);
-            let whole = encode(&PeerMessage::Chunk {
-                hash,
-                data: data.clone(),
-            });
-            let mut streamed = chunk_header(&hash, len);
-            streamed.extend_from_slice(&data);
-            assert_eq!(streamed, whole, "length {len}");
-            let (h, range) = chunk_layout(&whole).expect("layout").expect("a chunk");
-            assert_eq!((h, &whole[range]), (hash, &data[..]));
+        for compressed in [false, true] {
+            for len in [0usize, 1, 127, 128, 300, 16_384, 1 << 20, MAX_CHUNK] {
+                let data: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+                let hash = ChunkHash::of(&data);
+                let whole = encode(&if compressed {
+                    PeerMessage::Zstd {
+                        hash,
+                        data: data.clone(),
+                    }
+                } else {
+                    PeerMessage::Chunk {
+                        hash,
+                        data: data.clone(),
+                    }
+                });
+                let mut streamed = chunk_header(&hash, compressed, len);
+                streamed.extend_from_slice(&data);
+                assert_eq!(streamed, whole, "length {len}");
+                if len == 0 {
+                    assert!(chunk_layout(&whole).is_err(), "an empty chunk is refused");
+                    continue;
+                }
+                let layout = chunk_layout(&whole).expect("layout").expect("a chunk");
+                assert_eq!(layout.compressed, compressed);
+                assert_eq!((layout.hash, &whole[layout.range]), (hash, &data[..]));
+            }
         }
         // Any other message is left to decode.
         let other = encode(&PeerMessage::Request {

@@ -4,9 +4,10 @@
 
 use proptest::prelude::*;
 use rand::{RngCore, SeedableRng, rngs::StdRng};
-use tillswarm_protocol::chunking::{MAX_CHUNK, MIN_CHUNK};
+use tillswarm_protocol::archive::UploadFormat;
+use tillswarm_protocol::chunking::{Chunker, MAX_CHUNK};
 use tillswarm_protocol::manifest::{
-    self, ChunkRef, Manifest, ManifestError, SecretKey, SignedManifest,
+    self, ChunkRef, Manifest, ManifestError, SecretKey, SignedManifest, Upload,
 };
 use tillswarm_protocol::wire::{self, PeerMessage};
 use tillswarm_protocol::{ChunkHash, PackageId, Version, chunk_reader};
@@ -24,15 +25,15 @@ proptest! {
     #[test]
     fn chunking_is_deterministic_and_tiles_the_input(len in 0usize..6_000_000, seed: u64) {
         let data = bytes(len, seed);
-        let a = chunk_reader(&data[..]).expect("chunk");
-        let b = chunk_reader(&data[..]).expect("chunk");
+        let a = chunk_reader(Chunker::CURRENT, &data[..]).expect("chunk");
+        let b = chunk_reader(Chunker::CURRENT, &data[..]).expect("chunk");
         prop_assert_eq!(&a, &b);
         prop_assert_eq!(a.package_id, PackageId::of(&data));
         let mut rebuilt = Vec::with_capacity(len);
         for (i, c) in a.chunks.iter().enumerate() {
             prop_assert_eq!(c.offset as usize, rebuilt.len());
-            prop_assert!(c.length as usize <= MAX_CHUNK);
-            prop_assert!(i + 1 == a.chunks.len() || c.length as usize >= MIN_CHUNK);
+            prop_assert!(c.length as usize <= Chunker::CURRENT.max());
+            prop_assert!(i + 1 == a.chunks.len() || c.length as usize >= Chunker::CURRENT.min());
             let piece = &data[c.offset as usize..][..c.length as usize];
             prop_assert_eq!(c.hash, ChunkHash::of(piece));
             rebuilt.extend_from_slice(piece);
@@ -44,9 +45,9 @@ proptest! {
     #[test]
     fn chunking_handles_runs(runs in proptest::collection::vec((any::<u8>(), 1usize..3_000_000), 1..6)) {
         let data: Vec<u8> = runs.iter().flat_map(|&(b, n)| std::iter::repeat_n(b, n)).collect();
-        let f = chunk_reader(&data[..]).expect("chunk");
+        let f = chunk_reader(Chunker::CURRENT, &data[..]).expect("chunk");
         prop_assert_eq!(f.size as usize, data.len());
-        prop_assert!(f.chunks.iter().all(|c| c.length as usize <= MAX_CHUNK));
+        prop_assert!(f.chunks.iter().all(|c| c.length as usize <= Chunker::CURRENT.max()));
         prop_assert_eq!(f.chunks.iter().map(|c| u64::from(c.length)).sum::<u64>(), f.size);
     }
 }
@@ -56,11 +57,12 @@ proptest! {
 
     /// A one-byte edit in a 20 MB input changes at most 3 chunks.
     #[test]
-    fn one_byte_edit_is_local(seed: u64, at in 0usize..20_000_000, delta in 1u8..=255) {
+    fn one_byte_edit_is_local(seed: u64, at in 0usize..20_000_000, delta in 1u8..=255, v1: bool) {
+        let chunker = if v1 { Chunker::V1 } else { Chunker::V2 };
         let mut data = bytes(20_000_000, seed);
-        let before = chunk_reader(&data[..]).expect("chunk");
+        let before = chunk_reader(chunker, &data[..]).expect("chunk");
         data[at] = data[at].wrapping_add(delta);
-        let after = chunk_reader(&data[..]).expect("chunk");
+        let after = chunk_reader(chunker, &data[..]).expect("chunk");
         let old: std::collections::HashSet<_> = before.chunks.iter().map(|c| c.hash).collect();
         let changed = after.chunks.iter().filter(|c| !old.contains(&c.hash)).count();
         prop_assert!(changed >= 1, "the edit must change some chunk");
@@ -72,11 +74,17 @@ fn arb_manifest() -> impl Strategy<Value = Manifest> {
     (
         "[a-z][a-z0-9._-]{0,40}",
         proptest::collection::vec(0u32..100_000, 1..4),
-        proptest::collection::vec((any::<[u8; 32]>(), 1u32..=MAX_CHUNK as u32), 0..200),
+        proptest::collection::vec(
+            (any::<[u8; 32]>(), 1u32..=MAX_CHUNK as u32, any::<u32>()),
+            0..200,
+        ),
         any::<[u8; 32]>(),
         any::<u64>(),
     )
         .prop_map(|(name, parts, chunks, id, created)| {
+            // All three formats: 1 (no unpacked size), 2, and 3 (content cut
+            // by V2, some chunks compressed, an upload).
+            let format = created % 3 + 1;
             let version: Version = parts
                 .iter()
                 .map(|p| p.to_string())
@@ -86,9 +94,21 @@ fn arb_manifest() -> impl Strategy<Value = Manifest> {
                 .expect("generated version parses");
             let chunks: Vec<ChunkRef> = chunks
                 .into_iter()
-                .map(|(h, length)| ChunkRef {
-                    hash: ChunkHash(h),
-                    length,
+                .map(|(h, length, z)| {
+                    if format == 3 {
+                        let length = length % Chunker::V2.max() as u32 + 1;
+                        ChunkRef {
+                            hash: ChunkHash(h),
+                            length,
+                            zstd_len: z % length,
+                        }
+                    } else {
+                        ChunkRef {
+                            hash: ChunkHash(h),
+                            length,
+                            zstd_len: 0,
+                        }
+                    }
                 })
                 .collect();
             Manifest {
@@ -98,8 +118,17 @@ fn arb_manifest() -> impl Strategy<Value = Manifest> {
                 package_id: PackageId(id),
                 created_unix: created,
                 chunks,
-                // Both formats: 1 (no unpacked size) and 2.
-                unpacked_size: (created % 2 == 1).then_some(created),
+                unpacked_size: (format > 1).then_some(created),
+                upload: (format == 3).then_some(Upload {
+                    id: PackageId([created as u8; 32]),
+                    size: created / 7,
+                    format: UploadFormat::from_code((created % 4) as u8).expect("0..4"),
+                }),
+                chunker: if format == 3 {
+                    Chunker::V2
+                } else {
+                    Chunker::V1
+                },
             }
         })
 }
@@ -147,7 +176,7 @@ proptest! {
             1 => forged.version = "999.0.1".parse().expect("version"),
             2 => forged.package_id.0[0] ^= 1,
             3 => forged.created_unix = forged.created_unix.wrapping_add(1),
-            _ => forged.chunks.push(ChunkRef { hash: ChunkHash([9; 32]), length: 1 }),
+            _ => forged.chunks.push(ChunkRef { hash: ChunkHash([9; 32]), length: 1, zstd_len: 0 }),
         }
         forged.size = forged.chunks.iter().map(|c| u64::from(c.length)).sum();
         let swapped = SignedManifest { body: forged.canonical_bytes(), signature: signed.signature.clone() };
@@ -195,6 +224,8 @@ fn unknown_format_version_is_refused_even_when_signed() {
         created_unix: 0,
         chunks: vec![],
         unpacked_size: Some(0),
+        upload: None,
+        chunker: Chunker::V1,
     };
     let mut body = m.canonical_bytes();
     body[4..6].copy_from_slice(&(manifest::FORMAT_VERSION + 1).to_le_bytes());
@@ -244,12 +275,102 @@ fn signed_but_inconsistent_manifests_are_refused() {
         chunks: vec![ChunkRef {
             hash: ChunkHash([1; 32]),
             length: 5,
+            zstd_len: 0,
         }],
         unpacked_size: Some(5),
+        upload: None,
+        chunker: Chunker::V1,
     };
     let signed = resign(&key, m.canonical_bytes());
     assert!(matches!(
         signed.verify(&key.public()),
         Err(ManifestError::Invalid(_))
     ));
+}
+
+/// A valid format 3 manifest of two chunks, the second compressed.
+fn content_manifest() -> Manifest {
+    let chunks = vec![
+        ChunkRef {
+            hash: ChunkHash([1; 32]),
+            length: 1000,
+            zstd_len: 0,
+        },
+        ChunkRef {
+            hash: ChunkHash([2; 32]),
+            length: 5000,
+            zstd_len: 700,
+        },
+    ];
+    Manifest {
+        name: "demo".into(),
+        version: "2.0".parse().expect("version"),
+        size: 6000,
+        package_id: PackageId([3; 32]),
+        created_unix: 1,
+        chunks,
+        unpacked_size: Some(4000),
+        upload: Some(Upload {
+            id: PackageId([4; 32]),
+            size: 2000,
+            format: UploadFormat::TarGz,
+        }),
+        chunker: Chunker::V2,
+    }
+}
+
+#[test]
+fn format_3_carries_the_upload_chunker_and_stored_lengths() {
+    let key = SecretKey::from_seed([9; 32]);
+    let m = content_manifest();
+    assert_eq!(m.format(), 3);
+    assert_eq!(m.wire_size(), 1700);
+    let signed = key.sign_manifest(&m);
+    assert_eq!(&signed.body[4..6], &3u16.to_le_bytes());
+    assert_eq!(signed.verify(&key.public()), Ok(m));
+}
+
+#[test]
+fn signed_format_3_manifests_breaking_a_rule_are_refused() {
+    let key = SecretKey::from_seed([10; 32]);
+    let refused = |m: Manifest, why: &str| {
+        let signed = resign(&key, m.canonical_bytes());
+        match signed.verify(&key.public()) {
+            Err(ManifestError::Invalid(_)) => {}
+            other => panic!("{why}: {other:?}"),
+        }
+    };
+    // A compressed length not below the chunk's.
+    let mut m = content_manifest();
+    m.chunks[1].zstd_len = 5000;
+    refused(m, "zstd_len == length");
+    // A chunk longer than its chunker cuts.
+    let mut m = content_manifest();
+    m.chunks[0].length = Chunker::V2.max() as u32 + 1;
+    m.size = m.chunks.iter().map(|c| u64::from(c.length)).sum();
+    refused(m, "longer than V2's maximum");
+    // A compressed chunk in a format 2 manifest (its encoding cannot carry
+    // one; the rule is for manifests built in memory).
+    let mut m = content_manifest();
+    m.upload = None;
+    m.chunker = Chunker::V1;
+    m.chunks[0].zstd_len = 10;
+    assert!(matches!(m.validate(), Err(ManifestError::Invalid(_))));
+    // Unknown upload format and chunker codes: the two bytes before the
+    // chunk count (one varint byte, 2) in the canonical body.
+    let body = content_manifest().canonical_bytes();
+    let count_at = body
+        .windows(33)
+        .position(|w| w[0] == 2 && w[1..] == [1u8; 32])
+        .expect("chunk list");
+    assert_eq!(body[count_at - 1], Chunker::V2.code());
+    assert_eq!(body[count_at - 2], UploadFormat::TarGz.code());
+    for at in [count_at - 1, count_at - 2] {
+        let mut bent = body.clone();
+        bent[at] = 9;
+        match resign(&key, bent).verify(&key.public()) {
+            Err(ManifestError::Invalid(_)) => {}
+            other => panic!("code at {at}: {other:?}"),
+        }
+    }
 }

@@ -67,24 +67,45 @@ fn inspect_agrees_with_b3sum() {
         return;
     };
     assert!(which.status.success());
+    let b3sum = |path: &Path| {
+        let out = Command::new("b3sum").arg(path).output().expect("b3sum");
+        let b3 = String::from_utf8(out.stdout).expect("utf8");
+        b3.split_whitespace().next().expect("hash").to_owned()
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let file = generate(dir.path());
+    // A plain tar is its own content: both ids are the file's.
     for name in ["demo-1.0.0.tar", "demo-1.1.0.tar", "demo-broken-1.0.1.tar"] {
         let path = file.with_file_name(name);
-        let out = Command::new("b3sum").arg(&path).output().expect("b3sum");
-        let b3 = String::from_utf8(out.stdout).expect("utf8");
-        let b3 = b3.split_whitespace().next().expect("hash");
-        assert_eq!(inspect_json(&path)["package_id"], b3, "{name}");
+        let v = inspect_json(&path);
+        assert_eq!(v["package_id"], b3sum(&path), "{name}");
+        assert_eq!(v["upload_id"], b3sum(&path), "{name}");
+        assert_eq!(v["format"], "tar");
     }
-    // Also an empty file and one below the minimum chunk size.
-    for (name, bytes) in [("empty", vec![]), ("small", b"hello till".to_vec())] {
+    // A tar.gz: the upload id is the file's, the package id its tar's.
+    for version in ["1.0.0", "1.1.0"] {
+        let gz = file.with_file_name(format!("demo-{version}.tar.gz"));
+        let tar = file.with_file_name(format!("demo-{version}.tar"));
+        let v = inspect_json(&gz);
+        assert_eq!(v["upload_id"], b3sum(&gz));
+        assert_eq!(v["package_id"], b3sum(&tar));
+        assert_eq!(v["format"], "tar_gz");
+        assert_eq!(v["size"], std::fs::metadata(&tar).expect("tar").len());
+    }
+    // Anything else is refused, by content.
+    for (name, bytes) in [("empty", vec![]), ("small.tar", b"hello till".to_vec())] {
         let path = dir.path().join(name);
         std::fs::write(&path, bytes).expect("write");
-        let out = Command::new("b3sum").arg(&path).output().expect("b3sum");
-        let b3 = String::from_utf8(out.stdout).expect("utf8");
-        assert_eq!(
-            inspect_json(&path)["package_id"],
-            b3.split_whitespace().next().expect("hash")
+        let out = tillswarm()
+            .args(["package", "inspect", "--json"])
+            .arg(&path)
+            .output()
+            .expect("run");
+        assert!(!out.status.success(), "{name}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("not a tar, tar.gz, tar.zst or tar.xz"),
+            "{err}"
         );
     }
 }

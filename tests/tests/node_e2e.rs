@@ -11,12 +11,14 @@ use tillswarm_coordinator::groups::GroupInput;
 use tillswarm_coordinator::tasks::{NewTask, TaskDetail};
 use tillswarm_coordinator::till_types::TillTypeInput;
 use tillswarm_node::Error as NodeError;
+use tillswarm_node::chunks::Wire;
 use tillswarm_node::client::CoordinatorClient;
 use tillswarm_node::local_api::Answer;
 use tillswarm_node::stage::{ChunkSource, Origin};
 use tillswarm_protocol::api::{TargetState, TaskKind};
 use tillswarm_protocol::clock::{Clock, ManualClock, SystemClock};
-use tillswarm_protocol::{ChunkHash, DeviceId, PackageId};
+use tillswarm_protocol::manifest::ChunkRef;
+use tillswarm_protocol::{DeviceId, PackageId};
 use tillswarm_tests::{Cluster, RunningNode, eventually, sample_till};
 
 const POLL_MS: u64 = 100;
@@ -343,13 +345,14 @@ struct Tampering(CoordinatorClient);
 impl ChunkSource for Tampering {
     fn fetch<'a>(
         &'a self,
-        hash: &'a ChunkHash,
-        len: u32,
-    ) -> BoxFuture<'a, tillswarm_node::Result<(Vec<u8>, Origin)>> {
+        chunk: &'a ChunkRef,
+    ) -> BoxFuture<'a, tillswarm_node::Result<(Wire, Origin)>> {
         Box::pin(async move {
-            let mut data = self.0.chunk(hash, len).await?;
+            let mut wire = self.0.chunk(chunk).await?;
+            let mut data = wire.data.to_vec();
             data[0] ^= 0xFF;
-            Ok((data, Origin::Lan))
+            wire.data = data.into();
+            Ok((wire, Origin::Lan))
         })
     }
 }
@@ -419,13 +422,13 @@ struct Counting {
 impl ChunkSource for Counting {
     fn fetch<'a>(
         &'a self,
-        hash: &'a ChunkHash,
-        len: u32,
-    ) -> BoxFuture<'a, tillswarm_node::Result<(Vec<u8>, Origin)>> {
+        chunk: &'a ChunkRef,
+    ) -> BoxFuture<'a, tillswarm_node::Result<(Wire, Origin)>> {
         Box::pin(async move {
             let n = self.chunks.fetch_add(1, Ordering::SeqCst);
-            let data = self.client.chunk(hash, len).await?;
-            self.bytes.fetch_add(data.len() as u64, Ordering::SeqCst);
+            let data = self.client.chunk(chunk).await?;
+            self.bytes
+                .fetch_add(data.data.len() as u64, Ordering::SeqCst);
             if self.stall_after.is_some_and(|k| n >= k) {
                 // Fetched but never handed over: in flight when the node dies.
                 std::future::pending::<()>().await;

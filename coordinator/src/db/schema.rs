@@ -432,6 +432,18 @@ const MIGRATIONS: &[&str] = &[
 
     ALTER TABLE devices ADD COLUMN connected_peers INTEGER;
     "#,
+    // 10: content chunking (manifest format 3). A package's id and size are
+    // its content's (the uncompressed tar); the upload it came from is kept
+    // for operators (NULL before: the upload was the content), with the
+    // bytes its chunks take as stored and sent, and each chunk's zstd frame
+    // length (0: kept raw).
+    r#"
+    ALTER TABLE packages ADD COLUMN upload_id TEXT;
+    ALTER TABLE packages ADD COLUMN upload_size INTEGER;
+    ALTER TABLE packages ADD COLUMN upload_format TEXT;
+    ALTER TABLE packages ADD COLUMN wire_size INTEGER;
+    ALTER TABLE package_chunks ADD COLUMN zstd_len INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// Brings the schema up to date. Foreign keys are off while steps run (a step

@@ -5,7 +5,9 @@
 
 use std::net::SocketAddr;
 
-use tillswarm_protocol::api::{ChallengeRequest, DeviceLogin, HeartbeatRequest, ProgressReport};
+use tillswarm_protocol::api::{
+    CHUNK_ENCODING, ChallengeRequest, DeviceLogin, HeartbeatRequest, ProgressReport,
+};
 use tillswarm_protocol::{ChunkHash, PackageId};
 use warp::filters::BoxedFilter;
 use warp::http::{HeaderValue, StatusCode, header};
@@ -96,11 +98,17 @@ pub(super) fn routes(c: Coordinator) -> BoxedFilter<(Response,)> {
         .and(with())
         .and(fetch_token())
         .and(warp::header::optional::<String>("range"))
+        .and(warp::header::optional::<String>(CHUNK_ENCODING))
         .then(
-            |hash: String, c: Coordinator, token: String, range: Option<String>| async move {
+            |hash: String,
+             c: Coordinator,
+             token: String,
+             range: Option<String>,
+             encoding: Option<String>| async move {
                 let r = async {
                     let device = c.authorize_fetch(token).await?;
-                    let (response, served) = serve_chunk(&c, &hash, range.as_deref()).await?;
+                    let zstd = encoding.is_some_and(|e| e.split(',').any(|v| v.trim() == "zstd"));
+                    let (response, served) = serve_chunk(&c, &hash, range.as_deref(), zstd).await?;
                     if let (Some(device), Some(served)) = (device, served) {
                         c.record_chunk_served(device, served).await;
                     }
@@ -217,23 +225,29 @@ pub(crate) fn parse_range(spec: &str, size: u64) -> Result<(u64, u64)> {
 }
 
 /// A chunk (or the range of it asked for) and, unless the range could not
-/// be served, what was sent.
+/// be served, what was sent: its stored zstd frame when the till accepts
+/// `zstd`, else its content; the answer's [`CHUNK_ENCODING`] says which (a
+/// range is of the form sent).
 async fn serve_chunk(
     c: &Coordinator,
     hash: &str,
     range: Option<&str>,
+    zstd: bool,
 ) -> Result<(Response, Option<ChunkServed>)> {
     let hash: ChunkHash = parse_id(hash, "chunk hash")?;
+    let (data, compressed) = c.chunk(hash, zstd).await?;
+    let encoding = HeaderValue::from_static(if compressed { "zstd" } else { "raw" });
     let Some(range) = range else {
-        let (data, _) = c.chunk(hash, 0, None).await?;
         let served = ChunkServed {
             hash,
             offset: 0,
             bytes: data.len() as u64,
         };
-        return Ok((octets(data), Some(served)));
+        let mut r = octets(data);
+        r.headers_mut().insert(CHUNK_ENCODING, encoding);
+        return Ok((r, Some(served)));
     };
-    let (_, size) = c.chunk(hash, 0, Some(0)).await?;
+    let size = data.len() as u64;
     let (start, end) = match parse_range(range, size) {
         Ok(r) => r,
         Err(
@@ -251,13 +265,14 @@ async fn serve_chunk(
         }
         Err(e) => return Err(e),
     };
-    let (data, _) = c.chunk(hash, start, Some(end - start)).await?;
+    let data = data[start as usize..end as usize].to_vec();
     let served = ChunkServed {
         hash,
         offset: start,
         bytes: data.len() as u64,
     };
     let mut r = octets(data);
+    r.headers_mut().insert(CHUNK_ENCODING, encoding);
     *r.status_mut() = StatusCode::PARTIAL_CONTENT;
     if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{size}", end - 1)) {
         r.headers_mut().insert(header::CONTENT_RANGE, v);

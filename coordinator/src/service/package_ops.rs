@@ -95,6 +95,7 @@ impl Coordinator {
         let limit = self.inner.config.max_package_bytes;
         let mut file = tokio::fs::File::create(tmp).await?;
         let mut received = 0u64;
+        let mut upload_hash = blake3::Hasher::new();
         while let Some(piece) = body.next().await {
             let mut piece = piece
                 .map_err(|e| Error::bad("upload_interrupted", format!("upload failed: {e}")))?;
@@ -106,6 +107,7 @@ impl Coordinator {
             }
             while piece.has_remaining() {
                 let n = file.write(piece.chunk()).await?;
+                upload_hash.update(&piece.chunk()[..n]);
                 piece.advance(n);
             }
         }
@@ -121,6 +123,14 @@ impl Coordinator {
         let this = self.clone();
         let path = tmp.to_path_buf();
         let now = self.now_ms();
+        let received = packages::Received {
+            id: PackageId::from(upload_hash.finalize()),
+            size: received,
+        };
+        let limits = packages::IngestLimits {
+            max_unpacked: this.inner.config.max_unpacked_bytes,
+            max_content: this.inner.config.max_content_bytes(),
+        };
         let (manifest, signed, written) = tokio::task::spawn_blocking(move || {
             packages::ingest_file(
                 &path,
@@ -129,12 +139,14 @@ impl Coordinator {
                 &this.inner.chunks,
                 &this.online_secret(),
                 now,
-                this.inner.config.max_unpacked_bytes,
+                limits,
+                received,
             )
         })
         .await
         .map_err(|e| Error::Internal(e.to_string()))??;
         let id = manifest.package_id;
+        let (content_bytes, wire_bytes) = (manifest.size, manifest.wire_size());
         let caller = by.clone();
         let ok_status = rules::ok_status(&by.method, &by.route);
         let mut note = Note::on(format!("package:{id}"));
@@ -165,7 +177,9 @@ impl Coordinator {
         }
         tracing::info!(
             package = %id,
-            size = received,
+            upload_bytes = received.size,
+            content_bytes,
+            wire_bytes,
             user = %by.actor.name,
             client = %by.client,
             "package uploaded"
@@ -264,7 +278,7 @@ impl Coordinator {
                 return;
             }
             for hash in hashes {
-                let chunk = this.chunk(hash, 0, None).await.map(|(data, _)| data.into());
+                let chunk = this.chunk(hash, false).await.map(|(data, _)| data.into());
                 let failed = chunk.is_err();
                 let sent = tx
                     .send(chunk.map_err(|e| std::io::Error::other(e.to_string())))
@@ -287,27 +301,20 @@ impl Coordinator {
         })
     }
 
-    /// Bytes `[offset, offset + len)` of a chunk, and the chunk's full size.
-    pub async fn chunk(
-        &self,
-        hash: ChunkHash,
-        offset: u64,
-        len: Option<u64>,
-    ) -> Result<(Vec<u8>, u64)> {
+    /// A whole chunk: as the zstd frame it is stored as when `zstd` is
+    /// accepted (the bool says so), else its content.
+    pub async fn chunk(&self, hash: ChunkHash, zstd: bool) -> Result<(Vec<u8>, bool)> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, u64)> {
-            let size = this
-                .inner
-                .chunks
-                .size(&hash)?
-                .ok_or_else(|| Error::NotFound(format!("no chunk {hash}")))?;
-            let data = this
-                .inner
-                .chunks
-                .read(&hash, offset, len)?
-                .ok_or_else(|| Error::NotFound(format!("no chunk {hash}")))?;
+        tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, bool)> {
+            let missing = || Error::NotFound(format!("no chunk {hash}"));
+            let chunks = &this.inner.chunks;
+            let (data, compressed) = if zstd {
+                chunks.read_stored(&hash)?.ok_or_else(missing)?
+            } else {
+                (chunks.read_content(&hash)?.ok_or_else(missing)?, false)
+            };
             this.inner.metrics.add_chunk_bytes(data.len() as u64);
-            Ok((data, size))
+            Ok((data, compressed))
         })
         .await
         .map_err(|e| Error::Internal(e.to_string()))?

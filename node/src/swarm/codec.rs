@@ -31,6 +31,8 @@ pub enum Reply {
     Chunk {
         /// The hash the peer claims.
         hash: ChunkHash,
+        /// Whether the bytes are the chunk's zstd frame.
+        compressed: bool,
         /// The bytes.
         data: Bytes,
     },
@@ -41,6 +43,8 @@ pub enum Reply {
         hash: ChunkHash,
         /// Its file, open for reading.
         file: std::fs::File,
+        /// Whether the file holds the chunk's zstd frame.
+        compressed: bool,
         /// Its length (the file's, checked while sending).
         len: usize,
         /// Released when the upload ends.
@@ -52,7 +56,7 @@ impl std::fmt::Debug for Reply {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Message(m) => write!(f, "Message({m:?})"),
-            Self::Chunk { hash, data } => write!(f, "Chunk({hash}, {} bytes)", data.len()),
+            Self::Chunk { hash, data, .. } => write!(f, "Chunk({hash}, {} bytes)", data.len()),
             Self::Upload { hash, len, .. } => write!(f, "Upload({hash}, {len} bytes)"),
         }
     }
@@ -85,9 +89,10 @@ async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<PeerM
 async fn read_reply<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Reply> {
     let body = read_body(io).await?;
     match wire::chunk_layout(&body).map_err(invalid)? {
-        Some((hash, range)) => Ok(Reply::Chunk {
-            hash,
-            data: Bytes::from(body).slice(range),
+        Some(layout) => Ok(Reply::Chunk {
+            hash: layout.hash,
+            compressed: layout.compressed,
+            data: Bytes::from(body).slice(layout.range),
         }),
         None => Ok(Reply::Message(wire::decode(&body).map_err(invalid)?)),
     }
@@ -109,15 +114,17 @@ async fn write_frame<T: AsyncWrite + Unpin + Send>(
     io.close().await
 }
 
-/// Streams a chunk file as a [`PeerMessage::Chunk`] frame, a piece at a time
-/// (each read on the blocking pool); fails if the file is not `len` bytes.
+/// Streams a chunk file as a [`PeerMessage::Chunk`] frame (a
+/// [`PeerMessage::Zstd`] one when `compressed`), a piece at a time (each read
+/// on the blocking pool); fails if the file is not `len` bytes.
 async fn write_upload<T: AsyncWrite + Unpin + Send>(
     io: &mut T,
     hash: &ChunkHash,
+    compressed: bool,
     mut file: std::fs::File,
     len: usize,
 ) -> io::Result<()> {
-    let head = wire::chunk_header(hash, len);
+    let head = wire::chunk_header(hash, compressed, len);
     if head.len() + len > MAX_FRAME {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -187,8 +194,12 @@ impl request_response::Codec for StoreCodec {
     {
         match res {
             Reply::Message(m) => write_frame(io, &m).await,
-            Reply::Chunk { hash, data } => {
-                let head = wire::chunk_header(&hash, data.len());
+            Reply::Chunk {
+                hash,
+                compressed,
+                data,
+            } => {
+                let head = wire::chunk_header(&hash, compressed, data.len());
                 if head.len() + data.len() > MAX_FRAME {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidInput,
@@ -204,10 +215,11 @@ impl request_response::Codec for StoreCodec {
             Reply::Upload {
                 hash,
                 file,
+                compressed,
                 len,
                 slot,
             } => {
-                let sent = write_upload(io, &hash, file, len).await;
+                let sent = write_upload(io, &hash, compressed, file, len).await;
                 drop(slot);
                 sent
             }
@@ -232,13 +244,17 @@ mod tests {
         std::fs::write(&path, &data).expect("write");
         let mut buf = futures_util::io::Cursor::new(Vec::new());
         let open = || std::fs::File::open(&path).expect("open");
-        write_upload(&mut buf, &hash, open(), data.len())
+        write_upload(&mut buf, &hash, false, open(), data.len())
             .await
             .expect("upload");
         let wire_bytes = buf.into_inner();
         let mut r = futures_util::io::Cursor::new(wire_bytes.clone());
         match read_reply(&mut r).await.expect("read") {
-            Reply::Chunk { hash: h, data: d } => assert!(h == hash && d == data),
+            Reply::Chunk {
+                hash: h,
+                data: d,
+                compressed,
+            } => assert!(h == hash && d == data && !compressed),
             other => panic!("{other:?}"),
         }
         // The same bytes as the whole message framed at once.
@@ -256,7 +272,7 @@ mod tests {
         // A file shorter than it claims fails the upload (the peer sees a cut
         // frame and asks elsewhere).
         let mut sink = futures_util::io::Cursor::new(Vec::new());
-        let err = write_upload(&mut sink, &hash, open(), data.len() + 1)
+        let err = write_upload(&mut sink, &hash, false, open(), data.len() + 1)
             .await
             .expect_err("short file");
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);

@@ -169,16 +169,13 @@ pub async fn fetch_package(
                 };
                 // A stalled request is abandoned and the chunk planned again.
                 let fetched: Result<PeerAnswer> = match peer {
-                    None => tokio::time::timeout(
-                        WAN_FETCH_TIMEOUT,
-                        wan.fetch(&chunk.hash, chunk.length),
-                    )
-                    .await
-                    .unwrap_or_else(|_| Err(Error::Coordinator("chunk fetch timed out".into())))
-                    .map(|(d, _)| PeerAnswer::Chunk(d.into())),
+                    None => tokio::time::timeout(WAN_FETCH_TIMEOUT, wan.fetch(&chunk))
+                        .await
+                        .unwrap_or_else(|_| Err(Error::Coordinator("chunk fetch timed out".into())))
+                        .map(|(wire, _)| PeerAnswer::Chunk(wire)),
                     Some(p) => {
                         if let Some(cap) = lan_cap {
-                            cap.acquire(chunk.length as usize).await;
+                            cap.acquire(chunk.wire_len() as usize).await;
                         }
                         match &net {
                             Some(net) => {
@@ -198,9 +195,10 @@ pub async fn fetch_package(
                 // Verified and written here, so chunks of several fetches
                 // reach the chunk writer together (one flush per batch).
                 let landed = match fetched {
-                    Ok(PeerAnswer::Chunk(data)) => {
-                        let n = data.len() as u64;
-                        match store.store(chunk.hash, data).await {
+                    Ok(PeerAnswer::Chunk(wire)) => {
+                        // Bytes as they travelled (a frame counts its own length).
+                        let n = wire.data.len() as u64;
+                        match store.store(chunk, wire).await {
                             Ok(()) => Landed::Stored(n),
                             Err(Error::Verify(why)) => Landed::Corrupt(why),
                             Err(e) => Landed::Fatal(e),

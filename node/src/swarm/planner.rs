@@ -414,6 +414,7 @@ mod tests {
             .map(|i| ChunkRef {
                 hash: ChunkHash::of(&i.to_le_bytes()),
                 length: 1000,
+                zstd_len: 0,
             })
             .collect()
     }

@@ -47,7 +47,7 @@ struct Parts {
 
 fn parts(root: &SecretKey, signer: &SecretKey, not_after: u64) -> Parts {
     let package = package();
-    let chunked = chunk_reader(&package[..]).expect("chunk");
+    let chunked = chunk_reader(crate::Chunker::V1, &package[..]).expect("chunk");
     let version: Version = "2.0".parse().expect("version");
     let manifest = Manifest::new("demo", version.clone(), &chunked, NOW, 1).expect("manifest");
     let header = BundleHeader {
