@@ -23,6 +23,7 @@
 #       [--wan-mbit W] [--lan-mbit L] [--json OUT.json] [--skip-http]
 #       [--http-timeout S] [--swarm-timeout S] [--settle-s S] [--keep-logs DIR]
 #       [--node-log RUST_LOG-filter] [--stores 1] [--no-multicast] [--seed-first]
+#       [--package FILE] [--base FILE]
 # The same settings as environment variables: TILLS (20), SIZE_MB (64),
 # WAN_MBIT (20), LAN_MBIT (1000; 0 = LAN unshaped), STORES (only 1), JSON_OUT,
 # SKIP_HTTP=1, HTTP_TIMEOUT_S, SWARM_TIMEOUT_S, SETTLE_S (min wait before the
@@ -35,7 +36,10 @@
 # polls fall at different moments of the interval, as in a real store),
 # SEED_FIRST=1 (till 1 alone takes the package first, over the WAN; the
 # measured task then has it serve the 19 others at once, a next rollout
-# wave: its peak RSS is reported as `seed_peak_rss_bytes`).
+# wave: its peak RSS is reported as `seed_peak_rss_bytes`),
+# PACKAGE (the package file to distribute, any upload format; default: a
+# generated SIZE_MB tar), BASE (a delta: every till first takes this package,
+# unmeasured, as version 1.0.0; the measured task is then PACKAGE as 2.0.0).
 # Only addresses inside the namespaces are used (10.79.0.0/30 WAN, 10.79.1.0/24
 # store LAN); the host's interfaces, routes and sysctls are untouched.
 set -euo pipefail
@@ -64,6 +68,8 @@ no_multicast=${NO_MULTICAST:-0}
 poll_interval_s=${POLL_INTERVAL_S:-1}
 start_spread_s=${START_SPREAD_S:-0}
 seed_first=${SEED_FIRST:-0}
+package=${PACKAGE:-}
+base=${BASE:-}
 while [ $# -gt 0 ]; do
   case $1 in
     --tills) tills=$2; shift 2 ;;
@@ -80,6 +86,8 @@ while [ $# -gt 0 ]; do
     --node-log) node_log=$2; shift 2 ;;
     --no-multicast) no_multicast=1; shift ;;
     --seed-first) seed_first=1; shift ;;
+    --package) package=$2; shift 2 ;;
+    --base) base=$2; shift 2 ;;
     -h|--help) usage ;;
     *) echo "unknown argument: $1" >&2; usage ;;
   esac
@@ -295,8 +303,14 @@ for n in $(seq "$tills"); do
 done
 
 # --- the coordinator, the registry and the package ----------------------------------
-"$bin" fixtures generate --out "$work/pkg" --large-mb "$size_mb" >/dev/null
-pkg=$work/pkg/demo-large-2.0.0.tar
+if [ -n "$package" ]; then
+  mkdir -p "$work/pkg"
+  pkg=$work/pkg/$(basename "$package")
+  cp "$package" "$pkg"
+else
+  "$bin" fixtures generate --out "$work/pkg" --large-mb "$size_mb" >/dev/null
+  pkg=$work/pkg/demo-large-2.0.0.tar
+fi
 size=$(stat -c %s "$pkg")
 store_id=store-bench
 guid() { printf '7b000000-0000-4000-8000-%012x' "$1"; }
@@ -320,6 +334,11 @@ for _ in $(seq 100); do
 done
 [ "$up" = 1 ] || { echo "coordinator did not come up" >&2; exit 1; }
 in_ns "$coord" "$bin" coordinator import "$work/registry.csv" --coordinator "$url" >"$work/import.out"
+if [ -n "$base" ]; then
+  cp "$base" "$work/base.pkg"
+  in_ns "$coord" "$bin" package upload --coordinator "$url" --name demo-large --version 1.0.0 "$work/base.pkg" >"$work/upload-base.json"
+  base_id=$(json_field package_id <"$work/upload-base.json")
+fi
 in_ns "$coord" "$bin" package upload --coordinator "$url" --name demo-large --version 2.0.0 "$pkg" >"$work/upload.json"
 package_id=$(json_field package_id <"$work/upload.json")
 members=$(for n in $(seq "$tills"); do printf '"%s",' "$(guid "$n")"; done)
@@ -408,6 +427,24 @@ if [ "$seed_first" = 1 ]; then
   echo "seed staged; it now serves the store" >&2
 fi
 
+# --- 0. with --base: every till takes the base version first (unmeasured) --------------
+base_s=null
+if [ -n "$base" ]; then
+  base_start=$SECONDS
+  base_task=$(api POST /api/v1/tasks "{\"kind\":\"download\",\"package_id\":\"$base_id\",\"group_id\":$group}" | json_field id)
+  echo "base task $base_task: every till takes version 1.0.0 first" >&2
+  base_deadline=$((SECONDS + 120 + 4 * $(stat -c %s "$work/base.pkg") * 8 / (wan_mbit * 1000000)))
+  for n in $(seq "$tills"); do
+    until grep -q "package staged" "$work/till$n.log"; do
+      [ "$SECONDS" -lt "$base_deadline" ] || { echo "till $n did not stage the base in time" >&2; exit 1; }
+      sleep 0.25
+    done
+  done
+  base_s=$((SECONDS - base_start))
+  echo "base staged on every till in ${base_s}s; the measured task is the delta" >&2
+  settle_json="${settle_json%\}}, \"base_seconds\": $base_s}"
+fi
+
 # --- 1. the swarm run -------------------------------------------------------------------
 bound=$("$py" -c "print($size * 8 / ($wan_mbit * 1e6))")
 [ -n "$swarm_timeout" ] || swarm_timeout=$("$py" -c "print(int(max(180, 6 * $bound)))")
@@ -421,14 +458,15 @@ echo "task $task created; waiting (timeout ${swarm_timeout}s)" >&2
 deadline=$((SECONDS + swarm_timeout))
 while :; do
   api GET "/api/v1/tasks/$task" >"$work/task.json"
-  status=$("$py" - "$work" "$tills" "$seed_first" <<'PY'
+  status=$("$py" - "$work" "$tills" "$seed_first" "${base:+1}" <<'PY'
 import json, sys
 work, tills = sys.argv[1], int(sys.argv[2])
 seed_first = sys.argv[3] == "1"
+delta = sys.argv[4] == "1"
 states = [t["state"] for t in json.load(open(f"{work}/task.json"))["target_details"]]
 staged = sum(1 for n in range(1, tills + 1)
              if open(f"{work}/till{n}.log", errors="replace").read().count("package staged")
-             >= (2 if n == 1 and seed_first else 1))
+             >= (2 if (n == 1 and seed_first) or delta else 1))
 if any(s == "failed" for s in states):
     print("failed")
 elif staged == tills and len(states) == tills and all(s == "downloaded" for s in states):

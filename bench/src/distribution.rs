@@ -16,27 +16,21 @@
 //! `tc tbf` shaping, by `bench/scripts/netns-distribution.sh`; there each node's
 //! own peak RSS and CPU are measured.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use clap::Args;
 use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use tillswarm_coordinator::Config;
-use tillswarm_coordinator::auth::Caller;
-use tillswarm_coordinator::tasks::NewTask;
-use tillswarm_node::client::CoordinatorClient;
 use tillswarm_node::sim::SimulatedWanLink;
-use tillswarm_node::{Agent, NodeConfig};
-use tillswarm_protocol::api::{TargetState, TaskKind};
-use tillswarm_protocol::clock::SystemClock;
-use tillswarm_protocol::{ChainId, DeviceId, PackageId, StoreId, TaskId};
-use tokio::sync::watch;
+use tillswarm_protocol::PackageId;
+
+mod harness;
+
+pub(crate) use harness::{InProcess, Shape};
 
 /// Options of `tillswarm-bench distribution`.
 #[derive(Debug, Args)]
@@ -207,252 +201,36 @@ impl Report {
     }
 }
 
-/// GUID of till `n` of store `s` in the bench chain.
-fn bench_till(s: u32, n: u32) -> DeviceId {
-    format!("be4c0000-0000-4000-8000-{s:04x}{n:08x}")
-        .parse()
-        .expect("a well-formed GUID")
-}
-
-const SWARM_KEY: &str = "be4cbe4cbe4cbe4cbe4cbe4cbe4cbe4cbe4cbe4cbe4cbe4cbe4cbe4cbe4cbe4c";
-
-struct BenchTill {
-    store: usize,
-    agent: Agent,
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
 async fn run_in_process(args: &DistributionArgs) -> anyhow::Result<Report> {
-    let dir = tempfile::Builder::new()
-        .prefix("tillswarm-bench-dist-")
-        .tempdir()?;
-    let config = Config {
-        data_dir: dir.path().join("coordinator"),
-        poll_interval_ms: 1_000,
-        poll_jitter: 0.2,
-        scheduler_tick_ms: 100,
+    let bench = InProcess::start(&Shape {
+        stores: args.stores,
+        tills: args.tills,
+        wan_mbit: args.wan_mbit,
+        lan_mbit: args.lan_mbit,
         max_package_bytes: (args.size_mb + 64) << 20,
-        ..Config::default()
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let served =
-        tillswarm_coordinator::Spawned::start(config, listener, Default::default()).await?;
-    let (coordinator, url) = (served.coordinator.clone(), served.http_url());
-
-    // The chain and the package.
-    let mut registry = Vec::new();
-    for s in 0..args.stores {
-        for n in 1..=args.tills {
-            registry.push(serde_json::json!({
-                "guid": bench_till(s, n).to_string(),
-                "till_name": format!("Till {n}"),
-                "till_number": n,
-                "store_id": format!("store-{:03}", s + 1),
-                "store_name": format!("Bench store {}", s + 1),
-            }));
-        }
-    }
-    coordinator
-        .import_registry(
-            serde_json::to_vec(&registry)?,
-            true,
-            &Caller::system("bench"),
-        )
-        .await?;
-    let pkg_path = dir.path().join("package.tar");
+    })
+    .await?;
+    let pkg_path = bench.dir.path().join("package.tar");
     tillswarm_fixtures::write_large_package(&pkg_path, "2.0.0", args.size_mb << 20)
         .context("writing the package")?;
     let size = std::fs::metadata(&pkg_path)?.len();
-    let file = tokio::fs::File::open(&pkg_path).await?;
-    let body = tokio_util_free_stream(file);
-    let package = coordinator
-        .upload_package(
-            "bench".into(),
-            "2.0.0".into(),
-            body,
-            &Caller::system("bench"),
-        )
-        .await
-        .context("uploading the package")?;
+    let package = bench.upload(&pkg_path, "2.0.0").await?;
     let lower_bound_s = size as f64 * 8.0 / (args.wan_mbit * 1e6);
-    let wan_kbit = (args.wan_mbit * 1000.0).round() as u64;
-    let lan_kbit = (args.lan_mbit * 1000.0).round() as u64;
-
-    // The tills: one simulated WAN link per store, one simulated LAN (each
-    // till hears of its own store's tills).
-    let lan = tillswarm_node::sim::SimulatedLan::loopback();
-    let mut tills = Vec::new();
-    let mut links = Vec::new();
-    for s in 0..args.stores {
-        let link = Arc::new(SimulatedWanLink::new(wan_kbit));
-        links.push(link.clone());
-        for n in 1..=args.tills {
-            let root = dir.path().join(format!("s{s}-t{n}"));
-            let config = NodeConfig {
-                device_id: bench_till(s, n),
-                chain_id: ChainId::new("bench")?,
-                store_id: StoreId::new(format!("store-{:03}", s + 1))?,
-                coordinator_url: url.clone(),
-                coordinator_ca_file: None,
-                coordinator_public_key: coordinator.public_key(),
-                enroll_token: None,
-                data_dir: root.join("data"),
-                update_root: root.join("mint"),
-                reboot_command: "none".into(),
-                wan_rate_limit_kbit: None,
-                lan_rate_limit_kbit: Some(lan_kbit),
-                install_timeout_s: 60,
-                disk_reserve_mb: 64,
-                local_api_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-                sale_mode_timeout_s: 0,
-                drop_in_scan_s: 3600,
-                allow_unsigned_dropin: false,
-                local_api_secret_file: None,
-                initial_version: Some("1.0".parse()?),
-                swarm_key: Some(SWARM_KEY.into()),
-                swarm_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-                swarm_peer_subnets: Vec::new(),
-                swarm_peer_ports: [1024, 65535],
-                mdns: false,
-                max_uploads: 4,
-            };
-            let source = link.source(CoordinatorClient::for_till(&config)?);
-            let wiring = tillswarm_node::Wiring {
-                source: Some(source),
-                discovery: Some(lan.discovery()),
-            };
-            let agent = Agent::open(config, Arc::new(SystemClock), wiring)?;
-            let (stop, stopped) = watch::channel(false);
-            let runner = agent.clone();
-            let task = tokio::spawn(async move {
-                let _ = runner.run(stopped).await;
-            });
-            tills.push(BenchTill {
-                store: s as usize,
-                agent,
-                stop,
-                task,
-            });
-        }
-    }
-    // Every swarm up and every store's tills connected to each other.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let nets: Vec<_> = tills.iter().filter_map(|t| t.agent.net()).collect();
-        if nets.len() == tills.len() {
-            let mut all_meshed = true;
-            for s in 0..args.stores as usize {
-                let store: Vec<_> = tills
-                    .iter()
-                    .filter(|t| t.store == s)
-                    .filter_map(|t| t.agent.net())
-                    .collect();
-                all_meshed &= store
-                    .iter()
-                    .all(|n| n.view().len() + 1 >= args.tills as usize);
-            }
-            if all_meshed {
-                break;
-            }
-        }
-        if Instant::now() > deadline {
-            bail!("the tills' swarms did not connect within 30 s");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    // The swarm's warm-up (no WAN fetch in a node's first seconds) is over
-    // before the task: a store's tills run long before an update comes.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-
-    // The swarm run.
-    let cpu0 = cpu_seconds();
-    let total = size * tills.len() as u64;
-    let bar = progress_bar(total, "swarm");
-    let started = Instant::now();
-    let task = coordinator
-        .create_task(
-            NewTask {
-                kind: TaskKind::Download,
-                package_id: package.package_id,
-                group_id: 1,
-                activate_at: None,
-                rollback: false,
-                window: None,
-                max_installing_per_store: None,
-                install_retries: None,
-            },
-            &Caller::system("bench"),
-        )
-        .await?;
-    let task_id = TaskId(task.summary.id as u64);
-    let mut store_done: HashMap<usize, f64> = HashMap::new();
-    let limit = Duration::from_secs_f64(lower_bound_s * 10.0 + 120.0);
-    loop {
-        let mut bytes = 0;
-        let mut done_per_store: HashMap<usize, u32> = HashMap::new();
-        for t in &tills {
-            if let Ok(Some(local)) = t.agent.state().task(task_id).await {
-                bytes += local.bytes_done;
-                if local.state == TargetState::Downloaded {
-                    *done_per_store.entry(t.store).or_default() += 1;
-                }
-            }
-        }
-        bar.set_position(bytes);
-        for (s, n) in &done_per_store {
-            if *n == args.tills {
-                store_done
-                    .entry(*s)
-                    .or_insert_with(|| started.elapsed().as_secs_f64());
-            }
-        }
-        if store_done.len() == args.stores as usize {
-            break;
-        }
-        if started.elapsed() > limit {
-            bail!("not every till held the package after {limit:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    bar.finish_and_clear();
-    let cpu_seconds = cpu_seconds() - cpu0;
-    let seconds = store_done.values().copied().fold(0.0, f64::max);
-    let mut store_seconds: Vec<(usize, f64)> = store_done.into_iter().collect();
-    store_seconds.sort_by_key(|(s, _)| *s);
-    let (mut wan_per_store, mut lan) = (vec![0u64; args.stores as usize], 0u64);
-    for t in &tills {
-        let local = t
-            .agent
-            .state()
-            .task(task_id)
-            .await?
-            .context("a till lost its task")?;
-        wan_per_store[t.store] += local.wan_bytes;
-        lan += local.lan_bytes;
-        let staged = t.agent.config().update_root.join("update/2.0.0");
-        ensure!(
-            tillswarm_node::stage::is_staged(&staged, &package.package_id),
-            "a till's staged package does not match"
-        );
-    }
-    let wan_max = wan_per_store.iter().copied().max().unwrap_or(0);
-    for t in tills {
-        let _ = t.stop.send(true);
-        let _ = t.task.await;
-    }
+    let run = bench.distribute(&package, lower_bound_s, "swarm").await?;
+    let links = bench.links.clone();
+    let wan_max = run.wan_per_store.iter().copied().max().unwrap_or(0);
     let swarm = SwarmFigures {
-        seconds,
-        time_ratio: seconds / lower_bound_s,
-        store_seconds: store_seconds.into_iter().map(|(_, s)| s).collect(),
+        seconds: run.seconds,
+        time_ratio: run.seconds / lower_bound_s,
+        store_seconds: run.store_seconds,
         wan_bytes_per_store: wan_max,
         wan_ratio: wan_max as f64 / size as f64,
-        lan_bytes: lan,
+        lan_bytes: run.lan_bytes,
         peak_rss_bytes: peak_rss_bytes().unwrap_or(0),
         rss_scope: "whole bench process: coordinator and every node",
-        cpu_seconds,
+        cpu_seconds: run.cpu_seconds,
     };
-    served.stop().await;
+    let dir = bench.stop().await;
 
     let http = if args.skip_http {
         None
@@ -462,9 +240,10 @@ async fn run_in_process(args: &DistributionArgs) -> anyhow::Result<Report> {
             seconds: secs,
             time_ratio: secs / lower_bound_s,
             wan_bytes_per_store: size * u64::from(args.tills),
-            speedup_of_swarm: secs / seconds,
+            speedup_of_swarm: secs / run.seconds,
         })
     };
+    drop(dir);
     Ok(Report {
         mode: "in-process",
         package_size: size,
@@ -536,7 +315,7 @@ async fn http_baseline(
 }
 
 /// A body stream over a file, read 1 MiB at a time.
-fn tokio_util_free_stream(
+pub(crate) fn tokio_util_free_stream(
     file: tokio::fs::File,
 ) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + Unpin {
     use tokio::io::AsyncReadExt;
@@ -553,7 +332,7 @@ fn tokio_util_free_stream(
     }))
 }
 
-fn progress_bar(total: u64, what: &str) -> ProgressBar {
+pub(crate) fn progress_bar(total: u64, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(total);
     bar.set_style(
         ProgressStyle::with_template(&format!(
@@ -565,7 +344,7 @@ fn progress_bar(total: u64, what: &str) -> ProgressBar {
 }
 
 /// CPU seconds (user + system) of this process so far.
-fn cpu_seconds() -> f64 {
+pub(crate) fn cpu_seconds() -> f64 {
     use nix::sys::resource::{UsageWho, getrusage};
     getrusage(UsageWho::RUSAGE_SELF)
         .map(|u| {
@@ -576,7 +355,7 @@ fn cpu_seconds() -> f64 {
 }
 
 /// This process's peak resident set (VmHWM), in bytes.
-fn peak_rss_bytes() -> Option<u64> {
+pub(crate) fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

@@ -8,6 +8,8 @@
 //!   [`coordinator`].
 //! - `distribution`: a store's tills getting a package through the swarm over a
 //!   slow WAN link, against plain HTTP per till; see [`distribution`].
+//! - `delta`: a store's tills going from N to N+1 of a package with scattered
+//!   changes, against the new bytes' transfer time; see [`delta`].
 //! - `lan`: a package moved between two tills by the store swarm (the product's
 //!   download driver over libp2p) against a raw TCP copy of the same bytes, on
 //!   loopback or (`--netns`, root) across a veth pair; see [`lan`].
@@ -25,6 +27,7 @@ use clap::{Parser, Subcommand};
 
 mod chunk_sizes;
 mod coordinator;
+mod delta;
 mod distribution;
 mod lan;
 
@@ -40,6 +43,9 @@ enum BenchCommand {
     /// Time and WAN bytes until every till of a store holds a package, against
     /// every till downloading it by plain HTTP over the same link.
     Distribution(distribution::DistributionArgs),
+    /// WAN bytes and time for a store holding version N to get N+1 (ten
+    /// scattered changes making 10%), against the bound of N+1's new bytes.
+    Delta(delta::DeltaArgs),
     /// Chunk+hash throughput of ingestion against plain blake3 on the same file.
     Chunking {
         /// Size of the generated input file in MiB.
@@ -139,6 +145,12 @@ enum BenchCommand {
 }
 
 fn main() -> anyhow::Result<()> {
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     match Cli::parse().command {
         BenchCommand::Chunking { size_mb, runs } => chunking(size_mb, runs.max(1)),
         BenchCommand::ChunkSizes {
@@ -232,6 +244,10 @@ fn main() -> anyhow::Result<()> {
             .enable_all()
             .build()?
             .block_on(distribution::run(args)),
+        BenchCommand::Delta(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(delta::run(args)),
     }
 }
 
