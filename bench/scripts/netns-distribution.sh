@@ -758,9 +758,20 @@ w = max(len(k) for k, _ in rows)
 print()
 for k, v in rows:
     print(f"{k:<{w}}  {v}")
+def clean(o):
+    # NaN (a moment that never came, e.g. the whole package size on the
+    # WAN of a delta) is not JSON: write null.
+    if isinstance(o, float) and o != o:
+        return None
+    if isinstance(o, dict):
+        return {k: clean(v) for k, v in o.items()}
+    if isinstance(o, list):
+        return [clean(v) for v in o]
+    return o
+
 if json_out:
     with open(json_out, "w") as fh:
-        json.dump(out, fh, indent=2)
+        json.dump(clean(out), fh, indent=2)
         fh.write("\n")
     print(f"\nJSON written to {json_out}")
 PY

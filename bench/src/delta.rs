@@ -4,7 +4,7 @@
 //! over the WAN once.
 //!
 //! The pair is the scattered-change fixture
-//! ([`tillswarm_fixtures::write_scattered_pair`]: 32 files, ten seeded
+//! ([`tillswarm_fixtures::write_scattered_pair`]: 256 files, ten seeded
 //! regions making 10% of the payload, compressible 2x) as `.tar` or
 //! `.tar.gz`. Every till first takes N (unmeasured); the measured task is
 //! N+1, from its creation until the last till has it staged. The bound comes
@@ -307,7 +307,11 @@ fn run_netns(args: &DeltaArgs, base: &Path, next: &Path, dir: &Path) -> anyhow::
         bin.display()
     );
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/netns-distribution.sh");
-    let json = dir.join("netns.json");
+    // Beside the bench's own JSON when there is one (the script's detail).
+    let json = match &args.json {
+        Some(j) => j.with_extension("netns.json"),
+        None => dir.join("netns.json"),
+    };
     let status = std::process::Command::new("bash")
         .arg(&script)
         .arg(&bin)

@@ -2,9 +2,9 @@
 //!
 //! Order of trust: the manifest is verified against the pinned coordinator key
 //! and must describe the package the task names; each chunk is verified by the
-//! chunk store before it is kept; the whole file's blake3 is checked while the
-//! package is unpacked into a hidden folder, which is flushed to disk and
-//! renamed into place only if it matches. A staged folder is therefore always
+//! chunk store before it is kept, and again (blake3 of its content) as the
+//! package is unpacked from it into a hidden folder, which is flushed to disk
+//! and renamed into place only if every chunk matched. A staged folder is therefore always
 //! complete and verified, also after a power loss.
 
 use std::fs::{self, File};
@@ -124,8 +124,10 @@ pub fn is_staged(dir: &Path, id: &PackageId) -> bool {
 const ASSEMBLY_PIECE: usize = 128 * 1024;
 
 /// Reads the chunks of a manifest in order as one stream (the package's
-/// content), hashing as it goes. A raw chunk is streamed from its file; a
-/// compressed one is decoded whole (under its manifest length, hash checked).
+/// content), checking each against the signed manifest as it goes: a raw
+/// chunk is streamed from its file and hashed, a compressed one decoded whole
+/// (under its manifest length) and hashed. Every byte read is thus verified
+/// once, and the stream fails at the first chunk that does not match.
 struct Assembled<'a> {
     store: &'a ChunkStore,
     /// Set while the download is still running: a chunk not held yet is
@@ -139,7 +141,14 @@ struct Assembled<'a> {
     decoded: Vec<u8>,
     /// Whether `at..end` indexes `decoded` (else `piece`).
     from_decoded: bool,
-    hasher: blake3::Hasher,
+    /// The raw chunk being streamed, its hash so far and bytes read.
+    raw: Option<&'a ChunkRef>,
+    raw_hasher: blake3::Hasher,
+    raw_read: u64,
+    /// Why a chunk was refused (the stream then fails).
+    corrupt: Option<String>,
+    /// Whether every chunk was read and matched.
+    complete: bool,
     piece: Vec<u8>,
     at: usize,
     end: usize,
@@ -156,26 +165,48 @@ impl<'a> Assembled<'a> {
             frame: Vec::new(),
             decoded: Vec::new(),
             from_decoded: false,
-            hasher: blake3::Hasher::new(),
+            raw: None,
+            raw_hasher: blake3::Hasher::new(),
+            raw_read: 0,
+            corrupt: None,
+            complete: false,
             piece: vec![0; ASSEMBLY_PIECE],
             at: 0,
             end: 0,
         }
     }
 
-    /// Reads and hashes the next piece; false at the end of the package.
+    /// Records why a held chunk was refused and fails the stream.
+    fn refuse(&mut self, why: String) -> io::Error {
+        self.corrupt = Some(why.clone());
+        io::Error::new(io::ErrorKind::InvalidData, why)
+    }
+
+    /// Reads and verifies the next piece; false at the end of the package.
     fn refill(&mut self) -> io::Result<bool> {
         loop {
-            if let Some(f) = &mut self.current {
+            if let (Some(f), Some(c)) = (&mut self.current, self.raw) {
                 let n = f.read(&mut self.piece)?;
                 if n > 0 {
-                    self.hasher.update(&self.piece[..n]);
+                    self.raw_read += n as u64;
+                    if self.raw_read > u64::from(c.length) {
+                        let why =
+                            format!("held chunk {} is longer than its manifest lists", c.hash);
+                        return Err(self.refuse(why));
+                    }
+                    self.raw_hasher.update(&self.piece[..n]);
                     (self.at, self.end, self.from_decoded) = (0, n, false);
                     return Ok(true);
                 }
                 self.current = None;
+                let whole = self.raw_read == u64::from(c.length);
+                if !whole || ChunkHash::from(self.raw_hasher.finalize()) != c.hash {
+                    let why = format!("held chunk {} does not match its manifest", c.hash);
+                    return Err(self.refuse(why));
+                }
             }
             let Some(c) = self.chunks.next() else {
+                self.complete = true;
                 return Ok(false);
             };
             if let Some(follow) = self.follow {
@@ -184,16 +215,17 @@ impl<'a> Assembled<'a> {
             let (mut file, compressed, len) = self.store.open_chunk(&c.hash)?;
             if !compressed {
                 self.current = Some(file);
+                self.raw = Some(c);
+                self.raw_hasher.reset();
+                self.raw_read = 0;
                 continue;
             }
             if len != u64::from(c.zstd_len) {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "held chunk {} is {len} bytes, its manifest lists {}",
-                        c.hash, c.zstd_len
-                    ),
-                ));
+                let why = format!(
+                    "held chunk {} is {len} bytes, its manifest lists {}",
+                    c.hash, c.zstd_len
+                );
+                return Err(self.refuse(why));
             }
             self.frame.clear();
             file.read_to_end(&mut self.frame)?;
@@ -201,11 +233,14 @@ impl<'a> Assembled<'a> {
                 Some(d) => d,
                 None => self.decoder.insert(Decoder::new()?),
             };
-            let content = decoder
+            let decoded = decoder
                 .decode(c, true, &self.frame, &mut self.decoded)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-            let n = content.len();
-            self.hasher.update(&self.decoded);
+                .map(<[u8]>::len)
+                .map_err(|e| format!("held chunk {}: {e}", c.hash));
+            let n = match decoded {
+                Ok(n) => n,
+                Err(why) => return Err(self.refuse(why)),
+            };
             (self.at, self.end, self.from_decoded) = (0, n, true);
             return Ok(true);
         }
@@ -394,22 +429,22 @@ pub fn stage_following(
             });
         }
         let unpacked = unpack(&mut assembled, &partial, cap, sniff_gzip, reuse.as_mut());
-        // Drain whatever the tar reader left unread so the hash covers every byte.
+        // Drain whatever the tar reader left unread: every chunk is checked.
         let drained = io::copy(&mut assembled, &mut io::sink());
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         drained.map_err(Error::from).and(unpacked)
     });
-    let actual = PackageId::from(assembled.hasher.finalize());
-    if let Err(e) = unpacked {
+    let verdict = match (assembled.corrupt.take(), unpacked) {
+        (Some(why), _) => Err(Error::Verify(why)),
+        (None, Err(e)) => Err(e),
+        (None, Ok(())) if !assembled.complete => Err(Error::Verify(
+            "the package's chunks were not all read".into(),
+        )),
+        (None, Ok(())) => Ok(()),
+    };
+    if let Err(e) = verdict {
         let _ = fs::remove_dir_all(&partial);
         return Err(e);
-    }
-    if actual != manifest.package_id {
-        let _ = fs::remove_dir_all(&partial);
-        return Err(Error::Verify(format!(
-            "package hashes to {actual}, the manifest says {}",
-            manifest.package_id
-        )));
     }
     if !partial.join("up.sh").is_file() {
         let _ = fs::remove_dir_all(&partial);

@@ -314,3 +314,38 @@ fn a_folder_without_a_marker_is_not_a_seed() {
         fs::metadata(n1.join("lib/a.bin")).expect("stat").ino()
     );
 }
+
+#[test]
+fn a_raw_chunk_changed_on_disk_stops_the_staging() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = ChunkStore::open(&dir.path().join("chunks")).expect("store");
+    let (v1, _) = pair();
+    let m = content(&store, "1.0.0", &v1);
+    let c = *m
+        .chunks
+        .iter()
+        .find(|c| c.zstd_len == 0)
+        .expect("a raw chunk");
+    let hex = c.hash.to_hex();
+    let path = dir.path().join("chunks").join(&hex[..2]).join(&hex);
+    let good = fs::read(&path).expect("read");
+    for (what, bent) in [
+        ("one byte flipped", {
+            let mut b = good.clone();
+            b[good.len() / 2] ^= 1;
+            b
+        }),
+        ("cut short", good[..good.len() - 1].to_vec()),
+        ("one byte longer", [good.clone(), vec![0]].concat()),
+    ] {
+        fs::write(&path, &bent).expect("tamper");
+        let update = dir
+            .path()
+            .join(format!("update-{}", what.replace(' ', "-")));
+        let err = stage(&m, &store, &update, u64::MAX).expect_err(what);
+        assert!(matches!(err, Error::Verify(_)), "{what}: {err}");
+        assert!(!staged_dir(&update, &m).exists(), "{what}");
+    }
+    fs::write(&path, &good).expect("restore");
+    stage(&m, &store, &dir.path().join("update"), u64::MAX).expect("staged");
+}
