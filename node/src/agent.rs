@@ -362,9 +362,15 @@ impl Loop {
 
     /// Moves every task on by one step where it can.
     async fn step(&mut self) -> Result<()> {
+        // Finished jobs are dropped before the tasks are read: a job commits
+        // its task's state before it ends, so a job that ends after this
+        // line still counts as running below, and one that ended before it
+        // left its state in what is read. (Read first, a job ending in
+        // between looked like a task without a job, and its download was
+        // started a second time.)
+        self.jobs.retain(|_, (_, j)| !j.is_finished());
         let tasks = self.inner().state.tasks().await?;
         let installed = self.inner().state.installed_version().await?;
-        self.jobs.retain(|_, (_, j)| !j.is_finished());
         let mut installing = self.jobs.values().any(|(k, _)| *k == JobKind::Install);
         // Cut off from fresh signed timestamps (withheld, or the coordinator
         // away for long): start nothing new on the coordinator's word; the
