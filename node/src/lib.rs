@@ -9,7 +9,7 @@
 //!
 //! Architecture invariants: only this crate touches libp2p; no chunk is stored,
 //! advertised or served before its blake3 hash is checked; no package is staged
-//! or installed before its manifest signature and whole-file hash are checked.
+//! or installed before its manifest signature and every chunk's hash are checked.
 
 mod agent;
 mod backoff;

@@ -375,7 +375,7 @@ pub fn unpack_cap(manifest: &Manifest, room: Option<u64>) -> Result<u64> {
 }
 
 /// Unpacks the package from the chunk store into `<update_dir>/<version>/`,
-/// checking the whole file's blake3, writing at most `cap` bytes (see
+/// checking every chunk's blake3, writing at most `cap` bytes (see
 /// [`unpack_cap`]). Blocking: run it off the executor.
 pub fn stage(
     manifest: &Manifest,

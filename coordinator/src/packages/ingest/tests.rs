@@ -213,3 +213,48 @@ fn a_zstd_upload_needing_a_huge_window_is_refused() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A random package: `up.sh` and 1 to 4 files of random size and
+/// compressibility, in a random upload format.
+fn arb_upload() -> impl proptest::strategy::Strategy<Value = (Vec<u8>, Vec<u8>, UploadFormat)> {
+    use proptest::prelude::*;
+    (
+        proptest::collection::vec((0usize..400_000, any::<u64>(), any::<bool>()), 1..5),
+        0u8..4,
+    )
+        .prop_map(|(files, format)| {
+            let mut entries = vec![RawEntry::file("up.sh", 0o755, UP_SH)];
+            for (i, (len, seed, text)) in files.into_iter().enumerate() {
+                let mut data = tillswarm_fixtures::noise(len, seed);
+                if text {
+                    data.iter_mut().for_each(|b| *b = b'a' + *b % 4);
+                }
+                entries.push(RawEntry::file(&format!("f{i}"), 0o644, &data));
+            }
+            let tar = raw_tar(&entries);
+            let format = UploadFormat::from_code(format).expect("0..4");
+            let upload = match format {
+                UploadFormat::Tar => tar.clone(),
+                UploadFormat::TarGz => tillswarm_fixtures::gzip(&tar),
+                UploadFormat::TarZst => zstd_of(&tar),
+                UploadFormat::TarXz => xz_of(&tar),
+            };
+            (tar, upload, format)
+        })
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 12, .. Default::default() })]
+
+    /// Decompress, chunk, store, reassemble: the content comes back whole,
+    /// whatever the format, and the ids are the content's and the upload's.
+    #[test]
+    fn ingest_round_trips((tar, upload, format) in arb_upload()) {
+        let s = setup();
+        let m = ingest(&s, &upload, LIMITS).expect("ingest");
+        proptest::prop_assert_eq!(m.package_id, PackageId::of(&tar));
+        let up = m.upload.expect("format 3");
+        proptest::prop_assert_eq!((up.id, up.format), (PackageId::of(&upload), format));
+        proptest::prop_assert_eq!(reassembled(&s, &m), tar);
+    }
+}
