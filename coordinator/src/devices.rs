@@ -347,6 +347,9 @@ pub struct HeartbeatOutcome {
     pub assign_rev: u64,
     /// Till type, for settings.
     pub till_type: Option<String>,
+    /// Whether the till's state or version changed (or it was never seen
+    /// before): the panel's live stream hears of it.
+    pub changed: bool,
 }
 
 /// Records a heartbeat of a known till (its device token was checked).
@@ -375,12 +378,22 @@ pub fn record_heartbeat(
         .then(|| serde_json::to_string(&req.swarm_addrs).ok())
         .flatten();
     type Known = (Option<String>, Option<String>, Option<String>);
+    let mut seen_state: Option<(Option<String>, Option<i64>)> = None;
     let known: Option<Known> = tx
-        .prepare_cached("SELECT peer_id, version, swarm_addrs FROM devices WHERE guid = ?1")?
+        .prepare_cached(
+            "SELECT peer_id, version, swarm_addrs, state, last_seen_ms FROM devices WHERE guid = ?1",
+        )?
         .query_row([req.device_id.to_string()], |r| {
+            seen_state = Some((r.get(3)?, r.get(4)?));
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })
         .optional()?;
+    let changed = match (&known, &seen_state) {
+        (Some((_, before, _)), Some((before_state, last_seen))) => {
+            *before != version || *before_state != state || last_seen.is_none()
+        }
+        _ => true,
+    };
     if let (Some((_, before, _)), Some(now)) = (&known, &version) {
         if before.as_ref() != Some(now) {
             history::note_version(tx, &req.device_id, now, now_ms)?;
@@ -423,6 +436,7 @@ pub fn record_heartbeat(
     Ok(HeartbeatOutcome {
         assign_rev: assign_rev as u64,
         till_type,
+        changed,
     })
 }
 

@@ -18,6 +18,8 @@ use crate::metrics::Family;
 use crate::service::Coordinator;
 
 mod account;
+pub mod assets;
+mod events;
 pub mod guard;
 mod node;
 pub mod openapi;
@@ -83,23 +85,12 @@ pub fn routes(c: Coordinator) -> BoxedFilter<(Response,)> {
             warp::reply::with_header(openapi::DOCUMENT, header::CONTENT_TYPE, "application/json")
                 .into_response()
         });
-    let panel = warp::path::end().and(warp::get()).map(|| {
-        let mut r = warp::reply::html(tillswarm_web::INDEX_HTML).into_response();
-        // The panel is never shown inside another site's frame (clickjacking).
-        let h = r.headers_mut();
-        h.insert("x-frame-options", header::HeaderValue::from_static("DENY"));
-        h.insert(
-            "content-security-policy",
-            header::HeaderValue::from_static("frame-ancestors 'none'"),
-        );
-        r
-    });
     let tree = health
         .or(metrics)
         .unify()
         .or(openapi)
         .unify()
-        .or(panel)
+        .or(assets::routes())
         .unify()
         .or(node::routes(c.clone()))
         .unify()
@@ -109,16 +100,19 @@ pub fn routes(c: Coordinator) -> BoxedFilter<(Response,)> {
         .unify();
     // `path::full` reads the path without consuming it: the tree still routes.
     warp::path::full()
+        .and(warp::header::optional::<String>("accept-encoding"))
         .and(tree)
-        .map(|path: warp::path::FullPath, mut r: Response| {
-            if r.status() == StatusCode::METHOD_NOT_ALLOWED {
-                let allow = openapi::methods_of(path.as_str()).join(", ");
-                if let Ok(v) = header::HeaderValue::from_str(&allow) {
-                    r.headers_mut().insert(header::ALLOW, v);
+        .then(
+            |path: warp::path::FullPath, accept: Option<String>, mut r: Response| async move {
+                if r.status() == StatusCode::METHOD_NOT_ALLOWED {
+                    let allow = openapi::methods_of(path.as_str()).join(", ");
+                    if let Ok(v) = header::HeaderValue::from_str(&allow) {
+                        r.headers_mut().insert(header::ALLOW, v);
+                    }
                 }
-            }
-            r
-        })
+                assets::gzip_if_accepted(accept.as_deref(), r).await
+            },
+        )
         .with(log)
         .map(Reply::into_response)
         .boxed()

@@ -26,6 +26,7 @@ pub mod db;
 pub mod device_auth;
 pub mod devices;
 pub mod error;
+pub mod events;
 pub mod groups;
 pub mod http;
 pub mod keys;
@@ -66,10 +67,11 @@ pub async fn serve_with(
 ) {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let scheduler = tokio::spawn(run_scheduler(coordinator.clone(), stop_rx));
-    let routes = http::routes(coordinator);
+    let routes = http::routes(coordinator.clone());
     server::run(routes, listener, options, async move {
         shutdown.await;
         let _ = stop_tx.send(true);
+        coordinator.events().close();
     })
     .await;
     let _ = scheduler.await;

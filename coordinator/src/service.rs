@@ -17,6 +17,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::db::Db;
 use crate::devices::{self, Device, DeviceFilter, ImportSummary, Store};
 use crate::error::{Error, Result};
+use crate::events::Change;
 use crate::groups::{self, Group, GroupInput};
 use crate::metrics::Metrics;
 use crate::packages::Package;
@@ -241,6 +242,8 @@ struct Inner {
     /// Set once an operator account is known to exist (the last admin cannot
     /// be removed, so it never turns false again).
     has_users: std::sync::atomic::AtomicBool,
+    /// Live changes for the panel's event streams.
+    events: crate::events::Bus,
 }
 
 impl Coordinator {
@@ -279,6 +282,7 @@ impl Coordinator {
                 challenges: crate::device_auth::Challenges::new()?,
                 last_purge_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
                 has_users: std::sync::atomic::AtomicBool::new(false),
+                events: crate::events::Bus::default(),
             }),
         };
         coordinator.collect_garbage().await?;
@@ -485,13 +489,31 @@ impl Coordinator {
                 let mut note = note;
                 let out = f(tx, now, &mut note)?;
                 audit::append(tx, &caller, action, &note, Outcome::Ok, ok_status, now)?;
-                Ok(out)
+                Ok((out, note.target))
             })
             .await;
-        if let Err(e) = &result {
-            self.audit_failure(by, action, first, e).await;
+        match result {
+            Ok((out, target)) => {
+                if let Some(change) = Change::of_action(action, target.as_deref()) {
+                    self.publish(change);
+                }
+                Ok(out)
+            }
+            Err(e) => {
+                self.audit_failure(by, action, first, &e).await;
+                Err(e)
+            }
         }
-        result
+    }
+
+    /// Tells the open event streams about a change.
+    pub fn publish(&self, change: Change) {
+        self.inner.events.publish(change);
+    }
+
+    /// The change bus (the event stream route subscribes to it).
+    pub fn events(&self) -> &crate::events::Bus {
+        &self.inner.events
     }
 
     /// Appends a `failed` audit row for an attempt that ended in `e`.
@@ -771,6 +793,9 @@ impl Coordinator {
             tracing::error!(error = %e, "could not reload the rotated keys");
         }
         let activated = self.write(tasks::activate_due).await?;
+        for &task_id in &activated {
+            self.publish(Change::Task { task_id });
+        }
         self.drive_rollouts().await?;
         let now = self.now_ms();
         let last = self

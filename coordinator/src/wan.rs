@@ -15,6 +15,7 @@ use tillswarm_protocol::{ChunkHash, DeviceId};
 use crate::error::Result;
 
 pub mod report;
+pub mod store;
 
 /// Rows are kept this long (30 days).
 pub const RETENTION_MS: i64 = 30 * 86_400_000;

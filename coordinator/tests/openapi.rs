@@ -19,6 +19,8 @@ use warp::http::StatusCode;
 const ROUTES: &[(&str, &str)] = &[
     // http.rs
     ("GET", "/"),
+    // http/assets.rs
+    ("GET", "/panel/{path}"),
     ("GET", "/healthz"),
     ("GET", "/metrics"),
     ("GET", "/api/v1/openapi.json"),
@@ -37,6 +39,10 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/devices/{guid}/approve"),
     ("POST", "/api/v1/devices/{guid}/reset-key"),
     ("GET", "/api/v1/stores"),
+    // http/wan.rs
+    ("GET", "/api/v1/stores/{id}/wan"),
+    // http/events.rs
+    ("GET", "/api/v1/events"),
     // http/operator.rs: groups
     ("GET", "/api/v1/groups"),
     ("POST", "/api/v1/groups"),
@@ -121,6 +127,7 @@ fn sample(param: &str) -> &'static str {
         "package_id" | "hash" => "0000000000000000000000000000000000000000000000000000000000000000",
         "id" => "999999",
         "name" => "standard",
+        "path" => "js/no-such-module.js",
         other => panic!("no sample value for path parameter {other:?}: add one to sample()"),
     }
 }

@@ -7,6 +7,8 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use serde_json::Value;
 use tillswarm_coordinator::auth::rules::{self, Access};
 use tillswarm_coordinator::auth::{Caller, Role};
@@ -47,6 +49,9 @@ async fn publish(api: &Api, version: &str, seed: u64) -> (PackageId, Vec<ChunkRe
     (id, chunks.manifest.chunks)
 }
 
+/// Numbers the groups [`task_for`] makes (their names are unique).
+static GROUPS: AtomicU32 = AtomicU32::new(0);
+
 /// A download task of `package` for `members`; returns its id.
 async fn task_for(api: &Api, package: PackageId, members: Vec<DeviceId>) -> i64 {
     let by = Caller::system("test");
@@ -54,7 +59,10 @@ async fn task_for(api: &Api, package: PackageId, members: Vec<DeviceId>) -> i64 
         .coordinator
         .create_group(
             GroupInput {
-                name: Some("diagnosed".into()),
+                name: Some(format!(
+                    "diagnosed-{}",
+                    GROUPS.fetch_add(1, Ordering::Relaxed)
+                )),
                 description: None,
                 members: Some(members),
             },
@@ -384,4 +392,95 @@ async fn the_chunk_log_forgets_fetches_after_thirty_days() {
     api.coordinator.tick().await.expect("tick");
     let s = report(&api, task, "").await;
     assert_eq!(store(&s, "store-001")["fetches"], 0, "pruned");
+}
+
+#[tokio::test]
+async fn a_stores_history_lists_each_tasks_wan_bytes_against_its_package() {
+    let api = chain().await;
+    let (first, chunks) = publish(&api, "1.0.0", 7).await;
+    let size: u64 = chunks.iter().map(|c| u64::from(c.length)).sum();
+    let older = task_for(&api, first, vec![till(0, 1), till(0, 2)]).await;
+    for c in &chunks {
+        fetch(&api, till(0, 1), c, None).await;
+    }
+    // The other store's fetch is not this store's link.
+    fetch(&api, till(1, 1), &chunks[0], None).await;
+    let (second, more) = publish(&api, "1.1.0", 8).await;
+    let newer = task_for(&api, second, vec![till(0, 3)]).await;
+    fetch(&api, till(0, 3), &more[0], None).await;
+    // A task with no till in store-001 is not in its history.
+    let elsewhere = task_for(&api, second, vec![till(1, 2)]).await;
+
+    let r = api
+        .as_role(Role::Viewer, "GET", "/api/v1/stores/store-001/wan", None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let h = r.json();
+    assert_eq!(h["store_id"], "store-001");
+    let tasks = h["tasks"].as_array().expect("tasks");
+    let ids: Vec<i64> = tasks
+        .iter()
+        .map(|t| t["task_id"].as_i64().expect("id"))
+        .collect();
+    assert_eq!(
+        ids,
+        vec![newer, older],
+        "newest first, only the store's tasks (not {elsewhere})"
+    );
+    let old = &tasks[1];
+    assert_eq!(old["package_id"], first.to_string());
+    assert_eq!(old["package_size"], size);
+    assert_eq!(
+        old["wan_bytes"], size,
+        "the same bytes as the task's own report"
+    );
+    assert_eq!(
+        old["wan_bytes"],
+        store(&report(&api, older, "").await, "store-001")["wan_bytes"]
+    );
+    assert_eq!(old["wan_ratio"].as_f64(), Some(1.0));
+    assert_eq!(old["tills"], 2);
+    assert_eq!(old["kind"], "download");
+    assert_eq!(tasks[0]["wan_bytes"], more[0].length);
+    assert_eq!(tasks[0]["tills"], 1);
+
+    let one = api
+        .as_role(
+            Role::Viewer,
+            "GET",
+            "/api/v1/stores/store-001/wan?limit=1",
+            None,
+        )
+        .await;
+    assert_eq!(one.json()["tasks"].as_array().map(Vec::len), Some(1));
+    for (path, status) in [
+        (
+            "/api/v1/stores/store-001/wan?limit=0",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/api/v1/stores/store-001/wan?limit=51",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/api/v1/stores/store-001/wan?limit=x",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/api/v1/stores/store-001/wan?sort=id",
+            StatusCode::BAD_REQUEST,
+        ),
+        ("/api/v1/stores/no-such-store/wan", StatusCode::NOT_FOUND),
+    ] {
+        let r = api.as_role(Role::Viewer, "GET", path, None).await;
+        assert_eq!(r.status, status, "{path}: {:?}", r.body);
+    }
+    let anonymous = api
+        .send(
+            warp::test::request()
+                .method("GET")
+                .path("/api/v1/stores/store-001/wan"),
+        )
+        .await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
 }

@@ -1,8 +1,9 @@
-//! The operator web panel served at `/`: it is the page, it is self-contained
-//! (works offline, no external resources), it never parses API data as HTML,
-//! and every `/api/v1/...` call in its script names a method and path that
-//! `openapi.json` documents (the OpenAPI test in turn ties the document to the
-//! routes), so a renamed or removed route cannot silently break the panel.
+//! The operator web panel served at `/` and `/panel/...`: it is the page and
+//! its modules, it is self-contained (works offline, no external resources),
+//! it never parses API data as HTML, and every `/api/v1/...` call in its
+//! modules names a method and path that `openapi.json` documents (the OpenAPI
+//! test in turn ties the document to the routes), so a renamed or removed
+//! route cannot silently break the panel.
 
 use std::collections::BTreeSet;
 
@@ -37,6 +38,19 @@ async fn served_panel() -> String {
     String::from_utf8(res.body().to_vec()).expect("the page is UTF-8")
 }
 
+/// Every embedded file of the panel that holds code or markup, by path.
+fn sources() -> Vec<(&'static str, &'static str)> {
+    tillswarm_web::ASSETS
+        .iter()
+        .filter(|a| {
+            [".html", ".js", ".mjs", ".css"]
+                .iter()
+                .any(|e| a.path.ends_with(e))
+        })
+        .map(|a| (a.path, std::str::from_utf8(a.bytes).expect("UTF-8 source")))
+        .collect()
+}
+
 /// One API use found in the page: method and path with `{}` for parameters.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Use {
@@ -48,7 +62,8 @@ struct Use {
 ///
 /// A use must look like `api("METHOD", "/api/v1/...")` (also with `'` or
 /// backquotes), `open("METHOD", "/api/v1/...")` (the upload's
-/// XMLHttpRequest), or `href="/api/v1/..."` (a plain GET link). A path ends at
+/// XMLHttpRequest), `href="/api/v1/..."` (a plain GET link, also assigned
+/// in code) or `new EventSource("/api/v1/...")` (the live stream, a GET). A path ends at
 /// a quote, `?`, whitespace or `<`; `${...}` interpolations become `{}`.
 /// Returns the uses and a description of every occurrence that matches none of
 /// these forms.
@@ -122,7 +137,11 @@ fn method_before(bytes: &[u8], start: usize) -> Option<String> {
     }
     let mut i = start - 1;
     let before = |i: usize| &bytes[..i];
-    if before(i).ends_with(b"href=") {
+    let head = before(skip_space_back(bytes, i));
+    let assigned = head
+        .strip_suffix(b"=")
+        .map(|h| &h[..skip_space_back(h, h.len())]);
+    if assigned.is_some_and(|h| h.ends_with(b"href")) || head.ends_with(b"EventSource(") {
         return Some("GET".to_owned());
     }
     // `, ` between the method and the path.
@@ -214,11 +233,13 @@ async fn the_root_serves_the_panel() {
     assert!(page.contains("<title>tillswarm operator panel</title>"));
     for view in [
         "overview",
+        "stores",
         "groups",
         "packages",
         "tasks",
         "rollout",
         "till-types",
+        "audit",
     ] {
         assert!(
             page.contains(&format!("data-view=\"{view}\"")),
@@ -228,51 +249,99 @@ async fn the_root_serves_the_panel() {
     assert_eq!(page, tillswarm_web::INDEX_HTML);
 }
 
-#[tokio::test]
-async fn the_panel_is_self_contained_and_builds_no_html_from_data() {
-    let page = served_panel().await;
-    let lower = page.to_ascii_lowercase();
-    // Works offline: no external script, style, font or image.
-    for needle in [
-        "http://",
-        "https://",
-        "<script src",
-        "@import",
-        "url(",
-        "<img",
-        "<iframe",
-    ] {
+#[test]
+fn the_panel_is_self_contained_and_builds_no_html_from_data() {
+    let files = sources();
+    assert!(files.len() > 10, "the panel's modules: {}", files.len());
+    for (path, text) in files {
+        // The SVG namespace is a name, not a download.
+        let lower = text
+            .to_ascii_lowercase()
+            .replace("\"http://www.w3.org/2000/svg\"", "\"svg-ns\"");
+        // Works offline: no external script, style, font or image.
+        for needle in [
+            "http://", "https://", "//cdn", "@import", "<img", "<iframe", "import(",
+        ] {
+            assert!(
+                !lower.contains(needle),
+                "{path} refers to an outside resource ({needle})"
+            );
+        }
         assert!(
-            !lower.contains(needle),
-            "the panel refers to an outside resource ({needle})"
+            !lower.contains("url(")
+                || lower.matches("url(").count() == lower.matches("url(data:").count(),
+            "{path}: a CSS url() to a file"
         );
+        // Modules import only the panel's own modules, by relative path.
+        for needle in ["from \"", "import \""] {
+            for (i, _) in lower.match_indices(needle) {
+                let target = &lower[i + needle.len()..];
+                assert!(
+                    target.starts_with("./") || target.starts_with("../"),
+                    "{path}: imports {:?}",
+                    &target[..target.find('"').unwrap_or(0)]
+                );
+            }
+        }
+        // Device names, logs and error messages come from outside: they must
+        // only reach the page as text, never be parsed as HTML or code.
+        for needle in [
+            "innerhtml",
+            "outerhtml",
+            "insertadjacenthtml",
+            "document.write",
+            "eval(",
+            "new function",
+            "srcdoc",
+            "settimeout(\"",
+        ] {
+            assert!(!lower.contains(needle), "{path} uses {needle}");
+        }
     }
-    // The only <link> allowed is an inline (data:) one, the favicon.
+    // The page itself: links and scripts only to the panel's own files, no
+    // inline code (the Content Security Policy would refuse it anyway).
+    let lower = tillswarm_web::INDEX_HTML.to_ascii_lowercase();
     for (i, _) in lower.match_indices("<link") {
         let tag = &lower[i..i + lower[i..].find('>').expect("a closed tag")];
-        assert!(tag.contains("href=\"data:"), "an outside link: {tag}");
+        assert!(
+            tag.contains("href=\"data:") || tag.contains("href=\"/panel/"),
+            "an outside link: {tag}"
+        );
     }
-    assert_eq!(lower.matches("<script>").count(), 1, "one inline script");
-    assert_eq!(lower.matches("<style>").count(), 1, "one inline style");
-    // Device names, logs and error messages come from outside: they must only
-    // reach the page as text, never be parsed as HTML or code.
-    for needle in [
-        "innerhtml",
-        "outerhtml",
-        "insertadjacenthtml",
-        "document.write",
-        "eval(",
-        "new function",
-        "srcdoc",
-    ] {
-        assert!(!lower.contains(needle), "the panel uses {needle}");
+    for (i, _) in lower.match_indices("<script") {
+        let tag = &lower[i..i + lower[i..].find('>').expect("a closed tag")];
+        assert!(
+            tag.contains("type=\"module\"") && tag.contains("src=\"/panel/js/"),
+            "{tag}"
+        );
+        let asset = tag
+            .split("src=\"/panel/")
+            .nth(1)
+            .and_then(|r| r.split('"').next());
+        assert!(
+            asset.and_then(tillswarm_web::asset).is_some(),
+            "{tag}: not embedded"
+        );
     }
+    assert_eq!(
+        lower.matches("</script>").count(),
+        lower.matches("<script").count()
+    );
+    assert!(!lower.contains("<style"), "inline style in the page");
+    assert!(
+        !lower.contains(" onclick=") && !lower.contains(" onload="),
+        "inline handler"
+    );
 }
 
 #[tokio::test]
 async fn every_api_call_of_the_panel_is_documented() {
-    let page = served_panel().await;
-    let (uses, problems) = check(&page);
+    let (mut uses, mut problems) = (Vec::new(), Vec::new());
+    for (path, text) in sources() {
+        let (u, p) = check(text);
+        uses.extend(u);
+        problems.extend(p.into_iter().map(|p| format!("{path}: {p}")));
+    }
     assert!(
         problems.is_empty(),
         "API uses of the panel that openapi.json does not document:\n{}",
@@ -302,6 +371,13 @@ async fn every_api_call_of_the_panel_is_documented() {
         ("POST", "/api/v1/tasks/{}/group"),
         ("GET", "/api/v1/till-types"),
         ("PUT", "/api/v1/till-types/{}"),
+        ("GET", "/api/v1/events"),
+        ("GET", "/api/v1/audit"),
+        ("GET", "/api/v1/stores/{}/wan"),
+        ("GET", "/api/v1/tasks/{}/wan"),
+        ("GET", "/api/v1/devices/{}"),
+        ("GET", "/api/v1/rollouts"),
+        ("POST", "/api/v1/rollouts"),
     ];
     let missing: Vec<_> = required
         .iter()
@@ -340,7 +416,9 @@ fn the_check_catches_undocumented_and_unrecognised_calls() {
     let good = "api(\"POST\", `/api/v1/devices/${encodeURIComponent(d.guid)}/approve`); \
                 xhr.open(\"POST\", \"/api/v1/packages?\" + q); \
                 api(\"GET\", \"/api/v1/tasks\", { query: { page } }); \
-                <a href=\"/api/v1/openapi.json\">";
+                <a href=\"/api/v1/openapi.json\"> \
+                csv.href = \"/api/v1/audit?format=csv&\" + q; \
+                new EventSource(\"/api/v1/events\");";
     let (uses, problems) = check(good);
     assert!(problems.is_empty(), "{problems:?}");
     let got: Vec<String> = uses
@@ -354,6 +432,8 @@ fn the_check_catches_undocumented_and_unrecognised_calls() {
             "POST /api/v1/packages",
             "GET /api/v1/tasks",
             "GET /api/v1/openapi.json",
+            "GET /api/v1/audit",
+            "GET /api/v1/events",
         ]
     );
 }

@@ -169,6 +169,14 @@ pub const RULES: &[Rule] = &[
         "device.delete",
     ),
     rule("GET", "/api/v1/stores", R(Viewer), Read, "store.list"),
+    rule(
+        "GET",
+        "/api/v1/stores/{id}/wan",
+        R(Viewer),
+        Read,
+        "store.wan",
+    ),
+    rule("GET", "/api/v1/events", R(Viewer), Read, "event.stream"),
     // Groups.
     rule("GET", "/api/v1/groups", R(Viewer), Read, "group.list"),
     rule("GET", "/api/v1/groups/{id}", R(Viewer), Read, "group.get"),

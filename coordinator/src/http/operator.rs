@@ -73,6 +73,8 @@ pub(super) fn routes(c: Coordinator) -> BoxedFilter<(Response,)> {
         .unify()
         .or(super::account::routes(&c))
         .unify()
+        .or(super::events::routes(&c))
+        .unify()
         .boxed()
 }
 

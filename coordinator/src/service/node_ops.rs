@@ -169,6 +169,9 @@ impl Coordinator {
                 Ok((outcome, news))
             })
             .await?;
+        if outcome.changed {
+            self.publish(crate::events::Change::Device { guid: device });
+        }
         // Signed here, on the executor, not on the database thread.
         Ok(HeartbeatResponse {
             revision: outcome.assign_rev,
@@ -229,11 +232,19 @@ impl Coordinator {
         report
             .validate()
             .map_err(|m| Error::bad("invalid_report", m))?;
-        self.write(move |tx, now| {
-            check_device(tx, &token, &report.device_id, now)?;
-            tasks::apply_report(tx, &report, now)
-        })
-        .await
+        let change = crate::events::Change::Target {
+            task_id: report.task_id.0 as i64,
+            guid: report.device_id,
+            state: report.state,
+        };
+        let outcome = self
+            .write(move |tx, now| {
+                check_device(tx, &token, &report.device_id, now)?;
+                tasks::apply_report(tx, &report, now)
+            })
+            .await?;
+        self.publish(change);
+        Ok(outcome)
     }
 
     /// Checks a manifest or chunk request's credential: a live device token

@@ -184,6 +184,9 @@ impl Coordinator {
             client = %by.client,
             "package uploaded"
         );
+        self.publish(crate::events::Change::Package {
+            package_id: Some(id),
+        });
         self.read(move |c, _| packages::get(c, &id)).await
     }
 

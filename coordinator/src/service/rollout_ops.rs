@@ -144,13 +144,19 @@ impl Coordinator {
                 break;
             }
         }
-        self.write(move |tx, now| {
-            tasks::retry_due(tx, now)?;
-            let events = drive::step_all(tx, now)?;
-            record(tx, &events, now)?;
-            tasks::permits::refresh_due(tx, now, &permits_cx(&zone, now, unreachable))?;
-            Ok(())
-        })
-        .await
+        let events = self
+            .write(move |tx, now| {
+                tasks::retry_due(tx, now)?;
+                let events = drive::step_all(tx, now)?;
+                record(tx, &events, now)?;
+                tasks::permits::refresh_due(tx, now, &permits_cx(&zone, now, unreachable))?;
+                Ok(events)
+            })
+            .await?;
+        let moved: std::collections::BTreeSet<i64> = events.iter().map(|e| e.rollout).collect();
+        for rollout_id in moved {
+            self.publish(crate::events::Change::Rollout { rollout_id });
+        }
+        Ok(())
     }
 }

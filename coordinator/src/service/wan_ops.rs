@@ -26,6 +26,16 @@ impl Coordinator {
         self.read(move |c, _| report::task_wan(c, id, &query)).await
     }
 
+    /// A store's WAN bytes per recent task (`GET /api/v1/stores/{id}/wan`).
+    pub async fn store_wan(
+        &self,
+        store_id: String,
+        query: crate::wan::store::StoreWanQuery,
+    ) -> Result<crate::wan::store::StoreWanHistory> {
+        self.read(move |c, _| crate::wan::store::store_history(c, &store_id, &query))
+            .await
+    }
+
     /// Deletes chunk log rows past [`wan::RETENTION_MS`] or beyond
     /// [`wan::MAX_ROWS`], a slice per transaction so other jobs run between.
     pub(crate) async fn prune_chunk_log(&self) -> Result<usize> {

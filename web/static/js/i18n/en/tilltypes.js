@@ -1,0 +1,23 @@
+// English texts of the Till types page.
+export default {
+  "tilltypes.title": "Till types",
+  "tilltypes.col.type": "Till type",
+  "tilltypes.col.tills": "Tills",
+  "tilltypes.col.timeout": "autoUpdateTimeout (minutes)",
+  "tilltypes.col.meaning": "Meaning",
+  "tilltypes.hint": "For Update tasks the till asks the cashier; when nobody answers within autoUpdateTimeout minutes it installs anyway. Empty = the setting commented out: the till never asks and the update is started by hand on the till. Types without their own setting follow the default (*). Tills get the change on their next poll.",
+  "tilltypes.add.title": "Set another type",
+  "tilltypes.add.type": "Type",
+  "tilltypes.add.minutes": "Minutes",
+  "tilltypes.btn.set": "Set",
+  "tilltypes.name_placeholder": "type name",
+  "tilltypes.never_placeholder": "never ask",
+  "tilltypes.default": "default",
+  "tilltypes.meaning.never": "never asks: install by hand on the till",
+  "tilltypes.meaning.at_once": "installs at once without waiting",
+  "tilltypes.meaning.after": "asks the cashier; installs after {n} min without an answer",
+  "tilltypes.error.minutes": "minutes must be a whole number from 0 to {max} (one week), or empty",
+  "tilltypes.error.name": "the type name is required",
+  "tilltypes.action.save": "Save till type",
+  "tilltypes.toast.saved": "Till type {name}: {meaning}",
+};

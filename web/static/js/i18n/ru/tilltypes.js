@@ -1,0 +1,23 @@
+// Русские тексты страницы «Типы касс».
+export default {
+  "tilltypes.title": "Типы касс",
+  "tilltypes.col.type": "Тип кассы",
+  "tilltypes.col.tills": "Кассы",
+  "tilltypes.col.timeout": "autoUpdateTimeout (минуты)",
+  "tilltypes.col.meaning": "Значение",
+  "tilltypes.hint": "Для задач «Обновление» касса спрашивает кассира; если за autoUpdateTimeout минут никто не ответил, обновление устанавливается само. Пусто — параметр закомментирован: касса не спрашивает, и обновление запускают вручную на кассе. Типы без своей настройки следуют значению по умолчанию (*). Кассы получат изменение при следующем опросе.",
+  "tilltypes.add.title": "Настроить другой тип",
+  "tilltypes.add.type": "Тип",
+  "tilltypes.add.minutes": "Минуты",
+  "tilltypes.btn.set": "Задать",
+  "tilltypes.name_placeholder": "имя типа",
+  "tilltypes.never_placeholder": "не спрашивать",
+  "tilltypes.default": "по умолчанию",
+  "tilltypes.meaning.never": "не спрашивает: установка вручную на кассе",
+  "tilltypes.meaning.at_once": "устанавливает сразу, без ожидания",
+  "tilltypes.meaning.after": "спрашивает кассира; устанавливает через {n} мин без ответа",
+  "tilltypes.error.minutes": "минуты — целое число от 0 до {max} (неделя) или пусто",
+  "tilltypes.error.name": "укажите имя типа",
+  "tilltypes.action.save": "Сохранение типа кассы",
+  "tilltypes.toast.saved": "Тип кассы {name}: {meaning}",
+};

@@ -1,0 +1,133 @@
+/*
+ * Groups: the built-in and custom groups, and the create/edit form with a
+ * member picker.
+ */
+import { h, append, fill, setOptions, badge, headRow, emptyRow } from "../dom.js";
+import { t } from "../i18n.js";
+import { api } from "../api.js";
+import { act, toast, refreshNow, heading } from "../app.js";
+import { cache, loadGroups, loadStores, fetchAllDevices } from "../data.js";
+import { labelOf } from "../widgets.js";
+
+/** The kinds of built-in groups. */
+const BUILTIN_LABEL = { all: "groups.kind.all", even: "groups.kind.even", odd: "groups.kind.odd" };
+
+/** The Groups page. */
+export function groupsView(root) {
+  const body = h("tbody");
+  const editor = h("div", { class: "card", style: "display: none" });
+  append(root,
+    heading(t("groups.title"), h("button", { class: "primary", onclick: () => openEditor(null) }, t("groups.btn.create"))),
+    h("div", { class: "card" },
+      h("div", { class: "tablewrap" }, h("table", null,
+        headRow(t("groups.col.name"), t("groups.col.description"), t("groups.col.kind"), [t("groups.col.members"), { class: "num" }], ""),
+        body)),
+      h("p", { class: "hint" }, t("groups.hint"))),
+    editor);
+
+  function render() {
+    fill(body, cache.groups.map((g) => h("tr", null,
+      h("td", null, h("b", null, g.name)),
+      h("td", { class: "small" }, g.description || h("span", { class: "muted" }, "–")),
+      h("td", null, g.builtin ? badge(t("groups.kind.builtin", { kind: labelOf(BUILTIN_LABEL, g.kind) }), "b-gray")
+        : badge(t("groups.kind.custom"), "b-blue")),
+      h("td", { class: "num" }, g.member_count),
+      h("td", null, g.builtin ? h("span", { class: "muted small" }, t("groups.protected")) : h("div", { class: "actions" },
+        h("button", { class: "small", onclick: () => openEditor(g) }, t("core.btn.edit")),
+        h("button", { class: "small danger", onclick: (e) => {
+          if (!confirm(t("groups.confirm.delete", { name: g.name }))) return;
+          act(e.target, t("groups.action.delete"), async () => {
+            await api("DELETE", `/api/v1/groups/${g.id}`);
+            toast("ok", t("groups.toast.deleted", { name: g.name }));
+            refreshNow();
+          });
+        } }, t("core.btn.delete")))))));
+  }
+
+  /** Shows the create/edit form; group null creates a new one. */
+  async function openEditor(group) {
+    editor.style.display = "";
+    fill(editor, h("div", { class: "muted" }, t("groups.editor.loading")));
+    let devices, members = new Set();
+    try {
+      const loads = [fetchAllDevices({}), loadStores()];
+      if (group) loads.push(api("GET", `/api/v1/groups/${group.id}`));
+      const res = await Promise.all(loads);
+      devices = res[0];
+      if (group) members = new Set(res[2].members || []);
+    } catch (e) {
+      fill(editor, h("div", { class: "err" }, t("groups.editor.load_failed", { message: e.message })));
+      return;
+    }
+    buildEditor(editor, group, devices, members, () => { editor.style.display = "none"; editor.replaceChildren(); refreshNow(); });
+    editor.scrollIntoView({ behavior: "smooth", block: "start" });
+  }
+
+  return { interval: 15000, async refresh() { await loadGroups(); render(); } };
+}
+
+/** The group form with a member picker (filter by store and text, tick tills). */
+function buildEditor(editor, group, devices, members, done) {
+  const name = h("input", { type: "text", value: group ? group.name : "", maxlength: 64, size: 30, placeholder: t("groups.editor.name_placeholder") });
+  const desc = h("textarea", { maxlength: 1024, cols: 50, placeholder: t("groups.editor.description_placeholder") });
+  desc.value = group ? group.description : "";
+  const store = h("select", { onchange: () => renderPicker() });
+  setOptions(store, cache.stores.map((s) => [s.id, s.name + " (" + s.id + ")"]), t("core.all_stores"));
+  const text = h("input", { type: "search", placeholder: t("groups.editor.filter_placeholder"), oninput: () => renderPicker() });
+  const onlySel = h("input", { type: "checkbox", onchange: () => renderPicker() });
+  const count = h("b");
+  const pickBody = h("tbody");
+  const msg = h("div", { class: "err small" });
+  const LIST_MAX = 2000;
+  let visible = [];
+
+  function renderPicker() {
+    const q = text.value.trim().toLowerCase();
+    visible = devices.filter((d) => (!store.value || d.store_id === store.value) &&
+      (!onlySel.checked || members.has(d.guid)) &&
+      (!q || [d.name, d.guid, d.number, d.store_name].some((f) => f != null && String(f).toLowerCase().includes(q))));
+    count.textContent = String(members.size);
+    const rows = visible.slice(0, LIST_MAX).map((d) => {
+      const box = h("input", { type: "checkbox", checked: members.has(d.guid),
+        onchange: () => { if (box.checked) members.add(d.guid); else members.delete(d.guid); count.textContent = String(members.size); } });
+      return h("tr", null, h("td", null, box), h("td", null, d.store_name || d.store_id || "–"),
+        h("td", { class: "num" }, d.number == null ? "–" : d.number), h("td", null, d.name || "–"),
+        h("td", { class: "mono guid" }, d.guid), h("td", null, d.status === "pending" ? badge(t("devices.approval.pending"), "b-amber") : ""));
+    });
+    fill(pickBody, rows.length ? rows : emptyRow(6, t("devices.list.no_match")));
+    if (visible.length > LIST_MAX) {
+      pickBody.appendChild(emptyRow(6, t("groups.editor.more", { hidden: visible.length - LIST_MAX, n: visible.length }), "muted small"));
+    }
+  }
+
+  const save = h("button", { class: "primary", onclick: () => act(save, t(group ? "groups.action.save" : "groups.action.create"), async () => {
+    msg.textContent = "";
+    const body = { name: name.value.trim(), description: desc.value, members: [...members] };
+    if (!body.name) { msg.textContent = t("groups.editor.name_required"); return; }
+    try {
+      if (group) await api("PATCH", `/api/v1/groups/${group.id}`, { body });
+      else await api("POST", "/api/v1/groups", { body });
+    } catch (e) {
+      msg.textContent = e.message + " (" + e.code + ")";
+      throw e;
+    }
+    toast("ok", t(group ? "groups.toast.saved" : "groups.toast.created", { name: body.name, n: body.members.length }));
+    done();
+  }) }, t(group ? "groups.btn.save" : "groups.btn.create_submit"));
+
+  fill(editor,
+    h("h2", null, group ? t("groups.editor.edit_title", { name: group.name }) : t("groups.editor.new_title")),
+    h("div", { class: "row" }, h("label", { class: "f" }, t("groups.col.name"), name), h("label", { class: "f" }, t("groups.col.description"), desc)),
+    h("div", { class: "row" },
+      h("label", { class: "f" }, t("devices.col.store"), store), h("label", { class: "f" }, t("groups.editor.filter"), text),
+      h("label", { class: "inline" }, onlySel, t("groups.editor.only_selected")),
+      h("button", { onclick: () => { visible.forEach((d) => members.add(d.guid)); renderPicker(); } }, t("groups.editor.select_shown")),
+      h("button", { onclick: () => { visible.forEach((d) => members.delete(d.guid)); renderPicker(); } }, t("groups.editor.unselect_shown")),
+      h("span", { class: "small" }, t("groups.editor.selected"), " ", count)),
+    h("div", { class: "picker" }, h("table", null,
+      headRow("", t("devices.col.store"), [t("devices.col.number"), { class: "num" }], t("devices.col.name"), t("devices.col.guid"), ""),
+      pickBody)),
+    h("div", { class: "row", style: "margin-top: 12px" }, save,
+      h("button", { onclick: () => { editor.style.display = "none"; editor.replaceChildren(); } }, t("core.btn.cancel")), msg));
+  renderPicker();
+}
