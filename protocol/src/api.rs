@@ -28,6 +28,7 @@ pub const CHUNK_ENCODING: &str = "x-tillswarm-chunk-encoding";
 
 /// What a task makes a till do (the seed's three task types).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TaskKind {
     /// Fetch and stage the package in the background; no interruption.
@@ -56,6 +57,7 @@ impl TaskKind {
 
 /// Where one till stands in one task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TargetState {
     /// Assigned, nothing done yet.
@@ -110,6 +112,7 @@ impl TargetState {
 
 /// What a till is doing, as it reports itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceState {
     /// In sale mode, nothing to do.
