@@ -8,7 +8,6 @@ pub use ingest::{IngestLimits, Received, ingest_file, open_content};
 use std::collections::HashSet;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
-use serde::{Deserialize, Serialize};
 use tillswarm_protocol::archive::UploadFormat;
 use tillswarm_protocol::manifest::{self, Manifest, SignedManifest};
 use tillswarm_protocol::{ChunkHash, PackageId, Version};
@@ -16,37 +15,7 @@ use tillswarm_protocol::{ChunkHash, PackageId, Version};
 use crate::clock::rfc3339;
 use crate::error::{Error, Result};
 
-/// A package as operators see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Package {
-    /// blake3 of the content, the uncompressed tar (what `b3sum` prints of
-    /// it): the package's identity on tills.
-    pub package_id: PackageId,
-    /// Name.
-    pub name: String,
-    /// Version.
-    pub version: String,
-    /// Size of the content (the uncompressed tar) in bytes.
-    pub size: u64,
-    /// blake3 of the uploaded file (what `b3sum` prints of the `.tar.gz`).
-    pub upload_id: PackageId,
-    /// Size of the uploaded file in bytes.
-    pub upload_size: u64,
-    /// How the upload was compressed (`tar`, `tar_gz`, `tar_zst`, `tar_xz`);
-    /// `null` for packages from before content chunking.
-    pub upload_format: Option<UploadFormat>,
-    /// Bytes its chunks take as stored and sent (compressed chunks count
-    /// their zstd frames): what crosses a store's WAN link once.
-    pub wire_size: u64,
-    /// Number of chunks.
-    pub chunk_count: u64,
-    /// When it was uploaded (RFC 3339).
-    pub created: String,
-    /// Unfinished tasks that use it (it cannot be deleted while > 0).
-    pub active_tasks: u64,
-    /// Whether it is the newest version of its name.
-    pub newest: bool,
-}
+pub use tillswarm_protocol::operator::packages::{Package, PackageDetail};
 
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)

@@ -12,6 +12,7 @@ use tillswarm_coordinator::auth::rules::{self, Access};
 use tillswarm_coordinator::auth::{Caller, Role};
 use tillswarm_coordinator::groups::GroupInput;
 use tillswarm_coordinator::tasks::NewTask;
+use tillswarm_protocol::TaskId;
 use tillswarm_protocol::api::{DeviceState, HeartbeatRequest, TaskKind};
 use tillswarm_protocol::manifest::ChunkRef;
 use tillswarm_protocol::{DeviceId, PackageId};
@@ -48,7 +49,7 @@ async fn publish(api: &Api, version: &str, seed: u64) -> (PackageId, Vec<ChunkRe
 }
 
 /// A download task of `package` for `members`; returns its id.
-async fn task_for(api: &Api, package: PackageId, members: Vec<DeviceId>) -> i64 {
+async fn task_for(api: &Api, package: PackageId, members: Vec<DeviceId>) -> TaskId {
     let by = Caller::system("test");
     let group = api
         .coordinator
@@ -119,7 +120,7 @@ async fn heartbeat(api: &Api, d: DeviceId, peers: Option<u32>) {
 }
 
 /// The task's WAN report (as a viewer), with `query` (`?store=...`).
-async fn report(api: &Api, task: i64, query: &str) -> Value {
+async fn report(api: &Api, task: TaskId, query: &str) -> Value {
     let r = api
         .as_role(
             Role::Viewer,

@@ -55,6 +55,22 @@ impl TaskKind {
     }
 }
 
+impl std::str::FromStr for TaskKind {
+    type Err = crate::operator::UnknownName;
+
+    /// Exactly the names [`TaskKind::as_str`] gives.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [Self::Download, Self::Update, Self::ForcedUpdate]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| crate::operator::UnknownName {
+                kind: "task kind",
+                value: s.chars().take(80).collect(),
+                expected: "download update forced_update",
+            })
+    }
+}
+
 /// Where one till stands in one task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -107,6 +123,39 @@ impl TargetState {
             Self::Downloaded => kind == TaskKind::Download,
             _ => false,
         }
+    }
+}
+
+impl TargetState {
+    /// Every state, in the order of a task's life.
+    pub const ALL: [TargetState; 10] = [
+        Self::Pending,
+        Self::Downloading,
+        Self::Downloaded,
+        Self::AwaitingCashier,
+        Self::Installing,
+        Self::Rebooting,
+        Self::Installed,
+        Self::Failed,
+        Self::Declined,
+        Self::Skipped,
+    ];
+}
+
+impl std::str::FromStr for TargetState {
+    type Err = crate::operator::UnknownName;
+
+    /// Exactly the names [`TargetState::as_str`] gives.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| crate::operator::UnknownName {
+                kind: "target state",
+                value: s.chars().take(80).collect(),
+                expected: "pending downloading downloaded awaiting_cashier installing \
+                           rebooting installed failed declined skipped",
+            })
     }
 }
 
@@ -424,6 +473,13 @@ mod tests {
             "\"awaiting_cashier\""
         );
         assert!(serde_json::from_str::<TaskKind>("\"reboot\"").is_err());
+        assert!("reboot".parse::<TaskKind>().is_err());
+        for state in TargetState::ALL {
+            assert_eq!(state.as_str().parse::<TargetState>(), Ok(state));
+            let json = serde_json::to_string(&state).expect("json");
+            assert_eq!(json, format!("\"{}\"", state.as_str()));
+        }
+        assert!("Failed".parse::<TargetState>().is_err());
         assert_eq!(TaskKind::Update.as_str(), "update");
     }
 

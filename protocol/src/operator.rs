@@ -67,7 +67,7 @@ macro_rules! names {
 
         impl $name {
             /// Every variant, in order.
-            pub const ALL: &'static [Self] = &[$(Self::$variant),+];
+            pub const ALL: [Self; [$($text),+].len()] = [$(Self::$variant),+];
 
             /// The name used in JSON and the database.
             pub fn as_str(self) -> &'static str {
@@ -80,6 +80,13 @@ macro_rules! names {
         impl std::fmt::Display for $name {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(self.as_str())
+            }
+        }
+
+        /// Compares with the name used in JSON and the database.
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
             }
         }
 
