@@ -424,6 +424,7 @@ pub struct DeviceSession {
 
 /// An error body, as every API of the coordinator returns it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ApiError {
     /// Stable machine-readable code, e.g. `not_found`, `invalid_version`.
     pub code: String,

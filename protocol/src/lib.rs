@@ -39,6 +39,11 @@ pub mod trust;
 pub mod version;
 pub mod wire;
 
+/// The JSON Schema crate the `schema` feature derives with, for the checks
+/// that use it.
+#[cfg(feature = "schema")]
+pub use schemars;
+
 pub use chunking::{ChunkInfo, ChunkedFile, Chunker, chunk_reader};
 pub use id::{ChainId, ChunkHash, DeviceId, IdError, PackageId, StoreId, TaskId};
 pub use manifest::{Manifest, ManifestError, SignedManifest};

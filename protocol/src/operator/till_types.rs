@@ -20,6 +20,11 @@ pub struct TillType {
 /// `null` means "never ask", so leaving it out must not silently mean that.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+// schemars takes the field's own deserializer for an optional one; it is not.
+#[cfg_attr(
+    feature = "schema",
+    schemars(extend("required" = ["auto_update_timeout_minutes"]))
+)]
 #[serde(deny_unknown_fields)]
 pub struct TillTypeInput {
     /// Minutes, or `null` to never ask (the setting commented out).
