@@ -583,7 +583,8 @@ fn the_check_fails_on_drift() {
             .collect();
         check(&entries, &doc)
     };
-    let cases: Vec<(&str, &str, Box<dyn Fn(&mut Map<String, Value>)>)> = vec![
+    type Edit = Box<dyn Fn(&mut Map<String, Value>)>;
+    let cases: Vec<(&str, &str, Edit)> = vec![
         (
             "renamed property",
             "Store",
