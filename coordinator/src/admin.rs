@@ -286,7 +286,7 @@ mod tests {
         );
         assert!(
             rows.iter()
-                .all(|r| r.actor == "root" && r.actor_kind == "cli")
+                .all(|r| r.actor == "root" && r.actor_kind == crate::auth::ActorKind::Cli)
         );
     }
 }

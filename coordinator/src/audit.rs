@@ -6,10 +6,11 @@
 //! updates); the scheduler purges rows older than the retention setting.
 
 use rusqlite::{Connection, params_from_iter, types::Value};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::auth::Caller;
 use crate::clock::{parse_rfc3339, rfc3339};
+use crate::db::{get_parsed, get_parsed_opt};
 use crate::error::{Error, Result};
 
 /// Longest free text kept in a row's detail or target.
@@ -18,27 +19,9 @@ const MAX_TEXT: usize = 500;
 /// range for more). Bounds the memory an export takes.
 pub const MAX_CSV_ROWS: u64 = 20_000;
 
-/// How an audited attempt ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// It was done.
-    Ok,
-    /// It was tried and refused by the operation (bad input, conflict, error).
-    Failed,
-    /// The caller was not allowed to try (403) or could not log in.
-    Denied,
-}
-
-impl Outcome {
-    fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Ok => "ok",
-            Outcome::Failed => "failed",
-            Outcome::Denied => "denied",
-        }
-    }
-}
+pub use tillswarm_protocol::operator::audit::{
+    ActorKind, AuditId, AuditOutcome as Outcome, AuditRecord as Record,
+};
 
 /// What an audited change says about itself besides who and how.
 #[derive(Debug, Clone, Default)]
@@ -67,37 +50,6 @@ impl Note {
     pub fn detail(&mut self, detail: impl Into<String>) {
         self.detail = Some(detail.into());
     }
-}
-
-/// One audit row as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Record {
-    /// Increasing id.
-    pub id: i64,
-    /// When (RFC 3339).
-    pub at: String,
-    /// User or token name (the OS user for the CLI).
-    pub actor: String,
-    /// `user`, `token`, `cli`, `system` or `anonymous`.
-    pub actor_kind: String,
-    /// The actor's role then.
-    pub role: Option<String>,
-    /// Client address, or `local`.
-    pub client: String,
-    /// HTTP method, or `CLI`.
-    pub method: String,
-    /// Request path, or the CLI command.
-    pub route: String,
-    /// e.g. `task.create`, `session.login`.
-    pub action: String,
-    /// e.g. `task:12`.
-    pub target: Option<String>,
-    /// `ok`, `failed` or `denied`.
-    pub outcome: String,
-    /// The HTTP status answered (0 for the CLI).
-    pub status: u16,
-    /// Free text.
-    pub detail: Option<String>,
 }
 
 fn clip(s: &str) -> String {
@@ -242,17 +194,17 @@ pub fn list(
     ))?;
     let rows = stmt.query_map(params_from_iter(args.iter()), |r| {
         Ok(Record {
-            id: r.get(0)?,
+            id: AuditId(r.get(0)?),
             at: rfc3339(r.get(1)?),
             actor: r.get(2)?,
-            actor_kind: r.get(3)?,
-            role: r.get(4)?,
+            actor_kind: get_parsed(r, 3)?,
+            role: get_parsed_opt(r, 4)?,
             client: r.get(5)?,
             method: r.get(6)?,
             route: r.get(7)?,
             action: r.get(8)?,
             target: r.get(9)?,
-            outcome: r.get(10)?,
+            outcome: get_parsed(r, 10)?,
             status: r.get::<_, i64>(11)?.clamp(0, 999) as u16,
             detail: r.get(12)?,
         })
@@ -294,14 +246,17 @@ pub fn to_csv(records: &[Record]) -> Result<String> {
             r.id.to_string(),
             r.at.clone(),
             cell(&r.actor),
-            r.actor_kind.clone(),
-            r.role.clone().unwrap_or_default(),
+            r.actor_kind.as_str().to_owned(),
+            r.role
+                .map(|role| role.as_str())
+                .unwrap_or_default()
+                .to_owned(),
             cell(&r.client),
             r.method.clone(),
             cell(&r.route),
             r.action.clone(),
             cell(r.target.as_deref().unwrap_or("")),
-            r.outcome.clone(),
+            r.outcome.as_str().to_owned(),
             r.status.to_string(),
             cell(r.detail.as_deref().unwrap_or("")),
         ])

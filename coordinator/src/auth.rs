@@ -20,93 +20,10 @@ pub mod limiter;
 pub mod password;
 pub mod rules;
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::Error;
 
-/// What an operator may do; each role includes the ones below it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// Reads everything.
-    Viewer,
-    /// Viewer + groups, tasks, packages (upload, delete), till types.
-    Operator,
-    /// Operator + approving gated rollout steps (no route needs it yet: the
-    /// rollouts come with their own issue).
-    Approver,
-    /// Everything: users, tokens, device approval and removal, registry import.
-    Admin,
-}
-
-impl Role {
-    /// Every role, lowest first.
-    pub const ALL: [Role; 4] = [Role::Viewer, Role::Operator, Role::Approver, Role::Admin];
-
-    /// The role's name as stored and sent.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Operator => "operator",
-            Role::Approver => "approver",
-            Role::Admin => "admin",
-        }
-    }
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for Role {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self, Error> {
-        Role::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| {
-                Error::bad(
-                    "invalid_role",
-                    "the role must be one of viewer, operator, approver, admin",
-                )
-            })
-    }
-}
-
-/// How an actor proved who it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ActorKind {
-    /// A user with a session cookie.
-    User,
-    /// An API token (`Authorization: Bearer`).
-    Token,
-    /// The command line on the coordinator's machine (it holds the data folder).
-    Cli,
-    /// The coordinator itself, or code embedding it (tests, the demo's setup).
-    System,
-    /// Nobody proven yet (a login attempt).
-    Anonymous,
-    /// A till, by its device key.
-    Device,
-}
-
-impl ActorKind {
-    /// The kind's name as stored in the audit log.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ActorKind::User => "user",
-            ActorKind::Token => "token",
-            ActorKind::Cli => "cli",
-            ActorKind::System => "system",
-            ActorKind::Anonymous => "anonymous",
-            ActorKind::Device => "device",
-        }
-    }
-}
+pub use tillswarm_protocol::operator::accounts::Role;
+pub use tillswarm_protocol::operator::audit::ActorKind;
 
 /// Who is acting.
 #[derive(Debug, Clone, PartialEq, Eq)]

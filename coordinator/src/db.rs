@@ -14,6 +14,36 @@ use crate::error::{Error, Result};
 mod batch;
 mod schema;
 
+/// Reads text column `idx` as a typed id or one of the protocol's closed sets
+/// of names (a [`tillswarm_protocol::StoreId`], a task status) through its
+/// `FromStr`: a value it refuses (the database holds something this build
+/// does not know) is an error of the read, never a panic.
+pub(crate) fn get_parsed<T>(row: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<T>
+where
+    T: std::str::FromStr,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    let text: String = row.get(idx)?;
+    text.parse().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+/// As [`get_parsed`], for a column that may be NULL.
+pub(crate) fn get_parsed_opt<T>(row: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<Option<T>>
+where
+    T: std::str::FromStr,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    let text: Option<String> = row.get(idx)?;
+    text.map(|t| {
+        t.parse().map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+        })
+    })
+    .transpose()
+}
+
 pub use batch::Stats as BatchStats;
 
 /// A migrated in-memory connection, for unit tests of the table modules.

@@ -17,7 +17,6 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use rusqlite::{OptionalExtension, Transaction, params};
-use serde::Serialize;
 use tillswarm_protocol::DeviceId;
 use tillswarm_protocol::manifest::PublicKey;
 
@@ -325,36 +324,7 @@ pub fn create_enroll_token(
     })
 }
 
-/// An enrollment token as listed (never its secret).
-#[derive(Debug, Clone, Serialize)]
-pub struct EnrollToken {
-    /// The token's number.
-    pub id: i64,
-    /// The store its tills join.
-    pub store_id: String,
-    /// When it was made (RFC 3339).
-    pub created_at: String,
-    /// Who made it.
-    pub created_by: String,
-    /// When it stops working (RFC 3339).
-    pub expires_at: String,
-    /// When it was revoked (RFC 3339).
-    pub revoked_at: Option<String>,
-    /// Tills it may enroll.
-    pub max_uses: u32,
-    /// Tills it enrolled.
-    pub uses: u32,
-}
-
-/// A new enrollment token with its secret, shown once.
-#[derive(Debug, Clone, Serialize)]
-pub struct NewEnrollToken {
-    /// The token's listing.
-    #[serde(flatten)]
-    pub token: EnrollToken,
-    /// The secret a till's config carries as `enroll_token`; not stored.
-    pub token_secret: String,
-}
+pub use tillswarm_protocol::operator::accounts::{EnrollToken, EnrollTokenId, NewEnrollToken};
 
 /// Most tills one enrollment token may enroll (a store's worth).
 pub const MAX_ENROLL_USES: u32 = 1_000;
@@ -383,8 +353,8 @@ pub fn enroll_token(conn: &rusqlite::Connection, id: i64) -> Result<EnrollToken>
 
 fn enroll_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EnrollToken> {
     Ok(EnrollToken {
-        id: r.get(0)?,
-        store_id: r.get(1)?,
+        id: EnrollTokenId(r.get(0)?),
+        store_id: crate::db::get_parsed(r, 1)?,
         created_at: rfc3339(r.get(2)?),
         created_by: r.get(3)?,
         expires_at: rfc3339(r.get(4)?),
@@ -545,10 +515,10 @@ mod tests {
         let third = DeviceId::from_bytes([11; 16]);
         let e = login(&tx, &third, &key(11), Some(&enroll.token_secret), 60_000, 2);
         assert!(e.is_err(), "used up");
-        let listed = enroll_token(&tx, enroll.token.id).expect("listed");
+        let listed = enroll_token(&tx, enroll.token.id.0).expect("listed");
         assert_eq!((listed.uses, listed.max_uses), (2, 2));
         let other = create_enroll_token(&tx, "store-001", 10_000, 5, "cli", 0).expect("enroll");
-        revoke_enroll_token(&tx, other.token.id, 3).expect("revoke");
+        revoke_enroll_token(&tx, other.token.id.0, 3).expect("revoke");
         let e = login(&tx, &third, &key(11), Some(&other.token_secret), 60_000, 4);
         assert!(e.is_err(), "revoked");
 

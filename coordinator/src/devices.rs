@@ -8,12 +8,13 @@
 use std::collections::HashSet;
 
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+use tillswarm_protocol::DeviceId;
 use tillswarm_protocol::api::HeartbeatRequest;
 use tillswarm_protocol::trust::{MAX_STORE_MEMBERS, StoreMember};
-use tillswarm_protocol::{DeviceId, StoreId};
 
 use crate::clock::rfc3339;
+use crate::db::{get_parsed, get_parsed_opt};
 use crate::error::{Error, Result};
 
 pub mod history;
@@ -23,123 +24,12 @@ pub const MAX_IMPORT_ROWS: usize = 100_000;
 /// Longest free-text registry field (names, addresses).
 const MAX_TEXT: usize = 256;
 
-/// One till as the store registry lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RegistryEntry {
-    /// The till's GUID on its till server.
-    pub guid: DeviceId,
-    /// The till's name, e.g. `Till 3`.
-    pub till_name: String,
-    /// The till's number in its store (decides Even/Odd).
-    pub till_number: u32,
-    /// The store's id.
-    pub store_id: StoreId,
-    /// The store's name.
-    pub store_name: String,
-    /// The store's address.
-    #[serde(default)]
-    pub store_address: String,
-    /// The till type, which selects its update settings.
-    #[serde(default = "default_till_type")]
-    pub till_type: String,
-    /// The store's IANA time zone, e.g. `Europe/Moscow` (informational).
-    #[serde(default)]
-    pub time_zone: String,
-}
-
-fn default_till_type() -> String {
-    "standard".into()
-}
-
-/// What an import changed.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImportSummary {
-    /// Rows read.
-    pub rows: usize,
-    /// Stores created or updated.
-    pub stores: usize,
-    /// Tills new to the coordinator.
-    pub devices_added: usize,
-    /// Tills already known (pending ones become approved).
-    pub devices_updated: usize,
-}
-
-/// A till as operators see it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Device {
-    /// GUID.
-    pub guid: DeviceId,
-    /// Name from the registry.
-    pub name: Option<String>,
-    /// Number in its store, from the registry.
-    pub number: Option<u32>,
-    /// Store id, from the registry.
-    pub store_id: Option<String>,
-    /// Store name.
-    pub store_name: Option<String>,
-    /// Store address.
-    pub store_address: Option<String>,
-    /// Till type, from the registry.
-    pub till_type: Option<String>,
-    /// `approved` or `pending`.
-    pub status: String,
-    /// Whether the registry lists it.
-    pub in_registry: bool,
-    /// Heard from within the last [`ONLINE_WINDOW_MS`].
-    pub online: bool,
-    /// Version the till runs, as it reported.
-    pub version: Option<String>,
-    /// `unknown_version` when the reported version is above every published
-    /// package (a till cannot run what was never published): not trusted, so
-    /// tasks do not skip this till on its word.
-    pub version_flag: Option<String>,
-    /// What the till last reported it wants operators to know, e.g.
-    /// `stale_instructions` (no fresh signed timestamp reached it in time).
-    pub warnings: Vec<String>,
-    /// What the till is doing, as it reported.
-    pub state: Option<String>,
-    /// Its LAN address.
-    pub ip: Option<String>,
-    /// Its libp2p peer id.
-    pub peer_id: Option<String>,
-    /// Where its store swarm listens (`ip:port`), as it reported; its
-    /// store's other tills are told to dial these.
-    #[serde(default)]
-    pub swarm_addrs: Vec<String>,
-    /// How many of its store's tills its swarm was connected to at its last
-    /// heartbeat (`None`: it reported no count, e.g. a node without a swarm).
-    #[serde(default)]
-    pub connected_peers: Option<u32>,
-    /// Free bytes on its update volume.
-    pub free_disk_bytes: Option<u64>,
-    /// Last heartbeat (RFC 3339).
-    pub last_seen: Option<String>,
-    /// The till's device key (64 hex), bound at its first login; `None`
-    /// until then, or after an admin reset it.
-    pub public_key: Option<String>,
-    /// When the key was bound (RFC 3339).
-    pub key_bound_at: Option<String>,
-}
+pub use tillswarm_protocol::operator::devices::{
+    Device, DeviceStatus, ImportSummary, RegistryEntry, ShownState, Store, VersionFlag,
+};
 
 /// A till not heard from for this long shows as offline.
 pub const ONLINE_WINDOW_MS: i64 = 120_000;
-
-/// A store with its till counts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Store {
-    /// Store id.
-    pub id: String,
-    /// Name.
-    pub name: String,
-    /// Address.
-    pub address: String,
-    /// IANA time zone.
-    pub time_zone: String,
-    /// Tills in the registry for this store.
-    pub tills: u32,
-    /// Of which online now.
-    pub online: u32,
-}
 
 /// Parses a registry file: JSON (an array of entries) or CSV with a header row
 /// naming the [`RegistryEntry`] fields.
@@ -507,18 +397,6 @@ pub fn delete(tx: &Transaction<'_>, guid: &DeviceId) -> Result<()> {
     Ok(())
 }
 
-/// Every state a device is shown in: what tills report, and `install_failed`.
-pub const SHOWN_STATES: [&str; 8] = [
-    "ready",
-    "downloading",
-    "awaiting_cashier",
-    "waiting_for_sale_end",
-    "installing",
-    "rebooting",
-    "error",
-    "install_failed",
-];
-
 /// A device's state as shown: what its heartbeat said, except that an idle
 /// till whose last install failed reads `install_failed` until an install
 /// succeeds.
@@ -548,21 +426,20 @@ fn device_from_row(r: &Row<'_>, now_ms: i64) -> rusqlite::Result<Device> {
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
         name: r.get(1)?,
         number: r.get(2)?,
-        store_id: r.get(3)?,
+        store_id: get_parsed_opt(r, 3)?,
         store_name: r.get(4)?,
         store_address: r.get(5)?,
         till_type: r.get(6)?,
         status: if r.get::<_, bool>(7)? {
-            "approved"
+            DeviceStatus::Approved
         } else {
-            "pending"
-        }
-        .into(),
+            DeviceStatus::Pending
+        },
         in_registry: r.get(8)?,
         version: r.get(9)?,
-        version_flag: r.get(15)?,
+        version_flag: get_parsed_opt(r, 15)?,
         warnings: serde_json::from_str(&r.get::<_, String>(16)?).unwrap_or_default(),
-        state: r.get(10)?,
+        state: get_parsed_opt(r, 10)?,
         ip: r.get(11)?,
         peer_id: r.get(12)?,
         swarm_addrs: r
@@ -612,10 +489,11 @@ pub fn list(
     };
     let cutoff = now_ms - ONLINE_WINDOW_MS;
     if let Some(state) = filter.state.as_deref() {
-        if !SHOWN_STATES.contains(&state) {
+        if state.parse::<ShownState>().is_err() {
+            let names: Vec<&str> = ShownState::ALL.iter().map(|s| s.as_str()).collect();
             return Err(Error::bad(
                 "invalid_filter",
-                format!("state must be one of {}", SHOWN_STATES.join(", ")),
+                format!("state must be one of {}", names.join(", ")),
             ));
         }
     }
@@ -683,7 +561,7 @@ pub fn stores(conn: &Connection, now_ms: i64) -> Result<Vec<Store>> {
     let rows = stmt
         .query_map([now_ms - ONLINE_WINDOW_MS], |r| {
             Ok(Store {
-                id: r.get(0)?,
+                id: get_parsed(r, 0)?,
                 name: r.get(1)?,
                 address: r.get(2)?,
                 time_zone: r.get(3)?,

@@ -70,6 +70,22 @@ pub enum Error {
     Internal(String),
 }
 
+/// A name outside one of the protocol's closed sets: a role an operator typed
+/// is a bad request (`invalid_role`); any other (read back from the
+/// database, say) is an internal error.
+impl From<tillswarm_protocol::operator::UnknownName> for Error {
+    fn from(e: tillswarm_protocol::operator::UnknownName) -> Self {
+        if e.kind == "role" {
+            Error::bad(
+                "invalid_role",
+                "the role must be one of viewer, operator, approver, admin",
+            )
+        } else {
+            Error::Internal(e.to_string())
+        }
+    }
+}
+
 /// Result with the coordinator's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

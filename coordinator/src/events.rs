@@ -12,9 +12,10 @@
 
 use std::sync::Arc;
 
-use serde::Serialize;
-use tillswarm_protocol::api::TargetState;
-use tillswarm_protocol::{DeviceId, PackageId};
+use tillswarm_protocol::TaskId;
+pub use tillswarm_protocol::operator::events::Change;
+use tillswarm_protocol::operator::groups::GroupId;
+use tillswarm_protocol::operator::rollouts::RolloutId;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, broadcast, watch};
 
 /// Changes kept for a slow subscriber before it must resync.
@@ -22,81 +23,33 @@ pub const BUS_CAPACITY: usize = 1024;
 /// Event streams open at once; more are refused with 503.
 pub const MAX_STREAMS: usize = 64;
 
-/// One change, as sent in an `event: change` frame's JSON data.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Change {
-    /// A task was created, changed status (activated, paused, resumed,
-    /// restarted, completed) or was deleted.
-    Task {
-        /// The task.
-        task_id: i64,
-    },
-    /// A till reported progress on a task.
-    Target {
-        /// The task.
-        task_id: i64,
-        /// The till.
-        guid: DeviceId,
-        /// The state it reported.
-        state: TargetState,
-    },
-    /// A till's state, version or approval changed, or it was removed.
-    Device {
-        /// The till.
-        guid: DeviceId,
-    },
-    /// A rollout was created or moved on (a wave started, a gate paused it,
-    /// an operator paused, resumed, approved or cancelled it).
-    Rollout {
-        /// The rollout.
-        rollout_id: i64,
-    },
-    /// A package was uploaded or deleted.
-    Package {
-        /// The package, when known.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        package_id: Option<PackageId>,
-    },
-    /// A group was created, changed or deleted.
-    Group {
-        /// The group, when known.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        group_id: Option<i64>,
-    },
-    /// A till type's settings changed.
-    TillType,
-}
-
-impl Change {
-    /// The change an audited operator action made, from its action name
-    /// (`task.pause`) and audit target (`task:12`); `None` for actions the
-    /// panel does not show live (accounts, tokens, logins).
-    pub fn of_action(action: &str, target: Option<&str>) -> Option<Self> {
-        let family = action.split('.').next().unwrap_or_default();
-        let id = target
-            .and_then(|t| t.split_once(':'))
-            .map(|(_, id)| id.trim());
-        Some(match family {
-            "task" => Self::Task {
-                task_id: id?.parse().ok()?,
-            },
-            "rollout" => Self::Rollout {
-                rollout_id: id?.parse().ok()?,
-            },
-            "device" => Self::Device {
-                guid: id?.parse().ok()?,
-            },
-            "package" => Self::Package {
-                package_id: id.and_then(|id| id.parse().ok()),
-            },
-            "group" => Self::Group {
-                group_id: id.and_then(|id| id.parse().ok()),
-            },
-            "till_type" => Self::TillType,
-            _ => return None,
-        })
-    }
+/// The change an audited operator action made, from its action name
+/// (`task.pause`) and audit target (`task:12`); `None` for actions the
+/// panel does not show live (accounts, tokens, logins).
+pub fn change_of_action(action: &str, target: Option<&str>) -> Option<Change> {
+    let family = action.split('.').next().unwrap_or_default();
+    let id = target
+        .and_then(|t| t.split_once(':'))
+        .map(|(_, id)| id.trim());
+    Some(match family {
+        "task" => Change::Task {
+            task_id: TaskId(id?.parse().ok()?),
+        },
+        "rollout" => Change::Rollout {
+            rollout_id: RolloutId(id?.parse().ok()?),
+        },
+        "device" => Change::Device {
+            guid: id?.parse().ok()?,
+        },
+        "package" => Change::Package {
+            package_id: id.and_then(|id| id.parse().ok()),
+        },
+        "group" => Change::Group {
+            group_id: id.and_then(|id| id.parse().ok()).map(GroupId),
+        },
+        "till_type" => Change::TillType,
+        _ => return None,
+    })
 }
 
 /// The coordinator's change bus and the count of open streams.
@@ -180,26 +133,31 @@ impl Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tillswarm_protocol::api::TargetState;
 
     #[test]
     fn audited_actions_map_to_changes() {
         assert_eq!(
-            Change::of_action("task.pause", Some("task:12")),
-            Some(Change::Task { task_id: 12 })
+            change_of_action("task.pause", Some("task:12")),
+            Some(Change::Task {
+                task_id: TaskId(12)
+            })
         );
         assert_eq!(
-            Change::of_action("rollout.approve", Some("rollout:3")),
-            Some(Change::Rollout { rollout_id: 3 })
+            change_of_action("rollout.approve", Some("rollout:3")),
+            Some(Change::Rollout {
+                rollout_id: RolloutId(3)
+            })
         );
         assert_eq!(
-            Change::of_action("group.delete", Some("group:x")),
+            change_of_action("group.delete", Some("group:x")),
             Some(Change::Group { group_id: None })
         );
-        assert_eq!(Change::of_action("task.create", None), None);
-        assert_eq!(Change::of_action("user.create", Some("user:bob")), None);
-        assert_eq!(Change::of_action("session.login", None), None);
+        assert_eq!(change_of_action("task.create", None), None);
+        assert_eq!(change_of_action("user.create", Some("user:bob")), None);
+        assert_eq!(change_of_action("session.login", None), None);
         let json = serde_json::to_string(&Change::Target {
-            task_id: 4,
+            task_id: TaskId(4),
             guid: "6f1c2a0e-3b7d-4c9a-8e21-5d4f0b9a7c13"
                 .parse()
                 .expect("guid"),
@@ -234,13 +192,15 @@ mod tests {
     async fn a_slow_subscriber_resyncs_and_close_ends_streams() {
         let bus = Bus::default();
         let mut sub = bus.subscribe().expect("subscribe");
-        for task_id in 0..(BUS_CAPACITY as i64 + 5) {
-            bus.publish(Change::Task { task_id });
+        for task_id in 0..(BUS_CAPACITY as u64 + 5) {
+            bus.publish(Change::Task {
+                task_id: TaskId(task_id),
+            });
         }
         assert_eq!(sub.next().await, Some(Next::Resync));
         assert_eq!(
             sub.next().await,
-            Some(Next::Change(Change::Task { task_id: 5 }))
+            Some(Next::Change(Change::Task { task_id: TaskId(5) }))
         );
         bus.close();
         assert_eq!(sub.next().await, None);

@@ -5,7 +5,6 @@
 use std::collections::BTreeSet;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
-use serde::{Deserialize, Serialize};
 use tillswarm_protocol::DeviceId;
 
 use crate::error::{Error, Result};
@@ -17,37 +16,7 @@ pub const MAX_DESCRIPTION: usize = 1024;
 /// Most members a custom group may list.
 pub const MAX_MEMBERS: usize = 100_000;
 
-/// A group as operators see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Group {
-    /// Group id.
-    pub id: i64,
-    /// Unique name.
-    pub name: String,
-    /// Description.
-    pub description: String,
-    /// `all`, `even`, `odd` (built in) or `custom`.
-    pub kind: String,
-    /// Built-in groups cannot be edited or deleted.
-    pub builtin: bool,
-    /// Tills in the group now.
-    pub member_count: u64,
-    /// The members' GUIDs (only in single-group answers).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub members: Option<Vec<DeviceId>>,
-}
-
-/// A new group, or the fields to change in one (absent fields stay).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GroupInput {
-    /// Name (required on create).
-    pub name: Option<String>,
-    /// Description.
-    pub description: Option<String>,
-    /// Members' GUIDs (replaces the whole list).
-    pub members: Option<Vec<DeviceId>>,
-}
+pub use tillswarm_protocol::operator::groups::{Group, GroupId, GroupInput, GroupKind};
 
 /// The query listing a group's members (one column; a custom group's id is `?1`).
 pub(crate) fn membership_sql(kind: &str) -> &'static str {
@@ -106,10 +75,12 @@ pub fn list(conn: &Connection) -> Result<Vec<Group>> {
         .collect::<rusqlite::Result<_>>()?;
     rows.into_iter()
         .map(|(id, name, description, kind)| {
+            let member_count = count(conn, id, &kind)?;
+            let kind: GroupKind = kind.parse()?;
             Ok(Group {
-                member_count: count(conn, id, &kind)?,
-                builtin: kind != "custom",
-                id,
+                member_count,
+                builtin: kind.is_builtin(),
+                id: GroupId(id),
                 name,
                 description,
                 kind,
@@ -130,11 +101,12 @@ pub fn get(conn: &Connection, id: i64) -> Result<Group> {
         .optional()?
         .ok_or_else(|| Error::NotFound(format!("no group {id}")))?;
     let members = members(conn, id)?;
+    let kind: GroupKind = kind.parse()?;
     Ok(Group {
-        id,
+        id: GroupId(id),
         name,
         description,
-        builtin: kind != "custom",
+        builtin: kind.is_builtin(),
         kind,
         member_count: members.len() as u64,
         members: Some(members),

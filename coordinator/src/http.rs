@@ -42,9 +42,12 @@ pub fn routes(c: Coordinator) -> BoxedFilter<(Response,)> {
             info.elapsed().as_secs_f64(),
         );
     });
-    let health = warp::path!("healthz")
-        .and(warp::get())
-        .map(|| json(StatusCode::OK, &serde_json::json!({"status": "ok"})));
+    let health = warp::path!("healthz").and(warp::get()).map(|| {
+        let health = tillswarm_protocol::operator::Health {
+            status: tillswarm_protocol::operator::HealthStatus::Ok,
+        };
+        json(StatusCode::OK, &health)
+    });
     let metrics = {
         let c = c.clone();
         warp::path!("metrics")
@@ -228,6 +231,12 @@ where
 {
     text.parse()
         .map_err(|e: T::Err| Error::bad("invalid_id", format!("invalid {what} {text:?}: {e}")))
+}
+
+/// A task id from a path: any decimal `i64`, as the database numbers tasks
+/// (`0` or a negative number is a task that does not exist: 404, not 400).
+pub(crate) fn parse_task_id(text: &str) -> Result<tillswarm_protocol::TaskId> {
+    parse_id::<i64>(text, "task id").map(|id| tillswarm_protocol::TaskId(id as u64))
 }
 
 /// How long a request body may pause before it is refused (408), unless the

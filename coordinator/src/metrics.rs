@@ -115,7 +115,7 @@ impl Metrics {
         let _ = writeln!(out, "tillswarm_devices_online {}", g.devices_online);
         let _ = writeln!(out, "# HELP tillswarm_tasks Tasks by status.");
         let _ = writeln!(out, "# TYPE tillswarm_tasks gauge");
-        for status in crate::tasks::STATUSES {
+        for status in crate::tasks::TaskStatus::ALL.iter().map(|s| s.as_str()) {
             let n = g
                 .tasks
                 .iter()

@@ -8,7 +8,6 @@ pub use ingest::{IngestLimits, Received, ingest_file, open_content};
 use std::collections::HashSet;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
-use serde::{Deserialize, Serialize};
 use tillswarm_protocol::archive::UploadFormat;
 use tillswarm_protocol::manifest::{self, Manifest, SignedManifest};
 use tillswarm_protocol::{ChunkHash, PackageId, Version};
@@ -16,37 +15,7 @@ use tillswarm_protocol::{ChunkHash, PackageId, Version};
 use crate::clock::rfc3339;
 use crate::error::{Error, Result};
 
-/// A package as operators see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Package {
-    /// blake3 of the content, the uncompressed tar (what `b3sum` prints of
-    /// it): the package's identity on tills.
-    pub package_id: PackageId,
-    /// Name.
-    pub name: String,
-    /// Version.
-    pub version: String,
-    /// Size of the content (the uncompressed tar) in bytes.
-    pub size: u64,
-    /// blake3 of the uploaded file (what `b3sum` prints of the `.tar.gz`).
-    pub upload_id: PackageId,
-    /// Size of the uploaded file in bytes.
-    pub upload_size: u64,
-    /// How the upload was compressed (`tar`, `tar_gz`, `tar_zst`, `tar_xz`);
-    /// `null` for packages from before content chunking.
-    pub upload_format: Option<UploadFormat>,
-    /// Bytes its chunks take as stored and sent (compressed chunks count
-    /// their zstd frames): what crosses a store's WAN link once.
-    pub wire_size: u64,
-    /// Number of chunks.
-    pub chunk_count: u64,
-    /// When it was uploaded (RFC 3339).
-    pub created: String,
-    /// Unfinished tasks that use it (it cannot be deleted while > 0).
-    pub active_tasks: u64,
-    /// Whether it is the newest version of its name.
-    pub newest: bool,
-}
+pub use tillswarm_protocol::operator::packages::{Package, PackageDetail};
 
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
@@ -72,6 +41,7 @@ pub fn insert(
     tx: &Transaction<'_>,
     m: &Manifest,
     signed: &SignedManifest,
+    uploaded_by: &str,
     now_ms: i64,
 ) -> Result<()> {
     ensure_new(tx, &m.name, &m.version)?;
@@ -91,8 +61,8 @@ pub fn insert(
     }
     tx.execute(
         "INSERT INTO packages (package_id, name, version, version_key, size, chunk_count, manifest, created_ms,
-                               upload_id, upload_size, upload_format, wire_size)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                               upload_id, upload_size, upload_format, wire_size, uploaded_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         params![
             id,
             m.name,
@@ -106,6 +76,7 @@ pub fn insert(
             m.upload.map(|u| u.size as i64),
             m.upload.map(|u| format_name(u.format)),
             m.wire_size() as i64,
+            uploaded_by,
         ],
     )
     .map_err(|e| {
@@ -130,7 +101,7 @@ const PACKAGE_SELECT: &str =
              AND t.status NOT IN ('completed', 'completed_with_failures')),
         p.version_key = (SELECT max(q.version_key) FROM packages q WHERE q.name = p.name),
         coalesce(p.upload_id, p.package_id), coalesce(p.upload_size, p.size), p.upload_format,
-        coalesce(p.wire_size, p.size)
+        coalesce(p.wire_size, p.size), p.uploaded_by
      FROM packages p";
 
 /// The name of an upload format in the database and the API.
@@ -162,6 +133,7 @@ fn package_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Package> {
         created: rfc3339(r.get(5)?),
         active_tasks: r.get::<_, i64>(6)? as u64,
         newest: r.get(7)?,
+        uploaded_by: r.get(12)?,
     })
 }
 

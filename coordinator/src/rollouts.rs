@@ -11,180 +11,34 @@
 //! reason), then `completed`, `completed_with_failures` or `cancelled`.
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
-use serde::{Deserialize, Serialize};
-use tillswarm_protocol::PackageId;
 use tillswarm_protocol::api::TaskKind;
 
 use crate::clock::rfc3339;
 use crate::error::{Error, Result};
+use crate::groups::GroupId;
 use crate::tasks::{self, MAX_INSTALL_RETRIES};
-use crate::windows::Window;
+use crate::windows::WindowRule;
 
 pub mod drive;
 mod view;
 
 pub use view::{PausedStore, Rollout, WaveView, get, list};
 
-/// Every rollout state.
-pub const STATES: [&str; 7] = [
-    "draft",
-    "running",
-    "waiting_for_approval",
-    "paused",
-    "completed",
-    "completed_with_failures",
-    "cancelled",
-];
-
-/// The recommended template's name.
-pub const TEMPLATE_PILOT_EVEN_ODD: &str = "pilot-even-odd";
+pub use tillswarm_protocol::operator::rollouts::{
+    Activation, Gate, NewRollout, RolloutId, RolloutState, TEMPLATE_PILOT_EVEN_ODD,
+    TemplateOptions, WaveSpec, WaveState, WaveTargets,
+};
 
 /// Most waves in one rollout.
 pub const MAX_WAVES: usize = 20;
 const MAX_NAME: usize = 64;
 const MAX_SOAK_MINUTES: u32 = 30 * 24 * 60;
 
-/// Whether a rollout in `state` is over.
+/// Whether a rollout in `state` (as stored) is over.
 pub fn is_final(state: &str) -> bool {
-    matches!(state, "completed" | "completed_with_failures" | "cancelled")
-}
-
-/// A rollout as an operator submits it: explicit waves, or a template.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewRollout {
-    /// Shown in lists (default: the package's name and version).
-    #[serde(default)]
-    pub name: Option<String>,
-    /// The package delivered by every wave.
-    pub package_id: PackageId,
-    /// `pilot-even-odd`: the recommended waves (then `waves` stays empty).
-    #[serde(default)]
-    pub template: Option<String>,
-    /// The waves, in order.
-    #[serde(default)]
-    pub waves: Vec<WaveSpec>,
-    /// The store-local maintenance window for waves activated `in_window`.
-    #[serde(default)]
-    pub window: Option<Window>,
-    /// This many failed tills in one store stop that store's part of the
-    /// remaining waves (default 1).
-    #[serde(default)]
-    pub store_failure_limit: Option<u32>,
-    /// Create without starting (`resume` starts it).
-    #[serde(default)]
-    pub draft: bool,
-    /// Settings of the template.
-    #[serde(default)]
-    pub template_options: TemplateOptions,
-}
-
-/// Settings of the `pilot-even-odd` template.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TemplateOptions {
-    /// The pilot till of each store, by till number (default 1).
-    #[serde(default)]
-    pub pilot_till_number: Option<u32>,
-    /// Minutes each wave must hold before the next starts (default 60).
-    #[serde(default)]
-    pub soak_minutes: Option<u32>,
-    /// The Even wave waits for an approver after the pilots (default true).
-    #[serde(default)]
-    pub approval_after_pilot: Option<bool>,
-}
-
-/// One wave.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WaveSpec {
-    /// Shown name (`Pilot`, `Even`).
-    pub name: String,
-    /// The task type of the wave.
-    pub kind: TaskKind,
-    /// Which tills.
-    pub targets: WaveTargets,
-    /// When the wave's task starts once the wave's turn comes.
-    #[serde(default)]
-    pub activation: Activation,
-    /// What must hold before the next wave.
-    #[serde(default)]
-    pub gate: Gate,
-    /// At most this many tills of one store install at once (default: half
-    /// the store's tills, at least one).
-    #[serde(default)]
-    pub max_installing_per_store: Option<u32>,
-    /// Automatic retries of a failed install (default 0).
-    #[serde(default)]
-    pub install_retries: Option<u32>,
-}
-
-/// The tills of a wave.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum WaveTargets {
-    /// A group's members (All, Even, Odd or a custom one such as a pilot group).
-    Group {
-        /// The group.
-        group_id: i64,
-    },
-    /// The till with this number in each store (the stores' pilot tills).
-    TillNumber {
-        /// Till number, from 1.
-        till_number: u32,
-    },
-    /// Every till of this share of the stores, picked in turn from each time
-    /// zone (the chain's regions) so the share is spread across them.
-    StoresPercent {
-        /// 1 to 100.
-        percent: u32,
-    },
-}
-
-/// When a wave's task starts.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Activation {
-    /// As soon as the previous wave's gate passes.
-    #[default]
-    Immediately,
-    /// Not before this RFC 3339 time.
-    At {
-        /// RFC 3339.
-        at: String,
-    },
-    /// At once (downloads pre-stage), but installs only inside the rollout's
-    /// window, in each store's local time.
-    InWindow,
-}
-
-/// The gate after a wave.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Gate {
-    /// Share of the wave's targets (skipped ones excluded) that must be done
-    /// (installed; downloaded for a Download wave), 0 to 100. Default 100.
-    pub success_percent: u32,
-    /// Then wait for an approver (else go on automatically).
-    pub approval: bool,
-    /// Pause the rollout once this many of the wave's tills failed.
-    pub max_failed: Option<u32>,
-    /// Pause the rollout once more than this share (0 to 100) failed.
-    pub max_failed_percent: Option<u32>,
-    /// Minutes the success must hold before the next wave starts.
-    pub soak_minutes: u32,
-}
-
-impl Default for Gate {
-    fn default() -> Self {
-        Self {
-            success_percent: 100,
-            approval: false,
-            max_failed: None,
-            max_failed_percent: None,
-            soak_minutes: 0,
-        }
-    }
+    state
+        .parse::<RolloutState>()
+        .is_ok_and(RolloutState::is_final)
 }
 
 fn bad(code: &'static str, message: impl Into<String>) -> Error {
@@ -218,7 +72,9 @@ pub fn pilot_even_odd(options: &TemplateOptions, has_window: bool) -> Vec<WaveSp
         wave(
             "Pre-stage",
             TaskKind::Download,
-            WaveTargets::Group { group_id: 1 },
+            WaveTargets::Group {
+                group_id: GroupId(1),
+            },
             Gate {
                 success_percent: 90,
                 max_failed_percent: Some(10),
@@ -242,7 +98,9 @@ pub fn pilot_even_odd(options: &TemplateOptions, has_window: bool) -> Vec<WaveSp
         wave(
             "Even",
             TaskKind::Update,
-            WaveTargets::Group { group_id: 2 },
+            WaveTargets::Group {
+                group_id: GroupId(2),
+            },
             Gate {
                 success_percent: 95,
                 max_failed_percent: Some(5),
@@ -253,7 +111,9 @@ pub fn pilot_even_odd(options: &TemplateOptions, has_window: bool) -> Vec<WaveSp
         wave(
             "Odd",
             TaskKind::ForcedUpdate,
-            WaveTargets::Group { group_id: 3 },
+            WaveTargets::Group {
+                group_id: GroupId(3),
+            },
             Gate {
                 success_percent: 95,
                 max_failed_percent: Some(5),
@@ -274,7 +134,7 @@ fn check_wave(conn: &Connection, w: &WaveSpec, has_window: bool, now_ms: i64) ->
         WaveTargets::Group { group_id } => {
             let known: bool = conn.query_row(
                 "SELECT EXISTS (SELECT 1 FROM groups WHERE id = ?1)",
-                [group_id],
+                [group_id.0],
                 |r| r.get(0),
             )?;
             if !known {

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use tillswarm_protocol::DeviceId;
-use tillswarm_protocol::manifest::{Manifest, PublicKey, SecretKey};
+use tillswarm_protocol::manifest::{PublicKey, SecretKey};
+use tillswarm_protocol::operator::groups::GroupId;
+use tillswarm_protocol::{DeviceId, TaskId};
 
 use crate::audit::{self, Note, Outcome};
 use crate::auth::limiter::{LoginLimiter, LoginLimits};
@@ -20,7 +21,6 @@ use crate::error::{Error, Result};
 use crate::events::Change;
 use crate::groups::{self, Group, GroupInput};
 use crate::metrics::Metrics;
-use crate::packages::Package;
 use crate::tasks::{self, NewTask, TaskDetail, TaskFilter, TaskSummary};
 use crate::till_types::{self, TillType, TillTypeInput};
 
@@ -154,18 +154,7 @@ impl Default for Config {
     }
 }
 
-/// A page of results.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Page<T> {
-    /// The items on this page.
-    pub items: Vec<T>,
-    /// Items across all pages.
-    pub total: u64,
-    /// 1-based page number.
-    pub page: u64,
-    /// Page size.
-    pub per_page: u64,
-}
+pub use tillswarm_protocol::operator::Page;
 
 /// Paging parameters (`?page=2&per_page=50`).
 #[derive(Debug, Clone, Copy, Default, Deserialize)]
@@ -202,15 +191,7 @@ pub(crate) fn page_of<T>(items: Vec<T>, total: u64, page: u64, per_page: u64) ->
     }
 }
 
-/// A package with its decoded manifest.
-#[derive(Debug, Clone, Serialize)]
-pub struct PackageDetail {
-    /// The listing fields.
-    #[serde(flatten)]
-    pub package: Package,
-    /// The verified manifest.
-    pub manifest: Manifest,
-}
+pub use tillswarm_protocol::operator::packages::PackageDetail;
 
 /// The coordinator service. Cheap to clone.
 #[derive(Clone)]
@@ -494,7 +475,7 @@ impl Coordinator {
             .await;
         match result {
             Ok((out, target)) => {
-                if let Some(change) = Change::of_action(action, target.as_deref()) {
+                if let Some(change) = crate::events::change_of_action(action, target.as_deref()) {
                     self.publish(change);
                 }
                 Ok(out)
@@ -634,7 +615,8 @@ impl Coordinator {
     }
 
     /// One group with members.
-    pub async fn group(&self, id: i64) -> Result<Group> {
+    pub async fn group(&self, id: GroupId) -> Result<Group> {
+        let id = id.0;
         self.read(move |c, _| groups::get(c, id)).await
     }
 
@@ -649,7 +631,8 @@ impl Coordinator {
     }
 
     /// Edits a custom group.
-    pub async fn update_group(&self, id: i64, input: GroupInput, by: &Caller) -> Result<Group> {
+    pub async fn update_group(&self, id: GroupId, input: GroupInput, by: &Caller) -> Result<Group> {
+        let id = id.0;
         let note = Note::on(format!("group:{id}"));
         self.change(by, "group.update", note, move |tx, _, _| {
             groups::update(tx, id, &input)?;
@@ -659,7 +642,8 @@ impl Coordinator {
     }
 
     /// Deletes a custom group not waiting to be used by a scheduled task.
-    pub async fn delete_group(&self, id: i64, by: &Caller) -> Result<()> {
+    pub async fn delete_group(&self, id: GroupId, by: &Caller) -> Result<()> {
+        let id = id.0;
         let note = Note::on(format!("group:{id}"));
         self.change(by, "group.delete", note, move |tx, _, _| {
             let waiting = tx
@@ -679,11 +663,12 @@ impl Coordinator {
     /// Creates a group from the tills of a task in the given states.
     pub async fn group_from_task(
         &self,
-        task: i64,
+        task: TaskId,
         states: Vec<String>,
         input: GroupInput,
         by: &Caller,
     ) -> Result<Group> {
+        let task = task.0 as i64;
         let note = Note::on(format!("task:{task}"));
         self.change(by, "task.group", note, move |tx, now, note| {
             let id = groups::from_task(tx, task, &states, &input, now)?;
@@ -733,7 +718,8 @@ impl Coordinator {
 
     /// One task with details: per store, its next window (when the task
     /// has one) and which tills are unreachable.
-    pub async fn task(&self, id: i64) -> Result<TaskDetail> {
+    pub async fn task(&self, id: TaskId) -> Result<TaskDetail> {
+        let id = id.0 as i64;
         let (zone, unreachable) = (self.default_zone(), self.unreachable_ms());
         self.read(move |c, now| {
             let mut task = tasks::get(c, id)?;
@@ -744,7 +730,8 @@ impl Coordinator {
     }
 
     /// Pauses a task.
-    pub async fn pause_task(&self, id: i64, by: &Caller) -> Result<TaskDetail> {
+    pub async fn pause_task(&self, id: TaskId, by: &Caller) -> Result<TaskDetail> {
+        let id = id.0 as i64;
         let note = Note::on(format!("task:{id}"));
         self.change(by, "task.pause", note, move |tx, _, _| {
             tasks::refuse_if_rollout_active(tx, id, "paused")?;
@@ -755,7 +742,8 @@ impl Coordinator {
     }
 
     /// Resumes a task.
-    pub async fn resume_task(&self, id: i64, by: &Caller) -> Result<TaskDetail> {
+    pub async fn resume_task(&self, id: TaskId, by: &Caller) -> Result<TaskDetail> {
+        let id = id.0 as i64;
         let note = Note::on(format!("task:{id}"));
         self.change(by, "task.resume", note, move |tx, now, _| {
             tasks::refuse_if_rollout_active(tx, id, "resumed")?;
@@ -766,7 +754,8 @@ impl Coordinator {
     }
 
     /// Restarts a task for the tills not yet done.
-    pub async fn restart_task(&self, id: i64, by: &Caller) -> Result<TaskDetail> {
+    pub async fn restart_task(&self, id: TaskId, by: &Caller) -> Result<TaskDetail> {
+        let id = id.0 as i64;
         let note = Note::on(format!("task:{id}"));
         self.change(by, "task.restart", note, move |tx, now, _| {
             tasks::refuse_if_rollout_active(tx, id, "restarted")?;
@@ -777,7 +766,8 @@ impl Coordinator {
     }
 
     /// Deletes a task.
-    pub async fn delete_task(&self, id: i64, by: &Caller) -> Result<()> {
+    pub async fn delete_task(&self, id: TaskId, by: &Caller) -> Result<()> {
+        let id = id.0 as i64;
         let note = Note::on(format!("task:{id}"));
         self.change(by, "task.delete", note, move |tx, _, _| {
             tasks::delete(tx, id)
@@ -788,13 +778,15 @@ impl Coordinator {
     /// One scheduler step: activates due tasks (returns their ids); about once
     /// an hour also purges expired sessions, audit rows past retention and
     /// the chunk log's old rows.
-    pub async fn tick(&self) -> Result<Vec<i64>> {
+    pub async fn tick(&self) -> Result<Vec<TaskId>> {
         if let Err(e) = self.reload_keys_if_rotated().await {
             tracing::error!(error = %e, "could not reload the rotated keys");
         }
         let activated = self.write(tasks::activate_due).await?;
-        for &task_id in &activated {
-            self.publish(Change::Task { task_id });
+        for &id in &activated {
+            self.publish(Change::Task {
+                task_id: TaskId(id as u64),
+            });
         }
         self.drive_rollouts().await?;
         let now = self.now_ms();
@@ -812,7 +804,7 @@ impl Coordinator {
                 tracing::info!(rows = pruned, "pruned the chunk log");
             }
         }
-        Ok(activated)
+        Ok(activated.into_iter().map(|id| TaskId(id as u64)).collect())
     }
 
     // ----- till types -----

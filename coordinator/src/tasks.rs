@@ -15,7 +15,7 @@ use tillswarm_protocol::{DeviceId, PackageId, Version};
 use crate::clock::parse_rfc3339;
 use crate::error::{Error, Result};
 use crate::groups;
-use crate::windows::Window;
+use crate::windows::{Window, WindowRule};
 
 mod assign;
 pub mod permits;
@@ -23,40 +23,11 @@ pub mod stagger;
 mod view;
 
 pub use assign::assignments;
-pub use view::{
-    AttemptLog, DETAILS_IN_CREATE, StateCounts, StoreTraffic, StoreWindow, TargetDetail,
-    TaskDetail, TaskFilter, TaskSummary, annotate, get, list, summary_only,
+pub use tillswarm_protocol::operator::tasks::{
+    AttemptLog, NewTask, StateCounts, StoreTraffic, StoreWindow, TargetDetail, TaskDetail,
+    TaskGroupInput, TaskStatus, TaskSummary,
 };
-
-/// A new task as an operator submits it.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewTask {
-    /// Download, update or forced_update.
-    pub kind: TaskKind,
-    /// The package to deliver.
-    pub package_id: PackageId,
-    /// The group of tills, taken at activation.
-    pub group_id: i64,
-    /// RFC 3339 time to activate (the seed's Timer); absent: immediately.
-    #[serde(default)]
-    pub activate_at: Option<String>,
-    /// Allow installing a version older than the till runs.
-    #[serde(default)]
-    pub rollback: bool,
-    /// Install only inside this store-local maintenance window (downloads
-    /// still pre-stage outside it; an Update asks the cashier only inside it).
-    #[serde(default)]
-    pub window: Option<Window>,
-    /// At most this many tills of one store install at once (default: half
-    /// the store's tills, at least one).
-    #[serde(default)]
-    pub max_installing_per_store: Option<u32>,
-    /// A failed install is retried automatically this many times (with
-    /// backoff), each attempt's log kept. Default 0.
-    #[serde(default)]
-    pub install_retries: Option<u32>,
-}
+pub use view::{DETAILS_IN_CREATE, TaskFilter, annotate, get, list, summary_only};
 
 fn final_states(kind: TaskKind) -> &'static str {
     if kind.installs() {
@@ -67,13 +38,13 @@ fn final_states(kind: TaskKind) -> &'static str {
 }
 
 pub(crate) fn parse_kind(s: &str) -> rusqlite::Result<TaskKind> {
-    serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|e| {
+    s.parse().map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
     })
 }
 
 pub(crate) fn parse_state(s: &str) -> rusqlite::Result<TargetState> {
-    serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|e| {
+    s.parse().map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
     })
 }
@@ -106,7 +77,7 @@ pub fn create(tx: &Transaction<'_>, input: &NewTask, now_ms: i64) -> Result<i64>
     let group_name: String = tx
         .query_row(
             "SELECT name FROM groups WHERE id = ?1",
-            [input.group_id],
+            [input.group_id.0],
             |r| r.get(0),
         )
         .optional()?
@@ -134,7 +105,7 @@ pub fn create(tx: &Transaction<'_>, input: &NewTask, now_ms: i64) -> Result<i64>
     let plan = Plan {
         kind: input.kind,
         package_id: input.package_id,
-        group_id: Some(input.group_id),
+        group_id: Some(input.group_id.0),
         label: group_name,
         activate_at,
         rollback: input.rollback,
@@ -690,17 +661,9 @@ pub fn promote_installed(
     Ok(())
 }
 
-/// Every task status: `scheduled`, `running`, `paused`, then `completed` or
-/// `completed_with_failures` once every target is final.
-pub const STATUSES: [&str; 5] = [
-    "scheduled",
-    "running",
-    "paused",
-    "completed",
-    "completed_with_failures",
-];
-
-/// Whether a status is one of the two final ones.
+/// Whether a status as stored is one of the two final ones.
 pub fn is_finished(status: &str) -> bool {
-    status == "completed" || status == "completed_with_failures"
+    status
+        .parse::<TaskStatus>()
+        .is_ok_and(TaskStatus::is_finished)
 }

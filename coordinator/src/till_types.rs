@@ -3,7 +3,6 @@
 //! The row named `*` is the default for types without their own row.
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
-use serde::{Deserialize, Serialize};
 use tillswarm_protocol::api::TillSettings;
 
 use crate::error::{Error, Result};
@@ -11,32 +10,7 @@ use crate::error::{Error, Result};
 /// Longest wait accepted: one week.
 pub const MAX_TIMEOUT_MINUTES: u32 = 7 * 24 * 60;
 
-/// One till type's settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TillType {
-    /// Type name (`*` for the default).
-    pub name: String,
-    /// Minutes to wait for the cashier before installing; `null`: never ask.
-    pub auto_update_timeout_minutes: Option<u32>,
-    /// Tills of this type in the registry.
-    pub tills: u64,
-}
-
-/// The settings body of `PUT /api/v1/till-types/{name}`. The field is required:
-/// `null` means "never ask", so leaving it out must not silently mean that.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TillTypeInput {
-    /// Minutes, or `null` to never ask (the setting commented out).
-    #[serde(deserialize_with = "required_nullable")]
-    pub auto_update_timeout_minutes: Option<u32>,
-}
-
-/// A field that must be present but may be `null` (serde treats a missing
-/// `Option` as `None` unless the field has its own deserializer).
-fn required_nullable<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-    Option::<u32>::deserialize(d)
-}
+pub use tillswarm_protocol::operator::till_types::{TillType, TillTypeInput};
 
 /// Every till type, with the default first.
 pub fn list(conn: &Connection) -> Result<Vec<TillType>> {

@@ -6,26 +6,10 @@
 use jiff::civil::{Date, Time, Weekday};
 use jiff::tz::TimeZone;
 use jiff::{Timestamp, Zoned};
-use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// A maintenance window as operators write it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Window {
-    /// Local start, `HH:MM`.
-    pub start: String,
-    /// Local end, `HH:MM`; earlier than `start` only with `crosses_midnight`.
-    pub end: String,
-    /// Days the window starts on (`mon` .. `sun`); empty: every day.
-    #[serde(default)]
-    pub days: Vec<String>,
-    /// The window ends the next day (`22:00`-`04:00`); must be set exactly
-    /// when `end` is earlier than `start`.
-    #[serde(default)]
-    pub crosses_midnight: bool,
-}
+pub use tillswarm_protocol::operator::tasks::Window;
 
 const DAYS: [(&str, Weekday); 7] = [
     ("mon", Weekday::Monday),
@@ -79,9 +63,14 @@ fn parse_hhmm(field: &str, text: &str) -> Result<Time> {
     Time::new(h, m, 0, 0).map_err(|_| bad())
 }
 
-impl Window {
+/// Checking a [`Window`] (a protocol type) into a [`Rule`].
+pub trait WindowRule {
     /// Checks the window: times, days, and the midnight rule.
-    pub fn rule(&self) -> Result<Rule> {
+    fn rule(&self) -> Result<Rule>;
+}
+
+impl WindowRule for Window {
+    fn rule(&self) -> Result<Rule> {
         let start = parse_hhmm("start", &self.start)?;
         let end = parse_hhmm("end", &self.end)?;
         if start == end {

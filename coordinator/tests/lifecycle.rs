@@ -8,6 +8,7 @@ mod common;
 use tillswarm_coordinator::auth::Caller;
 use tillswarm_coordinator::clock::rfc3339;
 use tillswarm_coordinator::devices::DeviceFilter;
+use tillswarm_coordinator::groups::GroupId;
 use tillswarm_coordinator::groups::GroupInput;
 use tillswarm_coordinator::service::{Coordinator, Paging};
 use tillswarm_coordinator::tasks::{NewTask, TaskDetail, TaskFilter};
@@ -22,7 +23,7 @@ fn task(kind: TaskKind, package_id: PackageId, group_id: i64, at: Option<i64>) -
     NewTask {
         kind,
         package_id,
-        group_id,
+        group_id: GroupId(group_id),
         activate_at: at.map(rfc3339),
         rollback: false,
         window: None,
@@ -57,7 +58,7 @@ async fn timed_task_activates_on_time_and_takes_members_then() {
         .expect("group");
     let t = c
         .create_task(
-            task(TaskKind::Update, pkg, group.id, Some(T0 + 60_000)),
+            task(TaskKind::Update, pkg, group.id.0, Some(T0 + 60_000)),
             &Caller::system("test"),
         )
         .await
@@ -179,7 +180,7 @@ async fn newer_tills_are_skipped_and_a_task_completes() {
     heartbeat(c, till(0, 3), "0.5", None).await;
     let t = c
         .create_task(
-            task(TaskKind::Download, pkg, g.id, None),
+            task(TaskKind::Download, pkg, g.id.0, None),
             &Caller::system("test"),
         )
         .await
@@ -238,7 +239,7 @@ async fn failures_become_a_group_and_restart_retries_only_them() {
         .expect("group");
     let id = c
         .create_task(
-            task(TaskKind::Update, pkg, g.id, None),
+            task(TaskKind::Update, pkg, g.id.0, None),
             &Caller::system("test"),
         )
         .await
@@ -357,7 +358,11 @@ async fn failures_become_a_group_and_restart_retries_only_them() {
     };
     assert_eq!(failing(c).await, vec![till(0, 1), till(0, 2)]);
     assert_eq!(
-        c.device(till(0, 1)).await.expect("device").state.as_deref(),
+        c.device(till(0, 1))
+            .await
+            .expect("device")
+            .state
+            .map(|s| s.as_str()),
         Some("install_failed")
     );
     send(c, report(till(0, 1), id, 2, 1, TargetState::Rebooting))
@@ -366,7 +371,11 @@ async fn failures_become_a_group_and_restart_retries_only_them() {
     heartbeat(c, till(0, 1), "1.0.0", None).await;
     assert_eq!(failing(c).await, vec![till(0, 2)]);
     assert_eq!(
-        c.device(till(0, 1)).await.expect("device").state.as_deref(),
+        c.device(till(0, 1))
+            .await
+            .expect("device")
+            .state
+            .map(|s| s.as_str()),
         Some("ready")
     );
 }
@@ -538,10 +547,7 @@ async fn assignments_name_the_unfinished_tills_of_the_same_store() {
         .await
         .assignments
         .expect("list");
-    let mine = a
-        .iter()
-        .find(|a| a.task_id.0 == later as u64)
-        .expect("later task");
+    let mine = a.iter().find(|a| a.task_id == later).expect("later task");
     assert_eq!(mine.store_holders, vec![till(0, 2)]);
     let other_store = heartbeat(c, till(1, 1), "0.9", None)
         .await
@@ -584,7 +590,10 @@ async fn a_version_above_every_package_is_flagged_and_does_not_skip_the_till() {
         heartbeat(c, d, v, None).await;
     }
     let flagged = c.device(liar).await.expect("device");
-    assert_eq!(flagged.version_flag.as_deref(), Some("unknown_version"));
+    assert_eq!(
+        flagged.version_flag.map(|s| s.as_str()),
+        Some("unknown_version")
+    );
     assert_eq!(c.device(honest).await.expect("device").version_flag, None);
     let t = c
         .create_task(

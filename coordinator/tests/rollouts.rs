@@ -8,6 +8,7 @@
 mod common;
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use tillswarm_protocol::TaskId;
 
 use serde_json::json;
 use tillswarm_coordinator::audit;
@@ -27,7 +28,7 @@ fn sys() -> Caller {
     Caller::system("test")
 }
 
-async fn say(c: &Coordinator, d: DeviceId, task: i64, attempt: u32, state: TargetState) {
+async fn say(c: &Coordinator, d: DeviceId, task: TaskId, attempt: u32, state: TargetState) {
     let seq = SEQ.fetch_add(1, Ordering::Relaxed);
     send(c, report(d, task, attempt, seq, state))
         .await
@@ -35,7 +36,7 @@ async fn say(c: &Coordinator, d: DeviceId, task: i64, attempt: u32, state: Targe
 }
 
 /// The till downloads, installs and comes back at `version`.
-async fn install(c: &Coordinator, d: DeviceId, task: i64, version: &str) {
+async fn install(c: &Coordinator, d: DeviceId, task: TaskId, version: &str) {
     say(c, d, task, 1, TargetState::Downloaded).await;
     say(c, d, task, 1, TargetState::Installing).await;
     heartbeat(c, d, version, None).await;
@@ -53,13 +54,13 @@ async fn task_of(c: &Coordinator, r: &Rollout, wave: usize) -> TaskDetail {
 }
 
 /// The assignment a till receives now for `task`.
-async fn assignment(c: &Coordinator, d: DeviceId, task: i64) -> Option<Assignment> {
+async fn assignment(c: &Coordinator, d: DeviceId, task: TaskId) -> Option<Assignment> {
     heartbeat(c, d, "1.0", None)
         .await
         .assignments
         .expect("instructions")
         .into_iter()
-        .find(|a| a.task_id.0 as i64 == task)
+        .find(|a| a.task_id == task)
 }
 
 async fn everyone_heard(f: &Fixture) {
@@ -281,7 +282,12 @@ async fn a_stores_first_failure_leaves_that_store_out_of_the_later_waves() {
     let stores: Vec<_> = even
         .target_details
         .iter()
-        .map(|t| t.store_id.clone().unwrap_or_default())
+        .map(|t| {
+            t.store_id
+                .as_ref()
+                .map(|s| s.to_string())
+                .unwrap_or_default()
+        })
         .collect();
     assert_eq!(stores, ["store-002"; 3], "store-001 is left out");
 }
@@ -304,12 +310,17 @@ fn ms(text: &str) -> i64 {
     parse_rfc3339(text).expect("time")
 }
 
-async fn permits_by_store(c: &Coordinator, task: i64) -> Vec<(String, usize)> {
+async fn permits_by_store(c: &Coordinator, task: TaskId) -> Vec<(String, usize)> {
     let t = c.task(task).await.expect("task");
     let mut out: std::collections::BTreeMap<String, usize> = Default::default();
     for x in &t.target_details {
-        *out.entry(x.store_id.clone().unwrap_or_default())
-            .or_default() += usize::from(x.install_permit);
+        *out.entry(
+            x.store_id
+                .as_ref()
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
+        )
+        .or_default() += usize::from(x.install_permit);
     }
     out.into_iter().collect()
 }
@@ -326,7 +337,7 @@ async fn keep_heard(f: &Fixture, at: &str) {
 }
 
 /// Whether till `d` holds a permit in `task` at `at` (heard just before).
-async fn permitted_at(f: &Fixture, task: i64, d: DeviceId, at: &str) -> bool {
+async fn permitted_at(f: &Fixture, task: TaskId, d: DeviceId, at: &str) -> bool {
     f.clock.set_ms(ms(at));
     heartbeat(&f.coordinator, d, "1.0", None).await;
     f.coordinator.tick().await.expect("tick");
@@ -626,7 +637,7 @@ async fn a_failed_install_is_retried_with_backoff_and_each_attempt_is_kept() {
     );
     let history = c.device_detail(d).await.expect("device");
     assert_eq!(history.recent_tasks[0].task_id, id);
-    assert_eq!(history.recent_tasks[0].state, "failed");
+    assert_eq!(history.recent_tasks[0].state, TargetState::Failed);
     assert_eq!(history.last_error.as_deref(), Some("up.sh exited 1"));
 }
 
@@ -646,7 +657,7 @@ async fn a_silent_till_is_unreachable_and_gives_back_its_permit() {
         .expect("t")
         .target_details
         .iter()
-        .find(|x| x.install_permit && x.store_id.as_deref() == Some("store-001"))
+        .find(|x| x.install_permit && x.store_id.as_ref().map(|s| s.as_str()) == Some("store-001"))
         .expect("a holder")
         .device;
     // 16 minutes on, every till but the holder has been heard.

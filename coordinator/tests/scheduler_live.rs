@@ -54,7 +54,7 @@ async fn timed_task_activates_within_a_second() {
             NewTask {
                 kind: TaskKind::Download,
                 package_id: pkg.package_id,
-                group_id: 1,
+                group_id: tillswarm_coordinator::groups::GroupId(1),
                 activate_at: Some(rfc3339(at_ms)),
                 rollback: false,
                 window: None,

@@ -72,7 +72,7 @@ async fn a_large_task_reaches_every_store_in_turn_and_never_half() {
         created.details_omitted,
         "a large task answers with its summary"
     );
-    let task = created.summary.id as u64;
+    let task = created.summary.id.0;
     let spread = stagger::spread_ms(10_000);
     let mut holding = 0;
     // Walk through the spread in steps of two seconds, polling every till.

@@ -14,6 +14,7 @@ use tillswarm_coordinator::auth::rules::{self, Access};
 use tillswarm_coordinator::auth::{Caller, Role};
 use tillswarm_coordinator::groups::GroupInput;
 use tillswarm_coordinator::tasks::NewTask;
+use tillswarm_protocol::TaskId;
 use tillswarm_protocol::api::{DeviceState, HeartbeatRequest, TaskKind};
 use tillswarm_protocol::manifest::ChunkRef;
 use tillswarm_protocol::{DeviceId, PackageId};
@@ -53,7 +54,7 @@ async fn publish(api: &Api, version: &str, seed: u64) -> (PackageId, Vec<ChunkRe
 static GROUPS: AtomicU32 = AtomicU32::new(0);
 
 /// A download task of `package` for `members`; returns its id.
-async fn task_for(api: &Api, package: PackageId, members: Vec<DeviceId>) -> i64 {
+async fn task_for(api: &Api, package: PackageId, members: Vec<DeviceId>) -> TaskId {
     let by = Caller::system("test");
     let group = api
         .coordinator
@@ -127,7 +128,7 @@ async fn heartbeat(api: &Api, d: DeviceId, peers: Option<u32>) {
 }
 
 /// The task's WAN report (as a viewer), with `query` (`?store=...`).
-async fn report(api: &Api, task: i64, query: &str) -> Value {
+async fn report(api: &Api, task: TaskId, query: &str) -> Value {
     let r = api
         .as_role(
             Role::Viewer,
@@ -418,13 +419,13 @@ async fn a_stores_history_lists_each_tasks_wan_bytes_against_its_package() {
     let h = r.json();
     assert_eq!(h["store_id"], "store-001");
     let tasks = h["tasks"].as_array().expect("tasks");
-    let ids: Vec<i64> = tasks
+    let ids: Vec<u64> = tasks
         .iter()
-        .map(|t| t["task_id"].as_i64().expect("id"))
+        .map(|t| t["task_id"].as_u64().expect("id"))
         .collect();
     assert_eq!(
         ids,
-        vec![newer, older],
+        vec![newer.0, older.0],
         "newest first, only the store's tasks (not {elsewhere})"
     );
     let old = &tasks[1];
@@ -443,6 +444,16 @@ async fn a_stores_history_lists_each_tasks_wan_bytes_against_its_package() {
     assert_eq!(old["kind"], "download");
     assert_eq!(tasks[0]["wan_bytes"], more[0].length);
     assert_eq!(tasks[0]["tills"], 1);
+    // The package says who uploaded it.
+    let pkg = api
+        .as_role(
+            Role::Viewer,
+            "GET",
+            &format!("/api/v1/packages/{first}"),
+            None,
+        )
+        .await;
+    assert_eq!(pkg.json()["uploaded_by"], "test");
 
     let one = api
         .as_role(

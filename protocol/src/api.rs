@@ -28,6 +28,7 @@ pub const CHUNK_ENCODING: &str = "x-tillswarm-chunk-encoding";
 
 /// What a task makes a till do (the seed's three task types).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TaskKind {
     /// Fetch and stage the package in the background; no interruption.
@@ -54,8 +55,25 @@ impl TaskKind {
     }
 }
 
+impl std::str::FromStr for TaskKind {
+    type Err = crate::operator::UnknownName;
+
+    /// Exactly the names [`TaskKind::as_str`] gives.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [Self::Download, Self::Update, Self::ForcedUpdate]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| crate::operator::UnknownName {
+                kind: "task kind",
+                value: s.chars().take(80).collect(),
+                expected: "download update forced_update",
+            })
+    }
+}
+
 /// Where one till stands in one task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TargetState {
     /// Assigned, nothing done yet.
@@ -108,8 +126,42 @@ impl TargetState {
     }
 }
 
+impl TargetState {
+    /// Every state, in the order of a task's life.
+    pub const ALL: [TargetState; 10] = [
+        Self::Pending,
+        Self::Downloading,
+        Self::Downloaded,
+        Self::AwaitingCashier,
+        Self::Installing,
+        Self::Rebooting,
+        Self::Installed,
+        Self::Failed,
+        Self::Declined,
+        Self::Skipped,
+    ];
+}
+
+impl std::str::FromStr for TargetState {
+    type Err = crate::operator::UnknownName;
+
+    /// Exactly the names [`TargetState::as_str`] gives.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| crate::operator::UnknownName {
+                kind: "target state",
+                value: s.chars().take(80).collect(),
+                expected: "pending downloading downloaded awaiting_cashier installing \
+                           rebooting installed failed declined skipped",
+            })
+    }
+}
+
 /// What a till is doing, as it reports itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceState {
     /// In sale mode, nothing to do.
@@ -372,6 +424,7 @@ pub struct DeviceSession {
 
 /// An error body, as every API of the coordinator returns it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ApiError {
     /// Stable machine-readable code, e.g. `not_found`, `invalid_version`.
     pub code: String,
@@ -421,6 +474,13 @@ mod tests {
             "\"awaiting_cashier\""
         );
         assert!(serde_json::from_str::<TaskKind>("\"reboot\"").is_err());
+        assert!("reboot".parse::<TaskKind>().is_err());
+        for state in TargetState::ALL {
+            assert_eq!(state.as_str().parse::<TargetState>(), Ok(state));
+            let json = serde_json::to_string(&state).expect("json");
+            assert_eq!(json, format!("\"{}\"", state.as_str()));
+        }
+        assert!("Failed".parse::<TargetState>().is_err());
         assert_eq!(TaskKind::Update.as_str(), "update");
     }
 

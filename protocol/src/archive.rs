@@ -20,6 +20,7 @@ const SHOWN_PATH: usize = 120;
 /// a file name). The coordinator decompresses all of them while ingesting and
 /// chunks the tar inside; tills only ever see that tar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum UploadFormat {
     /// A plain tar.

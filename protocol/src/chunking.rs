@@ -26,6 +26,7 @@ pub const MAX_CHUNK: usize = 4 * 1024 * 1024;
 /// old manifests stay readable when the setting changes. Each is pinned by a
 /// committed boundary vector (`fixtures/vectors/chunking-v*.json`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum Chunker {
     /// 256 KiB / 1 MiB / 4 MiB: manifest formats 1 and 2.
     V1,

@@ -116,6 +116,29 @@ macro_rules! hash_id {
     };
 }
 
+/// The JSON Schema of an id whose JSON is a string (the `schema` feature):
+/// a component named `$name` unless `inline`, with an optional pattern and format.
+macro_rules! string_schema {
+    ($name:ident, $schema_name:literal, inline = $inline:literal, $schema:tt) => {
+        #[cfg(feature = "schema")]
+        impl schemars::JsonSchema for $name {
+            fn inline_schema() -> bool {
+                $inline
+            }
+
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                $schema_name.into()
+            }
+
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!($schema)
+            }
+        }
+    };
+}
+
+pub(crate) use string_schema;
+
 hash_id!(
     /// The blake3 hash of one chunk's bytes; chunks are stored and requested by it.
     ChunkHash
@@ -125,6 +148,14 @@ hash_id!(
     /// `b3sum FILE` prints.
     PackageId
 );
+string_schema!(ChunkHash, "ChunkHash", inline = false, {
+    "type": "string",
+    "pattern": "^[0-9a-f]{64}$"
+});
+string_schema!(PackageId, "PackageId", inline = false, {
+    "type": "string",
+    "pattern": "^[0-9a-f]{64}$"
+});
 
 /// A till's GUID as known to its store's till server. In text (JSON, CSV, URLs)
 /// only the hyphenated form is accepted, optionally in braces.
@@ -143,6 +174,11 @@ impl<'de> Deserialize<'de> for DeviceId {
         }
     }
 }
+
+string_schema!(DeviceId, "DeviceGuid", inline = false, {
+    "type": "string",
+    "format": "uuid"
+});
 
 impl DeviceId {
     /// A device id from its 16 raw bytes.
@@ -235,6 +271,13 @@ macro_rules! name_id {
             }
         }
 
+        /// Compares with the id's text.
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let s = String::deserialize(d)?;
@@ -249,6 +292,10 @@ name_id!(
     StoreId,
     "store"
 );
+string_schema!(StoreId, "StoreId", inline = true, {
+    "type": "string",
+    "pattern": "^[A-Za-z0-9._-]{1,64}$"
+});
 name_id!(
     /// A retail chain; peers of different chains never talk to each other.
     ChainId,
@@ -257,6 +304,7 @@ name_id!(
 
 /// A task, numbered by the coordinator.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Debug)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(transparent)]
 pub struct TaskId(pub u64);
 

@@ -13,7 +13,14 @@
 //!   instructions (root and online keys, timestamps, signed instructions);
 //! - [`version`]: dotted version numbers and their order;
 //! - [`wire`]: peer-to-peer messages between tills, with hard size caps;
-//! - [`api`]: the JSON bodies exchanged between nodes and the coordinator.
+//! - [`api`]: the JSON bodies exchanged between nodes and the coordinator;
+//! - [`operator`]: the JSON bodies of the coordinator's operator API (devices,
+//!   groups, packages, tasks, rollouts, WAN reports, accounts, audit, till
+//!   types), with typed ids and enums for closed sets of names.
+//!
+//! With the `schema` feature (off by default, so tills never build it) the
+//! API types also derive a JSON Schema (schemars), which the coordinator's
+//! tests compare with its hand-written OpenAPI document.
 //!
 //! Architecture invariant: this crate does no IO of its own. It reads through
 //! [`std::io::Read`] where it must and knows nothing of sockets, files, tokio or SQLite,
@@ -27,9 +34,15 @@ pub mod chunking;
 pub mod clock;
 pub mod id;
 pub mod manifest;
+pub mod operator;
 pub mod trust;
 pub mod version;
 pub mod wire;
+
+/// The JSON Schema crate the `schema` feature derives with, for the checks
+/// that use it.
+#[cfg(feature = "schema")]
+pub use schemars;
 
 pub use chunking::{ChunkInfo, ChunkedFile, Chunker, chunk_reader};
 pub use id::{ChainId, ChunkHash, DeviceId, IdError, PackageId, StoreId, TaskId};

@@ -74,6 +74,7 @@ pub enum ManifestError {
 
 /// One chunk as the manifest lists it; offsets follow from the order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ChunkRef {
     /// blake3 of the chunk's (uncompressed) bytes.
     pub hash: ChunkHash,
@@ -103,6 +104,7 @@ impl ChunkRef {
 /// What the operator uploaded, for format 3 manifests (before it, the upload
 /// was the content).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Upload {
     /// blake3 of the uploaded file (what `b3sum` prints of the `.tar.gz`).
     pub id: PackageId,
@@ -115,6 +117,7 @@ pub struct Upload {
 /// What a package is. Build one with [`Manifest::new`], sign it with
 /// [`SecretKey::sign_manifest`], and trust one only from [`SignedManifest::verify`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Manifest {
     /// Package name (letters, digits, `-`, `_`, `.`), e.g. `ukm5-till`.
     pub name: String,

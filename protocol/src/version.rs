@@ -22,6 +22,12 @@ pub struct VersionError {
     reason: &'static str,
 }
 
+crate::id::string_schema!(Version, "Version", inline = false, {
+    "type": "string",
+    "pattern": "^[0-9]+(\\.[0-9]+){0,5}$",
+    "maxLength": 64
+});
+
 /// A dotted version number.
 #[derive(Clone)]
 pub struct Version {

@@ -356,7 +356,9 @@ impl Demo {
             devices
                 .iter()
                 .filter(|d| self.tills.iter().any(|t| t.device == d.guid))
-                .filter(|d| store.is_none_or(|s| d.store_id.as_deref() == Some(s)))
+                .filter(|d| {
+                    store.is_none_or(|s| d.store_id.as_ref().map(|id| id.as_str()) == Some(s))
+                })
                 .filter(|d| d.version.as_deref() == Some(NEW_VERSION))
                 .count()
         };

@@ -177,7 +177,7 @@ async fn the_event_stream_carries_a_tills_install_as_it_happens() {
             assert_eq!(f.event, "change", "{f:?}");
             let change: Value = serde_json::from_str(&f.data).expect("change json");
             let done = change["kind"] == "target"
-                && change["task_id"] == task
+                && change["task_id"] == task.0
                 && change["guid"] == till.to_string()
                 && change["state"] == "installed";
             seen.push(change);
@@ -194,7 +194,7 @@ async fn the_event_stream_carries_a_tills_install_as_it_happens() {
     assert!(kinds.contains(&"group"), "{kinds:?}");
     assert!(
         seen.iter()
-            .any(|c| c["kind"] == "task" && c["task_id"] == task),
+            .any(|c| c["kind"] == "task" && c["task_id"] == task.0),
         "the task's creation: {seen:#?}"
     );
     assert!(

@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use tillswarm_coordinator::groups::GroupId;
+use tillswarm_protocol::TaskId;
 
 use futures_util::future::BoxFuture;
 use tillswarm_coordinator::auth::Caller;
@@ -30,7 +32,7 @@ fn package(version: &str, payload: usize) -> Vec<u8> {
     )
 }
 
-async fn group_of(cluster: &Cluster, name: &str, members: Vec<DeviceId>) -> i64 {
+async fn group_of(cluster: &Cluster, name: &str, members: Vec<DeviceId>) -> GroupId {
     cluster
         .coordinator
         .create_group(
@@ -46,7 +48,12 @@ async fn group_of(cluster: &Cluster, name: &str, members: Vec<DeviceId>) -> i64 
         .id
 }
 
-async fn task(cluster: &Cluster, kind: TaskKind, package_id: PackageId, group_id: i64) -> i64 {
+async fn task(
+    cluster: &Cluster,
+    kind: TaskKind,
+    package_id: PackageId,
+    group_id: GroupId,
+) -> TaskId {
     cluster
         .coordinator
         .create_task(
@@ -78,7 +85,7 @@ fn target_state(t: &TaskDetail, d: DeviceId) -> TargetState {
 
 async fn wait_target(
     cluster: &Cluster,
-    task: i64,
+    task: TaskId,
     d: DeviceId,
     want: TargetState,
     secs: u64,
@@ -666,7 +673,7 @@ async fn a_till_waits_for_the_sale_to_end_and_says_so() {
     let id = task(&cluster, TaskKind::ForcedUpdate, pkg, g).await;
     eventually(30, "the till to report waiting_for_sale_end", || async {
         let dev = cluster.coordinator.device(d).await.ok()?;
-        (dev.state.as_deref() == Some("waiting_for_sale_end")).then_some(())
+        (dev.state.map(|s| s.as_str()) == Some("waiting_for_sale_end")).then_some(())
     })
     .await;
     assert!(

@@ -4,6 +4,7 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
+use tillswarm_coordinator::groups::GroupId;
 
 use tillswarm_coordinator::auth::Caller;
 use tillswarm_coordinator::groups::GroupInput;
@@ -30,7 +31,7 @@ fn package(v: &str) -> Vec<u8> {
 
 /// Runs a Download task of `package` until `till` holds it; returns the WAN
 /// bytes the till reported for it.
-async fn download(cluster: &Cluster, package: PackageId, group: i64, till: DeviceId) -> u64 {
+async fn download(cluster: &Cluster, package: PackageId, group: GroupId, till: DeviceId) -> u64 {
     let t = cluster
         .coordinator
         .create_task(

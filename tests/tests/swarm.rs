@@ -3,6 +3,8 @@
 //! about once; peers leaving, a peer serving corrupt chunks, and delta updates.
 
 use std::sync::Arc;
+use tillswarm_coordinator::groups::GroupId;
+use tillswarm_protocol::TaskId;
 
 use tillswarm_coordinator::auth::Caller;
 use tillswarm_coordinator::groups::GroupInput;
@@ -30,7 +32,7 @@ fn tills() -> Vec<DeviceId> {
         .collect()
 }
 
-async fn setup(cluster: &Cluster, tills: &[DeviceId]) -> i64 {
+async fn setup(cluster: &Cluster, tills: &[DeviceId]) -> GroupId {
     cluster.import_sample_registry().await;
     for &d in tills {
         // Tills the registry does not list join the store with an enrollment token.
@@ -59,7 +61,7 @@ fn start_node(cluster: &Cluster, d: DeviceId) -> RunningNode {
     RunningNode::start_wired(config, Arc::new(SystemClock), cluster.swarm_wiring())
 }
 
-async fn download(cluster: &Cluster, pkg: PackageId, group: i64) -> i64 {
+async fn download(cluster: &Cluster, pkg: PackageId, group: GroupId) -> TaskId {
     cluster
         .coordinator
         .create_task(
@@ -81,7 +83,7 @@ async fn download(cluster: &Cluster, pkg: PackageId, group: i64) -> i64 {
         .id
 }
 
-async fn wait_all(cluster: &Cluster, task: i64, tills: &[DeviceId], secs: u64) -> TaskDetail {
+async fn wait_all(cluster: &Cluster, task: TaskId, tills: &[DeviceId], secs: u64) -> TaskDetail {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
     loop {
         let t = cluster.coordinator.task(task).await.expect("task");

@@ -10,7 +10,7 @@ use tillswarm_coordinator::groups::GroupInput;
 use tillswarm_coordinator::tasks::NewTask;
 use tillswarm_protocol::api::{HeartbeatResponse, TargetState, TaskKind};
 use tillswarm_protocol::clock::{Clock, ManualClock, SystemClock};
-use tillswarm_protocol::{DeviceId, PackageId};
+use tillswarm_protocol::{DeviceId, PackageId, TaskId};
 use tillswarm_tests::mitm::SimulatedMitm;
 use tillswarm_tests::{Cluster, RunningNode, eventually, sample_till};
 
@@ -28,7 +28,7 @@ async fn task(
     kind: TaskKind,
     package_id: PackageId,
     members: Vec<DeviceId>,
-) -> i64 {
+) -> TaskId {
     let by = Caller::system("test");
     let g = cluster
         .coordinator
@@ -169,7 +169,7 @@ async fn an_online_key_rotation_reaches_running_tills_untouched() {
         Arc::new(SystemClock),
         None,
     );
-    let done = |id: i64| {
+    let done = |id: TaskId| {
         let cluster = &cluster;
         async move {
             eventually(30, "the download", || async {

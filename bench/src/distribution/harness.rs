@@ -20,7 +20,7 @@ use tillswarm_node::sim::SimulatedWanLink;
 use tillswarm_node::{Agent, NodeConfig};
 use tillswarm_protocol::api::{TargetState, TaskKind};
 use tillswarm_protocol::clock::SystemClock;
-use tillswarm_protocol::{ChainId, DeviceId, StoreId, TaskId};
+use tillswarm_protocol::{ChainId, DeviceId, StoreId};
 use tokio::sync::watch;
 
 use super::{cpu_seconds, progress_bar, tokio_util_free_stream};
@@ -252,7 +252,7 @@ impl InProcess {
                 NewTask {
                     kind: TaskKind::Download,
                     package_id: package.package_id,
-                    group_id: 1,
+                    group_id: tillswarm_coordinator::groups::GroupId(1),
                     activate_at: None,
                     rollback: false,
                     window: None,
@@ -262,7 +262,7 @@ impl InProcess {
                 &Caller::system("bench"),
             )
             .await?;
-        let task_id = TaskId(task.summary.id as u64);
+        let task_id = task.summary.id;
         let mut store_done: HashMap<usize, f64> = HashMap::new();
         let limit = Duration::from_secs_f64(bound_s * 10.0 + 120.0);
         loop {

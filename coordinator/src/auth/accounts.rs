@@ -5,7 +5,6 @@
 //! tokens as blake3 hashes (they carry 256 random bits, so a fast hash is safe).
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
-use serde::Serialize;
 
 use super::{Actor, ActorKind, Role, random_hex, secret_hash};
 use crate::clock::rfc3339;
@@ -21,49 +20,7 @@ const TOUCH_EVERY_MS: i64 = 30_000;
 /// Token use is written back at most this often.
 const TOKEN_TOUCH_EVERY_MS: i64 = 30_000;
 
-/// A user as listed (never with the hash).
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct User {
-    /// Login name (unique, case-insensitive).
-    pub name: String,
-    /// What the user may do.
-    pub role: Role,
-    /// When the user was added (RFC 3339).
-    pub created_at: String,
-    /// When the password was last set (RFC 3339).
-    pub password_changed_at: String,
-    /// Live sessions of this user.
-    pub sessions: u64,
-}
-
-/// An API token as listed (never with the secret).
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Token {
-    /// Unique among live tokens.
-    pub name: String,
-    /// What the token may do.
-    pub role: Role,
-    /// When it was made (RFC 3339).
-    pub created_at: String,
-    /// Who made it.
-    pub created_by: String,
-    /// When it stops working (RFC 3339); `None`: never.
-    pub expires_at: Option<String>,
-    /// Last request made with it (RFC 3339, to the half minute).
-    pub last_used_at: Option<String>,
-    /// When it was revoked (RFC 3339).
-    pub revoked_at: Option<String>,
-}
-
-/// A new token with its secret, shown once.
-#[derive(Debug, Clone, Serialize)]
-pub struct NewToken {
-    /// The token's listing.
-    #[serde(flatten)]
-    pub token: Token,
-    /// The secret to send as `Authorization: Bearer <token>`; not stored.
-    pub token_secret: String,
-}
+pub use tillswarm_protocol::operator::accounts::{NewToken, Token, User};
 
 /// Refuses names that are empty, too long or hold anything beyond letters,
 /// digits and `. _ @ -` (names end up in logs, CSV and URLs).

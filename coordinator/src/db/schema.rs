@@ -444,6 +444,16 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE packages ADD COLUMN wire_size INTEGER;
     ALTER TABLE package_chunks ADD COLUMN zstd_len INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 11: who uploaded each package (the user or token name), for the panel;
+    // earlier uploads take it from their audit row while that is kept.
+    r#"
+    ALTER TABLE packages ADD COLUMN uploaded_by TEXT;
+    UPDATE packages SET uploaded_by = (
+        SELECT a.actor FROM audit a
+        WHERE a.action = 'package.upload' AND a.outcome = 'ok'
+          AND a.target = 'package:' || packages.package_id
+        ORDER BY a.id DESC LIMIT 1);
+    "#,
 ];
 
 /// Brings the schema up to date. Foreign keys are off while steps run (a step
@@ -542,6 +552,45 @@ mod tests {
             orphans, 0,
             "deleting the task still cascades to its targets"
         );
+    }
+
+    #[test]
+    fn the_upgrade_names_each_packages_uploader_from_its_audit_row() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        let tx = conn.transaction().expect("tx");
+        for sql in &MIGRATIONS[..10] {
+            tx.execute_batch(sql).expect("old migration");
+        }
+        tx.pragma_update(None, "user_version", 10).expect("v10");
+        tx.commit().expect("commit");
+        conn.execute_batch(
+            "INSERT INTO packages (package_id, name, version, version_key, size, chunk_count,
+                                   manifest, created_ms)
+             VALUES ('aa', 'demo', '1.0', 'k1', 1, 1, x'00', 0),
+                    ('bb', 'demo', '1.1', 'k2', 1, 1, x'00', 0);
+             INSERT INTO audit (at_ms, actor, actor_kind, client, method, route, action,
+                                target, outcome, status)
+             VALUES (1, 'mallory', 'user', 'local', 'POST', '/api/v1/packages',
+                     'package.upload', 'package:aa', 'failed', 409),
+                    (2, 'alice', 'user', 'local', 'POST', '/api/v1/packages',
+                     'package.upload', 'package:aa', 'ok', 201);",
+        )
+        .expect("rows");
+        migrate(&mut conn).expect("migrate");
+        let by = |id: &str| -> Option<String> {
+            conn.query_row(
+                "SELECT uploaded_by FROM packages WHERE package_id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .expect("row")
+        };
+        assert_eq!(
+            by("aa").as_deref(),
+            Some("alice"),
+            "the successful upload's actor"
+        );
+        assert_eq!(by("bb"), None, "no audit row: unknown");
     }
 
     #[test]

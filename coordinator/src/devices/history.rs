@@ -2,11 +2,12 @@
 //! which task), its recent task outcomes and its last error.
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
-use serde::{Deserialize, Serialize};
-use tillswarm_protocol::DeviceId;
+use tillswarm_protocol::operator::rollouts::RolloutId;
+use tillswarm_protocol::{DeviceId, TaskId};
 
 use super::Device;
 use crate::clock::rfc3339;
+use crate::db::get_parsed;
 use crate::error::Result;
 
 /// Versions kept per till (older rows are dropped as new ones come).
@@ -14,57 +15,7 @@ const KEPT_VERSIONS: i64 = 100;
 /// Task outcomes shown.
 const RECENT_TASKS: i64 = 20;
 
-/// One change of the version a till runs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct VersionChange {
-    /// The version it ran from then.
-    pub version: String,
-    /// When the coordinator first heard it.
-    pub at: String,
-    /// The install task that brought it, if one did.
-    pub task_id: Option<i64>,
-}
-
-/// The till's part in one task.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TaskOutcome {
-    /// Task id.
-    pub task_id: i64,
-    /// `download`, `update` or `forced_update`.
-    pub kind: String,
-    /// Package name.
-    pub package_name: String,
-    /// Package version.
-    pub package_version: String,
-    /// The till's state in it.
-    pub state: String,
-    /// Why it failed.
-    pub error: Option<String>,
-    /// Attempt number.
-    pub attempt: u32,
-    /// The rollout the task is a wave of.
-    pub rollout_id: Option<i64>,
-    /// Last report.
-    pub updated: String,
-    /// When it became final.
-    pub finished: Option<String>,
-}
-
-/// A till with its history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DeviceDetail {
-    /// The till as listed.
-    #[serde(flatten)]
-    pub device: Device,
-    /// Versions it ran, newest first.
-    pub versions: Vec<VersionChange>,
-    /// Its most recent tasks, newest first.
-    pub recent_tasks: Vec<TaskOutcome>,
-    /// Its latest failure in any task.
-    pub last_error: Option<String>,
-    /// When that failure was reported.
-    pub last_error_at: Option<String>,
-}
+pub use tillswarm_protocol::operator::devices::{DeviceDetail, DeviceTaskOutcome, VersionChange};
 
 /// Records that `device` now runs `version` (called when a heartbeat reports
 /// a version other than the stored one), naming the install task that was
@@ -108,7 +59,7 @@ pub fn detail(conn: &Connection, device: Device) -> Result<DeviceDetail> {
             Ok(VersionChange {
                 version: r.get(0)?,
                 at: rfc3339(r.get(1)?),
-                task_id: r.get(2)?,
+                task_id: r.get::<_, Option<i64>>(2)?.map(|t| TaskId(t as u64)),
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
@@ -120,15 +71,15 @@ pub fn detail(conn: &Connection, device: Device) -> Result<DeviceDetail> {
              WHERE tt.device = ?1 ORDER BY t.id DESC LIMIT ?2",
         )?
         .query_map(params![guid, RECENT_TASKS], |r| {
-            Ok(TaskOutcome {
-                task_id: r.get(0)?,
-                kind: r.get(1)?,
+            Ok(DeviceTaskOutcome {
+                task_id: TaskId(r.get::<_, i64>(0)? as u64),
+                kind: get_parsed(r, 1)?,
                 package_name: r.get(2)?,
                 package_version: r.get(3)?,
-                state: r.get(4)?,
+                state: get_parsed(r, 4)?,
                 error: r.get(5)?,
                 attempt: r.get(6)?,
-                rollout_id: r.get(7)?,
+                rollout_id: r.get::<_, Option<i64>>(7)?.map(RolloutId),
                 updated: rfc3339(r.get(8)?),
                 finished: r.get::<_, Option<i64>>(9)?.map(rfc3339),
             })

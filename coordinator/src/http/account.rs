@@ -13,6 +13,8 @@ use super::guard::{
 use super::operator::{no_content, with};
 use super::{MAX_JSON_BODY, body, error_response, json, parse_json, refused, reply};
 use crate::audit;
+use tillswarm_protocol::operator::accounts::EnrollTokenId;
+
 use crate::auth::Caller;
 use crate::error::Error;
 use crate::service::Coordinator;
@@ -237,7 +239,7 @@ fn enroll_tokens(c: &Coordinator) -> BoxedFilter<(Response,)> {
         .and(guard(c))
         .and(with(c))
         .then(|id: String, by: Caller, c: Coordinator| async move {
-            let id = id.parse::<i64>().map_err(|_| {
+            let id = id.parse::<EnrollTokenId>().map_err(|_| {
                 Error::bad(
                     "invalid_id",
                     format!("enrollment token id {id:?} is not a number"),

@@ -11,14 +11,15 @@ use warp::{Filter, Rejection};
 
 use super::guard::guard;
 use super::{
-    MAX_IMPORT_BODY, MAX_JSON_BODY, body, error_response, json, parse_id, parse_json, refuse,
-    refused, reply,
+    MAX_IMPORT_BODY, MAX_JSON_BODY, body, error_response, json, parse_id, parse_json,
+    parse_task_id, refuse, refused, reply,
 };
 use crate::auth::Caller;
 use crate::devices::DeviceFilter;
 use crate::error::Error;
-use crate::groups::GroupInput;
+use crate::groups::{GroupId, GroupInput};
 use crate::service::{Coordinator, Paging};
+use crate::tasks::TaskGroupInput;
 use crate::tasks::{NewTask, TaskFilter};
 use crate::till_types::TillTypeInput;
 
@@ -43,18 +44,6 @@ use warp::Reply;
 struct UploadQuery {
     name: Option<String>,
     version: Option<String>,
-}
-
-/// Body of `POST /api/v1/tasks/{id}/group`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TaskGroupInput {
-    name: String,
-    #[serde(default)]
-    description: Option<String>,
-    /// Target states to take; default `["failed"]`.
-    #[serde(default)]
-    states: Option<Vec<String>>,
 }
 
 pub(super) fn routes(c: Coordinator) -> BoxedFilter<(Response,)> {
@@ -211,7 +200,7 @@ fn groups(c: &Coordinator) -> BoxedFilter<(Response,)> {
         .and(guard(c))
         .and(with(c))
         .then(|id: String, _: Caller, c: Coordinator| async move {
-            match parse_id::<i64>(&id, "group id") {
+            match parse_id::<GroupId>(&id, "group id") {
                 Ok(id) => reply(c.group(id).await),
                 Err(e) => error_response(&e),
             }
@@ -224,7 +213,7 @@ fn groups(c: &Coordinator) -> BoxedFilter<(Response,)> {
         .then(
             |id: String, by: Caller, c: Coordinator, b: bytes::Bytes| async move {
                 let r = async {
-                    let id = refused(&c, &by, parse_id::<i64>(&id, "group id")).await?;
+                    let id = refused(&c, &by, parse_id::<GroupId>(&id, "group id")).await?;
                     let input: GroupInput = refused(&c, &by, parse_json(&b)).await?;
                     c.update_group(id, input, &by).await
                 };
@@ -236,7 +225,7 @@ fn groups(c: &Coordinator) -> BoxedFilter<(Response,)> {
         .and(guard(c))
         .and(with(c))
         .then(|id: String, by: Caller, c: Coordinator| async move {
-            match refused(&c, &by, parse_id::<i64>(&id, "group id")).await {
+            match refused(&c, &by, parse_id::<GroupId>(&id, "group id")).await {
                 Ok(id) => no_content(c.delete_group(id, &by).await),
                 Err(e) => error_response(&e),
             }
@@ -379,7 +368,7 @@ fn task_action(
         .then(
             |id: String, verb: &'static str, by: Caller, c: Coordinator| async move {
                 let r = async {
-                    let id = refused(&c, &by, parse_id::<i64>(&id, "task id")).await?;
+                    let id = refused(&c, &by, parse_task_id(&id)).await?;
                     match verb {
                         "pause" => c.pause_task(id, &by).await,
                         "resume" => c.resume_task(id, &by).await,
@@ -423,7 +412,7 @@ fn tasks(c: &Coordinator) -> BoxedFilter<(Response,)> {
         .and(guard(c))
         .and(with(c))
         .then(|id: String, _: Caller, c: Coordinator| async move {
-            match parse_id::<i64>(&id, "task id") {
+            match parse_task_id(&id) {
                 Ok(id) => reply(c.task(id).await),
                 Err(e) => error_response(&e),
             }
@@ -433,7 +422,7 @@ fn tasks(c: &Coordinator) -> BoxedFilter<(Response,)> {
         .and(guard(c))
         .and(with(c))
         .then(|id: String, by: Caller, c: Coordinator| async move {
-            match refused(&c, &by, parse_id::<i64>(&id, "task id")).await {
+            match refused(&c, &by, parse_task_id(&id)).await {
                 Ok(id) => no_content(c.delete_task(id, &by).await),
                 Err(e) => error_response(&e),
             }
@@ -446,7 +435,7 @@ fn tasks(c: &Coordinator) -> BoxedFilter<(Response,)> {
         .then(
             |id: String, by: Caller, c: Coordinator, b: bytes::Bytes| async move {
                 let r = async {
-                    let id = refused(&c, &by, parse_id::<i64>(&id, "task id")).await?;
+                    let id = refused(&c, &by, parse_task_id(&id)).await?;
                     let input: TaskGroupInput = refused(&c, &by, parse_json(&b)).await?;
                     let states = input.states.unwrap_or_else(|| vec!["failed".into()]);
                     let group = GroupInput {

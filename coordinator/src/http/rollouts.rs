@@ -13,7 +13,7 @@ use super::guard::guard;
 use super::operator::with;
 use super::{MAX_JSON_BODY, body, error_response, json, parse_id, parse_json, refused, reply};
 use crate::auth::Caller;
-use crate::rollouts::NewRollout;
+use crate::rollouts::{NewRollout, RolloutId};
 use crate::service::{Coordinator, Paging};
 
 /// Query of `GET /api/v1/rollouts`.
@@ -43,7 +43,7 @@ fn action(
         .then(
             |id: String, verb: &'static str, by: Caller, c: Coordinator| async move {
                 let r = async {
-                    let id = refused(&c, &by, parse_id::<i64>(&id, "rollout id")).await?;
+                    let id = refused(&c, &by, parse_id::<RolloutId>(&id, "rollout id")).await?;
                     match verb {
                         "pause" => c.pause_rollout(id, &by).await,
                         "resume" => c.resume_rollout(id, &by).await,
@@ -88,7 +88,7 @@ pub(super) fn routes(c: &Coordinator) -> BoxedFilter<(Response,)> {
         .and(guard(c))
         .and(with(c))
         .then(|id: String, _: Caller, c: Coordinator| async move {
-            match parse_id::<i64>(&id, "rollout id") {
+            match parse_id::<RolloutId>(&id, "rollout id") {
                 Ok(id) => reply(c.rollout(id).await),
                 Err(e) => error_response(&e),
             }

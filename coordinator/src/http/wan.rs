@@ -8,7 +8,7 @@ use warp::reply::Response;
 
 use super::guard::guard;
 use super::operator::with;
-use super::{error_response, parse_id, reply};
+use super::{error_response, parse_task_id, reply};
 use crate::auth::Caller;
 use crate::service::Coordinator;
 use crate::wan::report::WanQuery;
@@ -22,7 +22,7 @@ pub(super) fn routes(c: &Coordinator) -> BoxedFilter<(Response,)> {
         .and(warp::query::<WanQuery>())
         .then(
             |id: String, _: Caller, c: Coordinator, q: WanQuery| async move {
-                match parse_id::<i64>(&id, "task id") {
+                match parse_task_id(&id) {
                     Ok(id) => reply(c.task_wan(id, q).await),
                     Err(e) => error_response(&e),
                 }

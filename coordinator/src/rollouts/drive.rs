@@ -355,7 +355,7 @@ fn wave_tills(tx: &Connection, rollout: i64, targets: &WaveTargets) -> Result<Ve
             .flatten())
     };
     let tills: Vec<DeviceId> = match targets {
-        WaveTargets::Group { group_id } => crate::groups::members(tx, *group_id)?,
+        WaveTargets::Group { group_id } => crate::groups::members(tx, group_id.0)?,
         WaveTargets::TillNumber { till_number } => guids(
             tx,
             "SELECT guid FROM devices WHERE approved = 1 AND number = ?1 AND store_id IS NOT NULL

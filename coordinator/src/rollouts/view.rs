@@ -2,98 +2,14 @@
 //! stores it stopped.
 
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::{Deserialize, Serialize};
-use tillswarm_protocol::api::TaskKind;
 
 use super::drive::counts;
-use super::{STATES, WaveSpec, time};
+use super::{RolloutId, RolloutState, WaveSpec, time};
+use crate::db::get_parsed;
 use crate::error::{Error, Result};
-use crate::windows::Window;
+use tillswarm_protocol::TaskId;
 
-/// A store whose part of a rollout was stopped by its failures.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PausedStore {
-    /// Store id.
-    pub store_id: String,
-    /// Why.
-    pub reason: String,
-    /// When.
-    pub at: String,
-}
-
-/// One wave with its progress.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WaveView {
-    /// Position, from 0.
-    pub index: u32,
-    /// Name.
-    pub name: String,
-    /// Task type.
-    pub kind: TaskKind,
-    /// `waiting`, `running`, `soaking`, `waiting_for_approval` or `passed`.
-    pub state: String,
-    /// The wave as created (targets, activation, gate).
-    pub spec: WaveSpec,
-    /// Its task, once started.
-    pub task_id: Option<i64>,
-    /// Tills in the wave.
-    pub targets: u64,
-    /// Installed (Download: downloaded).
-    pub installed: u64,
-    /// Failed, no retry left.
-    pub failed: u64,
-    /// Already at the version.
-    pub skipped: u64,
-    /// Done as a share of the tills not skipped, 0 to 100.
-    pub success_percent: f64,
-    /// When its task was created.
-    pub started_at: Option<String>,
-    /// When it first met its success threshold.
-    pub passed_at: Option<String>,
-    /// When its gate opened for the next wave.
-    pub finished_at: Option<String>,
-    /// Who approved the next wave.
-    pub approved_by: Option<String>,
-    /// When.
-    pub approved_at: Option<String>,
-}
-
-/// A rollout with its waves.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Rollout {
-    /// Id.
-    pub id: i64,
-    /// Name.
-    pub name: String,
-    /// Package id.
-    pub package_id: String,
-    /// Package name.
-    pub package_name: String,
-    /// Package version.
-    pub package_version: String,
-    /// One of [`STATES`].
-    pub state: String,
-    /// Why it is paused or waiting.
-    pub reason: Option<String>,
-    /// The wave running or next, from 0.
-    pub current_wave: u32,
-    /// The store-local maintenance window.
-    pub window: Option<Window>,
-    /// Failed tills of one store that stop that store's part.
-    pub store_failure_limit: u32,
-    /// Who created it.
-    pub created_by: String,
-    /// When.
-    pub created: String,
-    /// When it started running.
-    pub started: Option<String>,
-    /// When it ended.
-    pub finished: Option<String>,
-    /// The waves in order.
-    pub waves: Vec<WaveView>,
-    /// Stores it stopped.
-    pub paused_stores: Vec<PausedStore>,
-}
+pub use tillswarm_protocol::operator::rollouts::{PausedStore, Rollout, WaveState, WaveView};
 
 const SELECT: &str = "SELECT id, name, package_id, package_name, package_version, state, reason,
         current_wave, window_json, store_failure_limit, created_by, created_ms, started_ms,
@@ -102,12 +18,12 @@ const SELECT: &str = "SELECT id, name, package_id, package_name, package_version
 fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Rollout> {
     let window: Option<String> = r.get(8)?;
     Ok(Rollout {
-        id: r.get(0)?,
+        id: RolloutId(r.get(0)?),
         name: r.get(1)?,
-        package_id: r.get(2)?,
+        package_id: get_parsed(r, 2)?,
         package_name: r.get(3)?,
         package_version: r.get(4)?,
-        state: r.get(5)?,
+        state: get_parsed(r, 5)?,
         reason: r.get(6)?,
         current_wave: r.get(7)?,
         window: window.and_then(|w| serde_json::from_str(&w).ok()),
@@ -128,7 +44,7 @@ fn fill(conn: &Connection, r: &mut Rollout) -> Result<()> {
          FROM rollout_waves WHERE rollout_id = ?1 ORDER BY idx",
     )?;
     let rows: Vec<_> = stmt
-        .query_map([r.id], |row| {
+        .query_map([r.id.0], |row| {
             Ok((
                 row.get::<_, u32>(0)?,
                 row.get::<_, String>(1)?,
@@ -151,23 +67,23 @@ fn fill(conn: &Connection, r: &mut Rollout) -> Result<()> {
             None => Default::default(),
         };
         let state = if finished.is_some() {
-            "passed"
-        } else if index == r.current_wave && r.state == "waiting_for_approval" {
-            "waiting_for_approval"
+            WaveState::Passed
+        } else if index == r.current_wave && r.state == RolloutState::WaitingForApproval {
+            WaveState::WaitingForApproval
         } else if passed.is_some() {
-            "soaking"
+            WaveState::Soaking
         } else if started.is_some() {
-            "running"
+            WaveState::Running
         } else {
-            "waiting"
+            WaveState::Waiting
         };
         r.waves.push(WaveView {
             index,
             name,
             kind: crate::tasks::parse_kind(&kind)?,
-            state: state.to_owned(),
+            state,
             spec,
-            task_id: task,
+            task_id: task.map(|t| TaskId(t as u64)),
             targets: c.targets,
             installed: c.done,
             failed: c.failed,
@@ -185,9 +101,9 @@ fn fill(conn: &Connection, r: &mut Rollout) -> Result<()> {
             "SELECT store_id, reason, at_ms FROM rollout_paused_stores WHERE rollout_id = ?1
              ORDER BY at_ms, store_id",
         )?
-        .query_map([r.id], |row| {
+        .query_map([r.id.0], |row| {
             Ok(PausedStore {
-                store_id: row.get(0)?,
+                store_id: get_parsed(row, 0)?,
                 reason: row.get(1)?,
                 at: crate::clock::rfc3339(row.get(2)?),
             })
@@ -214,10 +130,11 @@ pub fn list(
     limit: u64,
 ) -> Result<(Vec<Rollout>, u64)> {
     if let Some(s) = state {
-        if !STATES.contains(&s) {
+        if s.parse::<RolloutState>().is_err() {
+            let names: Vec<&str> = RolloutState::ALL.iter().map(|s| s.as_str()).collect();
             return Err(Error::bad(
                 "invalid_filter",
-                format!("state must be one of {}, not {s:?}", STATES.join(", ")),
+                format!("state must be one of {}, not {s:?}", names.join(", ")),
             ));
         }
     }

@@ -4,8 +4,6 @@
 
 use std::net::IpAddr;
 
-use serde::{Deserialize, Serialize};
-
 use super::{Coordinator, Page, page_of};
 use crate::audit::{self, Note, Outcome};
 use crate::auth::accounts::{self, NewToken, SessionLimits, Token, User};
@@ -17,30 +15,10 @@ use crate::error::{Error, Result};
 /// The one message for every failed login: it never says which part was wrong.
 pub const BAD_LOGIN: &str = "wrong user name or password";
 
-/// Body of `POST /api/v1/session`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LoginInput {
-    /// User name.
-    pub username: String,
-    /// Password.
-    pub password: String,
-}
-
-/// Who is logged in (`GET /api/v1/session`, and the answer to a login).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct SessionInfo {
-    /// User or token name.
-    pub username: String,
-    /// Its role.
-    pub role: Role,
-    /// `session` (cookie) or `token` (bearer).
-    pub auth: String,
-    /// When the session ends at the latest (RFC 3339); tokens: their expiry.
-    pub expires_at: Option<String>,
-    /// Seconds of inactivity after which a session ends (sessions only).
-    pub idle_timeout_s: Option<u64>,
-}
+pub use tillswarm_protocol::operator::accounts::{
+    AuthMethod, LoginInput, NewTokenInput, NewUserInput, PasswordInput, SessionInfo,
+    UserWithPassword,
+};
 
 /// A successful login: the cookie value to set, once, and who logged in.
 #[derive(Debug, Clone)]
@@ -51,56 +29,6 @@ pub struct Login {
     pub max_age_s: u64,
     /// Who logged in.
     pub info: SessionInfo,
-}
-
-/// Body of `POST /api/v1/users`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewUserInput {
-    /// Login name.
-    pub name: String,
-    /// Role.
-    pub role: Role,
-    /// The password; omitted: one is generated and returned once.
-    #[serde(default)]
-    pub password: Option<String>,
-}
-
-/// Body of `POST /api/v1/users/{name}/password` and of
-/// `POST /api/v1/session/password` (which also needs `current`).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PasswordInput {
-    /// The caller's current password (changing one's own only).
-    #[serde(default)]
-    pub current: Option<String>,
-    /// The new password; omitted: one is generated and returned once.
-    #[serde(default)]
-    pub password: Option<String>,
-}
-
-/// A user added or a password set, with the generated password if one was.
-#[derive(Debug, Clone, Serialize)]
-pub struct UserWithPassword {
-    /// The user.
-    #[serde(flatten)]
-    pub user: User,
-    /// The generated password, shown once; absent when the caller chose it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub password: Option<String>,
-}
-
-/// Body of `POST /api/v1/tokens`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewTokenInput {
-    /// Unique among live tokens.
-    pub name: String,
-    /// Role.
-    pub role: Role,
-    /// Days until it expires (1 to 3650); omitted: never.
-    #[serde(default)]
-    pub expires_days: Option<u32>,
 }
 
 /// Longest token lifetime, in days.
@@ -190,7 +118,7 @@ impl Coordinator {
             info: SessionInfo {
                 username: record.name,
                 role: record.role,
-                auth: "session".into(),
+                auth: AuthMethod::Session,
                 expires_at: Some(rfc3339(expires)),
                 idle_timeout_s: Some(self.config().session_idle_timeout_s),
             },
@@ -223,7 +151,7 @@ impl Coordinator {
                 let info = SessionInfo {
                     username: actor.name.clone(),
                     role: actor.role.unwrap_or(Role::Viewer),
-                    auth: "token".into(),
+                    auth: AuthMethod::Token,
                     expires_at: expires.map(rfc3339),
                     idle_timeout_s: None,
                 };
@@ -237,7 +165,7 @@ impl Coordinator {
                     let info = SessionInfo {
                         username: actor.name.clone(),
                         role: actor.role.unwrap_or(Role::Viewer),
-                        auth: "session".into(),
+                        auth: AuthMethod::Session,
                         expires_at: Some(rfc3339(expires)),
                         idle_timeout_s: Some(idle_s),
                     };

@@ -17,7 +17,7 @@ use tillswarm_protocol::trust::{
 use super::Coordinator;
 use crate::audit::{self, Note, Outcome};
 use crate::auth::Caller;
-use crate::device_auth::{self, CHALLENGE_TTL_MS, EnrollToken, NewEnrollToken};
+use crate::device_auth::{self, CHALLENGE_TTL_MS, EnrollToken, EnrollTokenId, NewEnrollToken};
 use crate::devices::{self, Device};
 use crate::error::{Error, Result};
 use crate::tasks::{self, ReportOutcome};
@@ -26,19 +26,7 @@ use crate::till_types;
 /// Most days an enrollment token may last.
 pub const MAX_ENROLL_DAYS: u64 = 90;
 
-/// What an admin asks for when making an enrollment token.
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewEnrollTokenInput {
-    /// The store the token's tills join.
-    pub store_id: String,
-    /// Days until it stops working (1 to 90; default 7).
-    #[serde(default)]
-    pub expires_days: Option<u64>,
-    /// Tills it may enroll (default 100).
-    #[serde(default)]
-    pub max_uses: Option<u32>,
-}
+pub use tillswarm_protocol::operator::accounts::NewEnrollTokenInput;
 
 /// Checks, inside a job, that `token` is a live device token of `claimed`.
 fn check_device(
@@ -233,7 +221,7 @@ impl Coordinator {
             .validate()
             .map_err(|m| Error::bad("invalid_report", m))?;
         let change = crate::events::Change::Target {
-            task_id: report.task_id.0 as i64,
+            task_id: report.task_id,
             guid: report.device_id,
             state: report.state,
         };
@@ -320,7 +308,8 @@ impl Coordinator {
     }
 
     /// Revokes an enrollment token.
-    pub async fn revoke_enroll_token(&self, id: i64, by: &Caller) -> Result<()> {
+    pub async fn revoke_enroll_token(&self, id: EnrollTokenId, by: &Caller) -> Result<()> {
+        let id = id.0;
         let note = Note::on(format!("enroll_token:{id}"));
         self.change(by, "enroll_token.revoke", note, move |tx, now, _| {
             device_auth::revoke_enroll_token(tx, id, now)

@@ -148,12 +148,13 @@ impl Coordinator {
         let id = manifest.package_id;
         let (content_bytes, wire_bytes) = (manifest.size, manifest.wire_size());
         let caller = by.clone();
+        let uploader = by.actor.name.clone();
         let ok_status = rules::ok_status(&by.method, &by.route);
         let mut note = Note::on(format!("package:{id}"));
         note.detail(format!("{} {}", manifest.name, manifest.version));
         if let Err(e) = self
             .write(move |tx, now| {
-                packages::insert(tx, &manifest, &signed, now)?;
+                packages::insert(tx, &manifest, &signed, &uploader, now)?;
                 audit::append(
                     tx,
                     &caller,

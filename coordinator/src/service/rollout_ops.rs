@@ -5,7 +5,7 @@
 use crate::audit::{self, Note, Outcome};
 use crate::auth::Caller;
 use crate::error::Result;
-use crate::rollouts::{self, NewRollout, Rollout, drive};
+use crate::rollouts::{self, NewRollout, Rollout, RolloutId, drive};
 use crate::service::{Coordinator, Page, Paging, page_of, permits_cx};
 use crate::tasks;
 
@@ -30,7 +30,8 @@ impl Coordinator {
     }
 
     /// One rollout with its waves.
-    pub async fn rollout(&self, id: i64) -> Result<Rollout> {
+    pub async fn rollout(&self, id: RolloutId) -> Result<Rollout> {
+        let id = id.0;
         self.read(move |c, _| rollouts::get(c, id)).await
     }
 
@@ -62,7 +63,8 @@ impl Coordinator {
     }
 
     /// Pauses a rollout (no install starts after this).
-    pub async fn pause_rollout(&self, id: i64, by: &Caller) -> Result<Rollout> {
+    pub async fn pause_rollout(&self, id: RolloutId, by: &Caller) -> Result<Rollout> {
+        let id = id.0;
         let reason = format!("paused by {}", by.actor.name);
         self.change(
             by,
@@ -77,7 +79,8 @@ impl Coordinator {
     }
 
     /// Starts a draft or resumes a paused rollout.
-    pub async fn resume_rollout(&self, id: i64, by: &Caller) -> Result<Rollout> {
+    pub async fn resume_rollout(&self, id: RolloutId, by: &Caller) -> Result<Rollout> {
+        let id = id.0;
         self.change(
             by,
             "rollout.resume",
@@ -93,7 +96,8 @@ impl Coordinator {
     }
 
     /// Cancels a rollout.
-    pub async fn cancel_rollout(&self, id: i64, by: &Caller) -> Result<Rollout> {
+    pub async fn cancel_rollout(&self, id: RolloutId, by: &Caller) -> Result<Rollout> {
+        let id = id.0;
         self.change(
             by,
             "rollout.cancel",
@@ -107,7 +111,8 @@ impl Coordinator {
     }
 
     /// An approver lets the next wave start (audited with the approver's name).
-    pub async fn approve_rollout(&self, id: i64, by: &Caller) -> Result<Rollout> {
+    pub async fn approve_rollout(&self, id: RolloutId, by: &Caller) -> Result<Rollout> {
+        let id = id.0;
         let approver = by.actor.name.clone();
         self.change(
             by,
@@ -155,7 +160,9 @@ impl Coordinator {
             .await?;
         let moved: std::collections::BTreeSet<i64> = events.iter().map(|e| e.rollout).collect();
         for rollout_id in moved {
-            self.publish(crate::events::Change::Rollout { rollout_id });
+            self.publish(crate::events::Change::Rollout {
+                rollout_id: tillswarm_protocol::operator::rollouts::RolloutId(rollout_id),
+            });
         }
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! The WAN diagnostics of [`Coordinator`]: recording each chunk served to a
 //! till, pruning that log, and a task's per-store report (see [`crate::wan`]).
 
-use tillswarm_protocol::DeviceId;
+use tillswarm_protocol::{DeviceId, TaskId};
 
 use super::Coordinator;
 use crate::error::Result;
@@ -22,7 +22,8 @@ impl Coordinator {
     }
 
     /// Task `id`'s WAN report for the stores `query` names.
-    pub async fn task_wan(&self, id: i64, query: WanQuery) -> Result<TaskWan> {
+    pub async fn task_wan(&self, id: TaskId, query: WanQuery) -> Result<TaskWan> {
+        let id = id.0 as i64;
         self.read(move |c, _| report::task_wan(c, id, &query)).await
     }
 

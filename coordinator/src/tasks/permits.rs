@@ -20,6 +20,7 @@ use jiff::tz::TimeZone;
 use rusqlite::{Transaction, params};
 
 use crate::error::Result;
+use crate::windows::WindowRule;
 use crate::windows::{Rule, Window};
 
 /// Permits are looked at again this often even when nothing was reported

@@ -4,190 +4,22 @@
 use std::collections::BTreeMap;
 
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::{Deserialize, Serialize};
-use tillswarm_protocol::api::{TargetState, TaskKind};
-use tillswarm_protocol::{DeviceId, PackageId};
+use serde::Deserialize;
+use tillswarm_protocol::operator::groups::GroupId;
+use tillswarm_protocol::operator::rollouts::RolloutId;
+use tillswarm_protocol::{StoreId, TaskId};
 
-use super::{STATUSES, parse_kind, parse_state};
+use super::{parse_kind, parse_state};
 use crate::clock::rfc3339;
+use crate::db::{get_parsed, get_parsed_opt};
 use crate::error::{Error, Result};
-use crate::windows::Window;
+use crate::windows::WindowRule;
 use jiff::tz::TimeZone;
 
-/// Counts of targets per state.
-pub type StateCounts = BTreeMap<String, u64>;
-
-/// A task as listed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TaskSummary {
-    /// Task id.
-    pub id: i64,
-    /// Task type.
-    pub kind: TaskKind,
-    /// One of [`STATUSES`].
-    pub status: String,
-    /// Package id.
-    pub package_id: PackageId,
-    /// Package name.
-    pub package_name: String,
-    /// Package version.
-    pub package_version: String,
-    /// Package size in bytes.
-    pub package_size: u64,
-    /// Group id (absent once the group is deleted).
-    pub group_id: Option<i64>,
-    /// Group name at creation.
-    pub group_name: String,
-    /// When it activates (absent: immediately).
-    pub activate_at: Option<String>,
-    /// When it activated.
-    pub activated: Option<String>,
-    /// When it completed.
-    pub completed: Option<String>,
-    /// When it was created.
-    pub created: String,
-    /// Explicit rollback.
-    pub rollback: bool,
-    /// Bumped by each restart.
-    pub attempt: u32,
-    /// Targets.
-    pub targets: u64,
-    /// Targets per state.
-    pub states: StateCounts,
-    /// Bytes fetched from the coordinator by all targets.
-    pub wan_bytes: u64,
-    /// Bytes fetched from peers by all targets.
-    pub lan_bytes: u64,
-    /// The rollout this task is a wave of.
-    pub rollout_id: Option<i64>,
-    /// The store-local maintenance window installs wait for.
-    pub window: Option<Window>,
-    /// At most this many tills of a store install at once (absent: half the
-    /// store's tills, at least one).
-    pub max_installing_per_store: Option<u32>,
-    /// Automatic retries of a failed install.
-    pub install_retries: u32,
-    /// Unfinished targets not heard from for the unreachable time (task
-    /// details only; counted apart from failed).
-    #[serde(default)]
-    pub unreachable: u64,
-}
-
-/// One till in a task.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TargetDetail {
-    /// Till GUID.
-    pub device: DeviceId,
-    /// Till name.
-    pub name: Option<String>,
-    /// Till number.
-    pub number: Option<u32>,
-    /// Store id.
-    pub store_id: Option<String>,
-    /// State in the task.
-    pub state: TargetState,
-    /// Verified bytes so far.
-    pub bytes_done: u64,
-    /// Fraction done, 0..=1.
-    pub progress: f64,
-    /// Bytes from the coordinator.
-    pub wan_bytes: u64,
-    /// Bytes from peers.
-    pub lan_bytes: u64,
-    /// Failure reason.
-    pub error: Option<String>,
-    /// End of the install log.
-    pub log_tail: Option<String>,
-    /// First activity.
-    pub started: Option<String>,
-    /// Last report.
-    pub updated: String,
-    /// Reached a final state.
-    pub finished: Option<String>,
-    /// Automatic retries used so far.
-    pub retries: u32,
-    /// When the next automatic retry starts.
-    pub retry_at: Option<String>,
-    /// When the till reported that its install started (this attempt).
-    pub install_started: Option<String>,
-    /// Holds an install permit (may ask or install now).
-    pub install_permit: bool,
-    /// Not final and not heard from for the unreachable time.
-    #[serde(default)]
-    pub unreachable: bool,
-    /// When the till was last heard from.
-    pub last_seen: Option<String>,
-    /// Earlier attempts (automatic retries, restarts), oldest first.
-    #[serde(default)]
-    pub attempts: Vec<AttemptLog>,
-}
-
-/// One earlier attempt of a target.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AttemptLog {
-    /// Attempt number.
-    pub attempt: u32,
-    /// How it ended.
-    pub state: String,
-    /// Why it failed.
-    pub error: Option<String>,
-    /// End of its install log.
-    pub log_tail: Option<String>,
-    /// When it ended.
-    pub finished: String,
-}
-
-/// A store's next maintenance window for a windowed task.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StoreWindow {
-    /// Store id.
-    pub store_id: String,
-    /// The store's IANA zone (the default zone when it names none).
-    pub time_zone: String,
-    /// Whether the window is open now.
-    pub open: bool,
-    /// Start of the current or next occurrence, UTC.
-    pub start: Option<String>,
-    /// The same, in the store's local time with its offset.
-    pub start_local: Option<String>,
-    /// End of that occurrence, UTC.
-    pub end: Option<String>,
-}
-
-/// WAN use of one store in one task.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StoreTraffic {
-    /// Store id (`-` for tills without a store).
-    pub store_id: String,
-    /// Targets in the store.
-    pub tills: u64,
-    /// Bytes the store's tills fetched over the WAN.
-    pub wan_bytes: u64,
-    /// Bytes they fetched from each other.
-    pub lan_bytes: u64,
-    /// WAN bytes / package size: 1.0 means the package crossed the link once.
-    pub wan_ratio: f64,
-}
-
-/// A task with its per-till and per-store details.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TaskDetail {
-    /// The summary.
-    #[serde(flatten)]
-    pub summary: TaskSummary,
-    /// Each till.
-    pub target_details: Vec<TargetDetail>,
-    /// Each store's traffic.
-    pub stores: Vec<StoreTraffic>,
-    /// Each store's current or next window (tasks with a window).
-    #[serde(default)]
-    pub windows: Vec<StoreWindow>,
-    /// True when `target_details` and `stores` were left out (the answer to
-    /// creating a task for more than [`DETAILS_IN_CREATE`] tills; read them
-    /// with the task's GET).
-    #[serde(default)]
-    pub details_omitted: bool,
-}
+pub use tillswarm_protocol::operator::tasks::{
+    AttemptLog, StateCounts, StoreTraffic, StoreWindow, TargetDetail, TaskDetail, TaskStatus,
+    TaskSummary,
+};
 
 /// Most targets whose details the answer to a task's creation carries.
 pub const DETAILS_IN_CREATE: u64 = 1_000;
@@ -224,16 +56,16 @@ const SUMMARY_SELECT: &str =
 fn summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskSummary> {
     let pid: String = r.get(3)?;
     Ok(TaskSummary {
-        id: r.get(0)?,
+        id: TaskId(r.get::<_, i64>(0)? as u64),
         kind: parse_kind(&r.get::<_, String>(1)?)?,
-        status: r.get(2)?,
+        status: get_parsed(r, 2)?,
         package_id: pid
             .parse()
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
         package_name: r.get(4)?,
         package_version: r.get(5)?,
         package_size: r.get::<_, i64>(6)? as u64,
-        group_id: r.get(7)?,
+        group_id: r.get::<_, Option<i64>>(7)?.map(GroupId),
         group_name: r.get(8)?,
         activate_at: r.get::<_, Option<i64>>(9)?.map(rfc3339),
         activated: r.get::<_, Option<i64>>(10)?.map(rfc3339),
@@ -241,7 +73,7 @@ fn summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskSummary> {
         created: rfc3339(r.get(12)?),
         rollback: r.get(13)?,
         attempt: r.get(14)?,
-        rollout_id: r.get(15)?,
+        rollout_id: r.get::<_, Option<i64>>(15)?.map(RolloutId),
         window: r
             .get::<_, Option<String>>(16)?
             .and_then(|w| serde_json::from_str(&w).ok()),
@@ -259,7 +91,7 @@ fn fill_states(conn: &Connection, s: &mut TaskSummary) -> Result<()> {
     let mut stmt = conn.prepare_cached(
         "SELECT state, count(*) FROM task_targets WHERE task_id = ?1 GROUP BY state",
     )?;
-    for row in stmt.query_map([s.id], |r| {
+    for row in stmt.query_map([s.id.0 as i64], |r| {
         Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
     })? {
         let (state, n) = row?;
@@ -285,10 +117,11 @@ pub fn list(
     limit: u64,
 ) -> Result<(Vec<TaskSummary>, u64)> {
     if let Some(s) = &filter.status {
-        if !STATUSES.contains(&s.as_str()) {
+        if s.parse::<TaskStatus>().is_err() {
+            let names: Vec<&str> = TaskStatus::ALL.iter().map(|s| s.as_str()).collect();
             return Err(Error::bad(
                 "invalid_filter",
-                format!("status must be one of {}, not {s:?}", STATUSES.join(", ")),
+                format!("status must be one of {}, not {s:?}", names.join(", ")),
             ));
         }
     }
@@ -356,7 +189,7 @@ pub fn get(conn: &Connection, id: i64) -> Result<TaskDetail> {
                     .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
                 name: r.get(1)?,
                 number: r.get(2)?,
-                store_id: r.get(3)?,
+                store_id: get_parsed_opt(r, 3)?,
                 state: parse_state(&r.get::<_, String>(4)?)?,
                 bytes_done,
                 progress: (bytes_done as f64 / size).min(1.0),
@@ -379,7 +212,10 @@ pub fn get(conn: &Connection, id: i64) -> Result<TaskDetail> {
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let mut stores: BTreeMap<String, StoreTraffic> = BTreeMap::new();
     for t in &targets {
-        let key = t.store_id.clone().unwrap_or_else(|| "-".into());
+        let key = t
+            .store_id
+            .as_ref()
+            .map_or_else(|| "-".to_owned(), |s| s.as_str().to_owned());
         let s = stores.entry(key.clone()).or_insert(StoreTraffic {
             store_id: key,
             tills: 0,
@@ -408,7 +244,7 @@ pub fn get(conn: &Connection, id: i64) -> Result<TaskDetail> {
             r.get::<_, String>(0)?,
             AttemptLog {
                 attempt: r.get(1)?,
-                state: r.get(2)?,
+                state: parse_state(&r.get::<_, String>(2)?)?,
                 error: r.get(3)?,
                 log_tail: r.get(4)?,
                 finished: rfc3339(r.get(5)?),
@@ -440,7 +276,7 @@ pub fn annotate(
     unreachable_before_ms: i64,
 ) -> Result<()> {
     let kind = task.summary.kind;
-    let running = !super::is_finished(&task.summary.status);
+    let running = !task.summary.status.is_finished();
     let mut n = 0;
     for t in &mut task.target_details {
         let heard = t
@@ -463,8 +299,10 @@ pub fn annotate(
         let name = zones.get(&s.store_id).cloned().unwrap_or_default();
         let zone = crate::windows::zone(&name, default_zone).unwrap_or(default_zone.clone());
         let span = rule.current_or_next(&zone, now_ms);
+        let store_id = StoreId::new(s.store_id.as_str())
+            .map_err(|e| Error::Internal(format!("store of task {}: {e}", task.summary.id)))?;
         task.windows.push(StoreWindow {
-            store_id: s.store_id.clone(),
+            store_id,
             time_zone: zone.iana_name().unwrap_or("UTC").to_owned(),
             open: span.is_some_and(|x| x.contains(now_ms)),
             start: span.map(|x| rfc3339(x.start_ms)),

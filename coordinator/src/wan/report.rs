@@ -12,8 +12,8 @@
 use std::collections::{BTreeMap, HashSet};
 
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::{Deserialize, Serialize};
-use tillswarm_protocol::{ChunkHash, DeviceId, PackageId};
+use serde::Deserialize;
+use tillswarm_protocol::{DeviceId, StoreId, TaskId};
 
 use crate::clock::rfc3339;
 use crate::error::{Error, Result};
@@ -37,96 +37,9 @@ pub struct WanQuery {
     pub per_page: Option<u64>,
 }
 
-/// A task's WAN report.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TaskWan {
-    /// The task.
-    pub task_id: i64,
-    /// Its package.
-    pub package_id: PackageId,
-    /// The package's size in bytes.
-    pub package_size: u64,
-    /// Distinct chunks in the package's manifest.
-    pub package_chunks: u64,
-    /// Chunks served from this time on count (the task's creation).
-    pub since: String,
-    /// Stores with tills in the task (1 with `?store=`).
-    pub stores_total: u64,
-    /// 1-based page of stores.
-    pub page: u64,
-    /// Stores per page.
-    pub per_page: u64,
-    /// This page's stores, by store id.
-    pub stores: Vec<StoreWan>,
-}
-
-/// One store's WAN account for a task.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StoreWan {
-    /// Store id.
-    pub store_id: String,
-    /// Store name.
-    pub store_name: Option<String>,
-    /// The store's tills in the task.
-    pub tills: u64,
-    /// The package's size in bytes.
-    pub package_size: u64,
-    /// Bytes of the package's chunks served to the store's tills.
-    pub wan_bytes: u64,
-    /// `wan_bytes` / package size: 1.0 means the package crossed the link once.
-    pub wan_ratio: f64,
-    /// Chunk requests served (a resumed range is not another one).
-    pub fetches: u64,
-    /// Chunks served to the store more than once.
-    pub duplicate_chunks_total: u64,
-    /// The first [`MAX_LISTED`] of them, most served first.
-    pub duplicate_chunks: Vec<DuplicateChunk>,
-    /// Tills of the store in the task whose last heartbeat reported no
-    /// connected store peer, or no count at all (none in a store of one till).
-    pub unconnected_tills_total: u64,
-    /// The first [`MAX_LISTED`] of them, by till number.
-    pub unconnected_tills: Vec<UnconnectedTill>,
-}
-
-/// A chunk that crossed a store's link more than once.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DuplicateChunk {
-    /// The chunk.
-    pub hash: ChunkHash,
-    /// Its length in bytes.
-    pub length: u64,
-    /// Times it was served to the store's tills.
-    pub fetches: u64,
-    /// Which tills fetched it, and how often.
-    pub tills: Vec<ChunkFetcher>,
-}
-
-/// A till that fetched a chunk.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ChunkFetcher {
-    /// Till GUID.
-    pub device: DeviceId,
-    /// Till name, from the registry.
-    pub name: Option<String>,
-    /// Times it fetched the chunk.
-    pub fetches: u64,
-    /// Whether the till is a target of this task.
-    pub in_task: bool,
-}
-
-/// A till that was not connected to the rest of its store.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct UnconnectedTill {
-    /// Till GUID.
-    pub device: DeviceId,
-    /// Till name, from the registry.
-    pub name: Option<String>,
-    /// Store peers at its last heartbeat: 0, or `None` when it never
-    /// reported a count.
-    pub connected_peers: Option<u32>,
-    /// Its last heartbeat.
-    pub last_seen: Option<String>,
-}
+pub use tillswarm_protocol::operator::wan::{
+    ChunkFetcher, DuplicateChunk, StoreWan, TaskWan, UnconnectedTill,
+};
 
 /// The task's package, size and creation time.
 struct TaskFacts {
@@ -191,7 +104,7 @@ pub fn task_wan(conn: &Connection, id: i64, query: &WanQuery) -> Result<TaskWan>
         )?);
     }
     Ok(TaskWan {
-        task_id: id,
+        task_id: TaskId(id as u64),
         package_id: task
             .package_id
             .parse()
@@ -316,7 +229,8 @@ fn store_wan(
         .collect::<Result<Vec<_>>>()?;
     let unconnected = unconnected(conn, &store_id, &targets)?;
     Ok(StoreWan {
-        store_id,
+        store_id: StoreId::new(store_id)
+            .map_err(|e| Error::Internal(format!("stored store id: {e}")))?,
         store_name,
         tills,
         package_size: task.package_size,

@@ -4,8 +4,9 @@
 //! the store swarm makes, per task.
 
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::{Deserialize, Serialize};
-use tillswarm_protocol::PackageId;
+use serde::Deserialize;
+pub use tillswarm_protocol::operator::wan::{StoreTaskWan, StoreWanHistory};
+use tillswarm_protocol::{StoreId, TaskId};
 
 use crate::clock::rfc3339;
 use crate::error::{Error, Result};
@@ -19,48 +20,6 @@ pub const MAX_TASKS: u32 = 50;
 pub struct StoreWanQuery {
     /// Tasks to list, newest first (default 20, at most [`MAX_TASKS`]).
     pub limit: Option<u32>,
-}
-
-/// `GET /api/v1/stores/{id}/wan`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StoreWanHistory {
-    /// The store.
-    pub store_id: String,
-    /// Its name, if the registry gave one.
-    pub store_name: Option<String>,
-    /// Its recent tasks, newest first.
-    pub tasks: Vec<StoreTaskWan>,
-}
-
-/// One task's WAN bytes into one store.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StoreTaskWan {
-    /// The task.
-    pub task_id: i64,
-    /// `download`, `update` or `forced_update`.
-    pub kind: String,
-    /// The task's status.
-    pub status: String,
-    /// Its package.
-    pub package_id: PackageId,
-    /// The package's name.
-    pub package_name: String,
-    /// The package's version.
-    pub package_version: String,
-    /// The package's content size in bytes.
-    pub package_size: u64,
-    /// Its chunks' bytes as sent (compressed where that saves), when the
-    /// package is still held.
-    pub wire_size: Option<u64>,
-    /// Bytes of the package served to the store's tills since the task was
-    /// created.
-    pub wan_bytes: u64,
-    /// `wan_bytes / package_size` (`null` for an empty package).
-    pub wan_ratio: Option<f64>,
-    /// The store's tills in the task.
-    pub tills: u64,
-    /// When the task was created (RFC 3339).
-    pub created: String,
 }
 
 /// The store's WAN history; `NotFound` for an unknown store.
@@ -107,8 +66,8 @@ pub fn store_history(
         .query_map(params![store_id, limit], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
+                crate::db::get_parsed(r, 1)?,
+                crate::db::get_parsed(r, 2)?,
                 r.get::<_, String>(3)?,
                 r.get::<_, String>(4)?,
                 r.get::<_, String>(5)?,
@@ -124,7 +83,7 @@ pub fn store_history(
         let wan_bytes: i64 = wan.query_row(params![store_id, created_ms, package], |r| r.get(0))?;
         let (size, wan_bytes) = (size.max(0) as u64, wan_bytes.max(0) as u64);
         out.push(StoreTaskWan {
-            task_id,
+            task_id: TaskId(task_id as u64),
             kind,
             status,
             package_id: package
@@ -141,7 +100,9 @@ pub fn store_history(
         });
     }
     Ok(StoreWanHistory {
-        store_id: store_id.to_owned(),
+        store_id: store_id
+            .parse::<StoreId>()
+            .map_err(|e| Error::bad("invalid_id", format!("store id: {e}")))?,
         store_name: store_name.flatten(),
         tasks: out,
     })

@@ -130,14 +130,14 @@ pub async fn send(
 
 pub fn report(
     d: DeviceId,
-    task: i64,
+    task: TaskId,
     attempt: u32,
     seq: u64,
     state: TargetState,
 ) -> ProgressReport {
     ProgressReport {
         device_id: d,
-        task_id: TaskId(task as u64),
+        task_id: task,
         attempt,
         seq,
         state,
