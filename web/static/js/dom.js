@@ -5,12 +5,16 @@
  * messages, logs...) only ever reaches the page through textContent, text
  * nodes or attribute values; never through HTML parsing.
  */
+import { syncRows } from "./morph.js";
 
 /** Builds an element. props: class, text, on<event> (functions), value,
  *  checked/disabled/selected (properties), anything else as an attribute.
- *  Children: nodes, strings (as text), arrays, null/false (skipped). */
+ *  Children: nodes, strings (as text), arrays, null/false (skipped).
+ *  A <button> is type="button" unless props say otherwise (so that a button
+ *  inside a form never submits it by accident). */
 export function h(tag, props, ...children) {
   const el = document.createElement(tag);
+  if (tag === "button" && !(props && props.type)) el.type = "button";
   if (props) {
     for (const [k, v] of Object.entries(props)) {
       if (v == null || v === false) continue;
@@ -67,13 +71,13 @@ export function segment(n, total, colour) {
  *  empty-valued first option, if any. */
 export function setOptions(select, pairs, placeholder) {
   const key = JSON.stringify([placeholder || null, pairs]);
-  if (select.dataset.key === key) return;
+  if (select.dataset.options === key) return;
   const keep = select.value;
   select.replaceChildren();
   if (placeholder) select.appendChild(h("option", { value: "" }, placeholder));
   for (const [v, label] of pairs) select.appendChild(h("option", { value: v }, label));
   if ([...select.options].some((o) => o.value === keep)) select.value = keep;
-  select.dataset.key = key;
+  select.dataset.options = key;
 }
 
 /** A table head row: each cell a text, or [text, props] for a cell with
@@ -87,8 +91,23 @@ export function emptyRow(span, text, klass) {
   return h("tr", null, h("td", { colspan: span, class: klass || "empty" }, text));
 }
 
+/** Updates a table body in place (morph.js syncRows): one row per item, keyed
+ *  by keyOf(item); with no items, one row spanning `span` columns saying
+ *  emptyText (klass: its class, default "empty"). */
+export function fillRows(tbody, items, keyOf, renderRow, span, emptyText, klass) {
+  if (items.length) return syncRows(tbody, items, keyOf, renderRow);
+  return syncRows(tbody, [emptyText], () => "empty", () => emptyRow(span, emptyText, klass));
+}
+
 /** A label above a value, for the summary cards. */
 export function kv(k, ...v) { return h("div", null, h("div", { class: "small muted" }, k), h("div", null, v)); }
+
+/** The data-key of the row (or other keyed element) an event happened in;
+ *  handlers of rows that morph keeps look their data up by it. */
+export function rowKey(ev) {
+  const el = ev.currentTarget.closest("[data-key]");
+  return el ? el.getAttribute("data-key") : null;
+}
 
 /** A muted dash: no value. */
 export function none(title) { return h("span", { class: "muted", title: title || null }, "–"); }

@@ -10,13 +10,18 @@
  *  - Every API call goes through api() (or the upload's XMLHttpRequest), whose
  *    first argument is the method and second a literal /api/v1 path; a Rust test
  *    (coordinator/tests/web_panel.rs) checks those paths against openapi.json.
- *  - A view rebuilds only its data areas on refresh, so forms keep their input.
+ *  - A view updates only its data areas on refresh, in place (morph.js), so
+ *    forms keep their input and a focused control keeps its focus.
+ *  - While the live stream (live.js) is up, a view refreshes when a change
+ *    concerns it (its wants(change)) and otherwise only slowly; without it,
+ *    at its own interval.
  *  - Every text the panel shows comes from the catalogues through t().
  */
 import { h, fill, dot } from "./dom.js";
 import { t, lang, setLang, applyDocumentLang } from "./i18n.js";
 import { api, onNeedLogin, onConnection, isOnline } from "./api.js";
-import { session, isAdmin, mount, refreshNow, retrySoon, setRerun } from "./app.js";
+import { session, isAdmin, mount, refreshNow, retrySoon, setRerun, currentView, mountedRole } from "./app.js";
+import { startLive, stopLive, connectionBadge, concerns } from "./live.js";
 import { ROLE_LABEL, labelOf } from "./widgets.js";
 import { overviewView } from "./views/overview.js";
 import { deviceDetailView } from "./views/device.js";
@@ -58,7 +63,10 @@ function route() {
   const [name, arg] = hash.split("/");
   const factory = Object.hasOwn(VIEWS, name) ? VIEWS[name] : VIEWS.overview;
   const active = Object.hasOwn(VIEWS, name) ? NAV_PARENT[name] || name : "overview";
-  for (const a of document.querySelectorAll("nav a[data-view]")) a.classList.toggle("active", a.dataset.view === active);
+  for (const a of document.querySelectorAll("nav a[data-view]")) {
+    a.classList.toggle("active", a.dataset.view === active);
+    if (a.dataset.view === active) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
+  }
   mount(byId("view"), factory, arg ? decodeURIComponent(arg) : undefined);
 }
 
@@ -104,6 +112,15 @@ function showConnection(ok, changed) {
   if (!ok) retrySoon();
 }
 
+// ---------------------------------------------------------------- live updates
+
+/** What the live stream does to the current view. */
+const LIVE = {
+  onChange: (changes) => { if (concerns(currentView(), changes)) refreshNow(); },
+  onResync: () => refreshNow(),
+  onState: () => retrySoon(), // the polling delay depends on the state
+};
+
 // ---------------------------------------------------------------- login
 
 /** Why the login form shows: a catalogue key, or a text from the coordinator. */
@@ -123,12 +140,15 @@ function showWho() {
   for (const a of document.querySelectorAll('nav a[data-view="audit"]')) a.hidden = !isAdmin();
   if (!me) { who.replaceChildren(); return; }
   fill(who, h("div", null, me.username + " · " + labelOf(ROLE_LABEL, me.role)),
-    me.auth === "session" ? h("button", { class: "small", type: "button", onclick: logout }, t("core.logout")) : null);
+    me.auth === "session" ? h("button", { class: "small", type: "button", "data-test": "logout", onclick: logout }, t("core.logout")) : null);
 }
 
 /** The session ended or never was: shows the login form over the page, so
  *  whatever was typed in a form stays where it is. */
 function needLogin(text) {
+  const box = byId("login");
+  // Requests refused together: the first one tells why (the session ended).
+  if (!box.hidden && !session.me) return;
   loginWhy = { key: "core.login.why", text: "" };
   try {
     const e = JSON.parse(text);
@@ -136,12 +156,12 @@ function needLogin(text) {
     else if (session.me) loginWhy = { key: "core.login.expired", text: "" };
   } catch (_) { /* keep the default */ }
   session.me = null;
+  stopLive();
   showWho();
   byId("login-why").textContent = t(loginWhy.key);
-  const box = byId("login");
   if (box.hidden) {
     box.hidden = false;
-    byId("login-user").focus();
+    byId(byId("login-user").value ? "login-password" : "login-user").focus();
   }
 }
 
@@ -159,12 +179,28 @@ async function submitLogin(ev) {
     byId("login-password").value = "";
     byId("login").hidden = true;
     showWho();
-    refreshNow();
+    startLive(LIVE);
+    // The same role as the page was built for (a session that ended): carry
+    // on where it was, typed input kept. Another role: build it again, its
+    // buttons depend on the role.
+    if (mountedRole() === session.me.role) refreshNow(); else route();
   } catch (e) {
     err.textContent = Object.hasOwn(LOGIN_ERRORS, e.code) ? t(LOGIN_ERRORS[e.code]) : e.message;
   } finally {
     button.disabled = false;
   }
+}
+
+/** Escape closes the innermost open dialog or editor of the view (an element
+ *  with data-dialog holding a [data-close] button); the login form stays. */
+function closeOnEscape(ev) {
+  if (ev.key !== "Escape" || ev.defaultPrevented || !byId("login").hidden) return;
+  const open = [...document.querySelectorAll("#view [data-dialog]")].filter((d) => !d.hidden && d.offsetParent !== null);
+  const last = open[open.length - 1];
+  const close = last && last.querySelector("[data-close]");
+  if (!close) return;
+  ev.preventDefault();
+  close.click();
 }
 
 async function logout() {
@@ -174,12 +210,22 @@ async function logout() {
   needLogin("");
 }
 
-/** Who is logged in, if anyone (shows the login form otherwise). */
+/** Who is logged in, if anyone (shows the login form otherwise); resolves
+ *  with whether it is known. While the coordinator cannot be reached it asks
+ *  again every few seconds, and builds the page again for the role it learns. */
 async function whoAmI() {
   try {
     session.me = await api("GET", "/api/v1/session");
     showWho();
-  } catch (_) { /* needLogin has run for a 401; other failures show as offline */ }
+    startLive(LIVE);
+    return true;
+  } catch (e) {
+    // A 401: needLogin has run. Unreachable: shown as offline; ask again.
+    if (e && e.code === "network") {
+      setTimeout(() => whoAmI().then((ok) => { if (ok && mountedRole() !== session.me.role) route(); }), 3000);
+    }
+    return false;
+  }
 }
 
 // ---------------------------------------------------------------- start
@@ -188,6 +234,8 @@ applyDocumentLang();
 translateShell();
 onNeedLogin(needLogin);
 onConnection(showConnection);
+byId("live-state").appendChild(connectionBadge());
+document.addEventListener("keydown", closeOnEscape);
 setRerun(route);
 window.addEventListener("hashchange", route);
 byId("login-form").addEventListener("submit", submitLogin);

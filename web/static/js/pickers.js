@@ -40,14 +40,15 @@ function storeZones() {
  *  when invalid. reload() refreshes the zones from cache.stores. */
 export function zonedTimeInput() {
   let touched = false, edited = false; // the operator chose a zone / typed a time
+  let blank = false; // cleared by reset(): stays empty until seed()
   const zone = h("select", { title: t("schedule.zone.title"), onchange: () => { touched = true; rezone(); } });
-  const at = h("input", { type: "datetime-local", oninput: () => { edited = true; show(); } });
+  const at = h("input", { type: "datetime-local", oninput: () => { edited = true; blank = false; show(); } });
   const line = h("div", { class: "small" }), hint = h("div", { class: "hint" });
   const info = h("div", null, line, hint);
 
   /** The next night in the zone, unless a time was typed (that is kept, and read in the zone). */
   function rezone() {
-    if (!edited) at.value = nextNight(zone.value);
+    if (!edited && !blank) at.value = nextNight(zone.value);
     show();
   }
 
@@ -83,9 +84,25 @@ export function zonedTimeInput() {
     rezone();
   }
 
+  /** Back to the start: the time cleared (re-seeded by seed()), the zone the default. */
+  function reset() {
+    touched = false;
+    edited = false;
+    blank = true;
+    at.value = "";
+    reload();
+  }
+
+  /** Puts the next night in when the time is empty (the timer was chosen). */
+  function seed() {
+    blank = false;
+    if (!at.value) { at.value = nextNight(zone.value); edited = false; }
+    show();
+  }
+
   reload();
   return {
-    at, zone, info, reload,
+    at, zone, info, reload, reset, seed,
     instant: () => zoneInstant(at.value, zone.value),
     get: () => zoneToRfc3339(at.value, zone.value),
   };
@@ -102,6 +119,7 @@ export function activationPicker() {
   function sync() {
     when.at.disabled = when.zone.disabled = !later.checked;
     when.info.style.display = later.checked ? "" : "none";
+    if (later.checked) when.seed();
   }
   const el = h("div", { class: "f" },
     h("span", { class: "small muted" }, t("schedule.activation.label")),
@@ -114,6 +132,8 @@ export function activationPicker() {
     el,
     isNow: () => now.checked,
     reload: when.reload,
+    /** Back to Immediately, the time cleared. */
+    reset() { now.checked = true; when.reset(); sync(); },
     get() {
       if (now.checked) return undefined;
       const v = when.get();
@@ -136,6 +156,8 @@ export function windowPicker() {
     h("span", { class: "small muted" }, t("schedule.window.hint")));
   return {
     el,
+    /** Clears the window. */
+    reset() { start.value = ""; end.value = ""; for (const b of days) b.checked = false; },
     get() {
       const s = start.value.slice(0, 5), e = end.value.slice(0, 5); // "HH:MM"
       if (!s && !e) return undefined;

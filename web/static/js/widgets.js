@@ -9,8 +9,9 @@
 import { h, badge, segment } from "./dom.js";
 import { t, fmtTime, fmtShort, fmtBytes } from "./i18n.js";
 import { api } from "./api.js";
-import { act, toast } from "./app.js";
+import { act, toast, canOperate } from "./app.js";
 import { cache } from "./data.js";
+import { morph } from "./morph.js";
 
 /** Task kinds. */
 export const KIND_LABEL = { download: "tasks.kind.download", update: "tasks.kind.update", forced_update: "tasks.kind.forced_update" };
@@ -56,8 +57,21 @@ export function labelBadge(value, labels, colours) { return badge(labelOf(labels
 export function kindBadge(kind) {
   return badge(labelOf(KIND_LABEL, kind), kind === "forced_update" ? "b-red" : kind === "update" ? "b-purple" : "b-blue");
 }
-/** A task status as a badge. */
-export function statusBadge(s) { return labelBadge(s, STATUS_LABEL, STATUS_BADGE); }
+/** A task status as a badge. Given the task (a summary with its target
+ *  counts), its outcome never reads as a plain success while tills failed or
+ *  declined: "completed" with failures shows as Completed with failures
+ *  (red), with declines only as Completed, N declined (amber). */
+export function statusBadge(s, task) {
+  if (task && s === "completed") {
+    const c = taskCounts(task);
+    if (c.failed) s = "completed_with_failures";
+    else if (c.declined) return badge(t("tasks.status.completed_declined", { n: c.declined }), "b-amber");
+  }
+  const el = labelBadge(s, STATUS_LABEL, STATUS_BADGE);
+  el.setAttribute("data-test", "task-status");
+  el.setAttribute("data-status", s);
+  return el;
+}
 /** A till's state in a task as a badge. */
 export function targetBadge(s) { return labelBadge(s, TARGET_LABEL, TARGET_BADGE); }
 /** A device state as a badge. */
@@ -72,12 +86,62 @@ export function timeEl(s, short) {
 /** A link to a device's page. */
 export function deviceLink(guid, text) { return h("a", { href: "#device/" + encodeURIComponent(guid) }, text); }
 
-/** Previous / "page N of M · what" / Next, into the pager element. */
+/** Copies text to the clipboard from a copy button's click; when the
+ *  clipboard cannot be written, selects the text next to the button
+ *  (.guid-full) so that Ctrl+C copies it. */
+export function copyFromButton(ev, text) {
+  const holder = ev.currentTarget.parentElement.querySelector(".guid-full");
+  const fallback = () => {
+    if (holder) {
+      const range = document.createRange();
+      range.selectNodeContents(holder);
+      const sel = window.getSelection();
+      sel.removeAllRanges();
+      sel.addRange(range);
+      let copied = false;
+      try { copied = document.execCommand("copy"); } catch (_) { copied = false; }
+      toast(copied ? "ok" : "", t(copied ? "core.copy.done" : "core.copy.selected"));
+    }
+  };
+  if (navigator.clipboard && window.isSecureContext) {
+    navigator.clipboard.writeText(text).then(() => toast("ok", t("core.copy.done")), fallback);
+  } else fallback();
+}
+
+/** A device GUID in full (monospace, wrapping anywhere), optionally a link
+ *  to its page, with a copy button. */
+export function guidEl(guid, link) {
+  const text = h("span", { class: "guid-full" }, guid);
+  return h("span", { class: "copyable" }, link ? deviceLink(guid, text) : text,
+    h("button", { class: "small copy", title: t("core.copy.title"), "aria-label": t("core.copy.label", { text: guid }),
+      "data-test": "copy-guid", onclick: (e) => copyFromButton(e, guid) }, copyIcon()));
+}
+
+/** Two overlapping sheets: the copy icon (drawn, so it needs no font). */
+function copyIcon() {
+  const NS = "http://www.w3.org/2000/svg"; // the SVG namespace name, not a resource
+  const svg = document.createElementNS(NS, "svg");
+  for (const [k, v] of Object.entries({ viewBox: "0 0 16 16", width: "12", height: "12", "aria-hidden": "true", fill: "none",
+    stroke: "currentColor", "stroke-width": "1.5" })) svg.setAttribute(k, v);
+  // The back sheet first; the front one, filled, is drawn over it.
+  for (const [x, fill] of [[2, "none"], [5, "#fff"]]) {
+    const r = document.createElementNS(NS, "rect");
+    for (const [k, v] of Object.entries({ x, y: x, width: 9, height: 9, rx: 1.5, fill })) r.setAttribute(k, String(v));
+    svg.appendChild(r);
+  }
+  return svg;
+}
+
+/** Previous / "page N of M · what" / Next, into the pager element, updated
+ *  in place (the buttons keep focus; they read the page at click time). */
 export function pager(el, page, pages, what, go) {
-  el.replaceChildren(
-    h("button", { class: "small", disabled: page <= 1, onclick: () => go(page - 1) }, t("core.pager.previous")),
+  el.dataset.page = String(page);
+  const step = (d) => () => go(Number(el.dataset.page) + d);
+  morph(el, h("div", { class: el.className },
+    h("button", { class: "small", disabled: page <= 1, "data-test": "pager-prev", onclick: step(-1) }, t("core.pager.previous")),
     h("span", { class: "small" }, t("core.pager.page", { page, pages }), " · ", what),
-    h("button", { class: "small", disabled: page >= pages, onclick: () => go(page + 1) }, t("core.pager.next")));
+    h("button", { class: "small", disabled: page >= pages, "data-test": "pager-next", onclick: step(1) }, t("core.pager.next"))));
+  el.dataset.page = String(page);
 }
 
 /** A whole number from an input: undefined when empty, else min..max or throws
@@ -135,6 +199,21 @@ export function progressEl(task) {
     h("div", { class: "chips" }, chips));
 }
 
+/** A till skipped by a task: why. The coordinator skips a till only when,
+ *  at activation, it already ran the package's version or newer (a rollback
+ *  task: exactly that version). */
+export function skipReason(task) {
+  return t(task.rollback ? "tasks.skip.rollback" : "tasks.skip.newer", { version: task.package_version });
+}
+
+/** How many tills a task concerns, in words: its targets; for a task not
+ *  started yet, its group's current size (from cache.groups). */
+export function taskTills(task) {
+  if (task.targets || task.activated) return t("tasks.tills", { n: task.targets || 0 });
+  const g = cache.groups.find((x) => x.id === task.group_id);
+  return g ? t("tasks.tills_group_now", { n: g.member_count, group: g.name }) : t("tasks.tills_at_start");
+}
+
 /** Task actions: each with its button, the action's name, the done toast. */
 const TASK_ACTIONS = {
   pause: { what: "tasks.action.pause", done: "tasks.action.paused" },
@@ -143,33 +222,39 @@ const TASK_ACTIONS = {
   delete: { what: "tasks.action.delete", done: "tasks.action.deleted" },
 };
 
-/** Pause / Resume / Restart / Delete buttons for a task; after(verb) is
- *  called once one succeeded (verb: "pause", "resume", "restart", "delete"). */
+/** Pause / Resume / Restart / Delete buttons for a task (none for a viewer);
+ *  each asks first, naming how many tills it affects. after(verb) is called
+ *  once one succeeded (verb: "pause", "resume", "restart", "delete"). The
+ *  buttons carry a data-h stamp of the data they captured (morph.js). */
 export function taskActions(task, after) {
+  if (!canOperate()) return null;
   const label = `#${task.id} (${labelOf(KIND_LABEL, task.kind)} ${task.package_name} ${task.package_version} → ${task.group_name})`;
-  const post = (verb, fn) => (e) => act(e.target, t(TASK_ACTIONS[verb].what), async () => {
-    await fn();
-    toast("ok", t(TASK_ACTIONS[verb].done, { label }));
-    after(verb);
-  });
+  const tills = taskTills(task);
+  const stamp = `${task.status}|${tills}|${label}`;
+  const run = (verb, question, fn) => (e) => {
+    if (question && !confirm(question)) return;
+    act(e.currentTarget, t(TASK_ACTIONS[verb].what), async () => {
+      await fn();
+      toast("ok", t(TASK_ACTIONS[verb].done, { label }));
+      after(verb);
+    });
+  };
+  const button = (verb, text, props, question, fn) =>
+    h("button", { class: "small", "data-h": stamp, "data-test": "task-" + verb, ...props, onclick: run(verb, question, fn) }, text);
   const out = [];
   if (task.status === "scheduled" || task.status === "running") {
-    out.push(h("button", { class: "small", onclick: post("pause", () => api("POST", `/api/v1/tasks/${task.id}/pause`)) },
-      t("tasks.btn.pause")));
+    out.push(button("pause", t("tasks.btn.pause"), { title: t("tasks.btn.pause_title") },
+      t("tasks.confirm.pause", { label, tills }), () => api("POST", `/api/v1/tasks/${task.id}/pause`)));
   }
   if (task.status === "paused") {
-    out.push(h("button", { class: "small", onclick: post("resume", () => api("POST", `/api/v1/tasks/${task.id}/resume`)) },
-      t("tasks.btn.resume")));
+    out.push(button("resume", t("tasks.btn.resume"), { title: t("tasks.btn.resume_title") },
+      t("tasks.confirm.resume", { label, tills }), () => api("POST", `/api/v1/tasks/${task.id}/resume`)));
   }
-  out.push(h("button", { class: "small", title: t("tasks.btn.restart_title"),
-    onclick: (e) => {
-      const warn = task.kind === "forced_update" ? "\n" + t("tasks.confirm.restart_forced") : "";
-      if (!confirm(t("tasks.confirm.restart", { label }) + warn)) return;
-      post("restart", () => api("POST", `/api/v1/tasks/${task.id}/restart`))(e);
-    } }, t(task.status === "scheduled" ? "tasks.btn.start_now" : "tasks.btn.restart")));
-  out.push(h("button", { class: "small danger", onclick: (e) => {
-    if (!confirm(t("tasks.confirm.delete", { label }))) return;
-    post("delete", () => api("DELETE", `/api/v1/tasks/${task.id}`))(e);
-  } }, t("core.btn.delete")));
+  const forced = task.kind === "forced_update" ? "\n" + t("tasks.confirm.restart_forced") : "";
+  out.push(button("restart", t(task.status === "scheduled" ? "tasks.btn.start_now" : "tasks.btn.restart"),
+    { title: t("tasks.btn.restart_title") }, t("tasks.confirm.restart", { label, tills }) + forced,
+    () => api("POST", `/api/v1/tasks/${task.id}/restart`)));
+  out.push(button("delete", t("core.btn.delete"), { class: "small danger" }, t("tasks.confirm.delete", { label, tills }),
+    () => api("DELETE", `/api/v1/tasks/${task.id}`)));
   return h("div", { class: "actions" }, out);
 }

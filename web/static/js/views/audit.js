@@ -88,8 +88,8 @@ export function auditView(root, arg) {
       message),
     h("div", { class: "card" },
       h("div", { class: "tablewrap" }, h("table", { class: "dense" },
-        headRow(t("audit.col.time"), t("audit.col.actor"), t("audit.col.client"), t("audit.col.action"),
-          t("audit.col.target"), t("audit.col.outcome"), [t("audit.col.status"), { class: "num" }], t("audit.col.detail")),
+        headRow(t("audit.col.time"), t("audit.col.actor"), [t("audit.col.client"), { class: "hide-narrow" }], t("audit.col.action"),
+          t("audit.col.target"), t("audit.col.outcome"), [t("audit.col.status"), { class: "num hide-narrow" }], t("audit.col.detail")),
         body)),
       h("div", { class: "pager" }, prev, next, pageInfo,
         h("label", { class: "inline small right" }, t("audit.pager.per_page"), perPage), csv)));
@@ -151,14 +151,14 @@ export function auditView(root, arg) {
     return h("tr", null,
       h("td", { class: "small" }, timeEl(r.at), h("div", { class: "muted nowrap" }, fmtAgo(r.at))),
       h("td", null, h("b", null, r.actor || "–"),
-        h("div", { class: "small muted nowrap" }, [role, kind].filter(Boolean).join(" · "))),
-      h("td", { class: "mono small" }, r.client || "–"),
+        h("div", { class: "small muted" }, [role, kind].filter(Boolean).join(" · "))),
+      h("td", { class: "mono small hide-narrow" }, r.client || "–"),
       h("td", null, h("span", { class: "mono" }, r.action),
-        h("div", { class: "small muted mono", title: t("audit.route") }, `${r.method || ""} ${r.route || ""}`.trim())),
-      h("td", null, targetCell(r.target)),
+        h("div", { class: "small muted mono wrap-any", title: t("audit.route") }, `${r.method || ""} ${r.route || ""}`.trim())),
+      h("td", { class: "wrap-any" }, targetCell(r.target)),
       h("td", null, outcomeBadge(r.outcome)),
-      h("td", { class: "num" }, r.status ? String(r.status) : h("span", { class: "muted", title: t("audit.status_cli") }, "–")),
-      h("td", { class: "small", style: "max-width: 360px; word-break: break-word" }, r.detail || ""));
+      h("td", { class: "num hide-narrow" }, r.status ? String(r.status) : h("span", { class: "muted", title: t("audit.status_cli") }, "–")),
+      h("td", { class: "small wrap-any", style: "min-width: 120px" }, r.detail || ""));
   }
 
   const noRows = (text, err) => emptyRow(COLUMNS, text, err ? "empty err" : "empty");

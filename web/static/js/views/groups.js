@@ -1,52 +1,75 @@
 /*
- * Groups: the built-in and custom groups, and the create/edit form with a
- * member picker.
+ * Groups: the built-in and custom groups (rows updated in place), and the
+ * create/edit form with a member picker (operators; Escape closes it).
+ * #groups/<id> opens the editor of that group.
  */
-import { h, append, fill, setOptions, badge, headRow, emptyRow } from "../dom.js";
+import { h, append, fill, setOptions, badge, headRow, emptyRow, fillRows, rowKey } from "../dom.js";
 import { t } from "../i18n.js";
 import { api } from "../api.js";
-import { act, toast, refreshNow, heading } from "../app.js";
+import { act, toast, refreshNow, heading, canOperate } from "../app.js";
 import { cache, loadGroups, loadStores, fetchAllDevices } from "../data.js";
 import { labelOf } from "../widgets.js";
+import { liveThrottle } from "../live.js";
 
 /** The kinds of built-in groups. */
 const BUILTIN_LABEL = { all: "groups.kind.all", even: "groups.kind.even", odd: "groups.kind.odd" };
 
-/** The Groups page. */
-export function groupsView(root) {
-  const body = h("tbody");
-  const editor = h("div", { class: "card", style: "display: none" });
+/** The Groups page; arg: a group id whose editor opens at once. */
+export function groupsView(root, arg) {
+  const operator = canOperate();
+  const body = h("tbody", { "data-test": "groups-rows" });
+  const editor = h("div", { class: "card", hidden: true, "data-dialog": "group-editor", "data-test": "group-editor" });
+  const live = liveThrottle(2000, body);
+  let byId = new Map(), pending = arg && /^\d+$/.test(arg) ? Number(arg) : null;
   append(root,
-    heading(t("groups.title"), h("button", { class: "primary", onclick: () => openEditor(null) }, t("groups.btn.create"))),
+    heading(t("groups.title"), operator ? h("button", { class: "primary", "data-test": "group-create", onclick: () => openEditor(null) },
+      t("groups.btn.create")) : null),
     h("div", { class: "card" },
       h("div", { class: "tablewrap" }, h("table", null,
-        headRow(t("groups.col.name"), t("groups.col.description"), t("groups.col.kind"), [t("groups.col.members"), { class: "num" }], ""),
+        headRow(t("groups.col.name"), t("groups.col.description"), t("groups.col.kind"), [t("groups.col.members"), { class: "num" }], operator ? "" : null),
         body)),
       h("p", { class: "hint" }, t("groups.hint"))),
     editor);
 
+  /** Deletes the group of the row (looked up at click time), after asking. */
+  function remove(e) {
+    const g = byId.get(Number(rowKey(e)));
+    if (!g || !confirm(t("groups.confirm.delete_n", { name: g.name, n: g.member_count }))) return;
+    act(e.currentTarget, t("groups.action.delete"), async () => {
+      await api("DELETE", `/api/v1/groups/${g.id}`);
+      toast("ok", t("groups.toast.deleted", { name: g.name }));
+      refreshNow();
+    });
+  }
+
   function render() {
-    fill(body, cache.groups.map((g) => h("tr", null,
+    byId = new Map(cache.groups.map((g) => [g.id, g]));
+    fillRows(body, cache.groups, (g) => g.id, (g) => h("tr", { "data-test": "group-row" },
       h("td", null, h("b", null, g.name)),
-      h("td", { class: "small" }, g.description || h("span", { class: "muted" }, "–")),
+      h("td", { class: "small wrap-any" }, g.description || h("span", { class: "muted" }, "–")),
       h("td", null, g.builtin ? badge(t("groups.kind.builtin", { kind: labelOf(BUILTIN_LABEL, g.kind) }), "b-gray")
         : badge(t("groups.kind.custom"), "b-blue")),
       h("td", { class: "num" }, g.member_count),
-      h("td", null, g.builtin ? h("span", { class: "muted small" }, t("groups.protected")) : h("div", { class: "actions" },
-        h("button", { class: "small", onclick: () => openEditor(g) }, t("core.btn.edit")),
-        h("button", { class: "small danger", onclick: (e) => {
-          if (!confirm(t("groups.confirm.delete", { name: g.name }))) return;
-          act(e.target, t("groups.action.delete"), async () => {
-            await api("DELETE", `/api/v1/groups/${g.id}`);
-            toast("ok", t("groups.toast.deleted", { name: g.name }));
-            refreshNow();
-          });
-        } }, t("core.btn.delete")))))));
+      operator ? h("td", null, g.builtin ? h("span", { class: "muted small" }, t("groups.protected")) : h("div", { class: "actions" },
+        h("button", { class: "small", "data-test": "group-edit", onclick: (e) => openEditor(byId.get(Number(rowKey(e)))) }, t("core.btn.edit")),
+        h("button", { class: "small danger", "data-test": "group-delete", onclick: remove }, t("core.btn.delete")))) : null),
+    operator ? 5 : 4, t("groups.empty"));
+    if (pending != null) {
+      const g = byId.get(pending);
+      pending = null;
+      if (g && operator && !g.builtin) openEditor(g);
+    }
+  }
+
+  function closeEditor() {
+    editor.hidden = true;
+    editor.replaceChildren();
   }
 
   /** Shows the create/edit form; group null creates a new one. */
   async function openEditor(group) {
-    editor.style.display = "";
+    if (!group && group !== null) return;
+    editor.hidden = false;
     fill(editor, h("div", { class: "muted" }, t("groups.editor.loading")));
     let devices, members = new Set();
     try {
@@ -59,21 +82,30 @@ export function groupsView(root) {
       fill(editor, h("div", { class: "err" }, t("groups.editor.load_failed", { message: e.message })));
       return;
     }
-    buildEditor(editor, group, devices, members, () => { editor.style.display = "none"; editor.replaceChildren(); refreshNow(); });
+    buildEditor(editor, group, devices, members, () => { closeEditor(); refreshNow(); }, closeEditor);
     editor.scrollIntoView({ behavior: "smooth", block: "start" });
+    const first = editor.querySelector("input");
+    if (first) first.focus({ preventScroll: true });
   }
 
-  return { interval: 15000, async refresh() { await loadGroups(); render(); } };
+  return {
+    interval: 15000,
+    /** Groups made, changed or deleted. */
+    wants: (c) => c.kind === "group" && live.wants(),
+    async refresh() { live.started(); await loadGroups(); render(); },
+  };
 }
 
-/** The group form with a member picker (filter by store and text, tick tills). */
-function buildEditor(editor, group, devices, members, done) {
+/** The group form with a member picker (filter by store and text, tick
+ *  tills); Enter in the name saves, Escape or Cancel closes (cancel()). */
+function buildEditor(editor, group, devices, members, done, cancel) {
   const name = h("input", { type: "text", value: group ? group.name : "", maxlength: 64, size: 30, placeholder: t("groups.editor.name_placeholder") });
   const desc = h("textarea", { maxlength: 1024, cols: 50, placeholder: t("groups.editor.description_placeholder") });
   desc.value = group ? group.description : "";
   const store = h("select", { onchange: () => renderPicker() });
   setOptions(store, cache.stores.map((s) => [s.id, s.name + " (" + s.id + ")"]), t("core.all_stores"));
-  const text = h("input", { type: "search", placeholder: t("groups.editor.filter_placeholder"), oninput: () => renderPicker() });
+  const text = h("input", { type: "search", placeholder: t("groups.editor.filter_placeholder"), oninput: () => renderPicker(),
+    onkeydown: (e) => { if (e.key === "Enter") e.preventDefault(); } }); // Enter filters, it does not save
   const onlySel = h("input", { type: "checkbox", onchange: () => renderPicker() });
   const count = h("b");
   const pickBody = h("tbody");
@@ -100,7 +132,8 @@ function buildEditor(editor, group, devices, members, done) {
     }
   }
 
-  const save = h("button", { class: "primary", onclick: () => act(save, t(group ? "groups.action.save" : "groups.action.create"), async () => {
+  const save = h("button", { type: "submit", class: "primary", "data-test": "group-save" }, t(group ? "groups.btn.save" : "groups.btn.create_submit"));
+  const submit = () => act(save, t(group ? "groups.action.save" : "groups.action.create"), async () => {
     msg.textContent = "";
     const body = { name: name.value.trim(), description: desc.value, members: [...members] };
     if (!body.name) { msg.textContent = t("groups.editor.name_required"); return; }
@@ -113,9 +146,9 @@ function buildEditor(editor, group, devices, members, done) {
     }
     toast("ok", t(group ? "groups.toast.saved" : "groups.toast.created", { name: body.name, n: body.members.length }));
     done();
-  }) }, t(group ? "groups.btn.save" : "groups.btn.create_submit"));
+  });
 
-  fill(editor,
+  fill(editor, h("form", { novalidate: true, onsubmit: (e) => { e.preventDefault(); submit(); } },
     h("h2", null, group ? t("groups.editor.edit_title", { name: group.name }) : t("groups.editor.new_title")),
     h("div", { class: "row" }, h("label", { class: "f" }, t("groups.col.name"), name), h("label", { class: "f" }, t("groups.col.description"), desc)),
     h("div", { class: "row" },
@@ -128,6 +161,6 @@ function buildEditor(editor, group, devices, members, done) {
       headRow("", t("devices.col.store"), [t("devices.col.number"), { class: "num" }], t("devices.col.name"), t("devices.col.guid"), ""),
       pickBody)),
     h("div", { class: "row", style: "margin-top: 12px" }, save,
-      h("button", { onclick: () => { editor.style.display = "none"; editor.replaceChildren(); } }, t("core.btn.cancel")), msg));
+      h("button", { "data-close": true, "data-test": "group-cancel", title: t("core.btn.cancel_title"), onclick: cancel }, t("core.btn.cancel")), msg)));
   renderPicker();
 }

@@ -1,21 +1,38 @@
 /*
- * Packages: upload (with progress) and the package list.
+ * Packages: upload with progress (operators), and the package list (rows
+ * updated in place) with each package's details: sizes, chunks, upload,
+ * who uploaded it, its ids.
  */
-import { h, append, fill, badge, headRow, emptyRow } from "../dom.js";
-import { t, fmtBytes } from "../i18n.js";
+import { h, append, badge, headRow, fillRows, rowKey, none } from "../dom.js";
+import { t, fmtBytes, fmtNumber } from "../i18n.js";
 import { api, xhrResult } from "../api.js";
-import { act, toast, refreshNow, heading, go } from "../app.js";
+import { act, toast, refreshNow, heading, go, canOperate } from "../app.js";
 import { cache, loadPackages, prefill } from "../data.js";
-import { timeEl } from "../widgets.js";
+import { timeEl, guidEl } from "../widgets.js";
+import { liveThrottle } from "../live.js";
 
 const ACCEPT = ".tar,.tar.gz,.tgz,.tar.zst,.tzst,.tar.xz,.txz,application/x-tar,application/gzip,application/zstd,application/x-xz";
+
+/** Upload formats as file name endings (not words: the same in every language). */
+const FORMAT_TEXT = { tar: "tar", tar_gz: "tar.gz", tar_zst: "tar.zst", tar_xz: "tar.xz" };
+
+/** How a package was uploaded: "tar.gz"; packages from before content chunking have no format. */
+function formatText(f) { return f == null ? t("packages.format.legacy") : FORMAT_TEXT[f] || String(f); }
+
+/** Who uploaded a package: uploaded_by, or a dash when the coordinator does not say. */
+function uploaderText(p) { return p.uploaded_by ? p.uploaded_by : "—"; }
 
 /** A version without trailing ".0" parts: "1.2" and "1.2.0" are the same version. */
 function versionKey(v) { return String(v).replace(/(\.0)+$/, ""); }
 
 /** The Packages page. */
 export function packagesView(root) {
-  const body = h("tbody");
+  const operator = canOperate();
+  const body = h("tbody", { "data-test": "packages-rows" });
+  const live = liveThrottle(5000, body);
+  const open = new Set(); // package ids whose details are shown
+  const manifests = new Map(); // package id -> its manifest's extra facts, or an error text
+  let byId = new Map();
   const name = h("input", { type: "text", size: 20, maxlength: 64, placeholder: "ukm5-till", pattern: "[A-Za-z0-9._-]{1,64}" });
   const version = h("input", { type: "text", size: 12, maxlength: 64, placeholder: "5.2.117" });
   const file = h("input", { type: "file", accept: ACCEPT,
@@ -31,11 +48,12 @@ export function packagesView(root) {
   const msg = h("div", { class: "small" });
   let xhr = null;
   const cancel = h("button", { disabled: true, onclick: () => xhr && xhr.abort() }, t("core.btn.cancel"));
-  const upload = h("button", { class: "primary", onclick: startUpload }, t("packages.btn.upload"));
+  const upload = h("button", { type: "submit", class: "primary", "data-test": "package-upload" }, t("packages.btn.upload"));
 
   append(root,
     heading(t("packages.title")),
-    h("div", { class: "card" },
+    operator ? h("form", { class: "card", novalidate: true, "data-test": "package-upload-form",
+      onsubmit: (e) => { e.preventDefault(); startUpload(); } },
       h("h2", null, t("packages.upload.title")),
       h("div", { class: "row" },
         h("label", { class: "f" }, t("packages.upload.file"), file),
@@ -43,13 +61,14 @@ export function packagesView(root) {
         h("label", { class: "f" }, t("packages.col.version"), version),
         upload, cancel),
       progressRow, msg,
-      h("p", { class: "hint" }, t("packages.upload.hint"))),
+      h("p", { class: "hint" }, t("packages.upload.hint"))) : null,
     h("div", { class: "card" },
-      h("div", { class: "tablewrap" }, h("table", null,
-        headRow(t("packages.col.name"), t("packages.col.version"), [t("packages.col.size"), { class: "num" }],
+      h("div", { class: "tablewrap" }, h("table", { "data-test": "packages-table" },
+        headRow(t("packages.col.name"), t("packages.col.version"), [t("packages.col.size"), { class: "num", title: t("packages.col.size_title") }],
+          [t("packages.col.upload"), { class: "num hide-narrow" }],
           [t("packages.col.wire"), { class: "num", title: t("packages.col.wire_title") }],
-          [t("packages.col.chunks"), { class: "num" }], t("packages.col.created"), [t("packages.col.active_tasks"), { class: "num" }],
-          t("packages.col.id"), ""),
+          [t("packages.col.chunks"), { class: "num hide-narrow" }], t("packages.col.uploaded"),
+          [t("packages.col.active_tasks"), { class: "num hide-narrow" }], ""),
         body))));
 
   /** Streams the file as the raw request body (not multipart); name and
@@ -119,30 +138,91 @@ export function packagesView(root) {
     return null;
   }
 
-  function render() {
-    fill(body, cache.packages.length === 0
-      ? emptyRow(9, t("packages.empty"))
-      : cache.packages.map((p) => h("tr", null,
-        h("td", null, h("b", null, p.name)),
-        h("td", { class: "nowrap" }, h("span", { class: "mono" }, p.version), " ", p.newest ? badge(t("packages.newest"), "b-green") : null),
-        h("td", { class: "num nowrap", title: t("packages.size_title", { size: fmtBytes(p.upload_size), format: p.upload_format || "tar" }) },
-          fmtBytes(p.size)),
-        h("td", { class: "num nowrap" }, fmtBytes(p.wire_size)),
-        h("td", { class: "num" }, p.chunk_count),
-        h("td", null, timeEl(p.created)),
-        h("td", { class: "num" }, p.active_tasks),
-        h("td", { class: "mono", title: t("packages.id_title", { content: p.package_id, upload: p.upload_id }) }, p.package_id.slice(0, 16) + "…"),
-        h("td", null, h("div", { class: "actions" },
-          h("button", { class: "small", onclick: () => { prefill.package_id = p.package_id; go("tasks"); } }, t("packages.btn.new_task")),
-          h("button", { class: "small danger", onclick: (e) => {
-            if (!confirm(t("packages.confirm.delete", { name: p.name, version: p.version }))) return;
-            act(e.target, t("packages.action.delete"), async () => {
-              await api("DELETE", `/api/v1/packages/${p.package_id}`);
-              toast("ok", t("packages.toast.deleted", { name: p.name, version: p.version }));
-              refreshNow();
-            });
-          } }, t("core.btn.delete")))))));
+  /** Deletes the package of the row (looked up at click time): refused at
+   *  once while unfinished tasks use it, else after asking. */
+  function remove(e) {
+    const p = byId.get(rowKey(e));
+    if (!p) return;
+    if (p.active_tasks > 0) {
+      toast("error", t("packages.delete_in_use", { name: p.name, version: p.version, n: p.active_tasks }));
+      return;
+    }
+    if (!confirm(t("packages.confirm.delete_unused", { name: p.name, version: p.version }))) return;
+    act(e.currentTarget, t("packages.action.delete"), async () => {
+      await api("DELETE", `/api/v1/packages/${p.package_id}`);
+      toast("ok", t("packages.toast.deleted", { name: p.name, version: p.version }));
+      refreshNow();
+    });
   }
 
-  return { interval: 15000, async refresh() { await loadPackages(); render(); } };
+  /** Shows or hides the details of the row's package; loads its manifest
+   *  (in the package's details: the unpacked size, the chunker) once. */
+  function toggle(e) {
+    const id = rowKey(e);
+    if (open.has(id)) open.delete(id); else open.add(id);
+    render();
+    if (open.has(id) && !manifests.has(id)) {
+      manifests.set(id, null);
+      api("GET", `/api/v1/packages/${id}`).then((p) => {
+        const m = (p && p.manifest) || {};
+        manifests.set(id, { unpacked_size: m.unpacked_size ?? null, chunker: m.chunker || "V1" });
+      }).catch((err) => manifests.set(id, { error: err.message })).then(render);
+    }
+  }
+
+  function row(p) {
+    const shown = open.has(p.package_id);
+    return h("tr", { "data-test": "package-row" },
+      h("td", null, h("b", { class: "wrap-any" }, p.name)),
+      h("td", null, h("span", { class: "mono" }, p.version), p.newest ? [" ", badge(t("packages.newest"), "b-green")] : null),
+      h("td", { class: "num nowrap" }, fmtBytes(p.size)),
+      h("td", { class: "num nowrap hide-narrow" }, fmtBytes(p.upload_size), h("div", { class: "small muted" }, formatText(p.upload_format))),
+      h("td", { class: "num nowrap" }, fmtBytes(p.wire_size)),
+      h("td", { class: "num hide-narrow" }, fmtNumber(p.chunk_count)),
+      h("td", { class: "small" }, timeEl(p.created, true), h("div", { class: "muted", title: t("packages.detail.uploaded_by"), "data-test": "package-uploaded-by" }, uploaderText(p))),
+      h("td", { class: "num hide-narrow" }, fmtNumber(p.active_tasks)),
+      h("td", null, h("div", { class: "actions" },
+        h("button", { class: "small", "aria-expanded": shown ? "true" : "false", "data-test": "package-details", onclick: toggle },
+          t(shown ? "packages.btn.hide_details" : "packages.btn.details")),
+        operator ? h("button", { class: "small", "data-test": "package-new-task",
+          onclick: (e) => { prefill.package_id = rowKey(e); go("tasks"); } }, t("packages.btn.new_task")) : null,
+        operator ? h("button", { class: "small danger", "data-test": "package-delete", onclick: remove }, t("core.btn.delete")) : null)));
+  }
+
+  /** A package's details, in a row under it. */
+  function detailsRow(p) {
+    const m = manifests.get(p.package_id);
+    const item = (k, ...v) => [h("dt", null, k), h("dd", null, v)];
+    return h("tr", { "data-test": "package-details-row" }, h("td", { colspan: 9, class: "details" }, h("dl", { class: "kvgrid" },
+      item(t("packages.col.version"), h("span", { class: "mono" }, p.version)),
+      item(t("packages.detail.size"), fmtBytes(p.size), h("span", { class: "muted small" }, " (" + t("packages.detail.bytes", { n: p.size }) + ")")),
+      item(t("packages.detail.unpacked"), !m ? h("span", { class: "muted" }, t("packages.detail.loading"))
+        : m.error ? h("span", { class: "err" }, m.error)
+          : m.unpacked_size == null ? none(t("packages.detail.unpacked_unknown")) : fmtBytes(m.unpacked_size)),
+      item(t("packages.col.chunks"), fmtNumber(p.chunk_count), m && m.chunker ? h("span", { class: "muted small" }, ` (${m.chunker})`) : null),
+      item(t("packages.detail.upload"), t("packages.detail.upload_value", { format: formatText(p.upload_format), size: fmtBytes(p.upload_size) })),
+      item(t("packages.col.wire"), fmtBytes(p.wire_size), h("div", { class: "small muted" }, t("packages.col.wire_title"))),
+      item(t("packages.detail.uploaded_by"), uploaderText(p)),
+      item(t("packages.detail.created"), timeEl(p.created)),
+      item(t("packages.col.active_tasks"), fmtNumber(p.active_tasks)),
+      item(t("packages.detail.package_id"), guidEl(p.package_id)),
+      item(t("packages.detail.upload_id"), guidEl(p.upload_id)))));
+  }
+
+  function render() {
+    byId = new Map(cache.packages.map((p) => [p.package_id, p]));
+    const rows = [];
+    for (const p of cache.packages) {
+      rows.push({ key: p.package_id, p });
+      if (open.has(p.package_id)) rows.push({ key: p.package_id + "/details", p, details: true });
+    }
+    fillRows(body, rows, (r) => r.key, (r) => (r.details ? detailsRow(r.p) : row(r.p)), 9, t("packages.empty"));
+  }
+
+  return {
+    interval: 15000,
+    /** Packages uploaded or deleted; tasks change how many use each one. */
+    wants: (c) => c.kind === "package" || (c.kind === "task" && live.wants()),
+    async refresh() { live.started(); await loadPackages(); render(); },
+  };
 }

@@ -1,17 +1,38 @@
 /*
- * One rollout (#rollout/ID): its reason, actions, waves as steps and the
- * stores it stopped.
+ * One rollout (#rollout/ID): its reason, actions (pause and cancel for
+ * operators; start, resume and approve for approvers), waves as steps and
+ * the stores it stopped. Everything updates in place.
  */
-import { h, append, fill, headRow, kv } from "../dom.js";
+import { h, append, fill, headRow, kv, fillRows } from "../dom.js";
 import { t } from "../i18n.js";
 import { api } from "../api.js";
-import { act, toast, heading, go, canApprove } from "../app.js";
-import { loadGroups, loadStores, storeLabel } from "../data.js";
+import { act, toast, heading, canApprove, canOperate } from "../app.js";
+import { cache, loadGroups, loadStores, storeLabel } from "../data.js";
 import { KIND_LABEL, labelOf, kindBadge, timeEl } from "../widgets.js";
 import { windowText } from "../pickers.js";
 import {
   ROLLOUT_LABEL, FINAL_ROLLOUT, rolloutBadge, waveBadge, targetsText, activationText, gateText, waveProgress,
 } from "../waves.js";
+import { morph } from "../morph.js";
+import { liveThrottle } from "../live.js";
+
+/** The question before cancelling a rollout: how many tills of its started
+ *  waves have not finished, and how many waves (and tills, when known) will
+ *  not run. */
+function cancelQuestion(r) {
+  let unfinished = 0, waiting = 0, waitingTills = 0, known = true;
+  for (const w of r.waves) {
+    if (w.task_id != null) unfinished += Math.max(0, w.targets - w.installed - w.failed - w.skipped);
+    else {
+      waiting++;
+      const g = w.spec.targets.type === "group" ? cache.groups.find((x) => x.id === w.spec.targets.group_id) : null;
+      if (g) waitingTills += g.member_count; else known = false;
+    }
+  }
+  return [t("rollouts.confirm.cancel", { name: r.name }), t("rollouts.confirm.cancel_unfinished", { n: unfinished }),
+    waiting ? t(known ? "rollouts.confirm.cancel_waiting_tills" : "rollouts.confirm.cancel_waiting", { n: waiting, tills: waitingTills }) : null]
+    .filter(Boolean).join("\n");
+}
 
 /** Rollout actions: the action's name (for errors) and the done toast. */
 const ACTIONS = {
@@ -25,9 +46,12 @@ const ACTIONS = {
 /** The rollout page; arg: the rollout id. */
 export function rolloutDetailView(root, arg) {
   const id = Number(arg);
-  const head = h("div"), reasonBox = h("div"), summary = h("div", { class: "card" }), wavesBox = h("div", { class: "steps" });
+  const head = h("div"), reasonBox = h("div"), summary = h("div", { class: "card", "data-test": "rollout-summary" });
+  const wavesBox = h("div", { class: "steps" });
   const pausedBody = h("tbody"), pausedNote = h("p", { class: "hint" });
-  const pausedCard = h("div", { class: "card", style: "display: none" }, h("h2", null, t("rollouts.detail.stopped_stores")),
+  const live = liveThrottle(1000, summary);
+  let taskIds = new Set(), current = null;
+  const pausedCard = h("div", { class: "card", hidden: true }, h("h2", null, t("rollouts.detail.stopped_stores")),
     h("div", { class: "tablewrap" }, h("table", null,
       headRow(t("tasks.col.store"), t("rollouts.detail.reason"), t("rollouts.detail.since")), pausedBody)),
     pausedNote);
@@ -35,15 +59,17 @@ export function rolloutDetailView(root, arg) {
 
   if (!Number.isInteger(id) || id < 0) {
     append(root, heading(t("rollouts.detail.title")), h("div", { class: "card err" }, t("rollouts.detail.bad_id")));
-    return { interval: 0, async refresh() {} };
+    return { interval: 0, wants: () => false, async refresh() {} };
   }
   append(root, head, reasonBox, summary, h("div", { class: "card" }, h("h2", null, t("rollouts.detail.waves")), wavesBox), pausedCard);
 
-  /** A button's handler running an action that answers with the rollout. */
+  /** A button's handler running an action that answers with the rollout;
+   *  question(r): what to ask first, from the rollout as shown at click time. */
   function action(verb, call, question) {
     return (e) => {
-      if (question && !confirm(question)) return;
-      act(e.target, t(ACTIONS[verb].what), async () => {
+      const q = question && current ? question(current) : null;
+      if (q && !confirm(q)) return;
+      act(e.currentTarget, t(ACTIONS[verb].what), async () => {
         const r = await call();
         toast("ok", t(ACTIONS[verb].done, { id, state: labelOf(ROLLOUT_LABEL, r.state) }));
         render(r);
@@ -51,29 +77,36 @@ export function rolloutDetailView(root, arg) {
     };
   }
 
+  // Handlers read the rollout as shown (current) at click time, so morph may keep the buttons.
+  const nextWave = (r) => r.waves[r.current_wave + 1];
+  const onPause = action("pause", () => api("POST", `/api/v1/rollouts/${id}/pause`, { body: {} }));
+  const onStart = action("start", () => api("POST", `/api/v1/rollouts/${id}/resume`, { body: {} }),
+    (r) => t("rollouts.confirm.start", { name: r.name }));
+  const onResume = action("resume", () => api("POST", `/api/v1/rollouts/${id}/resume`, { body: {} }),
+    (r) => t("rollouts.confirm.resume", { name: r.name }));
+  const onApprove = action("approve", () => api("POST", `/api/v1/rollouts/${id}/approve`, { body: {} }), (r) => {
+    const next = nextWave(r);
+    return next ? t("rollouts.confirm.approve", { name: next.name, kind: labelOf(KIND_LABEL, next.kind), targets: targetsText(next.spec.targets) }) : null;
+  });
+  const onCancel = action("cancel", () => api("POST", `/api/v1/rollouts/${id}/cancel`, { body: {} }), cancelQuestion);
+
   function buttons(r) {
-    const out = [], approver = canApprove(), next = r.waves[r.current_wave + 1];
-    if (r.state === "running" || r.state === "waiting_for_approval") {
-      out.push(h("button", { onclick: action("pause", () => api("POST", `/api/v1/rollouts/${id}/pause`, { body: {} })) },
-        t("rollouts.btn.pause")));
+    const out = [], approver = canApprove(), operator = canOperate(), next = nextWave(r);
+    if (operator && (r.state === "running" || r.state === "waiting_for_approval")) {
+      out.push(h("button", { "data-test": "rollout-pause", title: t("rollouts.btn.pause_title"), onclick: onPause }, t("rollouts.btn.pause")));
     }
     if (approver && r.state === "draft") {
-      out.push(h("button", { class: "primary", onclick: action("start", () => api("POST", `/api/v1/rollouts/${id}/resume`, { body: {} }),
-        t("rollouts.confirm.start", { name: r.name })) }, t("rollouts.btn.start")));
+      out.push(h("button", { class: "primary", "data-test": "rollout-start", onclick: onStart }, t("rollouts.btn.start")));
     }
     if (approver && r.state === "paused") {
-      out.push(h("button", { class: "primary", onclick: action("resume", () => api("POST", `/api/v1/rollouts/${id}/resume`, { body: {} }),
-        t("rollouts.confirm.resume", { name: r.name })) }, t("rollouts.btn.resume")));
+      out.push(h("button", { class: "primary", "data-test": "rollout-resume", onclick: onResume }, t("rollouts.btn.resume")));
     }
     if (approver && r.state === "waiting_for_approval") {
-      out.push(h("button", { class: "primary", onclick: action("approve", () => api("POST", `/api/v1/rollouts/${id}/approve`, { body: {} }),
-        next ? t("rollouts.confirm.approve", { name: next.name, kind: labelOf(KIND_LABEL, next.kind), targets: targetsText(next.spec.targets) })
-          : null) },
-      next ? t("rollouts.btn.approve_named", { name: next.name }) : t("rollouts.btn.approve")));
+      out.push(h("button", { class: "primary", "data-test": "rollout-approve", onclick: onApprove },
+        next ? t("rollouts.btn.approve_named", { name: next.name }) : t("rollouts.btn.approve")));
     }
-    if (!FINAL_ROLLOUT.includes(r.state)) {
-      out.push(h("button", { class: "danger", onclick: action("cancel", () => api("POST", `/api/v1/rollouts/${id}/cancel`, { body: {} }),
-        t("rollouts.confirm.cancel", { name: r.name })) }, t("rollouts.btn.cancel")));
+    if (operator && !FINAL_ROLLOUT.includes(r.state)) {
+      out.push(h("button", { class: "danger", "data-test": "rollout-cancel", onclick: onCancel }, t("rollouts.btn.cancel")));
     }
     if (!approver && ["draft", "paused", "waiting_for_approval"].includes(r.state)) {
       out.push(h("span", { class: "hint" }, t("rollouts.detail.need_role")));
@@ -87,7 +120,7 @@ export function rolloutDetailView(root, arg) {
     const limits = [s.max_installing_per_store != null ? t("rollouts.wave.limit_per_store", { n: s.max_installing_per_store }) : null,
       s.install_retries ? t("rollouts.wave.limit_retries", { n: s.install_retries }) : null].filter(Boolean);
     const current = w.index === r.current_wave && !FINAL_ROLLOUT.includes(r.state) && r.state !== "draft";
-    return h("div", { class: "step" + (current ? " current" : "") },
+    return h("div", { class: "step" + (current ? " current" : ""), "data-key": "wave-" + w.index, "data-test": "rollout-wave" },
       h("h3", null, `${w.index + 1}. ${w.name} `, kindBadge(w.kind), " ", waveBadge(w.state)),
       line(t("rollouts.wave.tills"), targetsText(s.targets)),
       line(t("rollouts.wave.activation"), activationText(s.activation, w.index === 0)),
@@ -104,13 +137,15 @@ export function rolloutDetailView(root, arg) {
   }
 
   function render(r) {
-    fill(head, heading(t("rollouts.detail.title_id", { id: r.id }), rolloutBadge(r.state),
-      h("button", { class: "small", onclick: () => go("rollout") }, t("rollouts.detail.back"))));
+    current = r;
+    taskIds = new Set(r.waves.map((w) => w.task_id).filter((x) => x != null));
+    morph(head, h("div", null, heading(t("rollouts.detail.title_id", { id: r.id }), rolloutBadge(r.state),
+      h("a", { href: "#rollout", class: "small" }, t("rollouts.detail.back")))));
     const prefix = r.state === "paused" ? t("rollouts.detail.paused_prefix") + " "
       : r.state === "waiting_for_approval" ? t("rollouts.detail.waiting_prefix") + " " : "";
-    fill(reasonBox, r.reason ? h("div", { class: "card " + (r.state === "paused" || r.state === "completed_with_failures" ? "alert" : "warn") },
-      h("b", null, prefix), r.reason) : null);
-    fill(summary,
+    morph(reasonBox, h("div", null, r.reason ? h("div", { class: "card wrap-any " + (r.state === "paused" || r.state === "completed_with_failures" ? "alert" : "warn") },
+      h("b", null, prefix), r.reason) : null));
+    morph(summary, h("div", { class: "card", "data-test": "rollout-summary" },
       h("div", { class: "row", style: "gap: 28px; align-items: flex-start" },
         kv(t("rollouts.detail.name"), h("b", null, r.name)),
         kv(t("tasks.col.package"), h("b", null, r.package_name), " ", h("span", { class: "mono" }, r.package_version)),
@@ -119,17 +154,23 @@ export function rolloutDetailView(root, arg) {
         kv(t("rollouts.col.created"), r.created_by, " ", timeEl(r.created, true)),
         kv(t("rollouts.detail.started"), timeEl(r.started, true)),
         kv(t("rollouts.detail.finished"), timeEl(r.finished, true))),
-      h("div", { class: "row", style: "margin-top: 12px" }, buttons(r)));
-    fill(wavesBox, r.waves.map((w) => waveBox(r, w)));
-    pausedCard.style.display = r.paused_stores.length ? "" : "none";
-    fill(pausedBody, r.paused_stores.map((p) => h("tr", null, h("td", { title: p.store_id }, storeLabel(p.store_id)),
-      h("td", { class: "small" }, p.reason), h("td", { class: "small" }, timeEl(p.at, true)))));
+      h("div", { class: "row", style: "margin-top: 12px" }, buttons(r))));
+    morph(wavesBox, h("div", { class: "steps" }, r.waves.map((w) => waveBox(r, w))));
+    pausedCard.hidden = r.paused_stores.length === 0;
+    fillRows(pausedBody, r.paused_stores, (p) => p.store_id, (p) => h("tr", null, h("td", { title: p.store_id }, storeLabel(p.store_id)),
+      h("td", { class: "small wrap-any" }, p.reason), h("td", { class: "small" }, timeEl(p.at, true))), 3, "");
     fill(pausedNote, t("rollouts.detail.stopped_note", { n: r.store_failure_limit }));
   }
 
   const self = {
     interval: 3000,
+    /** This rollout's changes and its waves' tasks. */
+    wants(c) {
+      const mine = c.kind === "rollout" ? c.rollout_id === id : c.kind === "task" || c.kind === "target" ? taskIds.has(c.task_id) : false;
+      return mine && live.wants();
+    },
     async refresh() {
+      live.started();
       // Group and store names for the steps; reloaded every 10th refresh.
       if (ticks++ % 10 === 0) await Promise.all([loadGroups(), loadStores()]);
       let r;
@@ -139,7 +180,7 @@ export function rolloutDetailView(root, arg) {
         if (e.status !== 404) throw e;
         self.interval = 0;
         fill(root, heading(t("rollouts.detail.title_id", { id })), h("div", { class: "card err" }, e.message),
-          h("button", { onclick: () => go("rollout") }, t("rollouts.detail.back")));
+          h("a", { href: "#rollout" }, t("rollouts.detail.back")));
         return;
       }
       render(r);

@@ -2,55 +2,63 @@
  * Rollouts: the list and the New rollout form (the recommended template or
  * custom waves). One rollout's page is js/views/rollout.js.
  */
-import { h, append, fill, setOptions, headRow, emptyRow } from "../dom.js";
+import { h, append, setOptions, headRow, fillRows } from "../dom.js";
 import { t } from "../i18n.js";
 import { api } from "../api.js";
-import { act, toast, refreshNow, heading, go } from "../app.js";
+import { act, toast, refreshNow, heading, go, canOperate } from "../app.js";
 import { cache, loadPackages, loadGroups, loadStores } from "../data.js";
 import { KIND_LABEL, labelOf, timeEl, packageOptions, groupOptions, intOf, pager } from "../widgets.js";
 import { zonedTimeInput, windowPicker } from "../pickers.js";
 import { ROLLOUT_LABEL, rolloutBadge, waveProgress } from "../waves.js";
+import { liveThrottle } from "../live.js";
 
 /** The rollout list and the New rollout form. */
 export function rolloutsView(root) {
   const stateF = h("select", { onchange: () => { page = 1; refreshNow(); } }, h("option", { value: "" }, t("rollouts.filter.all_states")),
     Object.keys(ROLLOUT_LABEL).map((s) => h("option", { value: s }, t(ROLLOUT_LABEL[s]))));
-  const body = h("tbody");
+  const body = h("tbody", { "data-test": "rollouts-rows" });
   const pagerEl = h("div", { class: "pager" });
-  const form = newRolloutForm();
+  const form = canOperate() ? newRolloutForm() : null;
+  const live = liveThrottle(2000, body);
   let page = 1, ticks = 0;
   const PER_PAGE = 20;
 
   append(root, heading(t("rollouts.title")),
     h("div", { class: "card" },
-      h("div", { class: "row" }, h("label", { class: "f" }, t("rollouts.col.state"), stateF),
-        h("span", { class: "hint right" }, t("rollouts.list.refresh_note"))),
-      h("div", { class: "tablewrap", style: "margin-top: 10px" }, h("table", null,
-        headRow(["#", { class: "num" }], t("rollouts.col.rollout"), t("rollouts.col.state"), t("rollouts.col.waves"), t("rollouts.col.created")),
+      h("div", { class: "row" }, h("label", { class: "f" }, t("rollouts.col.state"), stateF)),
+      h("div", { class: "tablewrap", style: "margin-top: 10px" }, h("table", { "data-test": "rollouts-table" },
+        headRow(["#", { class: "num" }], t("rollouts.col.rollout"), t("rollouts.col.state"), t("rollouts.col.waves"),
+          [t("rollouts.col.created"), { class: "hide-narrow" }]),
         body)),
       pagerEl),
-    form.el);
+    form ? form.el : null);
 
   function render(p) {
-    fill(body, p.items.length === 0 ? emptyRow(5, t("rollouts.list.empty"))
-      : p.items.map((r) => h("tr", { class: "clickable" + (r.state === "waiting_for_approval" ? " attention" : ""),
-          onclick: () => go("rollout/" + r.id) },
-        h("td", { class: "num" }, h("a", { href: "#rollout/" + r.id }, "#" + r.id)),
-        h("td", null, h("b", null, r.name), h("div", { class: "small muted" }, r.package_name + " " + r.package_version)),
-        h("td", null, rolloutBadge(r.state),
-          r.reason ? h("div", { class: "small" + (r.state === "paused" ? " err" : ""), style: "max-width: 300px" }, r.reason) : null),
-        h("td", null, r.waves.map((w) => h("div", { class: "row", style: "gap: 8px; flex-wrap: nowrap; align-items: center" },
-          h("span", { class: "small nowrap", style: "min-width: 80px" + (w.index === r.current_wave ? "; font-weight: 600" : "") }, w.name),
-          waveProgress(w)))),
-        h("td", { class: "small" }, r.created_by, h("div", null, timeEl(r.created, true))))));
+    fillRows(body, p.items, (r) => r.id, (r) => h("tr", { class: r.state === "waiting_for_approval" ? "attention" : null, "data-test": "rollout-row" },
+      h("td", { class: "num" }, h("a", { href: "#rollout/" + r.id }, "#" + r.id)),
+      h("td", null, h("a", { href: "#rollout/" + r.id }, h("b", { class: "wrap-any" }, r.name)),
+        h("div", { class: "small muted" }, r.package_name + " " + r.package_version)),
+      h("td", null, rolloutBadge(r.state),
+        r.reason ? h("div", { class: "small wrap-any" + (r.state === "paused" ? " err" : ""), style: "max-width: 300px" }, r.reason) : null),
+      h("td", null, r.waves.map((w) => h("div", { class: "row", style: "gap: 4px 8px; align-items: center" },
+        h("span", { class: "small", style: "min-width: 80px" + (w.index === r.current_wave ? "; font-weight: 600" : "") }, w.name),
+        waveProgress(w)))),
+      h("td", { class: "small hide-narrow" }, r.created_by, h("div", null, timeEl(r.created, true)))),
+    5, t("rollouts.list.empty"));
     const pages = Math.max(1, Math.ceil(p.total / PER_PAGE));
     pager(pagerEl, page, pages, t("rollouts.count", { n: p.total }), (to) => { page = to; refreshNow(); });
   }
 
   return {
     interval: 3000,
+    /** Rollouts and the tasks of their waves; the form's lists on package and group changes. */
+    wants(c) {
+      if (c.kind === "package" || c.kind === "group") { ticks = 0; return true; }
+      return (c.kind === "rollout" || c.kind === "task") && live.wants();
+    },
     async refresh() {
-      if (ticks++ % 10 === 0) { await Promise.all([loadPackages(), loadGroups(), loadStores()]); form.reload(); }
+      live.started();
+      if (ticks++ % 10 === 0) { await Promise.all([loadPackages(), loadGroups(), loadStores()]); if (form) form.reload(); }
       const p = await api("GET", "/api/v1/rollouts", { query: { state: stateF.value, page, per_page: PER_PAGE } });
       if (p.items.length === 0 && page > 1 && p.total > 0) { page = Math.ceil(p.total / PER_PAGE); return; }
       render(p);
@@ -70,7 +78,7 @@ function newRolloutForm() {
   const win = windowPicker();
   const limit = num(1), draft = h("input", { type: "checkbox", onchange: sync });
   const msg = h("div", { class: "small err" });
-  const create = h("button", { class: "primary", onclick: submit });
+  const create = h("button", { type: "submit", class: "primary", "data-test": "new-rollout-submit" });
   const waves = []; // the custom wave rows: { el, group, reloadZones, get }
   const wavesBox = h("div", { class: "steps" });
   const tplBox = h("div", null,
@@ -82,7 +90,8 @@ function newRolloutForm() {
     h("div", { class: "row" }, h("button", { onclick: () => addWave() }, t("rollouts.form.add_wave")),
       h("span", { class: "hint" }, t("rollouts.form.thresholds_hint"))));
 
-  const el = h("div", { class: "card" }, h("h2", null, t("rollouts.form.title")),
+  const el = h("form", { class: "card", novalidate: true, "data-test": "new-rollout-form", onsubmit: (e) => { e.preventDefault(); submit(); } },
+    h("h2", null, t("rollouts.form.title")),
     h("div", { class: "row" }, h("label", { class: "f" }, t("tasks.col.package"), pkg), h("label", { class: "f" }, t("rollouts.form.name"), name)),
     h("div", { class: "row", style: "gap: 18px" }, h("label", { class: "inline" }, useTpl, h("b", null, t("rollouts.form.template"))),
       h("label", { class: "inline" }, useCustom, t("rollouts.form.custom"))),

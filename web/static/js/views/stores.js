@@ -6,7 +6,7 @@
  * real data only; each has a text alternative and a data table.
  */
 import { api } from "../api.js";
-import { h, append, fill, badge, dot, none, kv, headRow, emptyRow, setOptions } from "../dom.js";
+import { h, append, fill, badge, dot, none, kv, headRow, fillRows, setOptions } from "../dom.js";
 import { t, fmtNumber, fmtBytes, fmtTime, fmtAgo } from "../i18n.js";
 import { heading, refreshNow } from "../app.js";
 import { fetchAllDevices, loadStores } from "../data.js";
@@ -70,7 +70,7 @@ export function storesView(root) {
 
   append(root, heading(t("stores.title")), stats,
     h("div", { class: "card" }, h("div", { class: "tablewrap" }, h("table", null,
-      headRow(t("stores.col.store"), t("stores.col.address"), t("stores.col.id"), t("stores.col.zone"),
+      headRow(t("stores.col.store"), [t("stores.col.address"), { class: "hide-narrow" }], t("stores.col.id"), [t("stores.col.zone"), { class: "hide-narrow" }],
         [t("stores.col.tills"), { class: "num" }], [t("stores.col.online"), { class: "num" }], t("stores.col.versions")),
       body))));
 
@@ -82,17 +82,16 @@ export function storesView(root) {
     }
     const stat = (v, k) => h("div", { class: "stat" }, h("div", { class: "v" }, fmtNumber(v)), h("div", { class: "k" }, k));
     const tills = stores.reduce((a, x) => a + x.tills, 0), online = stores.reduce((a, x) => a + x.online, 0);
-    fill(stats, stat(stores.length, t("stores.stat.stores", { n: stores.length })),
-      stat(tills, t("stores.stat.tills", { n: tills })), stat(online, t("stores.stat.online")));
-    if (!stores.length) { fill(body, emptyRow(7, t("stores.empty"))); return; }
-    syncRows(body, stores, (x) => x.id, (x) => h("tr", null,
+    morph(stats, h("div", { class: "stats" }, stat(stores.length, t("stores.stat.stores", { n: stores.length })),
+      stat(tills, t("stores.stat.tills", { n: tills })), stat(online, t("stores.stat.online"))));
+    fillRows(body, stores, (x) => x.id, (x) => h("tr", { "data-test": "store-row" },
       h("td", null, h("a", { href: "#store/" + encodeURIComponent(x.id) }, h("b", null, x.name || x.id))),
-      h("td", { class: "small" }, x.address || "–"),
-      h("td", { class: "mono" }, x.id),
-      h("td", { class: "small" }, x.time_zone || "–"),
+      h("td", { class: "small hide-narrow" }, x.address || "–"),
+      h("td", { class: "mono wrap-any" }, x.id),
+      h("td", { class: "small hide-narrow" }, x.time_zone || "–"),
       h("td", { class: "num" }, fmtNumber(x.tills)),
       h("td", { class: "num" }, fmtNumber(x.online)),
-      h("td", null, versionChips(byStore.get(x.id) || []))));
+      h("td", null, versionChips(byStore.get(x.id) || []))), 7, t("stores.empty"));
   }
 
   return {
@@ -227,24 +226,23 @@ export function storeDetailView(root, arg) {
 
   function renderSummary() {
     title.textContent = store ? store.name : t("stores.store");
-    fill(summary, !store ? h("div", { class: "err" }, t("stores.not_found", { id }))
+    morph(summary, h("div", { class: "card" }, !store ? h("div", { class: "err" }, t("stores.not_found", { id }))
       : h("div", { class: "row", style: "gap: 28px; align-items: flex-start" },
         kv(t("stores.col.address"), store.address || "–"), kv(t("stores.col.zone"), store.time_zone || "–"),
         kv(t("stores.col.tills"), fmtNumber(store.tills)), kv(t("stores.col.online"), fmtNumber(store.online)),
-        kv(t("stores.col.versions"), versionChips(devices))));
+        kv(t("stores.col.versions"), versionChips(devices)))));
   }
 
   function renderTills() {
     const total = devices.length;
-    fill(versionsBody, total === 0 ? emptyRow(3, t("stores.tills.empty")) : versionCounts(devices).map(([v, n]) => {
+    fillRows(versionsBody, versionCounts(devices), ([v]) => "v:" + v, ([v, n]) => {
       const bar = h("span", { class: "g" });
       bar.style.width = (100 * n / total).toFixed(1) + "%";
       return h("tr", null, h("td", { class: "mono" }, v || h("span", { class: "muted" }, t("stores.version.unknown"))),
         h("td", { class: "num" }, fmtNumber(n)),
         h("td", null, h("div", { class: "bar", title: fmtNumber(n / total, { style: "percent" }) }, bar)));
-    }));
-    if (!total) { fill(tillsBody, emptyRow(9, t("stores.tills.empty"))); return; }
-    syncRows(tillsBody, devices, (d) => d.guid, (d) => h("tr", null,
+    }, 3, t("stores.tills.empty"));
+    fillRows(tillsBody, devices, (d) => d.guid, (d) => h("tr", null,
       h("td", { class: "num" }, d.number == null ? "–" : String(d.number)),
       h("td", null, deviceLink(d.guid, d.name || d.guid.slice(0, 8) + "…"),
         d.status === "pending" ? [" ", badge(t("stores.pending"), "b-amber")] : null),
@@ -255,7 +253,7 @@ export function storeDetailView(root, arg) {
       h("td", { class: "num nowrap" }, d.free_disk_bytes == null ? "–" : fmtBytes(d.free_disk_bytes)),
       h("td", { class: "num" }, d.connected_peers == null ? none()
         : d.connected_peers === 0 && total > 1 ? badge("0", "b-amber") : fmtNumber(d.connected_peers)),
-      h("td", { class: "small nowrap", title: d.last_seen ? fmtTime(d.last_seen) : null }, fmtAgo(d.last_seen))));
+      h("td", { class: "small nowrap", title: d.last_seen ? fmtTime(d.last_seen) : null }, fmtAgo(d.last_seen))), 9, t("stores.tills.empty"));
   }
 
   function renderWan() {

@@ -1,49 +1,55 @@
 /*
- * One task (#task/ID): summary and actions, windows per store, WAN per store
- * (with the coordinator's diagnostics), tills to a new group, and every till
- * with its progress and logs.
+ * One task (#task/ID): summary and actions, then a sticky tab bar: Tills
+ * (every till with its progress and logs, and tills to a new group), Stores
+ * (WAN per store, with the coordinator's diagnostics) and Windows (per store,
+ * for a task with a maintenance window). Everything updates in place.
  */
-import { h, append, fill, setOptions, badge, segment, headRow, emptyRow, kv, none } from "../dom.js";
+import { h, append, fill, setOptions, badge, segment, headRow, fillRows, kv, none } from "../dom.js";
 import { t, fmtBytes, fmtAgo, fmtFixed } from "../i18n.js";
 import { api, ApiError } from "../api.js";
-import { act, toast, refreshNow, heading, go } from "../app.js";
-import { loadStores, storeLabel } from "../data.js";
+import { act, toast, refreshNow, heading, go, canOperate } from "../app.js";
+import { loadStores, loadGroups, storeLabel } from "../data.js";
 import {
-  TARGET_LABEL, labelOf, kindBadge, statusBadge, targetBadge, timeEl, deviceLink, taskCounts, progressEl, taskActions,
+  TARGET_LABEL, labelOf, kindBadge, statusBadge, targetBadge, timeEl, deviceLink, guidEl, taskCounts, progressEl, taskActions,
+  skipReason,
 } from "../widgets.js";
 import { windowText } from "../pickers.js";
 import { wallTime } from "../zones.js";
+import { morph } from "../morph.js";
+import { liveThrottle } from "../live.js";
+import { tabBar } from "../tabs.js";
 
 /** The task page; arg: the task id. */
 export function taskDetailView(root, arg) {
   const id = Number(arg);
+  if (!Number.isInteger(id) || id < 0) {
+    append(root, heading(t("tasks.detail.title")), h("div", { class: "card err" }, t("tasks.detail.bad_id")));
+    return { interval: 0, wants: () => false, async refresh() {} };
+  }
+  const operator = canOperate();
   const head = h("div");
-  const summary = h("div", { class: "card" });
+  const summary = h("div", { class: "card", "data-test": "task-summary" });
   const storesBody = h("tbody");
   const windowsBody = h("tbody");
   const windowsNote = h("p", { class: "hint" });
-  const windowsCard = h("div", { class: "card", style: "display: none" },
-    h("h2", null, t("tasks.windows.title")),
-    h("div", { class: "tablewrap", style: "max-height: 260px; overflow-y: auto" }, h("table", null,
-      headRow(t("tasks.col.store"), t("tasks.col.time_zone"), t("tasks.windows.next"), t("tasks.windows.utc"), t("tasks.windows.open_now")),
-      windowsBody)),
-    windowsNote);
-  const stateF = h("select", { onchange: () => renderTargets() });
+  const stateF = h("select", { "data-test": "targets-state-filter", onchange: () => renderTargets() });
   const storeF = h("select", { onchange: () => renderTargets() });
   const textF = h("input", { type: "search", placeholder: t("tasks.targets.search_placeholder"), oninput: () => renderTargets() });
-  const targetsBody = h("tbody");
+  const targetsBody = h("tbody", { "data-test": "targets-rows" });
   const targetsNote = h("div", { class: "hint" });
-  const groupName = h("input", { type: "text", size: 24, maxlength: 64 });
+  const groupName = h("input", { type: "text", size: 24, maxlength: 64, value: `task-${id}-failed` });
   const withDeclined = h("input", { type: "checkbox" });
-  const groupMsg = h("div", { class: "small" });
+  const groupMsg = h("div", { class: "small", role: "status" });
   const selCount = h("b", null, "0");
   const selected = new Set(); // GUIDs ticked in the table (kept across refreshes)
   const openLogs = new Set(); // GUIDs whose log tail is expanded
-  let task = null, limit = 500, storesTick = 0;
+  const live = liveThrottle(1000, summary);
+  const COLS = operator ? 9 : 8;
+  let task = null, limit = 500, storesTick = 0, guids = new Set();
   // The coordinator's own account of each store's WAN, loaded on demand.
   const wanBody = h("tbody");
   const wanNote = h("p", { class: "hint" });
-  const wanWrap = h("div", { style: "display: none" },
+  const wanWrap = h("div", { hidden: true },
     h("div", { class: "tablewrap", style: "max-height: 260px; overflow-y: auto; margin-top: 8px" }, h("table", null,
       headRow(t("tasks.col.store"), [t("tasks.wan.served"), { class: "num" }], t("tasks.wan.duplicates"), t("tasks.wan.unconnected")),
       wanBody)),
@@ -52,30 +58,24 @@ export function taskDetailView(root, arg) {
 
   async function loadWan() {
     const r = await api("GET", `/api/v1/tasks/${id}/wan`, { query: { per_page: 100 } });
-    wanWrap.style.display = "";
+    wanWrap.hidden = false;
     const notInTask = " (" + t("tasks.wan.not_in_task") + ")";
     const who = (x) => (x.name || x.device.slice(0, 8)) + (x.fetches > 1 ? ` ×${x.fetches}` : "") + (x.in_task ? "" : notInTask);
     const nothing = () => h("span", { class: "muted" }, t("tasks.wan.none"));
-    fill(wanBody, r.stores.length === 0 ? emptyRow(4, t("tasks.wan.no_stores"))
-      : r.stores.map((s) => h("tr", null,
-        h("td", { title: s.store_id }, storeLabel(s.store_id)),
-        h("td", { class: "num nowrap" }, `${fmtBytes(s.wan_bytes)} · ${fmtFixed(Number(s.wan_ratio || 0), 2)}×`),
-        h("td", { class: "small", title: s.duplicate_chunks.map((c) => `${c.hash.slice(0, 12)}… ×${c.fetches}: ${c.tills.map(who).join(", ")}`).join("\n") || null },
-          s.duplicate_chunks_total === 0 ? nothing()
-            : [`${s.duplicate_chunks_total}: `, s.duplicate_chunks.slice(0, 3).map((c) => c.tills.map(who).join(" + ")).join("; "),
-              s.duplicate_chunks_total > 3 ? " …" : ""]),
-        h("td", { class: "small" }, s.unconnected_tills_total === 0 ? nothing()
-          : s.unconnected_tills.map((x, i) => [i ? ", " : "", deviceLink(x.device, x.name || x.device.slice(0, 8)),
-            x.connected_peers == null ? h("span", { class: "muted" }, " (" + t("tasks.wan.no_count") + ")") : ""])))));
+    fillRows(wanBody, r.stores, (s) => s.store_id, (s) => h("tr", null,
+      h("td", { title: s.store_id }, storeLabel(s.store_id)),
+      h("td", { class: "num nowrap" }, `${fmtBytes(s.wan_bytes)} · ${fmtFixed(Number(s.wan_ratio || 0), 2)}×`),
+      h("td", { class: "small wrap-any", title: s.duplicate_chunks.map((c) => `${c.hash.slice(0, 12)}… ×${c.fetches}: ${c.tills.map(who).join(", ")}`).join("\n") || null },
+        s.duplicate_chunks_total === 0 ? nothing()
+          : [`${s.duplicate_chunks_total}: `, s.duplicate_chunks.slice(0, 3).map((c) => c.tills.map(who).join(" + ")).join("; "),
+            s.duplicate_chunks_total > 3 ? " …" : ""]),
+      h("td", { class: "small" }, s.unconnected_tills_total === 0 ? nothing()
+        : s.unconnected_tills.map((x, i) => [i ? ", " : "", deviceLink(x.device, x.name || x.device.slice(0, 8)),
+          x.connected_peers == null ? h("span", { class: "muted" }, " (" + t("tasks.wan.no_count") + ")") : ""]))),
+    4, t("tasks.wan.no_stores"));
     fill(wanNote, t("tasks.wan.note"),
       r.stores_total > r.stores.length ? " " + t("tasks.wan.first", { shown: r.stores.length, total: r.stores_total }) : "");
   }
-
-  if (!Number.isInteger(id) || id < 0) {
-    append(root, heading(t("tasks.detail.title")), h("div", { class: "card err" }, t("tasks.detail.bad_id")));
-    return { interval: 0, async refresh() {} };
-  }
-  groupName.value = `task-${id}-failed`;
 
   /** Reports a group made from the task's tills. */
   function made(g) {
@@ -84,13 +84,13 @@ export function taskDetailView(root, arg) {
     toast("ok", text);
   }
 
-  const failedBtn = h("button", { onclick: () => act(failedBtn, t("groups.action.create"), async () => {
+  const failedBtn = h("button", { "data-test": "failed-to-group", onclick: () => act(failedBtn, t("groups.action.create"), async () => {
     groupMsg.textContent = "";
     const states = withDeclined.checked ? ["failed", "declined"] : ["failed"];
     const description = t("tasks.to_group.failed_description", { states: states.map((s) => labelOf(TARGET_LABEL, s)).join("/"), id });
     made(await api("POST", `/api/v1/tasks/${id}/group`, { body: { name: groupName.value.trim(), description, states } }));
   }) }, t("tasks.to_group.failed"));
-  const selectedBtn = h("button", { onclick: () => act(selectedBtn, t("groups.action.create"), async () => {
+  const selectedBtn = h("button", { "data-test": "ticked-to-group", onclick: () => act(selectedBtn, t("groups.action.create"), async () => {
     groupMsg.textContent = "";
     if (selected.size === 0) throw new ApiError(0, "nothing_selected", t("tasks.to_group.nothing_ticked"));
     made(await api("POST", "/api/v1/groups", { body: {
@@ -99,44 +99,56 @@ export function taskDetailView(root, arg) {
     renderTargets();
   }) }, t("tasks.to_group.ticked"));
 
-  append(root,
-    head, summary, windowsCard,
-    h("div", { class: "grid2" },
-      h("div", { class: "card" },
-        h("h2", null, t("tasks.wan.title")),
-        h("div", { class: "tablewrap", style: "max-height: 260px; overflow-y: auto" }, h("table", null,
-          headRow(t("tasks.col.store"), [t("tasks.col.tills"), { class: "num" }], [t("tasks.col.wan"), { class: "num" }],
-            [t("tasks.col.lan"), { class: "num" }], [t("tasks.wan.ratio"), { class: "num" }]),
-          storesBody)),
-        h("p", { class: "hint" }, t("tasks.wan.hint"), " ", wanBtn),
-        wanWrap),
-      h("div", { class: "card" },
-        h("h2", null, t("tasks.to_group.title")),
-        h("div", { class: "row" }, h("label", { class: "f" }, t("tasks.to_group.name"), groupName)),
-        h("div", { class: "row" }, failedBtn, h("label", { class: "inline" }, withDeclined, t("tasks.to_group.also_declined"))),
-        h("div", { class: "row" }, selectedBtn, h("span", { class: "small" }, t("tasks.to_group.ticked_count"), " ", selCount)),
-        groupMsg,
-        h("p", { class: "hint" }, t("tasks.to_group.hint")))),
+  const windowsPanel = h("div", { class: "card" },
+    h("h2", null, t("tasks.windows.title")),
+    h("div", { class: "tablewrap" }, h("table", null,
+      headRow(t("tasks.col.store"), [t("tasks.col.time_zone"), { class: "hide-narrow" }], t("tasks.windows.next"), t("tasks.windows.utc"),
+        t("tasks.windows.open_now")),
+      windowsBody)),
+    windowsNote);
+  const storesPanel = h("div", { class: "card" },
+    h("h2", null, t("tasks.wan.title")),
+    h("div", { class: "tablewrap" }, h("table", null,
+      headRow(t("tasks.col.store"), [t("tasks.col.tills"), { class: "num" }], [t("tasks.col.wan"), { class: "num" }],
+        [t("tasks.col.lan"), { class: "num" }], [t("tasks.wan.ratio"), { class: "num" }]),
+      storesBody)),
+    h("p", { class: "hint" }, t("tasks.wan.hint"), " ", wanBtn),
+    wanWrap);
+  const tillsPanel = h("div", null,
     h("div", { class: "card" },
-      h("h2", null, t("tasks.targets.title")),
       h("div", { class: "row" }, h("label", { class: "f" }, t("tasks.col.state"), stateF), h("label", { class: "f" }, t("tasks.col.store"), storeF),
         h("label", { class: "f" }, t("tasks.targets.search"), textF),
-        h("button", { class: "small", onclick: () => { visibleTargets().forEach((x) => selected.add(x.device)); renderTargets(); } },
-          t("tasks.targets.tick_shown")),
-        h("button", { class: "small", onclick: () => { selected.clear(); renderTargets(); } }, t("tasks.targets.untick_all"))),
-      h("div", { class: "tablewrap", style: "margin-top: 10px" }, h("table", { class: "dense" },
-        headRow("", t("tasks.col.device"), t("tasks.col.store"), t("tasks.col.state"), t("tasks.col.progress"),
-          [t("tasks.col.wan"), { class: "num" }], [t("tasks.col.lan"), { class: "num" }], t("tasks.col.error"), t("tasks.col.log"),
-          t("tasks.col.started"), t("tasks.col.updated"), t("tasks.col.finished")),
+        operator ? [
+          h("button", { class: "small", onclick: () => { visibleTargets().forEach((x) => selected.add(x.device)); renderTargets(); } },
+            t("tasks.targets.tick_shown")),
+          h("button", { class: "small", onclick: () => { selected.clear(); renderTargets(); } }, t("tasks.targets.untick_all"))] : null),
+      h("div", { class: "tablewrap", style: "margin-top: 10px" }, h("table", { class: "dense", "data-test": "targets-table" },
+        headRow(operator ? h("span", { class: "muted", title: t("tasks.targets.tick_title") }, "✓") : null, t("tasks.col.device"),
+          t("tasks.col.store"), t("tasks.col.state"), t("tasks.col.progress"),
+          [t("tasks.col.traffic"), { class: "num hide-narrow" }], [t("tasks.col.error"), { class: "errcol" }], t("tasks.col.log"), t("tasks.col.time")),
         targetsBody)),
-      targetsNote));
+      targetsNote),
+    operator ? h("div", { class: "card" },
+      h("h2", null, t("tasks.to_group.title")),
+      h("div", { class: "row" }, h("label", { class: "f" }, t("tasks.to_group.name"), groupName)),
+      h("div", { class: "row" }, failedBtn, h("label", { class: "inline" }, withDeclined, t("tasks.to_group.also_declined"))),
+      h("div", { class: "row" }, selectedBtn, h("span", { class: "small" }, t("tasks.to_group.ticked_count"), " ", selCount)),
+      groupMsg,
+      h("p", { class: "hint" }, t("tasks.to_group.hint"))) : null);
+  const tabs = tabBar("task-tabs", t("tasks.tab.label"), [
+    { key: "tills", label: t("tasks.tab.tills"), panel: tillsPanel },
+    { key: "stores", label: t("tasks.tab.stores"), panel: storesPanel },
+    { key: "windows", label: t("tasks.tab.windows"), panel: windowsPanel },
+  ]);
+
+  append(root, head, summary, tabs.bar, tillsPanel, storesPanel, windowsPanel);
 
   function renderHead() {
     const x = task;
-    fill(head, heading(t("tasks.detail.title_id", { id: x.id }), kindBadge(x.kind), statusBadge(x.status),
-      h("button", { class: "small", onclick: () => go("tasks") }, t("tasks.detail.back"))));
+    morph(head, h("div", null, heading(t("tasks.detail.title_id", { id: x.id }), kindBadge(x.kind), statusBadge(x.status, x),
+      h("a", { href: "#tasks", class: "small" }, t("tasks.detail.back")))));
     const c = taskCounts(x);
-    fill(summary,
+    morph(summary, h("div", { class: "card", "data-test": "task-summary" },
       h("div", { class: "row", style: "gap: 28px; align-items: flex-start" },
         kv(t("tasks.col.package"), h("b", null, x.package_name), " ", h("span", { class: "mono" }, x.package_version),
           h("div", { class: "small muted" }, fmtBytes(x.package_size))),
@@ -155,36 +167,38 @@ export function taskDetailView(root, arg) {
           ? t("tasks.detail.at_most", { n: x.max_installing_per_store }) : t("tasks.detail.at_most_half")) : null,
         x.install_retries ? kv(t("tasks.detail.retries"), String(x.install_retries)) : null,
         x.unreachable ? kv(t("tasks.detail.unreachable"), badge(t("tasks.detail.unreachable_n", { n: x.unreachable }), "b-gray")) : null),
-      h("div", { class: "row", style: "margin-top: 12px" }, taskActions(x, (verb) => {
+      operator ? h("div", { class: "row", style: "margin-top: 12px" }, taskActions(x, (verb) => {
         if (verb === "delete") go("tasks"); else refreshNow();
-      })),
+      })) : null,
       c.failed ? h("p", { class: "hint err" }, t("tasks.detail.failed_hint", { n: c.failed })) : null,
-      x.unreachable ? h("p", { class: "hint" }, t("tasks.detail.unreachable_hint", { n: x.unreachable })) : null);
+      c.skipped ? h("p", { class: "hint" }, t("tasks.detail.skipped_hint", { n: c.skipped, reason: skipReason(x) })) : null,
+      x.unreachable ? h("p", { class: "hint" }, t("tasks.detail.unreachable_hint", { n: x.unreachable })) : null));
+    tabs.count("tills", x.target_details.length);
+    tabs.count("stores", x.stores.length);
+    tabs.show("windows", (x.windows || []).length > 0);
   }
 
   /** Each store's current or next window, for a task with a window. */
   function renderWindows() {
     const ws = task.windows || [];
-    windowsCard.style.display = ws.length ? "" : "none";
     if (!ws.length) return;
-    fill(windowsBody, ws.map((w) => h("tr", null,
+    fillRows(windowsBody, ws, (w) => w.store_id, (w) => h("tr", null,
       h("td", { title: w.store_id }, storeLabel(w.store_id)),
-      h("td", { class: "small" }, w.time_zone),
+      h("td", { class: "small hide-narrow" }, w.time_zone),
       h("td", { class: "nowrap" }, wallTime(w.start_local)),
-      h("td", { class: "nowrap small" }, w.start ? `${wallTime(w.start)} – ${wallTime(w.end).slice(11)}` : "–"),
-      h("td", null, w.open ? badge(t("tasks.windows.open"), "b-green") : badge(t("tasks.windows.closed"), "b-gray")))));
+      h("td", { class: "small" }, w.start ? `${wallTime(w.start)} – ${wallTime(w.end).slice(11)}` : "–"),
+      h("td", null, w.open ? badge(t("tasks.windows.open"), "b-green") : badge(t("tasks.windows.closed"), "b-gray"))), 5, "");
     fill(windowsNote, t("tasks.windows.note", { window: windowText(task.window) }));
   }
 
   function renderStores() {
-    fill(storesBody, task.stores.length === 0 ? emptyRow(5, t("tasks.wan.no_tills"))
-      : task.stores.map((s) => {
-        const ratio = Number(s.wan_ratio || 0);
-        const colour = ratio <= 1.05 ? "b-green" : ratio <= 1.5 ? "b-amber" : "b-red";
-        return h("tr", null, h("td", { title: s.store_id }, storeLabel(s.store_id)), h("td", { class: "num" }, s.tills),
-          h("td", { class: "num nowrap" }, fmtBytes(s.wan_bytes)), h("td", { class: "num nowrap" }, fmtBytes(s.lan_bytes)),
-          h("td", { class: "num" }, s.wan_bytes ? badge(fmtFixed(ratio, 2) + "×", colour) : none()));
-      }));
+    fillRows(storesBody, task.stores, (s) => s.store_id, (s) => {
+      const ratio = Number(s.wan_ratio || 0);
+      const colour = ratio <= 1.05 ? "b-green" : ratio <= 1.5 ? "b-amber" : "b-red";
+      return h("tr", null, h("td", { title: s.store_id }, storeLabel(s.store_id)), h("td", { class: "num" }, s.tills),
+        h("td", { class: "num nowrap" }, fmtBytes(s.wan_bytes)), h("td", { class: "num nowrap" }, fmtBytes(s.lan_bytes)),
+        h("td", { class: "num" }, s.wan_bytes ? badge(fmtFixed(ratio, 2) + "×", colour) : none()));
+    }, 5, t("tasks.wan.no_tills"));
   }
 
   function visibleTargets() {
@@ -201,16 +215,19 @@ export function taskDetailView(root, arg) {
     const storeIds = [...new Set(task.target_details.map((x) => x.store_id || "-"))].sort();
     setOptions(storeF, storeIds.map((s) => [s, storeLabel(s)]), t("core.all_stores"));
     const shown = visibleTargets();
+    // The Error column only while a listed till has an error.
+    targetsBody.parentElement.classList.toggle("has-errors", shown.slice(0, limit).some((x) => x.error));
     const rows = [];
     for (const x of shown.slice(0, limit)) {
-      rows.push(targetRow(x));
-      if (openLogs.has(x.device)) rows.push(logRow(x));
+      rows.push({ key: x.device, x });
+      if (openLogs.has(x.device)) rows.push({ key: x.device + "/log", x, log: true });
     }
-    fill(targetsBody, rows.length ? rows : emptyRow(12, t(task.target_details.length ? "tasks.targets.no_match"
-      : task.status === "scheduled" ? "tasks.targets.at_start" : "tasks.targets.none")));
+    fillRows(targetsBody, rows, (r) => r.key, (r) => (r.log ? logRow(r.x) : targetRow(r.x)), COLS,
+      t(task.target_details.length ? "tasks.targets.no_match" : task.status === "scheduled" ? "tasks.targets.at_start" : "tasks.targets.none"));
     const more = shown.length > limit;
-    fill(targetsNote, t(more ? "tasks.targets.shown_first" : "tasks.targets.shown", { shown: shown.length, total: task.target_details.length, limit }),
-      more ? [" ", h("button", { class: "link", onclick: () => { limit += 1000; renderTargets(); } }, t("core.btn.show_more"))] : null);
+    morph(targetsNote, h("div", { class: "hint" },
+      t(more ? "tasks.targets.shown_first" : "tasks.targets.shown", { shown: shown.length, total: task.target_details.length, limit }),
+      more ? [" ", h("button", { class: "link", onclick: () => { limit += 1000; renderTargets(); } }, t("core.btn.show_more"))] : null));
     selCount.textContent = String(selected.size);
   }
 
@@ -220,7 +237,7 @@ export function taskDetailView(root, arg) {
       h("div", { class: "small" }, t("tasks.log.attempt", { n: a.attempt }), " ", targetBadge(a.state), " ", timeEl(a.finished, true),
         a.error ? h("span", { class: "err" }, " " + a.error) : null),
       a.log_tail ? h("pre", { class: "log" }, a.log_tail) : null));
-    return h("tr", null, h("td", { colspan: 12 }, earlier,
+    return h("tr", { "data-test": "target-log" }, h("td", { colspan: COLS }, earlier,
       earlier.length ? h("div", { class: "small" }, t("tasks.log.current")) : null,
       h("pre", { class: "log" }, x.log_tail || t("tasks.log.none"))));
   }
@@ -228,22 +245,32 @@ export function taskDetailView(root, arg) {
   function targetRow(x) {
     const size = Number(task.package_size || 0);
     const frac = size > 0 ? Math.min(1, x.bytes_done / size) : Number(x.progress || 0);
-    const box = h("input", { type: "checkbox", checked: selected.has(x.device), onchange: () => {
-      if (box.checked) selected.add(x.device); else selected.delete(x.device);
-      selCount.textContent = String(selected.size);
-    } });
+    const ticked = selected.has(x.device);
+    // The box's stamp follows its state, so that "Untick all" replaces a box
+    // the user ticked (morph leaves a box the user changed alone).
+    const box = operator ? h("input", { type: "checkbox", checked: ticked, "data-h": ticked ? "1" : "0",
+      "aria-label": t("tasks.targets.tick_label", { name: x.name || x.device }),
+      onchange: (e) => {
+        const b = e.currentTarget;
+        if (b.checked) selected.add(x.device); else selected.delete(x.device);
+        b.setAttribute("data-h", b.checked ? "1" : "0");
+        selCount.textContent = String(selected.size);
+      } }) : null;
     const logBtn = x.log_tail || (x.attempts && x.attempts.length)
-      ? h("button", { class: "small", onclick: () => {
+      ? h("button", { class: "small", "aria-expanded": openLogs.has(x.device) ? "true" : "false", "data-test": "target-log-toggle",
+        onclick: () => {
           if (openLogs.has(x.device)) openLogs.delete(x.device); else openLogs.add(x.device);
           renderTargets();
         } }, t(openLogs.has(x.device) ? "tasks.log.hide" : "tasks.log.show"))
       : none();
-    return h("tr", null,
-      h("td", null, box),
-      h("td", { class: "nowrap" }, h("div", null, deviceLink(x.device, x.name || "–"), x.number != null ? h("span", { class: "muted" }, " #" + x.number) : null),
-        h("div", { class: "mono muted", title: x.device }, x.device.slice(0, 8) + "…")),
+    return h("tr", { "data-test": "target-row", "data-state": x.state },
+      operator ? h("td", null, box) : null,
+      h("td", { class: "devcell" },
+        h("div", null, deviceLink(x.device, x.name || "–"), x.number != null ? h("span", { class: "muted" }, " #" + x.number) : null),
+        h("div", { class: "small" }, guidEl(x.device))),
       h("td", { title: x.store_id || null }, storeLabel(x.store_id)),
       h("td", null, targetBadge(x.state),
+        x.state === "skipped" ? h("div", { class: "skip-note", "data-test": "skip-reason" }, skipReason(task)) : null,
         x.unreachable ? [" ", h("span", { class: "badge b-gray", title: t("tasks.targets.last_heard", { ago: fmtAgo(x.last_seen) }) },
           t("tasks.targets.unreachable"))] : null,
         task.kind !== "download" && !x.install_permit && ["pending", "downloading", "downloaded"].includes(x.state)
@@ -253,29 +280,37 @@ export function taskDetailView(root, arg) {
       h("td", null, h("div", { class: "bar", style: "width: 90px", title: t("tasks.targets.bytes_of", { done: fmtBytes(x.bytes_done), size: fmtBytes(size) }) },
         segment(frac, 1, x.state === "failed" ? "r" : frac >= 1 ? "g" : "b")),
       h("div", { class: "small muted nowrap" }, `${(frac * 100).toFixed(0)}% · ${fmtBytes(x.bytes_done)}`)),
-      h("td", { class: "num nowrap" }, fmtBytes(x.wan_bytes)),
-      h("td", { class: "num nowrap" }, fmtBytes(x.lan_bytes)),
-      h("td", { class: "small err", style: "min-width: 160px; max-width: 320px; word-break: break-word" }, x.error || ""),
+      h("td", { class: "num nowrap hide-narrow small" }, h("div", { title: t("tasks.col.wan") }, t("tasks.targets.wan", { size: fmtBytes(x.wan_bytes) })),
+        h("div", { class: "muted", title: t("tasks.col.lan") }, t("tasks.targets.lan", { size: fmtBytes(x.lan_bytes) }))),
+      h("td", { class: "small err wrap-any errcell errcol" }, x.error || ""),
       h("td", null, logBtn),
-      h("td", { class: "small" }, timeEl(x.started, true)),
-      h("td", { class: "small" }, timeEl(x.updated, true)),
-      h("td", { class: "small" }, timeEl(x.finished, true)));
+      h("td", { class: "small nowrap" },
+        x.started ? h("div", null, t("tasks.targets.started_at"), " ", timeEl(x.started, true)) : null,
+        x.finished ? h("div", null, t("tasks.targets.finished_at"), " ", timeEl(x.finished, true))
+          : h("div", { class: "muted" }, t("tasks.targets.updated_at"), " ", timeEl(x.updated, true))));
   }
 
   const self = {
     interval: 2000,
+    /** This task's own changes and its tills' progress, and its tills' device changes. */
+    wants(c) {
+      const mine = c.kind === "task" || c.kind === "target" ? c.task_id === id : c.kind === "device" ? guids.has(c.guid) : false;
+      return mine && live.wants();
+    },
     async refresh() {
-      // Store names for the tables; reloaded every 15th refresh.
-      if (storesTick++ % 15 === 0) await loadStores();
+      live.started();
+      // Store and group names; reloaded every 15th refresh.
+      if (storesTick++ % 15 === 0) await Promise.all([loadStores(), loadGroups()]);
       try {
         task = await api("GET", `/api/v1/tasks/${id}`);
       } catch (e) {
         if (e.status !== 404) throw e;
         self.interval = 0; // deleted: stop polling
         fill(root, heading(t("tasks.detail.title_id", { id })), h("div", { class: "card err" }, t("tasks.detail.gone", { message: e.message })),
-          h("button", { onclick: () => go("tasks") }, t("tasks.detail.back")));
+          h("a", { href: "#tasks" }, t("tasks.detail.back")));
         return;
       }
+      guids = new Set(task.target_details.map((x) => x.device));
       renderHead();
       renderWindows();
       renderStores();

@@ -63,4 +63,11 @@ export default {
   "core.ago.minutes": "{n} min ago",
   "core.ago.hours": "{n} h ago",
   "core.ago.days": "{n} d ago",
+  "core.error.login_needed": "not done: your session has ended; log in and do it again",
+  "core.copy.btn": "Copy",
+  "core.copy.title": "Copy to the clipboard",
+  "core.copy.label": "Copy {text}",
+  "core.copy.done": "Copied to the clipboard",
+  "core.copy.selected": "Selected: press Ctrl+C to copy",
+  "core.btn.cancel_title": "Close without saving (Esc)",
 };

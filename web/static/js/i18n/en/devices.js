@@ -109,4 +109,12 @@ export default {
   "devices.state.rebooting": "rebooting",
   "devices.state.error": "error",
   "devices.state.install_failed": "install failed",
+  "devices.stores.filter_title": "List this store's tills below",
+  "devices.last_seen_title": "last seen {ago} ({time})",
+  "devices.tasks.outcome": "Outcome",
+  "devices.log.loading": "Loading the log…",
+  "devices.log.of_task": "The till's log in",
+  "devices.log.no_task": "No failed task in its recent history to show a log from.",
+  "devices.log.unavailable": "The log could not be loaded: {message}",
+  "devices.log.show": "log",
 };

@@ -37,4 +37,6 @@ export default {
   "groups.editor.unselect_shown": "Unselect shown",
   "groups.editor.selected": "Selected tills:",
   "groups.editor.more": "{hidden} more not listed; narrow the filter (Select shown still takes all {n}).",
+  "groups.confirm.delete_n": { one: "Delete group \"{name}\" ({n} till)? Tasks that already started keep their tills.", other: "Delete group \"{name}\" ({n} tills)? Tasks that already started keep their tills." },
+  "groups.empty": "No groups.",
 };

@@ -143,4 +143,8 @@ export default {
   "rollouts.toast.resumed": "Rollout #{id} resumed ({state})",
   "rollouts.toast.approved": "Rollout #{id}: next wave approved ({state})",
   "rollouts.toast.cancelled": "Rollout #{id} cancelled ({state})",
+  "rollouts.btn.pause_title": "Its tasks stop reaching tills: no install starts after this; tills already installing finish",
+  "rollouts.confirm.cancel_unfinished": { one: "{n} till of its started waves has not finished: it gets no new install.", other: "{n} tills of its started waves have not finished: they get no new installs." },
+  "rollouts.confirm.cancel_waiting": { one: "{n} wave not started will not run.", other: "{n} waves not started will not run." },
+  "rollouts.confirm.cancel_waiting_tills": { one: "{n} wave not started will not run (its group holds {tills} tills now).", other: "{n} waves not started will not run (their groups hold {tills} tills now)." },
 };

@@ -20,4 +20,6 @@ export default {
   "tilltypes.error.name": "the type name is required",
   "tilltypes.action.save": "Save till type",
   "tilltypes.toast.saved": "Till type {name}: {meaning}",
+  "tilltypes.minutes_label": "autoUpdateTimeout of {name}, in minutes",
+  "tilltypes.empty": "No till types yet.",
 };

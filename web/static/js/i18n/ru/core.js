@@ -63,4 +63,11 @@ export default {
   "core.ago.minutes": "{n} мин назад",
   "core.ago.hours": "{n} ч назад",
   "core.ago.days": "{n} дн. назад",
+  "core.error.login_needed": "не выполнено: сеанс завершён; войдите и повторите",
+  "core.copy.btn": "Копировать",
+  "core.copy.title": "Скопировать в буфер обмена",
+  "core.copy.label": "Скопировать {text}",
+  "core.copy.done": "Скопировано в буфер обмена",
+  "core.copy.selected": "Выделено: нажмите Ctrl+C, чтобы скопировать",
+  "core.btn.cancel_title": "Закрыть без сохранения (Esc)",
 };

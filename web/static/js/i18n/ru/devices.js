@@ -109,4 +109,12 @@ export default {
   "devices.state.rebooting": "перезагрузка",
   "devices.state.error": "ошибка",
   "devices.state.install_failed": "сбой установки",
+  "devices.stores.filter_title": "Показать ниже кассы этого магазина",
+  "devices.last_seen_title": "последний контакт: {ago} ({time})",
+  "devices.tasks.outcome": "Итог",
+  "devices.log.loading": "Загрузка журнала…",
+  "devices.log.of_task": "Журнал кассы:",
+  "devices.log.no_task": "В недавней истории нет задачи с ошибкой, журнал которой можно показать.",
+  "devices.log.unavailable": "Не удалось загрузить журнал: {message}",
+  "devices.log.show": "журнал",
 };

@@ -20,4 +20,6 @@ export default {
   "tilltypes.error.name": "укажите имя типа",
   "tilltypes.action.save": "Сохранение типа кассы",
   "tilltypes.toast.saved": "Тип кассы {name}: {meaning}",
+  "tilltypes.minutes_label": "autoUpdateTimeout для {name}, в минутах",
+  "tilltypes.empty": "Типов касс пока нет.",
 };
