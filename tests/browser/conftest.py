@@ -27,8 +27,9 @@ from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 REPO = Path(__file__).resolve().parents[2]
-BINARY = REPO / "target" / "debug" / "tillswarm"
-SHOTS = REPO / "target" / "screenshots"
+TARGET = REPO / os.environ.get("CARGO_TARGET_DIR", "target")  # (an absolute CARGO_TARGET_DIR wins)
+BINARY = TARGET / "debug" / "tillswarm"
+SHOTS = TARGET / "screenshots"
 CATALOGUES = REPO / "web" / "static" / "js" / "i18n"
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -69,11 +70,12 @@ class Demo:
         self.port = free_port()
         self.log_path = log_path
         self.lines = queue.Queue()
+        self.stderr = open(log_path, "w")
         cmd = [str(BINARY), "demo", "--listen", f"127.0.0.1:{self.port}", "--data", str(data_dir),
                "--stores", "2", "--tills", "4", "--package-mb", "1", "--wan-mbit", "50"]
         for attempt in range(10):
             try:
-                self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(log_path, "w"),
+                self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.stderr,
                                              text=True, cwd=REPO)
                 break
             except OSError as e:  # ETXTBSY: the build is writing the binary right now
@@ -117,6 +119,7 @@ class Demo:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+        self.stderr.close()
 
 
 @pytest.fixture(scope="session")
@@ -308,8 +311,9 @@ class Panel:
         self.d.execute_script("arguments[0].scrollIntoView({block: 'center'})", el)
         try:
             el.click()
-        except ElementClickInterceptedException:  # a toast over it: click as a user reaching it would
-            self.d.execute_script("arguments[0].click()", el)
+        except ElementClickInterceptedException:  # a toast over it: click it as a user reaching it would;
+            # later, so a confirmation it opens does not interrupt this script
+            self.d.execute_script("const el = arguments[0]; setTimeout(() => el.click(), 0)", el)
         return el
 
     def by_text(self, css, text, root=None):

@@ -463,8 +463,9 @@ def test_10c_start_now_installs_now(panel, packages, state):
     task_id, _, row = create_task(panel, "forced_update", pkg["package_id"], g["id"], timer="night")
     open_task(panel, row, task_id)
     assert task_status(panel)[0] == "scheduled"
+    tills = panel.t("tasks.tills_group_now", n=2, group=g["name"])  # (no script runs while a confirmation is open)
     panel.click("[data-test=task-restart]")
-    panel.accept_confirm(panel.t("tasks.tills_group_now", n=2, group=g["name"]))
+    panel.accept_confirm(tills)
     started = time.monotonic()
     seen, _, elapsed = wait_installed_live(panel, started, 2, limit=40)
     task = panel.api(f"/api/v1/tasks/{task_id}")

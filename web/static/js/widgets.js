@@ -192,7 +192,7 @@ export function progressEl(task) {
   if (c.failed) chips.push(badge(t("tasks.progress.failed", { n: c.failed }), "b-red"));
   if (c.declined) chips.push(badge(t("tasks.progress.declined", { n: c.declined }), "b-amber"));
   return h("div", null,
-    h("div", { class: "row", style: "gap: 8px; align-items: center; flex-wrap: nowrap" },
+    h("div", { class: "row", style: "gap: 2px 8px; align-items: center" },
       h("div", { class: "bar", title: t("tasks.progress.title", c) },
         segment(c.done, c.total, "g"), segment(c.active, c.total, "b"), segment(c.declined, c.total, "a"), segment(c.failed, c.total, "r")),
       h("span", { class: "small nowrap" }, `${c.done}/${c.total}`)),

@@ -6,7 +6,7 @@
  * (e.g. #audit/task:12).
  */
 import { api } from "../api.js";
-import { h, append, fill, badge, headRow, emptyRow } from "../dom.js";
+import { h, append, badge, headRow, fillRows } from "../dom.js";
 import { t, fmtNumber, fmtAgo } from "../i18n.js";
 import { heading, refreshNow } from "../app.js";
 import { ROLE_LABEL, labelOf, timeEl } from "../widgets.js";
@@ -161,12 +161,13 @@ export function auditView(root, arg) {
       h("td", { class: "small wrap-any", style: "min-width: 120px" }, r.detail || ""));
   }
 
-  const noRows = (text, err) => emptyRow(COLUMNS, text, err ? "empty err" : "empty");
+  /** No records: one row saying why (err: as an error). */
+  const noRows = (text, err) => fillRows(body, [], null, null, COLUMNS, text, err ? "empty err" : "empty");
 
   function render(p) {
     const items = p.items || p.records || [];
     if (items.length) syncRows(body, items, (r) => r.id, row);
-    else fill(body, noRows(t(Object.keys(filterQuery()).length ? "audit.empty_filtered" : "audit.empty")));
+    else noRows(t(Object.keys(filterQuery()).length ? "audit.empty_filtered" : "audit.empty"));
     const per = Number(p.per_page) || Number(perPage.value);
     const total = p.total == null ? null : Number(p.total);
     pages = total == null ? (items.length < per ? page : page + 1) : Math.max(1, Math.ceil(total / per));
@@ -196,8 +197,8 @@ export function auditView(root, arg) {
       } catch (e) {
         // Answers about this request show in the table; others (network,
         // login) go to the app's usual handling.
-        if (e.status === 403 || e.code === "forbidden") { fill(body, noRows(t("audit.denied"), true)); return; }
-        if (e.status === 400 || /^invalid_/.test(e.code || "")) { fill(body, noRows(e.message, true)); return; }
+        if (e.status === 403 || e.code === "forbidden") { noRows(t("audit.denied"), true); return; }
+        if (e.status === 400 || /^invalid_/.test(e.code || "")) { noRows(e.message, true); return; }
         throw e;
       }
       if (p && p.total != null && page > 1 && (page - 1) * Number(p.per_page || perPage.value) >= Number(p.total)) {

@@ -119,17 +119,25 @@ function buildEditor(editor, group, devices, members, done, cancel) {
       (!onlySel.checked || members.has(d.guid)) &&
       (!q || [d.name, d.guid, d.number, d.store_name].some((f) => f != null && String(f).toLowerCase().includes(q))));
     count.textContent = String(members.size);
-    const rows = visible.slice(0, LIST_MAX).map((d) => {
-      const box = h("input", { type: "checkbox", checked: members.has(d.guid),
-        onchange: () => { if (box.checked) members.add(d.guid); else members.delete(d.guid); count.textContent = String(members.size); } });
+    const items = visible.slice(0, LIST_MAX);
+    if (visible.length > LIST_MAX) items.push(null); // the "more not listed" line
+    fillRows(pickBody, items, (d) => (d ? d.guid : "more"), (d) => {
+      if (!d) return emptyRow(6, t("groups.editor.more", { hidden: visible.length - LIST_MAX, n: visible.length }), "muted small");
+      const ticked = members.has(d.guid);
+      // The box's stamp follows its state, so that Select/Unselect shown
+      // replaces a box the user ticked (morph leaves a changed box alone).
+      const box = h("input", { type: "checkbox", checked: ticked, "data-h": ticked ? "1" : "0",
+        "aria-label": t("tasks.targets.tick_label", { name: d.name || d.guid }),
+        onchange: (e) => {
+          const b = e.currentTarget;
+          if (b.checked) members.add(d.guid); else members.delete(d.guid);
+          b.setAttribute("data-h", b.checked ? "1" : "0");
+          count.textContent = String(members.size);
+        } });
       return h("tr", null, h("td", null, box), h("td", null, d.store_name || d.store_id || "–"),
         h("td", { class: "num" }, d.number == null ? "–" : d.number), h("td", null, d.name || "–"),
-        h("td", { class: "mono guid" }, d.guid), h("td", null, d.status === "pending" ? badge(t("devices.approval.pending"), "b-amber") : ""));
-    });
-    fill(pickBody, rows.length ? rows : emptyRow(6, t("devices.list.no_match")));
-    if (visible.length > LIST_MAX) {
-      pickBody.appendChild(emptyRow(6, t("groups.editor.more", { hidden: visible.length - LIST_MAX, n: visible.length }), "muted small"));
-    }
+        h("td", { class: "guid guid-full" }, d.guid), h("td", null, d.status === "pending" ? badge(t("devices.approval.pending"), "b-amber") : ""));
+    }, 6, t("devices.list.no_match"));
   }
 
   const save = h("button", { type: "submit", class: "primary", "data-test": "group-save" }, t(group ? "groups.btn.save" : "groups.btn.create_submit"));

@@ -189,7 +189,8 @@ function legend(items) {
 export function storeDetailView(root, arg) {
   const id = arg || "";
   const title = h("span", null, t("stores.store"));
-  const summary = h("div", { class: "card" }), versionsBody = h("tbody"), tillsBody = h("tbody");
+  const summary = h("div", { class: "card" }), versionsBody = h("tbody", { "data-test": "store-versions" });
+  const tillsBody = h("tbody", { "data-test": "store-tills" });
   const wanBox = h("div"), wanBody = h("tbody");
   const wanMore = h("button", { type: "button", class: "link", onclick: () => { showAll = !showAll; renderWan(); } });
   const wanHint = h("p", { class: "hint" }, t("stores.wan.hint"), " ", wanMore);
@@ -287,7 +288,11 @@ export function storeDetailView(root, arg) {
   }
 
   function renderProgress() {
-    const empty = (text) => { fill(progBox, h("p", { class: "empty" }, text)); fill(progBody); progText.textContent = ""; };
+    const empty = (text) => {
+      morph(progBox, h("div", null, h("p", { class: "empty" }, text)));
+      syncRows(progBody, [], null, null);
+      progText.textContent = "";
+    };
     if (taskError) return empty(taskError);
     if (!task) return empty(t(wanError ? "stores.progress.no_list" : "stores.progress.none"));
     const mine = (task.target_details || []).filter((x) => x.store_id === id);
