@@ -410,6 +410,12 @@ pub fn restart(tx: &Transaction<'_>, id: i64, now_ms: i64) -> Result<()> {
         [id],
     )?;
     if activated.is_none() {
+        // "Start now" on a timed task: it starts, and a Forced update
+        // installs, now rather than at the time it was waiting for.
+        tx.execute(
+            "UPDATE tasks SET activate_at_ms = ?2 WHERE id = ?1 AND activate_at_ms > ?2",
+            params![id, now_ms],
+        )?;
         return activate(tx, id, now_ms);
     }
     let done = if kind.installs() {

@@ -101,6 +101,37 @@ async fn timed_task_activates_on_time_and_takes_members_then() {
 }
 
 #[tokio::test]
+async fn starting_a_timed_forced_update_now_installs_now() {
+    let f = fixture().await;
+    let c = &f.coordinator;
+    let pkg = upload(c, "demo", "1.0.0", small_package("1.0.0")).await;
+    let night = T0 + 6 * 3_600_000;
+    let t = c
+        .create_task(
+            task(TaskKind::ForcedUpdate, pkg, 1, Some(night)),
+            &Caller::system("test"),
+        )
+        .await
+        .expect("task");
+    assert_eq!(t.summary.status, "scheduled");
+    f.clock.advance_ms(5_000);
+    let started = c
+        .restart_task(t.summary.id, &Caller::system("test"))
+        .await
+        .expect("start now");
+    assert_eq!(started.summary.status, "running");
+    let hb = heartbeat(c, till(0, 1), "0.9", None).await;
+    let assignments = hb.assignments.expect("list");
+    assert_eq!(assignments.len(), 1);
+    assert_eq!(
+        assignments[0].install_at_unix,
+        Some(((T0 + 5_000) / 1000) as u64),
+        "installs now, not at the time it was waiting for ({})",
+        night / 1000
+    );
+}
+
+#[tokio::test]
 async fn installed_only_after_the_new_version_is_reported() {
     let f = fixture().await;
     let c = &f.coordinator;
