@@ -158,6 +158,9 @@ def packages(tmp_path_factory):
     out = tmp_path_factory.mktemp("packages")
     subprocess.run([str(BINARY), "fixtures", "generate", "--out", str(out / "fixtures")],
                    check=True, capture_output=True, timeout=120)
+    for f in (out / "fixtures").iterdir():  # 200 MB of packages; pytest keeps its last 3 runs' folders
+        if f.name != "demo-broken-1.0.1.tar":
+            f.unlink()
     return {"shopapp": build_package(out / "shopapp-1.2.0.tar", "shopapp", "1.2.0"),
             "shopapp-next": build_package(out / "shopapp-1.3.0.tar", "shopapp", "1.3.0", seed=8),
             "broken": out / "fixtures" / "demo-broken-1.0.1.tar"}

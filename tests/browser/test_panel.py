@@ -6,7 +6,9 @@ The tests run in order and share one logged-in browser; what one makes
 Tills used: store 1's tills 2 and 4 (test 3's group, test 5), group Even
 (test 6), group Odd (test 7, tills still at 1.0.0 so demo-broken 1.0.1 is
 not skipped), the template rollout over all of them (test 8).
-Texts are looked up in the panel's catalogues (conftest.Catalogue), never
+Tests 10b and 10c check two things found on the way (package details'
+unpacked size; "Start now" on a scheduled Forced update); test 11 (the
+console over the whole run) comes last. Texts are looked up in the panel's catalogues (conftest.Catalogue), never
 written here.
 """
 import re

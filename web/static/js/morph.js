@@ -24,8 +24,10 @@
  *      fresh element differ, morph REPLACES the element (fresh listeners, but
  *      focus inside it is lost); when they are equal it is kept and morphed.
  *
- *   Elements of a different tag (or input type) are always replaced, so their
- *   new listeners apply.
+ *   Elements of a different tag (or input type), or with a different
+ *   `data-test` name (the button that was "Cancel" is now "Approve": a list
+ *   of actions changes by position), are always replaced, so their new
+ *   listeners apply.
  *
  * Form controls: morph never writes the value/checked state of a control that
  * has focus, or whose value the user changed (an input/change event seen on it)
@@ -53,6 +55,7 @@ function sameKind(a, b) {
   if (a.nodeType !== ELEMENT) return true;
   return a.namespaceURI === b.namespaceURI && a.tagName === b.tagName &&
     a.getAttribute("data-h") === b.getAttribute("data-h") &&
+    a.getAttribute("data-test") === b.getAttribute("data-test") &&
     (a.tagName !== "INPUT" || a.type === b.type);
 }
 

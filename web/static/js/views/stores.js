@@ -211,8 +211,9 @@ export function storeDetailView(root, arg) {
         [COLOUR.warn, t("stores.wan.legend_more")], [COLOUR.bad, t("stores.wan.legend_much")]]),
       wanBox, wanHint,
       h("details", null, h("summary", { class: "small muted" }, t("stores.as_table")),
-        table(headRow(t("stores.col.task"), t("stores.col.kind"), t("stores.col.status"), t("stores.col.package"),
-          num("stores.col.tills"), num("stores.col.size"), num("stores.col.wan"), num("stores.col.ratio"), t("stores.col.created")),
+        table(headRow(t("stores.col.task"), [t("stores.col.kind"), { class: "hide-narrow" }], t("stores.col.status"), t("stores.col.package"),
+          num("stores.col.tills"), num("stores.col.size"), num("stores.col.wan"), num("stores.col.ratio"),
+          [t("stores.col.created"), { class: "hide-narrow" }]),
         wanBody))),
     h("div", { class: "card" }, h("h2", null, t("stores.progress.title")),
       h("div", { class: "row" }, h("label", { class: "f" }, t("stores.progress.task"), picker)),
@@ -221,7 +222,8 @@ export function storeDetailView(root, arg) {
         table(headRow(t("stores.col.till"), t("stores.col.state"), t("stores.col.started"), t("stores.col.finished")), progBody))),
     h("div", { class: "card" }, h("h2", null, t("stores.tills.title")),
       table(headRow(num("stores.col.number"), t("stores.col.name"), t("stores.col.version"), t("stores.col.state"),
-        t("stores.col.online"), t("stores.col.ip"), num("stores.col.disk"), num("stores.col.peers"), t("stores.col.seen")), tillsBody)),
+        t("stores.col.online"), [t("stores.col.ip"), { class: "hide-narrow" }], [t("stores.col.disk"), { class: "num hide-narrow" }],
+        num("stores.col.peers"), t("stores.col.seen")), tillsBody)),
     h("div", { class: "card" }, h("h2", null, t("stores.versions.title")),
       table(headRow(t("stores.col.version"), num("stores.col.tills"), t("stores.col.share")), versionsBody)));
 
@@ -250,8 +252,8 @@ export function storeDetailView(root, arg) {
       h("td", { class: "mono" }, d.version || "–"),
       h("td", null, d.state ? deviceStateBadge(d.state) : none()),
       h("td", { class: "nowrap" }, dot(d.online), t(d.online ? "stores.online" : "stores.offline")),
-      h("td", { class: "mono small" }, d.ip || "–"),
-      h("td", { class: "num nowrap" }, d.free_disk_bytes == null ? "–" : fmtBytes(d.free_disk_bytes)),
+      h("td", { class: "mono small hide-narrow" }, d.ip || "–"),
+      h("td", { class: "num nowrap hide-narrow" }, d.free_disk_bytes == null ? "–" : fmtBytes(d.free_disk_bytes)),
       h("td", { class: "num" }, d.connected_peers == null ? none()
         : d.connected_peers === 0 && total > 1 ? badge("0", "b-amber") : fmtNumber(d.connected_peers)),
       h("td", { class: "small nowrap", title: d.last_seen ? fmtTime(d.last_seen) : null }, fmtAgo(d.last_seen))), 9, t("stores.tills.empty"));
@@ -266,14 +268,14 @@ export function storeDetailView(root, arg) {
       : tasks.length ? wanChart(showAll ? tasks : tasks.slice(0, WAN_ROWS)) : h("p", { class: "empty" }, t("stores.wan.empty"))));
     syncRows(wanBody, tasks, (k) => k.task_id, (k) => h("tr", null,
       h("td", null, h("a", { href: "#task/" + k.task_id }, "#" + k.task_id)),
-      h("td", null, kindBadge(k.kind)), h("td", null, statusBadge(k.status)),
-      h("td", { class: "nowrap" }, k.package_name, " ", h("span", { class: "mono" }, k.package_version)),
+      h("td", { class: "hide-narrow" }, kindBadge(k.kind)), h("td", null, statusBadge(k.status)),
+      h("td", null, k.package_name, " ", h("span", { class: "mono" }, k.package_version)),
       h("td", { class: "num" }, fmtNumber(k.tills)),
       h("td", { class: "num nowrap" }, fmtBytes(k.package_size)),
       h("td", { class: "num nowrap", title: k.wire_size == null ? null : t("stores.wan.wire", { size: fmtBytes(k.wire_size) }) },
         fmtBytes(k.wan_bytes)),
       h("td", { class: "num nowrap" }, k.wan_ratio == null ? "–" : t("stores.wan.ratio", { ratio: fmtRatio(k.wan_ratio) })),
-      h("td", { class: "small" }, timeEl(k.created, true))));
+      h("td", { class: "small hide-narrow" }, timeEl(k.created, true))));
   }
 
   /** The task to chart: the user's pick, else the newest running one, else the newest. */
