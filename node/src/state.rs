@@ -159,6 +159,9 @@ impl Opening {
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
         let mut conn = Connection::open(dir.join("node.sqlite3"))?;
+        // A node restarted at once (or the CLI reading the state) may find the
+        // previous holder's last transaction still open: wait, don't fail.
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: a till loses power without warning; a committed step must survive.
         conn.pragma_update(None, "synchronous", "FULL")?;
