@@ -15,9 +15,21 @@ use tillswarm_coordinator::{Config, Coordinator, ServeOptions};
 
 use crate::remote::Remote;
 
+mod config_file;
+
 /// Run the coordinator (default) or administer it.
 #[derive(Debug, Args)]
 pub struct CoordinatorArgs {
+    /// The config file (TOML; each flag below is a key of the same name, and
+    /// a flag given here wins). Default: /etc/tillswarm/coordinator.toml when
+    /// it exists.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "TILLSWARM_COORDINATOR_CONFIG"
+    )]
+    config: Option<PathBuf>,
     /// Folder for the database, chunk store and signing key.
     #[arg(long, default_value = "./tillswarm-data", global = true)]
     data: PathBuf,
@@ -203,8 +215,12 @@ enum TokenCommand {
     },
 }
 
-/// Runs a coordinator subcommand.
-pub async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
+/// Runs a coordinator subcommand; `matches` are the command line's, to tell
+/// given flags from defaults when the config file fills in the rest.
+pub async fn run(mut args: CoordinatorArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
+    if let Some(path) = args.apply_config_file(matches)? {
+        tracing::info!(config = %path.display(), "read the coordinator config");
+    }
     match args.command {
         None => serve(args).await,
         Some(CoordinatorCommand::Import {

@@ -3,11 +3,12 @@
 //! This file is glue: it parses the command line (clap), installs the tracing
 //! subscriber and dispatches to the library crates, where the logic lives.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 mod coordinator_cmd;
 mod demo;
@@ -56,21 +57,28 @@ enum FixturesCommand {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     // The demo runs dozens of nodes in one process and prints its own summary:
     // only warnings from them unless RUST_LOG asks for more.
     let default_filter = match cli.command {
         Command::Demo(_) => "warn",
         _ => "info",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match run(cli) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    // Colours only on a terminal; under systemd (JOURNAL_STREAM names the
+    // journal's stream) the journal stamps each line, so the log does not.
+    let log = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        log.without_time().init();
+    } else {
+        log.init();
+    }
+    match run(cli, &matches) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
@@ -79,18 +87,23 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(dispatch(cli))
+    runtime.block_on(dispatch(cli, matches))
 }
 
-async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+async fn dispatch(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo(args) => demo::run(args).await,
-        Command::Coordinator(args) => coordinator_cmd::run(*args).await,
+        Command::Coordinator(args) => {
+            let sub = matches
+                .subcommand_matches("coordinator")
+                .context("the coordinator's arguments")?;
+            coordinator_cmd::run(*args, sub).await
+        }
         Command::Node(args) => node_cmd::run(args).await,
         Command::Package(cmd) => package::run(cmd).await,
         Command::Fixtures(FixturesCommand::Generate { out, large_mb }) => {

@@ -68,8 +68,19 @@ pub async fn serve_with(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let scheduler = tokio::spawn(run_scheduler(coordinator.clone(), stop_rx));
     let routes = http::routes(coordinator.clone());
+    // Under systemd (Type=notify) the unit turns active now: the data is open
+    // and migrated and the listener bound, so connections already queue.
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let _ = sd_notify::notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&format!("serving on {addr}")),
+    ]);
     server::run(routes, listener, options, async move {
         shutdown.await;
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         let _ = stop_tx.send(true);
         coordinator.events().close();
     })
@@ -126,17 +137,26 @@ impl Spawned {
     }
 }
 
-/// Activates due tasks every `scheduler_tick_ms` until told to stop.
+/// Activates due tasks every `scheduler_tick_ms` until told to stop. Each
+/// finished tick is also the systemd watchdog's sign of life (at most one a
+/// second): a scheduler or database thread that hangs stops the pings, and
+/// the unit's `WatchdogSec=` restarts the service.
 async fn run_scheduler(coordinator: Coordinator, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_millis(
         coordinator.config().scheduler_tick_ms.max(10),
     ));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let watchdog = sd_notify::watchdog_enabled().is_some();
+    let mut last_ping: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {
                 if let Err(e) = coordinator.tick().await {
                     tracing::error!(error = %e, "scheduler tick failed");
+                }
+                if watchdog && last_ping.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                    last_ping = Some(tokio::time::Instant::now());
                 }
             }
             _ = stop.changed() => break,

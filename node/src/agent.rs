@@ -148,8 +148,9 @@ impl Agent {
         self.inner.net.get().cloned()
     }
 
-    /// Runs until `shutdown` turns true; in-flight jobs are aborted (their state
-    /// is durable, so the next start resumes them).
+    /// Runs until `shutdown` turns true. Downloads in flight are aborted
+    /// (their state is durable, so the next start resumes them); an install
+    /// in flight is waited for, so a stop never cuts one in half.
     pub async fn run(self, shutdown: watch::Receiver<bool>) -> Result<()> {
         use tracing::Instrument;
         let span = tracing::info_span!("node", till = %self.inner.config.device_id);
@@ -271,12 +272,16 @@ impl Loop {
         let mut poll_ms = 1_000u64;
         let mut failures = 0u32;
         let mut last_news_poll: Option<tokio::time::Instant> = None;
+        let mut notifier = crate::systemd::Notifier::new();
         loop {
+            notifier.alive();
             if *shutdown.borrow() {
                 break;
             }
             if tokio::time::Instant::now() >= next_heartbeat {
-                let wait = match self.heartbeat().await {
+                let polled = self.heartbeat().await;
+                notifier.polled(polled.is_ok());
+                let wait = match polled {
                     Ok(interval) => {
                         failures = 0;
                         poll_ms = interval;
@@ -323,13 +328,59 @@ impl Loop {
                 Some(event) = self.events.recv() => self.on_job_event(event).await,
             }
         }
-        for (_, (_, job)) in self.jobs.drain() {
-            job.abort();
-        }
+        // Downloads stop at once (they resume from durable state); an
+        // install is never cut in half: the stop waits for it.
+        self.jobs.retain(|_, (kind, job)| {
+            if *kind == JobKind::Download {
+                job.abort();
+            }
+            *kind == JobKind::Install
+        });
+        self.finish_installs(&mut notifier).await;
         if let Some(t) = swarm_task {
             let _ = t.await;
         }
         Ok(())
+    }
+
+    /// Waits for the installs in flight while the node stops, telling
+    /// systemd to extend its stop timeout meanwhile. Job events are still
+    /// served: an install asks for its reports to be sent before a reboot.
+    async fn finish_installs(&mut self, notifier: &mut crate::systemd::Notifier) {
+        // An install still waiting for the POS to leave sale mode has not
+        // started up.sh: it stops like a download, and asks again next start.
+        let running: Vec<TaskId> = match self.inner().state.tasks().await {
+            Ok(tasks) => tasks
+                .iter()
+                .filter(|t| t.state == TargetState::Installing)
+                .map(|t| t.assignment.task_id)
+                .collect(),
+            Err(_) => self.jobs.keys().copied().collect(),
+        };
+        self.jobs.retain(|id, (_, job)| {
+            let keep = running.contains(id);
+            if !keep {
+                job.abort();
+            }
+            keep
+        });
+        if !self.jobs.is_empty() {
+            tracing::warn!(
+                installs = self.jobs.len(),
+                "stopping once the running install finishes"
+            );
+        }
+        loop {
+            self.jobs.retain(|_, (_, job)| !job.is_finished());
+            if self.jobs.is_empty() {
+                return;
+            }
+            notifier.stopping_after_installs(self.jobs.len());
+            tokio::select! {
+                Some(event) = self.events.recv() => self.on_job_event(event).await,
+                _ = tokio::time::sleep(crate::systemd::EXTEND_EVERY) => {}
+            }
+        }
     }
 
     async fn on_job_event(&mut self, event: JobEvent) {

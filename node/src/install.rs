@@ -23,6 +23,35 @@ pub struct InstallOutcome {
     pub log_path: PathBuf,
 }
 
+/// Install logs kept in `logs/`: the newest ones; older ones are deleted as
+/// a new install starts (the node writes no other log files: the journal
+/// has the rest).
+pub const KEPT_LOGS: usize = 20;
+
+/// Deletes all but the newest `keep` install logs (by modification time),
+/// never `current`. Best effort: a log that cannot be read or deleted stays.
+fn prune_logs(dir: &Path, keep: usize, current: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut logs: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("install-") && name.ends_with(".log") && e.path() != current
+        })
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    logs.sort();
+    let excess = (logs.len() + 1).saturating_sub(keep);
+    for (_, path) in logs.into_iter().take(excess) {
+        if let Err(e) = std::fs::remove_file(&path) {
+            tracing::debug!(path = %path.display(), error = %e, "could not delete an old install log");
+        }
+    }
+}
+
 /// Runs `<staged>/up.sh` with `sh`, in the staged folder, with `TILLSWARM_ROOT`
 /// and `TILLSWARM_VERSION` set, for at most `timeout`; output goes to a log in
 /// `logs_dir`. On timeout the whole process group is killed.
@@ -36,11 +65,16 @@ pub async fn run_up_sh(
     tokio::fs::create_dir_all(logs_dir).await?;
     let log_path = logs_dir.join(format!("install-{version}.log"));
     let log = std::fs::File::create(&log_path)?;
+    prune_logs(logs_dir, KEPT_LOGS, &log_path);
     let mut child = tokio::process::Command::new("sh")
         .arg("up.sh")
         .current_dir(staged)
         .env("TILLSWARM_ROOT", root)
         .env("TILLSWARM_VERSION", version.as_str())
+        // The node's own line to systemd is not up.sh's to use.
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
         .stdin(Stdio::null())
         .stdout(Stdio::from(log.try_clone()?))
         .stderr(Stdio::from(log))
@@ -123,6 +157,38 @@ pub async fn reboot(command: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_newest_install_logs_are_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        for i in 0..25u64 {
+            let path = dir.path().join(format!("install-1.0.{i}.log"));
+            let f = std::fs::File::create(&path).expect("log");
+            f.set_modified(base + Duration::from_secs(i))
+                .expect("mtime");
+        }
+        std::fs::write(dir.path().join("other.txt"), "x").expect("other");
+        let current = dir.path().join("install-2.0.0.log");
+        std::fs::File::create(&current).expect("current");
+        prune_logs(dir.path(), 5, &current);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "install-1.0.21.log",
+                "install-1.0.22.log",
+                "install-1.0.23.log",
+                "install-1.0.24.log",
+                "install-2.0.0.log",
+                "other.txt"
+            ]
+        );
+    }
 
     async fn run(script: &str, timeout_ms: u64) -> InstallOutcome {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -27,6 +27,7 @@ pub mod sim;
 pub mod stage;
 pub mod state;
 pub mod swarm;
+mod systemd;
 pub mod tls;
 
 pub use agent::{Agent, Wiring};

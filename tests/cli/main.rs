@@ -2,6 +2,7 @@
 
 mod accounts;
 mod coordinator;
+mod systemd;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -586,6 +586,46 @@ async fn a_kill_during_install_is_reported_never_silent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_during_an_install_waits_for_it_to_finish() {
+    let cluster = Cluster::start(POLL_MS).await;
+    cluster.import_sample_registry().await;
+    let marker = cluster.dir.path().join("up.sh-finished");
+    let script = format!(
+        "echo starting\nsleep 3\necho done > '{}'\n",
+        marker.display()
+    );
+    let pkg = cluster
+        .upload(
+            "slowish",
+            "1.0.0",
+            tillswarm_fixtures::package_tar(&script, b"x"),
+        )
+        .await;
+    let d = sample_till(0, 6);
+    let g = group_of(&cluster, "slowish", vec![d]).await;
+    let mut config = cluster.node_config(d, "store-001");
+    config.reboot_command = "none".into();
+    let node = RunningNode::start(config, Arc::new(SystemClock), None);
+    let id = task(&cluster, TaskKind::ForcedUpdate, pkg, g).await;
+    wait_target(&cluster, id, d, TargetState::Installing, 30).await;
+    assert!(!marker.exists(), "up.sh finished before the stop was asked");
+    // systemctl stop (or the till shutting down) while up.sh runs: the node
+    // stops only after the install ends, and reports it first.
+    node.stop().await;
+    assert!(marker.exists(), "the stop cut the install in half");
+    let t = cluster.coordinator.task(id).await.expect("task");
+    assert!(
+        matches!(
+            target_state(&t, d),
+            TargetState::Rebooting | TargetState::Installed
+        ),
+        "{:?}",
+        target_state(&t, d)
+    );
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_the_reboot_the_till_reports_the_new_version() {
     let cluster = Cluster::start(POLL_MS).await;
     cluster.import_sample_registry().await;
