@@ -262,6 +262,49 @@ mod tests {
         );
     }
 
+    /// The Debian package's `/etc/tillswarm/node.toml` is the example with
+    /// per-chain and per-till values left to set, and refuses to start as
+    /// shipped (pointing at a value to set).
+    #[test]
+    fn the_packaged_template_is_the_example_with_values_to_set() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let example =
+            std::fs::read_to_string(root.join("fixtures/config/node.toml")).expect("example");
+        let template = std::fs::read_to_string(root.join("packaging/node.toml")).expect("template");
+        let err = NodeConfig::parse(&template).expect_err("the template is not a config");
+        assert!(err.to_string().contains("SET-"), "{err}");
+        let header_end = template.find("\n\n").expect("header") + 2;
+        let mut filled = template[header_end..].to_owned();
+        for (placeholder, value) in [
+            (
+                "\"SET-THIS-TILLS-GUID\"",
+                "\"71110000-0000-0000-0000-000000000001\"",
+            ),
+            ("\"SET-CHAIN-ID\"", "\"acme\""),
+            ("\"SET-STORE-ID\"", "\"store-001\""),
+            (
+                "\"https://SET-COORDINATOR-HOST:8443\"",
+                "\"http://127.0.0.1:8080\"",
+            ),
+            (
+                "\"SET-FROM-tillswarm-coordinator-keys-show\"",
+                "\"8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c\"",
+            ),
+            (
+                "# swarm_key = \"SET-CHAINS-SWARM-KEY\"",
+                "swarm_key = \"5f1b1a0c9d3e7f2a4b6c8d0e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c\"",
+            ),
+        ] {
+            assert_eq!(filled.matches(placeholder).count(), 1, "{placeholder}");
+            filled = filled.replace(placeholder, value);
+        }
+        let example_body = &example[example.find("\n\n").expect("header") + 2..];
+        assert_eq!(
+            filled, example_body,
+            "packaging/node.toml drifted from the example"
+        );
+    }
+
     #[test]
     fn bad_configs_are_refused_with_reasons() {
         let good = std::fs::read_to_string(
