@@ -59,6 +59,7 @@ struct Histogram {
 pub struct Metrics {
     families: [Histogram; 3],
     chunk_bytes: AtomicU64,
+    quiet_polls: AtomicU64,
 }
 
 impl Metrics {
@@ -81,6 +82,16 @@ impl Metrics {
     /// Counts chunk bytes served to tills.
     pub fn add_chunk_bytes(&self, n: u64) {
         self.chunk_bytes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts a heartbeat answered without writing (it repeated the last).
+    pub fn count_quiet_poll(&self) {
+        self.quiet_polls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Heartbeats answered without writing so far.
+    pub fn quiet_polls(&self) -> u64 {
+        self.quiet_polls.load(Ordering::Relaxed)
     }
 
     /// Chunk bytes served so far.
@@ -141,6 +152,12 @@ impl Metrics {
             "tillswarm_chunk_bytes_served_total {}",
             self.chunk_bytes()
         );
+        let _ = writeln!(
+            out,
+            "# HELP tillswarm_quiet_polls_total Heartbeats answered without a write (they repeated the last one written)."
+        );
+        let _ = writeln!(out, "# TYPE tillswarm_quiet_polls_total counter");
+        let _ = writeln!(out, "tillswarm_quiet_polls_total {}", self.quiet_polls());
         let _ = writeln!(
             out,
             "# HELP tillswarm_db_batches_total Transactions shared by queued heartbeats (group commit)."

@@ -225,6 +225,8 @@ struct Inner {
     has_users: std::sync::atomic::AtomicBool,
     /// Live changes for the panel's event streams.
     events: crate::events::Bus,
+    /// The last heartbeat written per till (unchanged polls skip writing).
+    quiet_polls: quiet_polls::QuietPolls,
 }
 
 impl Coordinator {
@@ -264,6 +266,7 @@ impl Coordinator {
                 last_purge_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
                 has_users: std::sync::atomic::AtomicBool::new(false),
                 events: crate::events::Bus::default(),
+                quiet_polls: quiet_polls::QuietPolls::default(),
             }),
         };
         coordinator.collect_garbage().await?;
@@ -842,6 +845,7 @@ impl Coordinator {
 pub mod access;
 pub mod node_ops;
 pub mod package_ops;
+mod quiet_polls;
 pub mod rollout_ops;
 pub mod wan_ops;
 

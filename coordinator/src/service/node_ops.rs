@@ -6,6 +6,7 @@
 //! Every till request names its device in the body; the device token must
 //! belong to that device, checked in the same database job that acts on it.
 
+use rusqlite::OptionalExtension;
 use tillswarm_protocol::DeviceId;
 use tillswarm_protocol::api::{
     Challenge, DeviceLogin, DeviceSession, HeartbeatRequest, HeartbeatResponse, ProgressReport,
@@ -129,7 +130,22 @@ impl Coordinator {
         let config = self.inner.config.clone();
         let jitter = jitter_ms(config.poll_interval_ms, config.poll_jitter);
         let device = req.device_id;
-        let (outcome, news) = self
+        let fingerprint = super::quiet_polls::fingerprint(&req, seen_ip.as_deref());
+        if self
+            .inner
+            .quiet_polls
+            .unchanged(device, fingerprint, self.now_ms())
+        {
+            if let Some(revision) = self.quiet_heartbeat(&token, &req).await? {
+                self.inner.metrics.count_quiet_poll();
+                return Ok(HeartbeatResponse {
+                    revision,
+                    trust: self.trust_bundle(device, revision, None),
+                    poll_interval_ms: config.poll_interval_ms + jitter,
+                });
+            }
+        }
+        let (outcome, news, written_ms) = self
             .write_batched(move |tx, now| {
                 check_device(tx, &token, &req.device_id, now)?;
                 let outcome = devices::record_heartbeat(tx, &req, seen_ip, now)?;
@@ -154,9 +170,12 @@ impl Coordinator {
                         members,
                     ))
                 };
-                Ok((outcome, news))
+                Ok((outcome, news, now))
             })
             .await?;
+        self.inner
+            .quiet_polls
+            .wrote(device, fingerprint, written_ms);
         if outcome.changed {
             self.publish(crate::events::Change::Device { guid: device });
         }
@@ -166,6 +185,38 @@ impl Coordinator {
             trust: self.trust_bundle(device, outcome.assign_rev, news),
             poll_interval_ms: config.poll_interval_ms + jitter,
         })
+    }
+
+    /// The read-only answer to a heartbeat that repeats the last one written
+    /// (see [`super::quiet_polls`]): the till's revision when the token is
+    /// good, the till was seen before, it already holds that revision and
+    /// no install of it awaits confirmation by its version; `None` sends the
+    /// heartbeat down the full path.
+    async fn quiet_heartbeat(&self, token: &str, req: &HeartbeatRequest) -> Result<Option<u64>> {
+        let token = token.to_owned();
+        let device = req.device_id;
+        let known = req.known_revision;
+        self.read(move |conn, now| {
+            check_device(conn, &token, &device, now)?;
+            let row: Option<(i64, bool, bool)> = conn
+                .prepare_cached(
+                    "SELECT d.assign_rev, d.last_seen_ms IS NOT NULL,
+                        EXISTS (SELECT 1 FROM task_targets tt JOIN tasks t ON t.id = tt.task_id
+                                WHERE tt.device = d.guid AND t.kind <> 'download'
+                                  AND t.status = 'running'
+                                  AND tt.state IN ('installing', 'rebooting'))
+                     FROM devices d WHERE d.guid = ?1",
+                )?
+                .query_row([device.to_string()], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .optional()?;
+            Ok(match row {
+                Some((rev, true, false)) if known == Some(rev as u64) => Some(rev as u64),
+                _ => None,
+            })
+        })
+        .await
     }
 
     /// The key chain, a timestamp for `device` at `revision` and, with

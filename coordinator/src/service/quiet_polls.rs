@@ -1,0 +1,135 @@
+//! Polls that change nothing skip the write path. A till repeats its
+//! heartbeat every poll; most carry exactly what the last one did. Such a
+//! heartbeat, within [`REFRESH_MS`] of the last one written for its till,
+//! is answered from one read (the device token, the till's instruction
+//! revision, whether an install of it awaits confirmation) without writing:
+//! no write transaction, no WAL growth, no group commit to wait for. Anything
+//! different (version, state, addresses, free disk beyond [`DISK_STEP`],
+//! warnings), new instructions, an install to confirm, or a minute since the
+//! last write takes the full path, which also refreshes `last_seen_ms`: so a
+//! till's last contact is at most a minute old (the panel shows a till
+//! offline after two). The read also checks the database, not this memory,
+//! for what another process may have changed: a till removed and imported
+//! again (never seen), a reset key (its token fails), an approval or new
+//! work (a new revision).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use tillswarm_protocol::DeviceId;
+use tillswarm_protocol::api::HeartbeatRequest;
+
+/// An unchanged heartbeat is still written once this long after the last
+/// write for its till (ms), refreshing its last contact.
+pub const REFRESH_MS: i64 = 60_000;
+
+/// Free disk counts as changed when it moves into another step of this many
+/// bytes (a till's logs grow a little every minute; the panel shows GiB).
+pub const DISK_STEP: u64 = 64 << 20;
+
+/// What a heartbeat would write, reduced to a hash.
+pub(crate) fn fingerprint(req: &HeartbeatRequest, seen_ip: Option<&str>) -> [u8; 16] {
+    let view = (
+        &req.version,
+        req.state,
+        req.ip.as_deref().or(seen_ip),
+        &req.peer_id,
+        req.free_disk_bytes.map(|b| b / DISK_STEP),
+        &req.warnings,
+        &req.swarm_addrs,
+        req.connected_peers,
+    );
+    // serde_json of a tuple of plain values cannot fail; an empty
+    // fingerprint would only make every heartbeat look unchanged from it.
+    let bytes = serde_json::to_vec(&view).unwrap_or_default();
+    let hash = blake3::hash(&bytes);
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&hash.as_bytes()[..16]);
+    out
+}
+
+/// The last heartbeat written per till, in this process.
+#[derive(Default)]
+pub(crate) struct QuietPolls {
+    written: Mutex<HashMap<DeviceId, ([u8; 16], i64)>>,
+}
+
+impl QuietPolls {
+    /// Whether `device`'s last written heartbeat had `fingerprint` and was
+    /// written less than [`REFRESH_MS`] before `now_ms`.
+    pub(crate) fn unchanged(&self, device: DeviceId, fingerprint: [u8; 16], now_ms: i64) -> bool {
+        let written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        written
+            .get(&device)
+            .is_some_and(|(fp, at)| *fp == fingerprint && (0..REFRESH_MS).contains(&(now_ms - at)))
+    }
+
+    /// Notes a heartbeat written for `device` at `now_ms`.
+    pub(crate) fn wrote(&self, device: DeviceId, fingerprint: [u8; 16], now_ms: i64) {
+        self.written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(device, (fingerprint, now_ms));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tillswarm_protocol::api::DeviceState;
+
+    fn req() -> HeartbeatRequest {
+        HeartbeatRequest {
+            device_id: "71110000-0000-0000-0000-000000000001"
+                .parse()
+                .expect("guid"),
+            version: Some("1.0.0".parse().expect("version")),
+            state: DeviceState::Ready,
+            ip: None,
+            peer_id: Some("peer".into()),
+            free_disk_bytes: Some(10 << 30),
+            known_revision: Some(3),
+            warnings: vec![],
+            swarm_addrs: vec![],
+            connected_peers: Some(2),
+        }
+    }
+
+    #[test]
+    fn what_is_written_decides_the_fingerprint_and_nothing_else() {
+        let base = fingerprint(&req(), Some("10.0.0.5"));
+        let mut same = req();
+        same.known_revision = Some(9); // answered, never written
+        same.free_disk_bytes = Some((10 << 30) + (1 << 20)); // within one step
+        assert_eq!(fingerprint(&same, Some("10.0.0.5")), base);
+        let changes: Vec<Box<dyn Fn(&mut HeartbeatRequest)>> = vec![
+            Box::new(|r| r.version = Some("1.0.1".parse().expect("v"))),
+            Box::new(|r| r.state = DeviceState::Downloading),
+            Box::new(|r| r.ip = Some("10.0.0.6".into())),
+            Box::new(|r| r.peer_id = None),
+            Box::new(|r| r.free_disk_bytes = Some(9 << 30)),
+            Box::new(|r| r.warnings = vec!["unsigned drop-in".into()]),
+            Box::new(|r| r.swarm_addrs = vec!["10.0.0.5:7782".parse().expect("addr")]),
+            Box::new(|r| r.connected_peers = Some(3)),
+        ];
+        for (i, change) in changes.iter().enumerate() {
+            let mut r = req();
+            change(&mut r);
+            assert_ne!(fingerprint(&r, Some("10.0.0.5")), base, "change {i}");
+        }
+        assert_ne!(fingerprint(&req(), Some("10.0.0.6")), base, "seen address");
+    }
+
+    #[test]
+    fn an_unchanged_heartbeat_is_quiet_only_within_the_refresh_interval() {
+        let q = QuietPolls::default();
+        let d = req().device_id;
+        let fp = fingerprint(&req(), None);
+        assert!(!q.unchanged(d, fp, 1_000), "never written");
+        q.wrote(d, fp, 1_000);
+        assert!(q.unchanged(d, fp, 1_000 + REFRESH_MS - 1));
+        assert!(!q.unchanged(d, fp, 1_000 + REFRESH_MS), "due for a refresh");
+        assert!(!q.unchanged(d, fp, 999), "a clock that went back");
+        assert!(!q.unchanged(d, [0; 16], 2_000), "changed");
+    }
+}
