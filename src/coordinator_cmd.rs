@@ -88,6 +88,16 @@ pub struct CoordinatorArgs {
     /// Audit log rows older than this are purged, in days.
     #[arg(long, default_value_t = 365)]
     audit_retention_days: u64,
+    /// Keep package chunks in S3-compatible storage, s3://BUCKET[/PREFIX],
+    /// instead of the data folder (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY and AWS_REGION as usual).
+    #[arg(long, value_name = "URL")]
+    chunk_store: Option<tillswarm_coordinator::chunks::bucket::BucketUrl>,
+    /// Tills fetch chunks from this http(s) URL first (a CDN, or the chunk
+    /// bucket's endpoint and prefix: URL/<2 hex>/<hex>[.zst]), falling back
+    /// to the coordinator. Named in their signed instructions.
+    #[arg(long, value_name = "URL")]
+    chunk_base_url: Option<String>,
     /// If no operator account exists yet, create this admin and print its
     /// generated password once.
     #[arg(long, value_name = "NAME")]
@@ -438,6 +448,11 @@ async fn serve(args: CoordinatorArgs) -> anyhow::Result<()> {
                 .iter()
                 .any(|o| o.trim().to_ascii_lowercase().starts_with("https://")),
         metrics_token: args.metrics_token.clone(),
+        chunk_store: args
+            .chunk_store
+            .clone()
+            .map(tillswarm_coordinator::chunks::bucket::BucketConfig::from_env),
+        chunk_base_url: args.chunk_base_url.clone(),
         ..Config::default()
     };
     let coordinator = Coordinator::open(config)

@@ -39,6 +39,7 @@ fn instructions(online: &SecretKey, device: DeviceId, revision: u64) -> Signed {
             assignments: Vec::new(),
             settings: TillSettings::default(),
             store_members,
+            chunk_base_url: None,
         },
     )
 }

@@ -511,6 +511,23 @@ async fn node_metrics(client: &Client, addr: SocketAddr) -> Option<(f64, f64)> {
     ))
 }
 
+/// The coordinator's count of heartbeats answered without a write (absent
+/// from builds before quiet polls).
+async fn quiet_polls(client: &Client, addr: SocketAddr) -> Option<f64> {
+    let text = client
+        .http
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("tillswarm_quiet_polls_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+}
+
 fn server_mean_ms(before: Option<(f64, f64)>, after: Option<(f64, f64)>) -> Option<f64> {
     let ((c0, s0), (c1, s1)) = (before?, after?);
     (c1 > c0).then(|| (s1 - s0) / (c1 - c0) * 1000.0)
@@ -564,6 +581,7 @@ async fn open_loop(
     let slots = Arc::new(Semaphore::new(params.max_in_flight.max(1)));
     let tills = params.tills.max(1);
     let before = node_metrics(client, addr).await;
+    let quiet_before = quiet_polls(client, addr).await;
 
     let mut handles = Vec::with_capacity(total as usize);
     let (mut late, mut limit_waits, mut max_lag) = (0u64, 0u64, Duration::ZERO);
@@ -658,6 +676,7 @@ async fn open_loop(
     // `total` sends are spread over `duration_s`; a slow tail stretches it.
     let elapsed = start.elapsed().as_secs_f64().max(params.duration_s);
     let after = node_metrics(client, addr).await;
+    let quiet_after = quiet_polls(client, addr).await;
     let ok = latencies.len() as u64;
     Ok((
         OpenLoop {
@@ -672,6 +691,10 @@ async fn open_loop(
             full_lists,
             latency: Latency::of(&mut latencies),
             server_mean_ms: server_mean_ms(before, after),
+            quiet_share: quiet_before
+                .zip(quiet_after)
+                .filter(|_| ok > 0)
+                .map(|(q0, q1)| (q1 - q0) / ok as f64),
         },
         activation,
     ))

@@ -5,7 +5,9 @@
 //!
 //! A chunk is written to a temporary file, flushed to disk, then renamed into
 //! place, so a chunk file that exists is always complete. Chunks are shared by
-//! every package that contains them.
+//! every package that contains them. With a bucket ([`bucket`]), chunks live
+//! there under the same names instead; uploads are still spooled in the
+//! local `tmp/` folder.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -16,12 +18,15 @@ use tillswarm_protocol::ChunkHash;
 use tillswarm_protocol::chunk_codec::Compressor;
 use tillswarm_protocol::chunking::MAX_CHUNK;
 
-/// The chunk store rooted at one folder.
+pub mod bucket;
+
+/// The chunk store: a folder, or a bucket with a local folder for spooling.
 #[derive(Debug)]
 pub struct ChunkStore {
     root: PathBuf,
     tmp: PathBuf,
     next_tmp: AtomicU64,
+    bucket: Option<bucket::Bucket>,
 }
 
 impl ChunkStore {
@@ -37,7 +42,23 @@ impl ChunkStore {
             root: root.to_path_buf(),
             tmp,
             next_tmp: AtomicU64::new(0),
+            bucket: None,
         })
+    }
+
+    /// Keeps chunks in `bucket` instead of the folder (which then only
+    /// spools uploads).
+    pub fn with_bucket(mut self, bucket: bucket::Bucket) -> Self {
+        self.bucket = Some(bucket);
+        self
+    }
+
+    /// Where chunks are kept, for logs.
+    pub fn location(&self) -> String {
+        match &self.bucket {
+            Some(b) => b.url().to_string(),
+            None => self.root.display().to_string(),
+        }
     }
 
     fn path(&self, hash: &ChunkHash, compressed: bool) -> PathBuf {
@@ -50,16 +71,20 @@ impl ChunkStore {
         }
     }
 
-    /// How a chunk is stored: `Some(true)` as a zstd frame, `Some(false)` raw.
-    pub fn form(&self, hash: &ChunkHash) -> Option<bool> {
+    /// How a chunk is stored in the folder: `Some(true)` as a zstd frame,
+    /// `Some(false)` raw.
+    fn form(&self, hash: &ChunkHash) -> Option<bool> {
         [true, false]
             .into_iter()
             .find(|&compressed| self.path(hash, compressed).is_file())
     }
 
     /// Whether the chunk is stored (in either form).
-    pub fn contains(&self, hash: &ChunkHash) -> bool {
-        self.form(hash).is_some()
+    pub fn contains(&self, hash: &ChunkHash) -> io::Result<bool> {
+        match &self.bucket {
+            Some(b) => Ok(b.form(hash)?.is_some()),
+            None => Ok(self.form(hash).is_some()),
+        }
     }
 
     /// Stores a chunk's content `data` under `hash` (the caller has hashed it):
@@ -72,6 +97,18 @@ impl ChunkStore {
         data: &[u8],
         zstd: Option<&mut Compressor>,
     ) -> io::Result<(bool, u32)> {
+        if let Some(bucket) = &self.bucket {
+            // One conditional write: the form is a function of the content
+            // and the compressor, so an existing key holds these bytes.
+            let frame = match zstd {
+                Some(z) => z.compress(data)?,
+                None => None,
+            };
+            return match &frame {
+                Some(f) => Ok((bucket.put(hash, f, true)?, f.len() as u32)),
+                None => Ok((bucket.put(hash, data, false)?, 0)),
+            };
+        }
         match self.form(hash) {
             Some(true) => {
                 let len = fs::metadata(self.path(hash, true))?.len();
@@ -106,6 +143,9 @@ impl ChunkStore {
     /// A whole stored chunk in the stored form, and whether that is a zstd
     /// frame; `Ok(None)` when the chunk is not stored.
     pub fn read_stored(&self, hash: &ChunkHash) -> io::Result<Option<(Vec<u8>, bool)>> {
+        if let Some(bucket) = &self.bucket {
+            return bucket.read_stored(hash);
+        }
         for compressed in [true, false] {
             match File::open(self.path(hash, compressed)) {
                 Ok(f) => {
@@ -143,6 +183,9 @@ impl ChunkStore {
 
     /// Removes a chunk in either form (no-op when absent).
     pub fn remove(&self, hash: &ChunkHash) -> io::Result<()> {
+        if let Some(bucket) = &self.bucket {
+            return bucket.remove(hash);
+        }
         for compressed in [true, false] {
             match fs::remove_file(self.path(hash, compressed)) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
@@ -154,6 +197,9 @@ impl ChunkStore {
 
     /// Every stored chunk's hash (for garbage collection).
     pub fn list(&self) -> io::Result<Vec<ChunkHash>> {
+        if let Some(bucket) = &self.bucket {
+            return bucket.list();
+        }
         let mut out = Vec::new();
         for dir in fs::read_dir(&self.root)? {
             let dir = dir?;
@@ -192,7 +238,7 @@ mod tests {
         // Incompressible: kept raw, whatever the compressor.
         let data = b"hello chunk store".to_vec();
         let h = ChunkHash::of(&data);
-        assert!(!store.contains(&h));
+        assert!(!store.contains(&h).expect("contains"));
         assert_eq!(
             store.put(&h, &data, Some(&mut zstd)).expect("put"),
             (true, 0)

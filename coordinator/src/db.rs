@@ -2,7 +2,9 @@
 //! queue. Every query runs off the async executor, writes never contend, and a
 //! transaction is never held across an await. WAL checkpoints run on a
 //! second connection on their own thread, so copying the log into the
-//! database file (and its fsync) never stalls the queries.
+//! database file (and its fsync) never stalls the queries; a third,
+//! read-only connection on a reader thread answers hot reads (unchanged
+//! polls) beside the writer.
 
 use std::path::Path;
 
@@ -56,6 +58,9 @@ pub(crate) fn test_connection() -> Connection {
 
 /// Most database jobs waiting for the owner thread; callers wait beyond that.
 const QUEUE_DEPTH: usize = 1024;
+
+/// Work for the reader thread: a read on its own read-only connection.
+type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 
 /// Work for the database thread.
 enum Job {
@@ -123,6 +128,9 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(5
 #[derive(Clone)]
 pub struct Db {
     jobs: mpsc::Sender<Job>,
+    /// The reader thread's queue (a file database only): reads that may run
+    /// beside the writer, on the last committed state.
+    reads: Option<mpsc::Sender<ReadJob>>,
     batches: std::sync::Arc<batch::Stats>,
     /// Held by every handle; the checkpoint thread stops once none is left.
     _alive: std::sync::Arc<()>,
@@ -136,7 +144,18 @@ impl Db {
         // Checkpoints are the checkpoint thread's, not the committing query's.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         let checkpoints = open_connection(path)?;
-        let db = Self::start(conn)?;
+        let reader = open_connection(path)?;
+        reader.pragma_update(None, "query_only", "ON")?;
+        let mut db = Self::start(conn)?;
+        let (reads, mut inbox) = mpsc::channel::<ReadJob>(QUEUE_DEPTH);
+        std::thread::Builder::new()
+            .name("tillswarm-db-read".into())
+            .spawn(move || {
+                while let Some(job) = inbox.blocking_recv() {
+                    job(&reader);
+                }
+            })?;
+        db.reads = Some(reads);
         let alive = std::sync::Arc::downgrade(&db._alive);
         std::thread::Builder::new()
             .name("tillswarm-db-checkpoint".into())
@@ -181,9 +200,34 @@ impl Db {
             })?;
         Ok(Self {
             jobs,
+            reads: None,
             batches,
             _alive: std::sync::Arc::new(()),
         })
+    }
+
+    /// Runs the read `f` on the reader thread, beside the writer, on the last
+    /// committed state (WAL readers never wait for the writer); an in-memory
+    /// database runs it on the database thread. For hot reads that must not
+    /// queue behind writes (a till's unchanged poll).
+    pub async fn call_read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let Some(reads) = &self.reads else {
+            return self.call(move |conn| f(conn)).await;
+        };
+        let (reply, answer) = oneshot::channel();
+        reads
+            .send(Box::new(move |conn| {
+                let _ = reply.send(f(conn));
+            }))
+            .await
+            .map_err(|_| Error::Internal("database reader stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| Error::Internal("database read dropped".into()))?
     }
 
     /// Runs `f` on the database thread and returns its result. Cancel-safe: if

@@ -82,6 +82,14 @@ pub struct Config {
     /// `unreachable` in its tasks: counted apart from failed, and it gives
     /// back an unused install permit.
     pub unreachable_after_s: u64,
+    /// Keep chunks in this bucket (S3-compatible, `AWS_*` environment)
+    /// instead of `<data>/chunks`. Never serialized (it holds the secret).
+    #[serde(skip)]
+    pub chunk_store: Option<crate::chunks::bucket::BucketConfig>,
+    /// Tills fetch chunks from this `http(s)://` base URL (a CDN or the
+    /// bucket's endpoint with the key prefix), falling back to the
+    /// coordinator; named in their signed instructions.
+    pub chunk_base_url: Option<String>,
 }
 
 /// Longest session a setting may ask for (days); longer values are clamped.
@@ -101,6 +109,20 @@ impl Config {
         self.login_client_period_s = self.login_client_period_s.clamp(1, 86_400);
         self.unreachable_after_s = self.unreachable_after_s.clamp(60, 30 * 86_400);
         crate::windows::zone(&self.default_time_zone, &jiff::tz::TimeZone::UTC)?;
+        if let Some(url) = &mut self.chunk_base_url {
+            let trimmed = url.trim_end_matches('/');
+            if !tillswarm_protocol::trust::is_chunk_base_url(trimmed) {
+                return Err(Error::bad(
+                    "invalid_chunk_base_url",
+                    format!(
+                        "chunk base URL {url:?} is not an http(s) URL without query or \
+                         fragment, at most {} bytes",
+                        tillswarm_protocol::trust::MAX_CHUNK_BASE_URL
+                    ),
+                ));
+            }
+            *url = trimmed.to_owned();
+        }
         for origin in &self.allowed_origins {
             if crate::http::guard::normalize_origin(origin).is_none() {
                 return Err(Error::bad(
@@ -150,6 +172,8 @@ impl Default for Config {
             login_client_period_s: 2,
             default_time_zone: "UTC".into(),
             unreachable_after_s: 15 * 60,
+            chunk_store: None,
+            chunk_base_url: None,
         }
     }
 }
@@ -241,7 +265,10 @@ impl Coordinator {
         let config = config.checked()?;
         std::fs::create_dir_all(&config.data_dir)?;
         let db = Db::open(&config.data_dir.join(DB_FILE))?;
-        let chunks = ChunkStore::open(&config.data_dir.join("chunks"))?;
+        let mut chunks = ChunkStore::open(&config.data_dir.join("chunks"))?;
+        if let Some(url) = &config.chunk_store {
+            chunks = chunks.with_bucket(crate::chunks::bucket::Bucket::open(url).await?);
+        }
         let keys = crate::keys::load_or_init(&config.data_dir)?;
         let keys_stamp = crate::keys::stamp(&config.data_dir);
         let logins = LoginLimiter::new(LoginLimits {

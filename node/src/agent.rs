@@ -156,6 +156,8 @@ impl Agent {
         let span = tracing::info_span!("node", till = %self.inner.config.device_id);
         async move {
             let settings = self.inner.state.settings().await?;
+            let base = self.inner.state.chunk_base_url().await?;
+            self.inner.client.set_chunk_base(base.as_deref());
             Loop::new(self, settings).run(shutdown).await
         }
         .instrument(span)

@@ -121,6 +121,11 @@ pub struct CoordinatorClient {
     base: String,
     credential: Credential,
     wan_cap: Option<Arc<RateLimiter>>,
+    /// Where chunks may be fetched without the coordinator, from the last
+    /// accepted instructions (see [`CoordinatorClient::set_chunk_base`]).
+    chunk_base: Arc<std::sync::RwLock<Option<String>>>,
+    /// The client for `chunk_base`: the system's roots, no credential.
+    cdn: reqwest::Client,
 }
 
 impl CoordinatorClient {
@@ -137,12 +142,36 @@ impl CoordinatorClient {
             .timeout(Duration::from_secs(120))
             .build()
             .map_err(|e| Error::Coordinator(e.to_string()))?;
+        let cdn = crate::tls::http_client(None)?
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(120))
+            .build()
+            .map_err(|e| Error::Coordinator(e.to_string()))?;
         Ok(Self {
             http,
             base: base.trim_end_matches('/').to_owned(),
             credential,
             wan_cap: wan_rate_limit_kbit.map(|k| Arc::new(RateLimiter::kbit(k))),
+            chunk_base: Arc::default(),
+            cdn,
         })
+    }
+
+    /// Fetches chunks from `base` first (a signed instruction named it), or
+    /// only from the coordinator with `None`. A base that is not a plain
+    /// `http(s)://` URL is ignored.
+    pub fn set_chunk_base(&self, base: Option<&str>) {
+        let base = base.filter(|b| {
+            let ok = tillswarm_protocol::trust::is_chunk_base_url(b);
+            if !ok {
+                tracing::warn!(
+                    base = b,
+                    "ignoring a chunk base URL that is not plain http(s)"
+                );
+            }
+            ok
+        });
+        *self.chunk_base.write().unwrap_or_else(|e| e.into_inner()) = base.map(str::to_owned);
     }
 
     /// The client of a till with `config`, logging in with its device key
@@ -361,6 +390,19 @@ impl CoordinatorClient {
     /// coordinator keeps it (this till accepts zstd frames), at most the
     /// manifest's length for that form.
     pub async fn chunk(&self, chunk: &ChunkRef) -> Result<Wire> {
+        let base = self
+            .chunk_base
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(base) = base {
+            match self.chunk_from_base(&base, chunk).await {
+                Ok(wire) => return Ok(wire),
+                Err(e) => {
+                    tracing::warn!(chunk = %chunk.hash, error = %e, "chunk base failed; asking the coordinator")
+                }
+            }
+        }
         let resp = self
             .send_with(
                 reqwest::Method::GET,
@@ -383,6 +425,42 @@ impl CoordinatorClient {
         };
         let cap = (cap as usize).min(MAX_CHUNK);
         let data = Self::read_capped(resp, cap, self.wan_cap.as_deref()).await?;
+        Ok(Wire {
+            data: data.into(),
+            compressed,
+        })
+    }
+}
+
+impl CoordinatorClient {
+    /// A chunk from the chunk base URL, in the form the manifest lists (a
+    /// zstd frame when it gives one's length), at most that length.
+    async fn chunk_from_base(&self, base: &str, chunk: &ChunkRef) -> Result<Wire> {
+        let hex = chunk.hash.to_hex();
+        let compressed = chunk.zstd_len > 0;
+        let suffix = if compressed { ".zst" } else { "" };
+        let url = format!("{base}/{}/{hex}{suffix}", &hex[..2]);
+        let resp = self
+            .cdn
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| Error::Coordinator(format!("{url}: {e}")))?;
+        let cap = if compressed {
+            chunk.zstd_len
+        } else {
+            chunk.length
+        };
+        let cap = (cap as usize).min(MAX_CHUNK);
+        let data = Self::read_capped(resp, cap, self.wan_cap.as_deref()).await?;
+        // Checked here as well as where it is staged: a chunk the base got
+        // wrong (a stale CDN object, a truncated answer) falls back to the
+        // coordinator instead of failing the download.
+        let mut decoded = Vec::new();
+        tillswarm_protocol::chunk_codec::Decoder::new()
+            .map_err(Error::Io)?
+            .decode(chunk, compressed, &data, &mut decoded)
+            .map_err(|e| Error::Coordinator(format!("{url}: {e}")))?;
         Ok(Wire {
             data: data.into(),
             compressed,

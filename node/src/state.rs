@@ -279,6 +279,18 @@ impl State {
         self.call(move |c| db::set_store_members(c, &members)).await
     }
 
+    /// The chunk base URL from the last accepted instructions.
+    pub async fn chunk_base_url(&self) -> Result<Option<String>> {
+        self.call(db::chunk_base_url).await
+    }
+
+    /// Records the chunk base URL from accepted instructions.
+    pub async fn set_chunk_base_url(&self, url: Option<&str>) -> Result<()> {
+        let url = url.map(str::to_owned);
+        self.call(move |c| db::set_chunk_base_url(c, url.as_deref()))
+            .await
+    }
+
     /// The version the till runs (as installed by tillswarm), if known.
     pub async fn installed_version(&self) -> Result<Option<Version>> {
         self.call(db::installed_version).await

@@ -242,6 +242,30 @@ pub struct Instructions {
     /// heartbeat (at most [`MAX_STORE_MEMBERS`]). Empty: no list.
     #[serde(default)]
     pub store_members: Vec<StoreMember>,
+    /// Where the till may fetch chunks without the coordinator: a CDN or the
+    /// chunk bucket's endpoint, an `http(s)://` URL under which a chunk is
+    /// `<first two hex digits>/<hex>`, or `<hex>.zst` when the manifest lists
+    /// it as a zstd frame. Chunks are checked against the signed manifest
+    /// wherever they come from; the coordinator remains the fallback.
+    #[serde(default)]
+    pub chunk_base_url: Option<String>,
+}
+
+/// Longest [`Instructions::chunk_base_url`], in bytes.
+pub const MAX_CHUNK_BASE_URL: usize = 512;
+
+/// Whether `url` can be a [`Instructions::chunk_base_url`]: `http://` or
+/// `https://` and a host, printable ASCII without spaces, no query or
+/// fragment, no trailing slash, at most [`MAX_CHUNK_BASE_URL`] bytes.
+pub fn is_chunk_base_url(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/'))
+        && url.len() <= MAX_CHUNK_BASE_URL
+        && url.bytes().all(|b| b.is_ascii_graphic())
+        && !url.contains(['?', '#'])
+        && !url.ends_with('/')
 }
 
 /// Most entries of [`Instructions::store_members`].

@@ -43,6 +43,8 @@ pub struct CoordinatorFile {
     session_max_hours: Option<u64>,
     audit_retention_days: Option<u64>,
     init_admin: Option<String>,
+    chunk_store: Option<tillswarm_coordinator::chunks::bucket::BucketUrl>,
+    chunk_base_url: Option<String>,
 }
 
 impl CoordinatorFile {
@@ -133,7 +135,14 @@ impl CoordinatorArgs {
             session_max_hours,
             audit_retention_days,
         );
-        optional!(tls_cert, tls_key, metrics_token, init_admin);
+        optional!(
+            tls_cert,
+            tls_key,
+            metrics_token,
+            init_admin,
+            chunk_store,
+            chunk_base_url
+        );
     }
 }
 
@@ -249,6 +258,7 @@ mod tests {
                 false => format!("{id} = true\n"),
                 true if id == "allowed_origin" => format!("{id} = [\"https://x\"]\n"),
                 true if id == "listen" => format!("{id} = \"127.0.0.1:1\"\n"),
+                true if id == "chunk_store" => format!("{id} = \"s3://chunks\"\n"),
                 true if id.ends_with("_mb")
                     || id.ends_with("_s")
                     || id.ends_with("_min")

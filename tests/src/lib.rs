@@ -6,6 +6,7 @@
 //! the demo and the bench use too).
 
 pub mod mitm;
+pub mod s3;
 pub mod tls;
 
 use std::path::PathBuf;
@@ -47,16 +48,26 @@ impl Cluster {
     /// Starts a coordinator that asks tills to poll every `poll_ms`. Set
     /// `RUST_LOG` (e.g. `tillswarm_node=debug`) to see the cluster's logs.
     pub async fn start(poll_ms: u64) -> Self {
-        Self::start_with(poll_ms, None).await
+        Self::start_with(poll_ms, None, |c| c).await
+    }
+
+    /// As [`Cluster::start`], with the coordinator's settings changed by
+    /// `tweak` (the data folder and poll settings are the cluster's).
+    pub async fn start_configured(poll_ms: u64, tweak: impl FnOnce(Config) -> Config) -> Self {
+        Self::start_with(poll_ms, None, tweak).await
     }
 
     /// As [`Cluster::start`], serving HTTPS with a certificate for `localhost`
     /// from `pki` (tills get `https://localhost:PORT` and the CA file).
     pub async fn start_tls(poll_ms: u64, pki: &tls::TestPki) -> Self {
-        Self::start_with(poll_ms, Some(pki)).await
+        Self::start_with(poll_ms, Some(pki), |c| c).await
     }
 
-    async fn start_with(poll_ms: u64, pki: Option<&tls::TestPki>) -> Self {
+    async fn start_with(
+        poll_ms: u64,
+        pki: Option<&tls::TestPki>,
+        tweak: impl FnOnce(Config) -> Config,
+    ) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
@@ -67,7 +78,7 @@ impl Cluster {
             poll_interval_ms: poll_ms,
             poll_jitter: 0.0,
             scheduler_tick_ms: 50,
-            ..Config::default()
+            ..tweak(Config::default())
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

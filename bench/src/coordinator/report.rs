@@ -72,6 +72,9 @@ pub struct OpenLoop {
     pub latency: Latency,
     /// Mean time the server spent per node request (its own `/metrics`), ms.
     pub server_mean_ms: Option<f64>,
+    /// Share of the phase's heartbeats answered without a database write
+    /// (`tillswarm_quiet_polls_total`; `None` when the build lacks it).
+    pub quiet_share: Option<f64>,
 }
 
 /// Figures of the closed-loop phase.
@@ -201,6 +204,12 @@ pub fn print(r: &Report) {
         o.max_send_lag_ms,
         o.full_lists
     );
+    if let Some(q) = o.quiet_share {
+        println!(
+            "  heartbeats answered without a database write: {:.1} %",
+            q * 100.0
+        );
+    }
     if let Some(a) = &r.activation {
         println!();
         println!(

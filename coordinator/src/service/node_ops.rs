@@ -196,27 +196,32 @@ impl Coordinator {
         let token = token.to_owned();
         let device = req.device_id;
         let known = req.known_revision;
-        self.read(move |conn, now| {
-            check_device(conn, &token, &device, now)?;
-            let row: Option<(i64, bool, bool)> = conn
-                .prepare_cached(
-                    "SELECT d.assign_rev, d.last_seen_ms IS NOT NULL,
+        let now = self.now_ms();
+        // On the reader connection: an unchanged poll never queues behind
+        // the writer's transactions, nor splits its group commits.
+        self.inner
+            .db
+            .call_read(move |conn| {
+                check_device(conn, &token, &device, now)?;
+                let row: Option<(i64, bool, bool)> = conn
+                    .prepare_cached(
+                        "SELECT d.assign_rev, d.last_seen_ms IS NOT NULL,
                         EXISTS (SELECT 1 FROM task_targets tt JOIN tasks t ON t.id = tt.task_id
                                 WHERE tt.device = d.guid AND t.kind <> 'download'
                                   AND t.status = 'running'
                                   AND tt.state IN ('installing', 'rebooting'))
                      FROM devices d WHERE d.guid = ?1",
-                )?
-                .query_row([device.to_string()], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    )?
+                    .query_row([device.to_string()], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })
+                    .optional()?;
+                Ok(match row {
+                    Some((rev, true, false)) if known == Some(rev as u64) => Some(rev as u64),
+                    _ => None,
                 })
-                .optional()?;
-            Ok(match row {
-                Some((rev, true, false)) if known == Some(rev as u64) => Some(rev as u64),
-                _ => None,
             })
-        })
-        .await
+            .await
     }
 
     /// The key chain, a timestamp for `device` at `revision` and, with
@@ -255,6 +260,7 @@ impl Coordinator {
                     assignments,
                     settings,
                     store_members,
+                    chunk_base_url: self.inner.config.chunk_base_url.clone(),
                 },
             )
         });

@@ -102,15 +102,15 @@ mod tests {
         same.known_revision = Some(9); // answered, never written
         same.free_disk_bytes = Some((10 << 30) + (1 << 20)); // within one step
         assert_eq!(fingerprint(&same, Some("10.0.0.5")), base);
-        let changes: Vec<Box<dyn Fn(&mut HeartbeatRequest)>> = vec![
-            Box::new(|r| r.version = Some("1.0.1".parse().expect("v"))),
-            Box::new(|r| r.state = DeviceState::Downloading),
-            Box::new(|r| r.ip = Some("10.0.0.6".into())),
-            Box::new(|r| r.peer_id = None),
-            Box::new(|r| r.free_disk_bytes = Some(9 << 30)),
-            Box::new(|r| r.warnings = vec!["unsigned drop-in".into()]),
-            Box::new(|r| r.swarm_addrs = vec!["10.0.0.5:7782".parse().expect("addr")]),
-            Box::new(|r| r.connected_peers = Some(3)),
+        let changes: [fn(&mut HeartbeatRequest); 8] = [
+            |r| r.version = Some("1.0.1".parse().expect("v")),
+            |r| r.state = DeviceState::Downloading,
+            |r| r.ip = Some("10.0.0.6".into()),
+            |r| r.peer_id = None,
+            |r| r.free_disk_bytes = Some(9 << 30),
+            |r| r.warnings = vec!["unsigned drop-in".into()],
+            |r| r.swarm_addrs = vec!["10.0.0.5:7782".parse().expect("addr")],
+            |r| r.connected_peers = Some(3),
         ];
         for (i, change) in changes.iter().enumerate() {
             let mut r = req();

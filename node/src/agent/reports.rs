@@ -79,6 +79,9 @@ impl Loop {
     async fn apply_instructions(&mut self, ins: &Instructions) -> Result<()> {
         self.inner().state.set_settings(&ins.settings).await?;
         self.settings = ins.settings.clone();
+        let base = ins.chunk_base_url.as_deref();
+        self.inner().state.set_chunk_base_url(base).await?;
+        self.inner().client.set_chunk_base(base);
         let mut members = ins.store_members.clone();
         members.truncate(tillswarm_protocol::trust::MAX_STORE_MEMBERS);
         self.inner().state.set_store_members(&members).await?;

@@ -86,6 +86,14 @@ pub(super) fn set_store_members(c: &mut Connection, members: &[StoreMember]) -> 
     set_json(c, "store_members", members)
 }
 
+pub(super) fn chunk_base_url(c: &mut Connection) -> Result<Option<String>> {
+    Ok(get_json::<Option<String>>(c, "chunk_base_url")?.flatten())
+}
+
+pub(super) fn set_chunk_base_url(c: &mut Connection, url: Option<&str>) -> Result<()> {
+    set_json(c, "chunk_base_url", &url)
+}
+
 pub(super) fn installed_version(c: &mut Connection) -> Result<Option<Version>> {
     Ok(get_kv(c, "installed_version")?.and_then(|v| v.parse().ok()))
 }

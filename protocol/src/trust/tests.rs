@@ -85,6 +85,7 @@ fn instructions(
             assignments: a,
             settings: TillSettings::default(),
             store_members: Vec::new(),
+            chunk_base_url: None,
         },
     )
 }
@@ -388,4 +389,30 @@ fn hostile_documents_are_refused_without_panicking() {
         odd.open::<OnlineKey>(&key(1).public(), Domain::OnlineKey, "x"),
         Err(TrustError::Malformed(_))
     ));
+}
+
+#[test]
+fn chunk_base_urls_are_plain_http_urls() {
+    for ok in [
+        "https://cdn.example.com/tillswarm",
+        "http://10.0.0.5:9000/chunks/prod",
+        "https://h",
+    ] {
+        assert!(is_chunk_base_url(ok), "{ok}");
+    }
+    let long = format!("https://h/{}", "a".repeat(MAX_CHUNK_BASE_URL));
+    for bad in [
+        "",
+        "ftp://h/x",
+        "https://",
+        "https:///path",
+        "https://h/x/",
+        "https://h/x?sig=1",
+        "https://h/x#f",
+        "https://h/a b",
+        "https://h/\u{e9}",
+        long.as_str(),
+    ] {
+        assert!(!is_chunk_base_url(bad), "{bad}");
+    }
 }
