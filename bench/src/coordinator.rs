@@ -489,31 +489,8 @@ async fn set_up_task(
     Ok(next)
 }
 
-/// Node-API request count and summed seconds, from the server's `/metrics`.
-async fn node_metrics(client: &Client, addr: SocketAddr) -> Option<(f64, f64)> {
-    let text = client
-        .http
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    let value = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-    };
-    Some((
-        value("tillswarm_http_request_duration_seconds_count{api=\"node\"}")?,
-        value("tillswarm_http_request_duration_seconds_sum{api=\"node\"}")?,
-    ))
-}
-
-/// The coordinator's count of heartbeats answered without a write (absent
-/// from builds before quiet polls).
-async fn quiet_polls(client: &Client, addr: SocketAddr) -> Option<f64> {
+/// One value of the server's `/metrics` (`name` with its labels).
+async fn metric(client: &Client, addr: SocketAddr, name: &str) -> Option<f64> {
     let text = client
         .http
         .get(format!("http://{addr}/metrics"))
@@ -524,8 +501,24 @@ async fn quiet_polls(client: &Client, addr: SocketAddr) -> Option<f64> {
         .await
         .ok()?;
     text.lines()
-        .find_map(|l| l.strip_prefix("tillswarm_quiet_polls_total "))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse::<f64>().ok())
+}
+
+/// Node-API request count and summed seconds, from the server's `/metrics`.
+async fn node_metrics(client: &Client, addr: SocketAddr) -> Option<(f64, f64)> {
+    let count = "tillswarm_http_request_duration_seconds_count{api=\"node\"}";
+    let sum = "tillswarm_http_request_duration_seconds_sum{api=\"node\"}";
+    Some((
+        metric(client, addr, count).await?,
+        metric(client, addr, sum).await?,
+    ))
+}
+
+/// The coordinator's count of heartbeats answered without a write (absent
+/// from builds before quiet polls).
+async fn quiet_polls(client: &Client, addr: SocketAddr) -> Option<f64> {
+    metric(client, addr, "tillswarm_quiet_polls_total").await
 }
 
 fn server_mean_ms(before: Option<(f64, f64)>, after: Option<(f64, f64)>) -> Option<f64> {

@@ -123,6 +123,53 @@ impl Cluster {
             .expect("import");
     }
 
+    /// A custom group of `members`, made as an operator makes one.
+    pub async fn group(
+        &self,
+        name: &str,
+        members: Vec<DeviceId>,
+    ) -> tillswarm_coordinator::groups::GroupId {
+        self.coordinator
+            .create_group(
+                tillswarm_coordinator::groups::GroupInput {
+                    name: Some(name.into()),
+                    description: None,
+                    members: Some(members),
+                },
+                &Caller::system("test"),
+            )
+            .await
+            .expect("group")
+            .id
+    }
+
+    /// A task of `kind` installing `package` on `group`, active at once.
+    pub async fn task(
+        &self,
+        kind: tillswarm_protocol::api::TaskKind,
+        package: PackageId,
+        group: tillswarm_coordinator::groups::GroupId,
+    ) -> tillswarm_protocol::TaskId {
+        self.coordinator
+            .create_task(
+                tillswarm_coordinator::tasks::NewTask {
+                    kind,
+                    package_id: package,
+                    group_id: group,
+                    activate_at: None,
+                    rollback: false,
+                    window: None,
+                    max_installing_per_store: None,
+                    install_retries: None,
+                },
+                &Caller::system("test"),
+            )
+            .await
+            .expect("task")
+            .summary
+            .id
+    }
+
     /// Uploads a package.
     pub async fn upload(&self, name: &str, version: &str, bytes: Vec<u8>) -> PackageId {
         let body = stream::iter([Ok::<_, warp::Error>(bytes::Bytes::from(bytes))]);

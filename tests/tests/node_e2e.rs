@@ -4,23 +4,21 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use tillswarm_coordinator::groups::GroupId;
 use tillswarm_protocol::TaskId;
 
 use futures_util::future::BoxFuture;
 use tillswarm_coordinator::auth::Caller;
-use tillswarm_coordinator::groups::GroupInput;
-use tillswarm_coordinator::tasks::{NewTask, TaskDetail};
+use tillswarm_coordinator::tasks::TaskDetail;
 use tillswarm_coordinator::till_types::TillTypeInput;
 use tillswarm_node::Error as NodeError;
 use tillswarm_node::chunks::Wire;
 use tillswarm_node::client::CoordinatorClient;
 use tillswarm_node::local_api::Answer;
 use tillswarm_node::stage::{ChunkSource, Origin};
+use tillswarm_protocol::DeviceId;
 use tillswarm_protocol::api::{TargetState, TaskKind};
 use tillswarm_protocol::clock::{Clock, ManualClock, SystemClock};
 use tillswarm_protocol::manifest::ChunkRef;
-use tillswarm_protocol::{DeviceId, PackageId};
 use tillswarm_tests::{Cluster, RunningNode, eventually, sample_till};
 
 const POLL_MS: u64 = 100;
@@ -30,49 +28,6 @@ fn package(version: &str, payload: usize) -> Vec<u8> {
         &tillswarm_fixtures::up_sh("demo", version, 0),
         &tillswarm_fixtures::noise(payload, 7),
     )
-}
-
-async fn group_of(cluster: &Cluster, name: &str, members: Vec<DeviceId>) -> GroupId {
-    cluster
-        .coordinator
-        .create_group(
-            GroupInput {
-                name: Some(name.into()),
-                description: None,
-                members: Some(members),
-            },
-            &Caller::system("test"),
-        )
-        .await
-        .expect("group")
-        .id
-}
-
-async fn task(
-    cluster: &Cluster,
-    kind: TaskKind,
-    package_id: PackageId,
-    group_id: GroupId,
-) -> TaskId {
-    cluster
-        .coordinator
-        .create_task(
-            NewTask {
-                kind,
-                package_id,
-                group_id,
-                activate_at: None,
-                rollback: false,
-                window: None,
-                max_installing_per_store: None,
-                install_retries: None,
-            },
-            &Caller::system("test"),
-        )
-        .await
-        .expect("task")
-        .summary
-        .id
 }
 
 fn target_state(t: &TaskDetail, d: DeviceId) -> TargetState {
@@ -109,7 +64,7 @@ async fn download_task_stages_verified_packages_on_every_till() {
         .upload("demo", "1.0.0", package("1.0.0", 3 << 20))
         .await;
     let tills = [sample_till(0, 1), sample_till(0, 2), sample_till(1, 3)];
-    let g = group_of(&cluster, "three", tills.to_vec()).await;
+    let g = cluster.group("three", tills.to_vec()).await;
     let nodes: Vec<RunningNode> = tills
         .iter()
         .map(|&d| {
@@ -120,7 +75,7 @@ async fn download_task_stages_verified_packages_on_every_till() {
             )
         })
         .collect();
-    let id = task(&cluster, TaskKind::Download, pkg, g).await;
+    let id = cluster.task(TaskKind::Download, pkg, g).await;
     for &d in &tills {
         wait_target(&cluster, id, d, TargetState::Downloaded, 30).await;
     }
@@ -163,7 +118,9 @@ async fn update_asks_the_cashier_accept_decline_and_silence() {
         .upload("demo", "1.0.0", package("1.0.0", 1 << 20))
         .await;
     let (accepts, declines, silent) = (sample_till(0, 1), sample_till(0, 2), sample_till(0, 3));
-    let g = group_of(&cluster, "cashiers", vec![accepts, declines, silent]).await;
+    let g = cluster
+        .group("cashiers", vec![accepts, declines, silent])
+        .await;
     // Starts at the real time: the coordinator signs with its own clock.
     let t0 = SystemClock.now_ms();
     let clock = ManualClock::new(t0);
@@ -175,7 +132,7 @@ async fn update_asks_the_cashier_accept_decline_and_silence() {
         )
     };
     let (a, b, c) = (start(accepts), start(declines), start(silent));
-    let id = task(&cluster, TaskKind::Update, pkg, g).await;
+    let id = cluster.task(TaskKind::Update, pkg, g).await;
     for d in [accepts, declines, silent] {
         wait_target(&cluster, id, d, TargetState::AwaitingCashier, 30).await;
     }
@@ -257,13 +214,13 @@ async fn unset_timeout_never_asks_and_waits_for_a_manual_install() {
         .upload("demo", "1.0.0", package("1.0.0", 1 << 20))
         .await;
     let d = sample_till(1, 1);
-    let g = group_of(&cluster, "one", vec![d]).await;
+    let g = cluster.group("one", vec![d]).await;
     let node = RunningNode::start(
         cluster.node_config(d, "store-002"),
         Arc::new(SystemClock),
         None,
     );
-    let id = task(&cluster, TaskKind::Update, pkg, g).await;
+    let id = cluster.task(TaskKind::Update, pkg, g).await;
     wait_target(&cluster, id, d, TargetState::Downloaded, 30).await;
     tokio::time::sleep(std::time::Duration::from_millis(800)).await;
     assert!(
@@ -296,8 +253,8 @@ async fn forced_update_installs_without_asking_and_failures_carry_the_log() {
         )
         .await;
     let (d1, d2) = (sample_till(0, 4), sample_till(0, 5));
-    let g1 = group_of(&cluster, "forced", vec![d1]).await;
-    let g2 = group_of(&cluster, "broken", vec![d2]).await;
+    let g1 = cluster.group("forced", vec![d1]).await;
+    let g2 = cluster.group("broken", vec![d2]).await;
     let n1 = RunningNode::start(
         cluster.node_config(d1, "store-001"),
         Arc::new(SystemClock),
@@ -308,8 +265,8 @@ async fn forced_update_installs_without_asking_and_failures_carry_the_log() {
         Arc::new(SystemClock),
         None,
     );
-    let forced = task(&cluster, TaskKind::ForcedUpdate, good, g1).await;
-    let failing = task(&cluster, TaskKind::ForcedUpdate, broken, g2).await;
+    let forced = cluster.task(TaskKind::ForcedUpdate, good, g1).await;
+    let failing = cluster.task(TaskKind::ForcedUpdate, broken, g2).await;
     wait_target(&cluster, forced, d1, TargetState::Installed, 30).await;
     assert!(n1.agent.ui().status().await.prompt.is_none());
     let t = wait_target(&cluster, failing, d2, TargetState::Failed, 30).await;
@@ -372,7 +329,7 @@ async fn tampered_manifests_and_chunks_are_refused_and_nothing_is_staged() {
         .upload("demo", "1.0.0", package("1.0.0", 1 << 20))
         .await;
     let (wrong_key, bad_chunks) = (sample_till(1, 2), sample_till(1, 3));
-    let g = group_of(&cluster, "victims", vec![wrong_key, bad_chunks]).await;
+    let g = cluster.group("victims", vec![wrong_key, bad_chunks]).await;
     let mut config = cluster.node_config(wrong_key, "store-002");
     config.coordinator_public_key =
         tillswarm_protocol::manifest::SecretKey::from_seed([9; 32]).public();
@@ -384,7 +341,7 @@ async fn tampered_manifests_and_chunks_are_refused_and_nothing_is_staged() {
         Arc::new(SystemClock),
         Some(Arc::new(Tampering(client))),
     );
-    let id = task(&cluster, TaskKind::Download, pkg, g).await;
+    let id = cluster.task(TaskKind::Download, pkg, g).await;
     // A till pinning another root refuses the coordinator's answers whole
     // (the online key's certificate does not verify): it acts on nothing
     // and says why.
@@ -453,7 +410,7 @@ async fn a_killed_download_resumes_without_refetching_held_chunks() {
     let size = bytes.len() as u64;
     let pkg = cluster.upload("demo", "1.0.0", bytes).await;
     let d = sample_till(1, 4);
-    let g = group_of(&cluster, "resume", vec![d]).await;
+    let g = cluster.group("resume", vec![d]).await;
     let config = cluster.node_config(d, "store-002");
     let client = CoordinatorClient::for_till(&config).expect("client");
     let fetched = Arc::new(AtomicU64::new(0));
@@ -464,7 +421,7 @@ async fn a_killed_download_resumes_without_refetching_held_chunks() {
         stall_after: Some(8),
     };
     let node = RunningNode::start(config.clone(), Arc::new(SystemClock), Some(Arc::new(first)));
-    let id = task(&cluster, TaskKind::Download, pkg, g).await;
+    let id = cluster.task(TaskKind::Download, pkg, g).await;
     eventually(30, "the first chunks to land", || async {
         let t = node.agent.state().tasks().await.ok()?;
         t.first().filter(|t| t.bytes_done > 0).map(|_| ())
@@ -511,7 +468,7 @@ async fn a_till_never_downgrades_and_skips_what_it_runs() {
         .upload("demo", "1.0.0", package("1.0.0", 1 << 20))
         .await;
     let d = sample_till(1, 5);
-    let g = group_of(&cluster, "newer", vec![d]).await;
+    let g = cluster.group("newer", vec![d]).await;
     // The coordinator last heard 0.9, so it assigns the task...
     let config = cluster.node_config(d, "store-002");
     let node = RunningNode::start(config.clone(), Arc::new(SystemClock), None);
@@ -525,7 +482,7 @@ async fn a_till_never_downgrades_and_skips_what_it_runs() {
     })
     .await;
     node.stop().await;
-    let id = task(&cluster, TaskKind::ForcedUpdate, pkg, g).await;
+    let id = cluster.task(TaskKind::ForcedUpdate, pkg, g).await;
     // ...but meanwhile the till was moved to 2.0 by hand: it must skip, not downgrade.
     tillswarm_node::state::State::open(&config.data_dir)
         .expect("state")
@@ -555,10 +512,10 @@ async fn a_kill_during_install_is_reported_never_silent() {
     let slow = tillswarm_fixtures::package_tar("echo starting\nsleep 20\necho done\n", b"payload");
     let pkg = cluster.upload("slow", "1.0.0", slow).await;
     let d = sample_till(0, 6);
-    let g = group_of(&cluster, "slow", vec![d]).await;
+    let g = cluster.group("slow", vec![d]).await;
     let config = cluster.node_config(d, "store-001");
     let node = RunningNode::start(config.clone(), Arc::new(SystemClock), None);
-    let id = task(&cluster, TaskKind::ForcedUpdate, pkg, g).await;
+    let id = cluster.task(TaskKind::ForcedUpdate, pkg, g).await;
     wait_target(&cluster, id, d, TargetState::Installing, 30).await;
     node.kill().await; // power cut while up.sh runs
     let node = RunningNode::start(config, Arc::new(SystemClock), None);
@@ -602,11 +559,11 @@ async fn a_stop_during_an_install_waits_for_it_to_finish() {
         )
         .await;
     let d = sample_till(0, 6);
-    let g = group_of(&cluster, "slowish", vec![d]).await;
+    let g = cluster.group("slowish", vec![d]).await;
     let mut config = cluster.node_config(d, "store-001");
     config.reboot_command = "none".into();
     let node = RunningNode::start(config, Arc::new(SystemClock), None);
-    let id = task(&cluster, TaskKind::ForcedUpdate, pkg, g).await;
+    let id = cluster.task(TaskKind::ForcedUpdate, pkg, g).await;
     wait_target(&cluster, id, d, TargetState::Installing, 30).await;
     assert!(!marker.exists(), "up.sh finished before the stop was asked");
     // systemctl stop (or the till shutting down) while up.sh runs: the node
@@ -633,12 +590,12 @@ async fn after_the_reboot_the_till_reports_the_new_version() {
         .upload("demo", "1.0.0", package("1.0.0", 1 << 20))
         .await;
     let d = sample_till(1, 2);
-    let g = group_of(&cluster, "reboot", vec![d]).await;
+    let g = cluster.group("reboot", vec![d]).await;
     let mut config = cluster.node_config(d, "store-002");
     let marker = cluster.dir.path().join("rebooted");
     config.reboot_command = format!("touch {}", marker.display());
     let node = RunningNode::start(config.clone(), Arc::new(SystemClock), None);
-    let id = task(&cluster, TaskKind::ForcedUpdate, pkg, g).await;
+    let id = cluster.task(TaskKind::ForcedUpdate, pkg, g).await;
     // `touch` does not stop this process, so the till's next heartbeat
     // already names the new version and the coordinator may move it from
     // rebooting to installed within one poll: either state means up.sh ran.
@@ -688,7 +645,7 @@ async fn a_till_talks_https_to_a_coordinator_with_a_private_ca() {
         .upload("demo", "1.0.0", package("1.0.0", 1 << 20))
         .await;
     let till = sample_till(0, 1);
-    let g = group_of(&cluster, "one", vec![till]).await;
+    let g = cluster.group("one", vec![till]).await;
     let node = RunningNode::start(
         cluster.node_config(till, "store-001"),
         Arc::new(SystemClock),
@@ -699,7 +656,7 @@ async fn a_till_talks_https_to_a_coordinator_with_a_private_ca() {
     let mut wrong = cluster.node_config(stranger, "store-001");
     wrong.coordinator_ca_file = Some(pki.other_ca_pem.clone());
     let untrusting = RunningNode::start(wrong, Arc::new(SystemClock), None);
-    let id = task(&cluster, TaskKind::Download, pkg, g).await;
+    let id = cluster.task(TaskKind::Download, pkg, g).await;
     wait_target(&cluster, id, till, TargetState::Downloaded, 30).await;
     assert!(node.update_root().join("update/1.0.0/up.sh").is_file());
     let seen = cluster.coordinator.device(stranger).await.expect("device");
@@ -720,12 +677,12 @@ async fn a_till_waits_for_the_sale_to_end_and_says_so() {
         .upload("demo", "1.0.0", package("1.0.0", 1 << 20))
         .await;
     let d = sample_till(0, 6);
-    let g = group_of(&cluster, "sale", vec![d]).await;
+    let g = cluster.group("sale", vec![d]).await;
     let mut config = cluster.node_config(d, "store-001");
     // The POS gets half a minute to close its sale; here it keeps it open.
     config.sale_mode_timeout_s = 30;
     let node = RunningNode::start(config, Arc::new(SystemClock), None);
-    let id = task(&cluster, TaskKind::ForcedUpdate, pkg, g).await;
+    let id = cluster.task(TaskKind::ForcedUpdate, pkg, g).await;
     eventually(30, "the till to report waiting_for_sale_end", || async {
         let dev = cluster.coordinator.device(d).await.ok()?;
         (dev.state.map(|s| s.as_str()) == Some("waiting_for_sale_end")).then_some(())

@@ -9,8 +9,6 @@ use std::sync::Arc;
 
 use tillswarm_coordinator::auth::Caller;
 use tillswarm_coordinator::chunks::bucket::BucketConfig;
-use tillswarm_coordinator::groups::GroupInput;
-use tillswarm_coordinator::tasks::NewTask;
 use tillswarm_coordinator::{Config, Coordinator};
 use tillswarm_protocol::api::{TargetState, TaskKind};
 use tillswarm_protocol::clock::SystemClock;
@@ -168,42 +166,13 @@ async fn download_on_one_till(cluster: &Cluster) -> u64 {
         .upload("demo", "1.0.0", compressible_package("1.0.0"))
         .await;
     let d = sample_till(0, 1);
-    let group = cluster
-        .coordinator
-        .create_group(
-            GroupInput {
-                name: Some("one".into()),
-                description: None,
-                members: Some(vec![d]),
-            },
-            &Caller::system("test"),
-        )
-        .await
-        .expect("group");
+    let group = cluster.group("one", vec![d]).await;
     let node = RunningNode::start(
         cluster.node_config(d, "store-001"),
         Arc::new(SystemClock),
         None,
     );
-    let task = cluster
-        .coordinator
-        .create_task(
-            NewTask {
-                kind: TaskKind::Download,
-                package_id: pkg,
-                group_id: group.id,
-                activate_at: None,
-                rollback: false,
-                window: None,
-                max_installing_per_store: None,
-                install_retries: None,
-            },
-            &Caller::system("test"),
-        )
-        .await
-        .expect("task")
-        .summary
-        .id;
+    let task = cluster.task(TaskKind::Download, pkg, group).await;
     let detail = eventually(60, "the till to stage the package", || async {
         let t = cluster.coordinator.task(task).await.expect("task");
         (t.target_details[0].state == TargetState::Downloaded).then_some(t)

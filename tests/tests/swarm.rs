@@ -8,7 +8,7 @@ use tillswarm_protocol::TaskId;
 
 use tillswarm_coordinator::auth::Caller;
 use tillswarm_coordinator::groups::GroupInput;
-use tillswarm_coordinator::tasks::{NewTask, TaskDetail};
+use tillswarm_coordinator::tasks::TaskDetail;
 use tillswarm_protocol::api::{TargetState, TaskKind};
 use tillswarm_protocol::clock::SystemClock;
 use tillswarm_protocol::{DeviceId, PackageId};
@@ -62,25 +62,7 @@ fn start_node(cluster: &Cluster, d: DeviceId) -> RunningNode {
 }
 
 async fn download(cluster: &Cluster, pkg: PackageId, group: GroupId) -> TaskId {
-    cluster
-        .coordinator
-        .create_task(
-            NewTask {
-                kind: TaskKind::Download,
-                package_id: pkg,
-                group_id: group,
-                activate_at: None,
-                rollback: false,
-                window: None,
-                max_installing_per_store: None,
-                install_retries: None,
-            },
-            &Caller::system("test"),
-        )
-        .await
-        .expect("task")
-        .summary
-        .id
+    cluster.task(TaskKind::Download, pkg, group).await
 }
 
 async fn wait_all(cluster: &Cluster, task: TaskId, tills: &[DeviceId], secs: u64) -> TaskDetail {
