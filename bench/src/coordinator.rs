@@ -576,7 +576,24 @@ async fn open_loop(
     let before = node_metrics(client, addr).await;
     let quiet_before = quiet_polls(client, addr).await;
 
-    let mut handles = Vec::with_capacity(total as usize);
+    // Samples go to a collector as requests finish, so the generator keeps
+    // 16 bytes per request (its latency samples) and no finished task: a
+    // long soak measures the coordinator's memory, not the generator's.
+    let (samples, mut inbox) = tokio::sync::mpsc::unbounded_channel::<Sample>();
+    let collector = tokio::spawn(async move {
+        let mut ok: Vec<(u64, u64)> = Vec::new();
+        let (mut errors, mut full_lists) = (0u64, 0u64);
+        while let Some(s) = inbox.recv().await {
+            if s.ok {
+                ok.push((s.latency_us, s.scheduled_us));
+                full_lists += u64::from(s.unexpected_list);
+            } else {
+                errors += 1;
+            }
+        }
+        (ok, errors, full_lists)
+    });
+    let mut handles = Vec::new();
     let (mut late, mut limit_waits, mut max_lag) = (0u64, 0u64, Duration::ZERO);
     let start = tokio::time::Instant::now() + Duration::from_millis(10);
     let tracker = Arc::new(activation::Tracker::new(start.into_std(), tills));
@@ -609,13 +626,14 @@ async fn open_loop(
         let revisions = revisions.clone();
         let tracker = tracker.clone();
         let scheduled_us = scheduled.saturating_duration_since(start).as_micros() as u64;
-        handles.push(tokio::spawn(async move {
+        let samples = samples.clone();
+        let request = tokio::spawn(async move {
             let known = revisions[till as usize].load(Ordering::Relaxed);
             let sent = Instant::now();
             let outcome = client.heartbeat(till, Some(known)).await;
             let latency_us = scheduled.elapsed().as_micros() as u64;
             drop(permit);
-            match outcome {
+            let sample = match outcome {
                 Outcome::Ok {
                     revision,
                     assignments,
@@ -637,26 +655,31 @@ async fn open_loop(
                     ok: false,
                     unexpected_list: false,
                 },
-            }
-        }));
+            };
+            let _ = samples.send(sample);
+        });
+        // Only requests still running are held, give or take a thousand (a
+        // finished task's handle keeps its future's memory until awaited).
+        if n % 1024 == 0 {
+            handles.retain(|h: &tokio::task::JoinHandle<()>| !h.is_finished());
+        }
+        handles.push(request);
     }
-    let mut latencies = Vec::with_capacity(handles.len());
-    let (mut errors, mut full_lists) = (0u64, 0u64);
+    drop(samples);
+    for h in handles {
+        h.await?;
+    }
+    let (ok_samples, errors, full_lists) = collector.await?;
     let window = tracker.created_us().map(|c| {
         let two = (2.0 * params.interval_s * 1e6) as u64;
         c..c + two
     });
+    let mut latencies = Vec::with_capacity(ok_samples.len());
     let mut during = Vec::new();
-    for h in handles {
-        let s = h.await?;
-        if s.ok {
-            latencies.push(s.latency_us);
-            full_lists += u64::from(s.unexpected_list);
-            if window.as_ref().is_some_and(|w| w.contains(&s.scheduled_us)) {
-                during.push(s.latency_us);
-            }
-        } else {
-            errors += 1;
+    for (latency_us, scheduled_us) in ok_samples {
+        latencies.push(latency_us);
+        if window.as_ref().is_some_and(|w| w.contains(&scheduled_us)) {
+            during.push(latency_us);
         }
     }
     let activation = match creation {

@@ -342,6 +342,33 @@ pub fn approve(tx: &Transaction<'_>, guid: &DeviceId) -> Result<()> {
     Ok(())
 }
 
+/// Remembers `base` as the chunk base URL tills are told; when it differs
+/// from the one remembered, moves every till's instructions on, so each
+/// learns it at its next poll. Returns whether it changed.
+pub fn note_chunk_base_url(tx: &Transaction<'_>, base: Option<&str>) -> Result<bool> {
+    let before: Option<Option<String>> = tx
+        .query_row(
+            "SELECT value FROM settings WHERE key = 'chunk_base_url'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if before.as_ref().map(|b| b.as_deref()) == Some(base) {
+        return Ok(false);
+    }
+    tx.execute(
+        "INSERT INTO settings (key, value) VALUES ('chunk_base_url', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [base],
+    )?;
+    // A fresh database (nothing remembered, no base) has nothing to announce.
+    if before.is_none() && base.is_none() {
+        return Ok(false);
+    }
+    tx.execute("UPDATE devices SET assign_rev = assign_rev + 1", [])?;
+    Ok(true)
+}
+
 /// Moves the instructions of every till in `guid`'s store on, so each gets
 /// the store's new member list.
 pub fn bump_store_of(tx: &Transaction<'_>, guid: &DeviceId) -> Result<()> {

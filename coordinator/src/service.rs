@@ -297,6 +297,16 @@ impl Coordinator {
             }),
         };
         coordinator.collect_garbage().await?;
+        let base = coordinator.inner.config.chunk_base_url.clone();
+        let changed = coordinator
+            .write(move |tx, _| devices::note_chunk_base_url(tx, base.as_deref()))
+            .await?;
+        if changed {
+            tracing::info!(
+                base = ?coordinator.inner.config.chunk_base_url,
+                "chunk base URL changed: every till gets new instructions at its next poll"
+            );
+        }
         coordinator.resign_manifests().await?;
         Ok(coordinator)
     }

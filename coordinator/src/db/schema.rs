@@ -454,6 +454,14 @@ const MIGRATIONS: &[&str] = &[
           AND a.target = 'package:' || packages.package_id
         ORDER BY a.id DESC LIMIT 1);
     "#,
+    // 12: the coordinator's own remembered settings (the chunk base URL tills
+    // were last told, so a change reaches every till at its next poll).
+    r#"
+    CREATE TABLE settings (
+        key   TEXT PRIMARY KEY,
+        value TEXT
+    );
+    "#,
 ];
 
 /// Brings the schema up to date. Foreign keys are off while steps run (a step

@@ -80,6 +80,8 @@ pub struct Heard {
     pub assignments: Option<Vec<tillswarm_protocol::api::Assignment>>,
     /// The settings from the instructions (default when none came).
     pub settings: tillswarm_protocol::api::TillSettings,
+    /// The chunk base URL from the instructions, when they came.
+    pub chunk_base_url: Option<Option<String>>,
 }
 
 pub async fn heartbeat(c: &Coordinator, d: DeviceId, version: &str, rev: Option<u64>) -> Heard {
@@ -115,6 +117,7 @@ pub async fn heartbeat(c: &Coordinator, d: DeviceId, version: &str, rev: Option<
             .as_ref()
             .map(|i| i.settings.clone())
             .unwrap_or_default(),
+        chunk_base_url: instructions.as_ref().map(|i| i.chunk_base_url.clone()),
         assignments: instructions.map(|i| i.assignments),
     }
 }
