@@ -418,18 +418,24 @@ impl CoordinatorClient {
                 return Err(Error::Coordinator("chunk in an unknown encoding".into()));
             }
         };
-        let cap = if compressed {
-            chunk.zstd_len
-        } else {
-            chunk.length
-        };
-        let cap = (cap as usize).min(MAX_CHUNK);
-        let data = Self::read_capped(resp, cap, self.wan_cap.as_deref()).await?;
+        let data =
+            Self::read_capped(resp, wire_len(chunk, compressed), self.wan_cap.as_deref()).await?;
         Ok(Wire {
             data: data.into(),
             compressed,
         })
     }
+}
+
+/// The most bytes a chunk may take on the wire in that form: its zstd
+/// frame's listed length, or its own.
+fn wire_len(chunk: &ChunkRef, compressed: bool) -> usize {
+    let len = if compressed {
+        chunk.zstd_len
+    } else {
+        chunk.length
+    };
+    (len as usize).min(MAX_CHUNK)
 }
 
 impl CoordinatorClient {
@@ -446,13 +452,8 @@ impl CoordinatorClient {
             .send()
             .await
             .map_err(|e| Error::Coordinator(format!("{url}: {e}")))?;
-        let cap = if compressed {
-            chunk.zstd_len
-        } else {
-            chunk.length
-        };
-        let cap = (cap as usize).min(MAX_CHUNK);
-        let data = Self::read_capped(resp, cap, self.wan_cap.as_deref()).await?;
+        let data =
+            Self::read_capped(resp, wire_len(chunk, compressed), self.wan_cap.as_deref()).await?;
         // Checked here as well as where it is staged: a chunk the base got
         // wrong (a stale CDN object, a truncated answer) falls back to the
         // coordinator instead of failing the download.
