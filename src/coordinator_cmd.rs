@@ -11,6 +11,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use tillswarm_coordinator::admin::Accounts;
 use tillswarm_coordinator::auth::Role;
+use tillswarm_coordinator::db::Database;
 use tillswarm_coordinator::{Config, Coordinator, ServeOptions};
 
 use crate::remote::Remote;
@@ -33,6 +34,18 @@ pub struct CoordinatorArgs {
     /// Folder for the database, chunk store and signing key.
     #[arg(long, default_value = "./tillswarm-data", global = true)]
     data: PathBuf,
+    /// Where the coordinator's tables live: `sqlite` (a file in --data) or a
+    /// PostgreSQL URL, postgres://USER:PASSWORD@HOST:PORT/DBNAME. Keys and
+    /// (without --chunk-store) chunks stay in --data either way.
+    #[arg(
+        long,
+        global = true,
+        default_value = "sqlite",
+        value_name = "URL",
+        env = "TILLSWARM_DATABASE",
+        hide_env_values = true
+    )]
+    database: tillswarm_coordinator::db::Database,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -133,6 +146,17 @@ enum CoordinatorCommand {
     /// Till identity (on the data folder).
     #[command(subcommand)]
     Device(crate::enroll_cmd::DeviceCommand),
+    /// Copy a stopped SQLite coordinator's database into an empty
+    /// PostgreSQL database (keys and chunks stay in the data folder; run the
+    /// coordinator with --data DIR --database URL afterwards).
+    MigrateToPostgres {
+        /// The SQLite coordinator's data folder.
+        #[arg(long, value_name = "DIR")]
+        from: PathBuf,
+        /// The PostgreSQL database, postgres://USER:PASSWORD@HOST:PORT/DBNAME.
+        #[arg(long, value_name = "URL")]
+        to: tillswarm_coordinator::db::Database,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -237,14 +261,32 @@ pub async fn run(mut args: CoordinatorArgs, matches: &clap::ArgMatches) -> anyho
             ref file,
             ref remote,
         }) => import(file, remote).await,
-        Some(CoordinatorCommand::User(ref cmd)) => user(&args.data, cmd),
-        Some(CoordinatorCommand::Token(ref cmd)) => token(&args.data, cmd),
+        Some(CoordinatorCommand::User(ref cmd)) => user(&args.data, &args.database, cmd),
+        Some(CoordinatorCommand::Token(ref cmd)) => token(&args.data, &args.database, cmd),
         Some(CoordinatorCommand::Keys(ref cmd)) => keys(&args.data, cmd),
         Some(CoordinatorCommand::EnrollToken(ref cmd)) => {
-            crate::enroll_cmd::enroll_token(&args.data, cmd)
+            crate::enroll_cmd::enroll_token(&args.data, &args.database, cmd)
         }
-        Some(CoordinatorCommand::Device(ref cmd)) => crate::enroll_cmd::device(&args.data, cmd),
+        Some(CoordinatorCommand::Device(ref cmd)) => {
+            crate::enroll_cmd::device(&args.data, &args.database, cmd)
+        }
+        Some(CoordinatorCommand::MigrateToPostgres { ref from, ref to }) => {
+            migrate_to_postgres(from, to)
+        }
     }
+}
+
+fn migrate_to_postgres(from: &Path, to: &Database) -> anyhow::Result<()> {
+    let copied = tillswarm_coordinator::db::copy::sqlite_to_postgres(from, to)
+        .with_context(|| format!("copying {} into {to}", from.display()))?;
+    for (table, rows) in &copied.tables {
+        println!("{table:<24} {rows:>10} rows");
+    }
+    println!(
+        "copied into {to}; run the coordinator with --data {} --database <the same URL>",
+        from.display()
+    );
+    Ok(())
 }
 
 fn keys(data: &Path, cmd: &KeysCommand) -> anyhow::Result<()> {
@@ -305,9 +347,9 @@ fn read_password_line() -> anyhow::Result<String> {
     Ok(password)
 }
 
-fn user(data: &Path, cmd: &UserCommand) -> anyhow::Result<()> {
+fn user(data: &Path, database: &Database, cmd: &UserCommand) -> anyhow::Result<()> {
     let open = |command: &str| {
-        Accounts::open(data, &os_user(), command)
+        Accounts::open(data, database, &os_user(), command)
             .with_context(|| format!("opening the coordinator data in {}", data.display()))
     };
     match cmd {
@@ -352,9 +394,9 @@ fn user(data: &Path, cmd: &UserCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn token(data: &Path, cmd: &TokenCommand) -> anyhow::Result<()> {
+fn token(data: &Path, database: &Database, cmd: &TokenCommand) -> anyhow::Result<()> {
     let open = |command: &str| {
-        Accounts::open(data, &os_user(), command)
+        Accounts::open(data, database, &os_user(), command)
             .with_context(|| format!("opening the coordinator data in {}", data.display()))
     };
     match cmd {
@@ -421,7 +463,12 @@ async fn serve(args: CoordinatorArgs) -> anyhow::Result<()> {
         tracing::warn!(listen = %args.listen, "serving plain HTTP beyond loopback (--insecure-http)");
     }
     if let Some(name) = &args.init_admin {
-        let mut accounts = Accounts::open(&args.data, &os_user(), "coordinator --init-admin")?;
+        let mut accounts = Accounts::open(
+            &args.data,
+            &args.database,
+            &os_user(),
+            "coordinator --init-admin",
+        )?;
         if accounts.user_count()? == 0 {
             let password = accounts.add_user(name, Role::Admin, None)?;
             println!(
@@ -453,6 +500,7 @@ async fn serve(args: CoordinatorArgs) -> anyhow::Result<()> {
             .clone()
             .map(tillswarm_coordinator::chunks::bucket::BucketConfig::from_env),
         chunk_base_url: args.chunk_base_url.clone(),
+        database: args.database.clone(),
         ..Config::default()
     };
     let coordinator = Coordinator::open(config)

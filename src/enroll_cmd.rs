@@ -7,6 +7,7 @@ use std::path::Path;
 use anyhow::Context;
 use clap::Subcommand;
 use tillswarm_coordinator::admin::Accounts;
+use tillswarm_coordinator::db::Database;
 use tillswarm_protocol::DeviceId;
 
 /// Store enrollment tokens: how a till the registry does not list joins.
@@ -45,20 +46,24 @@ pub enum DeviceCommand {
     },
 }
 
-fn open(data: &Path, command: &str) -> anyhow::Result<Accounts> {
-    Accounts::open(data, &crate::coordinator_cmd::os_user(), command)
+fn open(data: &Path, database: &Database, command: &str) -> anyhow::Result<Accounts> {
+    Accounts::open(data, database, &crate::coordinator_cmd::os_user(), command)
         .with_context(|| format!("opening the coordinator data in {}", data.display()))
 }
 
 /// Runs `enroll-token ...`.
-pub fn enroll_token(data: &Path, cmd: &EnrollTokenCommand) -> anyhow::Result<()> {
+pub fn enroll_token(
+    data: &Path,
+    database: &Database,
+    cmd: &EnrollTokenCommand,
+) -> anyhow::Result<()> {
     match cmd {
         EnrollTokenCommand::Create {
             store,
             expires_days,
             max_uses,
         } => {
-            let t = open(data, "coordinator enroll-token create")?.create_enroll_token(
+            let t = open(data, database, "coordinator enroll-token create")?.create_enroll_token(
                 store,
                 *expires_days,
                 *max_uses,
@@ -71,7 +76,7 @@ pub fn enroll_token(data: &Path, cmd: &EnrollTokenCommand) -> anyhow::Result<()>
             println!("{}", t.token_secret);
         }
         EnrollTokenCommand::List => {
-            let tokens = open(data, "coordinator enroll-token list")?.enroll_tokens()?;
+            let tokens = open(data, database, "coordinator enroll-token list")?.enroll_tokens()?;
             println!(
                 "{:>4} {:<16} {:<21} {:<21} {:>9} state",
                 "id", "store", "created", "expires", "uses"
@@ -99,7 +104,7 @@ pub fn enroll_token(data: &Path, cmd: &EnrollTokenCommand) -> anyhow::Result<()>
             }
         }
         EnrollTokenCommand::Revoke { id } => {
-            open(data, "coordinator enroll-token revoke")?.revoke_enroll_token(*id)?;
+            open(data, database, "coordinator enroll-token revoke")?.revoke_enroll_token(*id)?;
             println!("revoked enrollment token {id}");
         }
     }
@@ -107,10 +112,10 @@ pub fn enroll_token(data: &Path, cmd: &EnrollTokenCommand) -> anyhow::Result<()>
 }
 
 /// Runs `device ...`.
-pub fn device(data: &Path, cmd: &DeviceCommand) -> anyhow::Result<()> {
+pub fn device(data: &Path, database: &Database, cmd: &DeviceCommand) -> anyhow::Result<()> {
     match cmd {
         DeviceCommand::ResetKey { guid } => {
-            open(data, "coordinator device reset-key")?.reset_device_key(guid)?;
+            open(data, database, "coordinator device reset-key")?.reset_device_key(guid)?;
             println!("reset the key of {guid}; its next login binds a new one");
         }
     }

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use rusqlite::Connection;
+use crate::db::sql::Connection;
 
 use crate::audit::{self, Note, Outcome};
 use crate::auth::accounts::{self, NewToken, Token, User};
@@ -33,11 +33,17 @@ fn now_ms() -> i64 {
 }
 
 impl Accounts {
-    /// Opens (creating and migrating if needed) the database in `data_dir`,
-    /// acting as OS user `os_user` running `command`.
-    pub fn open(data_dir: &Path, os_user: &str, command: &str) -> Result<Self> {
+    /// Opens (creating and migrating if needed) the coordinator's database
+    /// (`database`; SQLite: the file in `data_dir`), acting as OS user
+    /// `os_user` running `command`.
+    pub fn open(
+        data_dir: &Path,
+        database: &crate::db::Database,
+        os_user: &str,
+        command: &str,
+    ) -> Result<Self> {
         std::fs::create_dir_all(data_dir)?;
-        let conn = crate::db::open_connection(&data_dir.join(crate::service::DB_FILE))?;
+        let conn = crate::db::open_connection_for(database, data_dir)?;
         Ok(Self {
             conn,
             by: Caller::cli(os_user, command),
@@ -48,14 +54,14 @@ impl Accounts {
         &mut self,
         action: &'static str,
         mut note: Note,
-        f: impl FnOnce(&rusqlite::Transaction<'_>, i64, &mut Note) -> Result<T>,
+        f: impl FnOnce(&crate::db::sql::Transaction<'_>, i64, &mut Note) -> Result<T>,
     ) -> Result<T> {
         let now = now_ms();
         // IMMEDIATE: take the write lock now, so a running coordinator's
         // commit between our read and write cannot fail this one.
         let tx = self
             .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            .transaction_with_behavior(crate::db::sql::TransactionBehavior::Immediate)?;
         let out = f(&tx, now, &mut note);
         match out {
             Ok(v) => {
@@ -244,7 +250,13 @@ mod tests {
     #[test]
     fn the_command_line_manages_accounts_and_audits_each_change() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut a = Accounts::open(dir.path(), "root", "coordinator user add").expect("open");
+        let mut a = Accounts::open(
+            dir.path(),
+            &crate::db::Database::Default,
+            "root",
+            "coordinator user add",
+        )
+        .expect("open");
         assert_eq!(a.user_count().expect("count"), 0);
         let generated = a.add_user("anna", Role::Admin, None).expect("add");
         assert!(generated.is_some_and(|p| p.len() == password::GENERATED_LEN));

@@ -5,7 +5,7 @@
 //! failed attempts and logins. The table is append-only (a trigger refuses
 //! updates); the scheduler purges rows older than the retention setting.
 
-use rusqlite::{Connection, params_from_iter, types::Value};
+use crate::db::sql::{Connection, params_from_iter, types::Value};
 use serde::Deserialize;
 
 use crate::auth::Caller;
@@ -77,7 +77,7 @@ pub fn append(
                             target, outcome, status, detail)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?
-    .execute(rusqlite::params![
+    .execute(crate::db::sql::params![
         now,
         clip(&by.actor.name),
         by.actor.kind.as_str(),
@@ -209,7 +209,7 @@ pub fn list(
             detail: r.get(12)?,
         })
     })?;
-    let records = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+    let records = rows.collect::<crate::db::sql::Result<Vec<_>>>()?;
     Ok((records, total as u64))
 }
 

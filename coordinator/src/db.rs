@@ -1,38 +1,51 @@
-//! The SQLite database: one connection owned by one thread, fed through a bounded
-//! queue. Every query runs off the async executor, writes never contend, and a
-//! transaction is never held across an await. WAL checkpoints run on a
-//! second connection on their own thread, so copying the log into the
-//! database file (and its fsync) never stalls the queries; a third,
-//! read-only connection on a reader thread answers hot reads (unchanged
-//! polls) beside the writer.
+//! The database: SQLite (embedded, the default) or PostgreSQL, behind one
+//! handle. Table modules write their queries once against [`sql::Connection`]
+//! and run them through [`Db`], never across an await.
+//!
+//! SQLite: one connection owned by one thread, fed through a bounded queue,
+//! so writes never contend and a transaction is never held across an
+//! await. WAL checkpoints run on a second connection on their own thread
+//! (copying the log and its fsync never stall the queries); a third,
+//! read-only connection answers hot reads (unchanged polls) beside the
+//! writer.
+//!
+//! PostgreSQL ([`pg`]): a pool; each job runs on a blocking thread in one
+//! transaction that first takes the writers' advisory lock, so writers, from
+//! any number of coordinators, run one at a time as SQLite's do.
 
 use std::path::Path;
 
-use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
 
 mod batch;
+pub mod copy;
+mod database;
+pub mod pg;
+mod pg_schema;
 mod schema;
+pub mod sql;
+
+pub use database::{Database, SQLITE_FILE, TEST_POSTGRES_ENV};
+use sql::Connection;
 
 /// Reads text column `idx` as a typed id or one of the protocol's closed sets
 /// of names (a [`tillswarm_protocol::StoreId`], a task status) through its
 /// `FromStr`: a value it refuses (the database holds something this build
 /// does not know) is an error of the read, never a panic.
-pub(crate) fn get_parsed<T>(row: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<T>
+pub(crate) fn get_parsed<T>(row: &sql::Row<'_>, idx: usize) -> sql::Result<T>
 where
     T: std::str::FromStr,
     T::Err: std::error::Error + Send + Sync + 'static,
 {
     let text: String = row.get(idx)?;
-    text.parse().map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
-    })
+    text.parse()
+        .map_err(|e| sql::Error::FromSqlConversionFailure(idx, sql::types::Type::Text, Box::new(e)))
 }
 
 /// As [`get_parsed`], for a column that may be NULL.
-pub(crate) fn get_parsed_opt<T>(row: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<Option<T>>
+pub(crate) fn get_parsed_opt<T>(row: &sql::Row<'_>, idx: usize) -> sql::Result<Option<T>>
 where
     T: std::str::FromStr,
     T::Err: std::error::Error + Send + Sync + 'static,
@@ -40,7 +53,7 @@ where
     let text: Option<String> = row.get(idx)?;
     text.map(|t| {
         t.parse().map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+            sql::Error::FromSqlConversionFailure(idx, sql::types::Type::Text, Box::new(e))
         })
     })
     .transpose()
@@ -48,12 +61,19 @@ where
 
 pub use batch::Stats as BatchStats;
 
-/// A migrated in-memory connection, for unit tests of the table modules.
+/// A migrated connection for unit tests of the table modules: in memory, or
+/// a fresh schema on the PostgreSQL server `TILLSWARM_TEST_POSTGRES` names.
 #[cfg(test)]
 pub(crate) fn test_connection() -> Connection {
-    let mut conn = Connection::open_in_memory().expect("in-memory database");
+    let dir = tempfile::tempdir().expect("tempdir");
+    if let Some(conn) = database::test_postgres(dir.path())
+        .map(|d| open_connection_for(&d, dir.path()).expect("PostgreSQL test schema"))
+    {
+        return conn;
+    }
+    let mut conn = rusqlite::Connection::open_in_memory().expect("in-memory database");
     schema::migrate(&mut conn).expect("migrate");
-    conn
+    Connection::sqlite(conn)
 }
 
 /// Most database jobs waiting for the owner thread; callers wait beyond that.
@@ -71,17 +91,31 @@ enum Job {
     Batched(batch::BatchedJob),
 }
 
-/// Opens the database file with the coordinator's settings and migrations. The
+/// Opens the SQLite file with the coordinator's settings and migrations. The
 /// coordinator keeps one such connection on its thread; the command line opens
 /// its own (another process may hold the file: SQLite's locks and the busy
 /// timeout keep the two apart).
-pub(crate) fn open_connection(path: &Path) -> Result<Connection> {
-    let mut conn = Connection::open(path)?;
+pub(crate) fn open_sqlite(path: &Path) -> Result<rusqlite::Connection> {
+    let mut conn = rusqlite::Connection::open(path)?;
     configure(&mut conn)?;
     Ok(conn)
 }
 
-fn configure(conn: &mut Connection) -> Result<()> {
+/// Opens one connection to `database` (a data folder's SQLite file, or
+/// PostgreSQL), migrated: for the command line.
+pub(crate) fn open_connection_for(database: &Database, data_dir: &Path) -> Result<Connection> {
+    match database.resolve(data_dir)? {
+        database::Resolved::Sqlite(path) => Ok(Connection::sqlite(open_sqlite(&path)?)),
+        database::Resolved::Postgres(config) => {
+            let conn = Connection::postgres(pg::Client::connect_blocking(&config)?);
+            database::prepare_schema(&conn, &config)?;
+            pg_schema::migrate(&conn)?;
+            Ok(conn)
+        }
+    }
+}
+
+fn configure(conn: &mut rusqlite::Connection) -> Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     set_durability(conn, Durability::Full)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -107,11 +141,15 @@ pub enum Durability {
     Full,
     /// `synchronous=NORMAL`: synced at checkpoints only; a power cut may lose
     /// the last such commits, never corrupt. For heartbeats, which repeat.
+    /// (PostgreSQL: `synchronous_commit = off` for the transaction.)
     Relaxed,
 }
 
-/// Sets the connection's durability for its next transactions.
-pub(crate) fn set_durability(conn: &Connection, durability: Durability) -> rusqlite::Result<()> {
+/// Sets a SQLite connection's durability for its next transactions.
+pub(crate) fn set_durability(
+    conn: &rusqlite::Connection,
+    durability: Durability,
+) -> rusqlite::Result<()> {
     let level = match durability {
         Durability::Full => "FULL",
         Durability::Relaxed => "NORMAL",
@@ -122,30 +160,68 @@ pub(crate) fn set_durability(conn: &Connection, durability: Durability) -> rusql
 /// How often the checkpoint thread copies the WAL into the database file.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// A cloneable handle to the database thread.
-/// The thread ends when the last handle is dropped; every job commits before it
-/// answers, so nothing acknowledged is lost when it does.
+/// A cloneable handle to the database.
+/// SQLite: the thread ends when the last handle is dropped; every job commits
+/// before it answers, so nothing acknowledged is lost when it does.
 #[derive(Clone)]
 pub struct Db {
-    jobs: mpsc::Sender<Job>,
-    /// The reader thread's queue (a file database only): reads that may run
-    /// beside the writer, on the last committed state.
-    reads: Option<mpsc::Sender<ReadJob>>,
+    backend: Backend,
     batches: std::sync::Arc<batch::Stats>,
-    /// Held by every handle; the checkpoint thread stops once none is left.
-    _alive: std::sync::Arc<()>,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Sqlite {
+        jobs: mpsc::Sender<Job>,
+        /// The reader thread's queue (a file database only): reads that may
+        /// run beside the writer, on the last committed state.
+        reads: Option<mpsc::Sender<ReadJob>>,
+        /// Held by every handle; the checkpoint thread stops once none is left.
+        _alive: std::sync::Arc<()>,
+    },
+    Postgres(pg::Pool),
 }
 
 impl Db {
-    /// Opens (creating if needed) the database at `path`, applies pending
-    /// migrations and starts the owner thread.
+    /// Opens `database` (for the default and SQLite: the file in `data_dir`),
+    /// applies pending migrations and starts serving queries.
+    pub async fn connect(database: &Database, data_dir: &Path) -> Result<Self> {
+        match database.resolve(data_dir)? {
+            database::Resolved::Sqlite(path) => Self::open(&path),
+            database::Resolved::Postgres(config) => {
+                let pool = pg::Pool::new(config.clone())?;
+                let client = pool.get().await?;
+                tokio::task::spawn_blocking(move || -> Result<()> {
+                    let conn = Connection::postgres(client);
+                    database::prepare_schema(&conn, &config)?;
+                    pg_schema::migrate(&conn)?;
+                    Ok(())
+                })
+                .await
+                .map_err(|e| Error::Internal(format!("migration: {e}")))??;
+                Ok(Self {
+                    backend: Backend::Postgres(pool),
+                    batches: Default::default(),
+                })
+            }
+        }
+    }
+
+    /// Whether this database is PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
+    }
+
+    /// Opens (creating if needed) the SQLite database at `path`, applies
+    /// pending migrations and starts the owner thread.
     pub fn open(path: &Path) -> Result<Self> {
-        let conn = open_connection(path)?;
+        let conn = open_sqlite(path)?;
         // Checkpoints are the checkpoint thread's, not the committing query's.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        let checkpoints = open_connection(path)?;
-        let reader = open_connection(path)?;
+        let checkpoints = open_sqlite(path)?;
+        let reader = open_sqlite(path)?;
         reader.pragma_update(None, "query_only", "ON")?;
+        let reader = Connection::sqlite(reader);
         let mut db = Self::start(conn)?;
         let (reads, mut inbox) = mpsc::channel::<ReadJob>(QUEUE_DEPTH);
         std::thread::Builder::new()
@@ -155,8 +231,16 @@ impl Db {
                     job(&reader);
                 }
             })?;
-        db.reads = Some(reads);
-        let alive = std::sync::Arc::downgrade(&db._alive);
+        let Backend::Sqlite {
+            reads: slot,
+            _alive,
+            ..
+        } = &mut db.backend
+        else {
+            unreachable!("started on SQLite");
+        };
+        *slot = Some(reads);
+        let alive = std::sync::Arc::downgrade(_alive);
         std::thread::Builder::new()
             .name("tillswarm-db-checkpoint".into())
             .spawn(move || {
@@ -175,15 +259,15 @@ impl Db {
         Ok(db)
     }
 
-    /// An in-memory database, for tests.
+    /// An in-memory SQLite database, for tests.
     pub fn open_in_memory() -> Result<Self> {
-        let mut conn = Connection::open_in_memory()?;
+        let mut conn = rusqlite::Connection::open_in_memory()?;
         configure(&mut conn)?;
         Self::start(conn)
     }
 
-    fn start(conn: Connection) -> Result<Self> {
-        let mut conn = conn;
+    fn start(conn: rusqlite::Connection) -> Result<Self> {
+        let mut conn = Connection::sqlite(conn);
         let (jobs, mut inbox) = mpsc::channel::<Job>(QUEUE_DEPTH);
         let batches = std::sync::Arc::new(batch::Stats::default());
         let stats = batches.clone();
@@ -199,24 +283,32 @@ impl Db {
                 }
             })?;
         Ok(Self {
-            jobs,
-            reads: None,
+            backend: Backend::Sqlite {
+                jobs,
+                reads: None,
+                _alive: std::sync::Arc::new(()),
+            },
             batches,
-            _alive: std::sync::Arc::new(()),
         })
     }
 
-    /// Runs the read `f` on the reader thread, beside the writer, on the last
-    /// committed state (WAL readers never wait for the writer); an in-memory
-    /// database runs it on the database thread. For hot reads that must not
-    /// queue behind writes (a till's unchanged poll).
+    /// Runs the read `f` beside the writer, on the last committed state: on
+    /// SQLite's reader thread (WAL readers never wait for the writer; an
+    /// in-memory database runs it on the database thread), on PostgreSQL
+    /// outside any transaction and without the writers' lock. For hot reads
+    /// that must not queue behind writes (a till's unchanged poll).
     pub async fn call_read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        let Some(reads) = &self.reads else {
-            return self.call(move |conn| f(conn)).await;
+        let reads = match &self.backend {
+            Backend::Sqlite { reads: Some(r), .. } => r,
+            Backend::Sqlite { reads: None, .. } => return self.call(move |conn| f(conn)).await,
+            Backend::Postgres(pool) => {
+                let client = pool.get().await?;
+                return blocking(move || f(&Connection::postgres(client))).await;
+            }
         };
         let (reply, answer) = oneshot::channel();
         reads
@@ -230,13 +322,30 @@ impl Db {
             .map_err(|_| Error::Internal("database read dropped".into()))?
     }
 
-    /// Runs `f` on the database thread and returns its result. Cancel-safe: if
-    /// the caller goes away, the job still runs to completion (or not at all).
+    /// Runs `f` on the database (SQLite: its thread) and returns its result.
+    /// Cancel-safe: if the caller goes away, the job still runs to completion
+    /// (or not at all). On PostgreSQL the job is one transaction holding the
+    /// writers' lock: what its statements did commits, as SQLite's
+    /// autocommit keeps each, unless one of them failed.
     pub async fn call<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     {
+        if let Backend::Postgres(pool) = &self.backend {
+            let client = pool.get().await?;
+            return blocking(move || {
+                let mut conn = Connection::postgres(client);
+                conn.begin_job()?;
+                let out = f(&mut conn);
+                match (conn.end_job(), out) {
+                    (Ok(()), out) => out,
+                    (Err(e), Ok(_)) => Err(e.into()),
+                    (Err(_), Err(e)) => Err(e),
+                }
+            })
+            .await;
+        }
         let (reply, answer) = oneshot::channel();
         self.submit(
             Job::Alone(Box::new(move |conn| {
@@ -247,16 +356,35 @@ impl Db {
         .await
     }
 
-    /// Runs `f` in a relaxed transaction ([`Durability::Relaxed`]) that it
-    /// may share with other such jobs waiting in the queue, inside a
+    /// Runs `f` in a relaxed transaction ([`Durability::Relaxed`]). On SQLite
+    /// it may share it with other such jobs waiting in the queue, inside a
     /// savepoint of its own: a failing `f` undoes only its own writes. Its
     /// answer comes once the shared transaction committed, so an `Ok` is as
     /// committed as a relaxed [`Db::call`]'s.
     pub async fn call_batched<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T> + Send + 'static,
+        F: FnOnce(&sql::Transaction<'_>) -> Result<T> + Send + 'static,
     {
+        if let Backend::Postgres(pool) = &self.backend {
+            let client = pool.get().await?;
+            let stats = self.batches.clone();
+            return blocking(move || {
+                let mut conn = Connection::postgres(client);
+                let tx = conn.transaction()?;
+                tx.execute_batch("SET LOCAL synchronous_commit = off")?;
+                let out = f(&tx);
+                stats.count(1);
+                match out {
+                    Ok(v) => tx.commit().map(|()| v).map_err(Error::from),
+                    Err(e) => {
+                        tx.rollback()?;
+                        Err(e)
+                    }
+                }
+            })
+            .await;
+        }
         let (reply, answer) = oneshot::channel();
         let job: batch::BatchedJob = Box::new(move |tx| {
             let (out, poisoned) = match tx {
@@ -282,8 +410,10 @@ impl Db {
     }
 
     async fn submit<T>(&self, job: Job, answer: oneshot::Receiver<Result<T>>) -> Result<T> {
-        self.jobs
-            .send(job)
+        let Backend::Sqlite { jobs, .. } = &self.backend else {
+            return Err(Error::Internal("no database thread on PostgreSQL".into()));
+        };
+        jobs.send(job)
             .await
             .map_err(|_| Error::Internal("database thread stopped".into()))?;
         answer
@@ -292,16 +422,31 @@ impl Db {
     }
 }
 
+/// Runs `f` on a blocking thread of this runtime (PostgreSQL jobs wait on
+/// their client there).
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("database job: {e}")))?
+}
+
 #[cfg(test)]
 mod tests {
     use rusqlite::OptionalExtension;
 
     use super::*;
 
+    fn queue(db: &Db) -> &mpsc::Sender<Job> {
+        match &db.backend {
+            Backend::Sqlite { jobs, .. } => jobs,
+            Backend::Postgres(_) => unreachable!("SQLite only"),
+        }
+    }
+
     #[test]
     fn cached_joins_are_not_prepared_again_for_new_parameters() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let conn = open_connection(&dir.path().join("db.sqlite3")).expect("open");
+        let conn = open_sqlite(&dir.path().join("db.sqlite3")).expect("open");
         let sql = "SELECT t.device FROM device_tokens t JOIN devices d ON d.guid = t.device
                    WHERE t.hash = ?1 AND t.expires_ms > ?2";
         for i in 0..5_i64 {
@@ -339,7 +484,7 @@ mod tests {
 
     /// Waits until `n` jobs are queued behind the held one.
     async fn queued(db: &Db, n: usize) {
-        while QUEUE_DEPTH - db.jobs.capacity() < n {
+        while QUEUE_DEPTH - queue(db).capacity() < n {
             tokio::task::yield_now().await;
         }
     }
@@ -379,7 +524,7 @@ mod tests {
             .call(|c| {
                 let mut stmt = c.prepare("SELECT n FROM t ORDER BY n")?;
                 let rows = stmt.query_map([], |r| r.get(0))?;
-                Ok(rows.collect::<rusqlite::Result<_>>()?)
+                Ok(rows.collect::<sql::Result<_>>()?)
             })
             .await
             .expect("rows");
@@ -435,8 +580,8 @@ mod tests {
     #[test]
     fn commits_are_synced_unless_relaxed() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let conn = open_connection(&dir.path().join("db.sqlite3")).expect("open");
-        let level = |c: &Connection| -> i64 {
+        let conn = open_sqlite(&dir.path().join("db.sqlite3")).expect("open");
+        let level = |c: &rusqlite::Connection| -> i64 {
             c.pragma_query_value(None, "synchronous", |r| r.get(0))
                 .expect("pragma")
         };

@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use rusqlite::{OptionalExtension, Transaction, params};
+use crate::db::sql::{OptionalExtension, Transaction, params};
 use tillswarm_protocol::DeviceId;
 use tillswarm_protocol::manifest::PublicKey;
 
@@ -240,7 +240,7 @@ pub fn is_device_token(token: &str) -> bool {
 
 /// The device a live token belongs to (approved, key still bound).
 pub fn device_of(
-    conn: &rusqlite::Connection,
+    conn: &crate::db::sql::Connection,
     token: &str,
     now_ms: i64,
 ) -> Result<Option<DeviceId>> {
@@ -306,9 +306,9 @@ pub fn create_enroll_token(
         )));
     }
     let token = format!("{ENROLL_TOKEN_PREFIX}{}", random_hex(32)?);
-    tx.execute(
+    let id: i64 = tx.query_row(
         "INSERT INTO enroll_tokens (hash, store_id, created_ms, created_by, expires_ms, max_uses)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
         params![
             secret_hash(&token),
             store,
@@ -317,9 +317,10 @@ pub fn create_enroll_token(
             expires_ms,
             max_uses
         ],
+        |r| r.get(0),
     )?;
     Ok(NewEnrollToken {
-        token: enroll_token(tx, tx.last_insert_rowid())?,
+        token: enroll_token(tx, id)?,
         token_secret: token,
     })
 }
@@ -330,17 +331,17 @@ pub use tillswarm_protocol::operator::accounts::{EnrollToken, EnrollTokenId, New
 pub const MAX_ENROLL_USES: u32 = 1_000;
 
 /// Every enrollment token, newest first.
-pub fn enroll_tokens(conn: &rusqlite::Connection) -> Result<Vec<EnrollToken>> {
+pub fn enroll_tokens(conn: &crate::db::sql::Connection) -> Result<Vec<EnrollToken>> {
     let mut stmt = conn.prepare(
         "SELECT id, store_id, created_ms, created_by, expires_ms, revoked_ms, max_uses, uses
          FROM enroll_tokens ORDER BY id DESC",
     )?;
     let rows = stmt.query_map([], enroll_row)?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    Ok(rows.collect::<crate::db::sql::Result<_>>()?)
 }
 
 /// One enrollment token.
-pub fn enroll_token(conn: &rusqlite::Connection, id: i64) -> Result<EnrollToken> {
+pub fn enroll_token(conn: &crate::db::sql::Connection, id: i64) -> Result<EnrollToken> {
     conn.query_row(
         "SELECT id, store_id, created_ms, created_by, expires_ms, revoked_ms, max_uses, uses
          FROM enroll_tokens WHERE id = ?1",
@@ -351,7 +352,7 @@ pub fn enroll_token(conn: &rusqlite::Connection, id: i64) -> Result<EnrollToken>
     .ok_or_else(|| Error::NotFound(format!("no enrollment token {id}")))
 }
 
-fn enroll_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EnrollToken> {
+fn enroll_row(r: &crate::db::sql::Row<'_>) -> crate::db::sql::Result<EnrollToken> {
     Ok(EnrollToken {
         id: EnrollTokenId(r.get(0)?),
         store_id: crate::db::get_parsed(r, 1)?,
@@ -407,7 +408,7 @@ mod tests {
     use super::*;
     use tillswarm_protocol::manifest::SecretKey;
 
-    fn db() -> rusqlite::Connection {
+    fn db() -> crate::db::sql::Connection {
         crate::db::test_connection()
     }
 

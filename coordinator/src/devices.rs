@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 
-use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+use crate::db::sql::{Connection, OptionalExtension, Row, Transaction, params};
 use serde::Deserialize;
 use tillswarm_protocol::DeviceId;
 use tillswarm_protocol::api::HeartbeatRequest;
@@ -444,13 +444,13 @@ const DEVICE_SELECT: &str = concat!(
      FROM devices d LEFT JOIN stores s ON s.id = d.store_id"
 );
 
-fn device_from_row(r: &Row<'_>, now_ms: i64) -> rusqlite::Result<Device> {
+fn device_from_row(r: &Row<'_>, now_ms: i64) -> crate::db::sql::Result<Device> {
     let guid: String = r.get(0)?;
     let last_seen: Option<i64> = r.get(14)?;
     Ok(Device {
         guid: guid
             .parse()
-            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
+            .map_err(|e| crate::db::sql::Error::ToSqlConversionFailure(Box::new(e)))?,
         name: r.get(1)?,
         number: r.get(2)?,
         store_id: get_parsed_opt(r, 3)?,
@@ -562,7 +562,7 @@ pub fn list(
             ],
             |r| device_from_row(r, now_ms),
         )?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::db::sql::Result<Vec<_>>>()?;
     Ok((rows, total as u64))
 }
 
@@ -596,7 +596,7 @@ pub fn stores(conn: &Connection, now_ms: i64) -> Result<Vec<Store>> {
                 online: r.get(5)?,
             })
         })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::db::sql::Result<Vec<_>>>()?;
     Ok(rows)
 }
 

@@ -61,13 +61,19 @@ pub enum Error {
     Unavailable(String),
     /// A database failure (500, details only in the log).
     #[error("database: {0}")]
-    Db(#[from] rusqlite::Error),
+    Db(#[from] crate::db::sql::Error),
     /// A filesystem failure (500, details only in the log).
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
     /// Anything else unexpected (500, details only in the log).
     #[error("internal: {0}")]
     Internal(String),
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::Db(e.into())
+    }
 }
 
 /// A name outside one of the protocol's closed sets: a role an operator typed

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use crate::db::sql::{Connection, OptionalExtension, Transaction, params};
 use tillswarm_protocol::DeviceId;
 
 use crate::error::{Error, Result};
@@ -48,10 +48,10 @@ pub fn members(conn: &Connection, id: i64) -> Result<Vec<DeviceId>> {
     let mut stmt = conn.prepare_cached(sql)?;
     let guids: Vec<String> = if kind == "custom" {
         stmt.query_map([id], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?
+            .collect::<crate::db::sql::Result<_>>()?
     } else {
         stmt.query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?
+            .collect::<crate::db::sql::Result<_>>()?
     };
     Ok(guids.iter().filter_map(|g| g.parse().ok()).collect())
 }
@@ -72,7 +72,7 @@ pub fn list(conn: &Connection) -> Result<Vec<Group>> {
         conn.prepare_cached("SELECT id, name, description, kind FROM groups ORDER BY id")?;
     let rows: Vec<(i64, String, String, String)> = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::db::sql::Result<_>>()?;
     rows.into_iter()
         .map(|(id, name, description, kind)| {
             let member_count = count(conn, id, &kind)?;
@@ -164,16 +164,12 @@ fn insert_members(tx: &Transaction<'_>, id: i64, members: &BTreeSet<DeviceId>) -
     Ok(())
 }
 
-fn name_taken(e: rusqlite::Error, name: &str) -> Error {
+fn name_taken(e: crate::db::sql::Error, name: &str) -> Error {
     match e {
-        rusqlite::Error::SqliteFailure(f, _)
-            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-        {
-            Error::conflict(
-                "group_exists",
-                format!("a group named {name:?} already exists"),
-            )
-        }
+        e if e.is_constraint_violation() => Error::conflict(
+            "group_exists",
+            format!("a group named {name:?} already exists"),
+        ),
         other => other.into(),
     }
 }
@@ -193,12 +189,14 @@ pub fn create(tx: &Transaction<'_>, input: &GroupInput, now_ms: i64) -> Result<i
         ));
     }
     let members = check_members(tx, input.members.as_deref().unwrap_or(&[]))?;
-    tx.execute(
-        "INSERT INTO groups (name, description, kind, created_ms) VALUES (?1, ?2, 'custom', ?3)",
-        params![name, description, now_ms],
-    )
-    .map_err(|e| name_taken(e, name))?;
-    let id = tx.last_insert_rowid();
+    let id: i64 = tx
+        .query_row(
+            "INSERT INTO groups (name, description, kind, created_ms) VALUES (?1, ?2, 'custom', ?3)
+             RETURNING id",
+            params![name, description, now_ms],
+            |r| r.get(0),
+        )
+        .map_err(|e| name_taken(e, name))?;
     insert_members(tx, id, &members)?;
     Ok(id)
 }

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rusqlite::Connection;
+use crate::db::sql::Connection;
 
 use crate::devices::ONLINE_WINDOW_MS;
 use crate::error::Result;
@@ -253,7 +253,7 @@ pub fn read_gauges(conn: &Connection, now_ms: i64) -> Result<Gauges> {
         let rows = stmt.query_map([], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
         })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        Ok(rows.collect::<crate::db::sql::Result<_>>()?)
     };
     Ok(Gauges {
         devices_approved: approved as u64,

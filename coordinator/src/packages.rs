@@ -7,7 +7,7 @@ pub use ingest::{IngestLimits, Received, ingest_file, open_content};
 
 use std::collections::HashSet;
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use crate::db::sql::{Connection, OptionalExtension, Transaction, params};
 use tillswarm_protocol::archive::UploadFormat;
 use tillswarm_protocol::manifest::{self, Manifest, SignedManifest};
 use tillswarm_protocol::{ChunkHash, PackageId, Version};
@@ -17,8 +17,8 @@ use crate::error::{Error, Result};
 
 pub use tillswarm_protocol::operator::packages::{Package, PackageDetail};
 
-fn is_unique_violation(e: &rusqlite::Error) -> bool {
-    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
+fn is_unique_violation(e: &crate::db::sql::Error) -> bool {
+    e.is_constraint_violation()
 }
 
 /// Refuses a name and version that are already uploaded (checked before the
@@ -112,11 +112,11 @@ fn format_name(f: UploadFormat) -> String {
         .unwrap_or_default()
 }
 
-fn package_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Package> {
+fn package_from_row(r: &crate::db::sql::Row<'_>) -> crate::db::sql::Result<Package> {
     let id: String = r.get(0)?;
     let parse = |text: String| {
         text.parse()
-            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+            .map_err(|e| crate::db::sql::Error::ToSqlConversionFailure(Box::new(e)))
     };
     let format: Option<String> = r.get(10)?;
     Ok(Package {
@@ -145,7 +145,7 @@ pub fn list(conn: &Connection, offset: u64, limit: u64) -> Result<(Vec<Package>,
     ))?;
     let rows = stmt
         .query_map(params![limit as i64, offset as i64], package_from_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::db::sql::Result<Vec<_>>>()?;
     Ok((rows, total as u64))
 }
 
@@ -206,7 +206,7 @@ pub fn delete(tx: &Transaction<'_>, id: &PackageId) -> Result<Vec<ChunkHash>> {
     let hashes: Vec<String> = tx
         .prepare_cached("SELECT DISTINCT hash FROM package_chunks WHERE package_id = ?1")?
         .query_map([id.to_hex()], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::db::sql::Result<_>>()?;
     tx.execute("DELETE FROM packages WHERE package_id = ?1", [id.to_hex()])?;
     let mut still_used =
         tx.prepare_cached("SELECT 1 FROM package_chunks WHERE hash = ?1 LIMIT 1")?;

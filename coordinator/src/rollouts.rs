@@ -10,7 +10,7 @@
 //! States: `draft` -> `running` <-> `waiting_for_approval`, `paused` (with a
 //! reason), then `completed`, `completed_with_failures` or `cancelled`.
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use crate::db::sql::{Connection, OptionalExtension, Transaction, params};
 use tillswarm_protocol::api::TaskKind;
 
 use crate::clock::rfc3339;
@@ -276,10 +276,10 @@ pub fn create(
         .map(serde_json::to_string)
         .transpose()
         .map_err(|e| Error::Internal(e.to_string()))?;
-    tx.execute(
+    let id: i64 = tx.query_row(
         "INSERT INTO rollouts (name, package_id, package_name, package_version, state, window_json,
                                store_failure_limit, created_by, created_ms)
-         VALUES (?1, ?2, ?3, ?4, 'draft', ?5, ?6, ?7, ?8)",
+         VALUES (?1, ?2, ?3, ?4, 'draft', ?5, ?6, ?7, ?8) RETURNING id",
         params![
             name,
             input.package_id.to_hex(),
@@ -290,8 +290,8 @@ pub fn create(
             created_by,
             now_ms
         ],
+        |r| r.get(0),
     )?;
-    let id = tx.last_insert_rowid();
     let mut insert = tx.prepare_cached(
         "INSERT INTO rollout_waves (rollout_id, idx, name, kind, spec_json) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
@@ -329,7 +329,7 @@ fn open_tasks(tx: &Connection, id: i64) -> Result<Vec<i64>> {
                AND status IN ('scheduled', 'running', 'paused')",
         )?
         .query_map([id], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?)
+        .collect::<crate::db::sql::Result<_>>()?)
 }
 
 /// Pauses a rollout with `reason`: its tasks stop reaching tills, so no

@@ -25,7 +25,7 @@ use crate::tasks::{self, NewTask, TaskDetail, TaskFilter, TaskSummary};
 use crate::till_types::{self, TillType, TillTypeInput};
 
 /// The database's file name in the data folder.
-pub const DB_FILE: &str = "coordinator.sqlite3";
+pub const DB_FILE: &str = crate::db::SQLITE_FILE;
 
 /// Coordinator settings. Every field has a default suited to a single head office.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -90,6 +90,9 @@ pub struct Config {
     /// bucket's endpoint with the key prefix), falling back to the
     /// coordinator; named in their signed instructions.
     pub chunk_base_url: Option<String>,
+    /// Where the tables live: SQLite in the data folder, or PostgreSQL.
+    #[serde(skip)]
+    pub database: crate::db::Database,
 }
 
 /// Longest session a setting may ask for (days); longer values are clamped.
@@ -174,6 +177,7 @@ impl Default for Config {
             unreachable_after_s: 15 * 60,
             chunk_store: None,
             chunk_base_url: None,
+            database: crate::db::Database::Default,
         }
     }
 }
@@ -264,7 +268,7 @@ impl Coordinator {
     pub async fn open_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Self> {
         let config = config.checked()?;
         std::fs::create_dir_all(&config.data_dir)?;
-        let db = Db::open(&config.data_dir.join(DB_FILE))?;
+        let db = Db::connect(&config.database, &config.data_dir).await?;
         let mut chunks = ChunkStore::open(&config.data_dir.join("chunks"))?;
         if let Some(url) = &config.chunk_store {
             chunks = chunks.with_bucket(crate::chunks::bucket::Bucket::open(url).await?);
@@ -384,7 +388,7 @@ impl Coordinator {
                 let rows: Vec<(String, Vec<u8>)> = tx
                     .prepare("SELECT package_id, manifest FROM packages")?
                     .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                    .collect::<rusqlite::Result<_>>()?;
+                    .collect::<crate::db::sql::Result<_>>()?;
                 let mut n = 0;
                 for (id, bytes) in rows {
                     let Ok(signed) = tillswarm_protocol::SignedManifest::from_bytes(&bytes) else {
@@ -400,7 +404,7 @@ impl Coordinator {
                     let fresh = key.sign_manifest(&m).to_bytes();
                     tx.execute(
                         "UPDATE packages SET manifest = ?2 WHERE package_id = ?1",
-                        rusqlite::params![id, fresh],
+                        crate::db::sql::params![id, fresh],
                     )?;
                     n += 1;
                 }
@@ -440,7 +444,7 @@ impl Coordinator {
     async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&rusqlite::Connection, i64) -> Result<T> + Send + 'static,
+        F: FnOnce(&crate::db::sql::Connection, i64) -> Result<T> + Send + 'static,
     {
         let now = self.now_ms();
         self.inner.db.call(move |conn| f(conn, now)).await
@@ -451,7 +455,7 @@ impl Coordinator {
     async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&rusqlite::Transaction<'_>, i64) -> Result<T> + Send + 'static,
+        F: FnOnce(&crate::db::sql::Transaction<'_>, i64) -> Result<T> + Send + 'static,
     {
         self.write_with(crate::db::Durability::Full, f).await
     }
@@ -462,17 +466,22 @@ impl Coordinator {
     async fn write_with<T, F>(&self, durability: crate::db::Durability, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&rusqlite::Transaction<'_>, i64) -> Result<T> + Send + 'static,
+        F: FnOnce(&crate::db::sql::Transaction<'_>, i64) -> Result<T> + Send + 'static,
     {
         let now = self.now_ms();
         self.inner
             .db
             .call(move |conn| {
-                crate::db::set_durability(conn, durability)?;
+                if let Some(lite) = conn.as_sqlite() {
+                    crate::db::set_durability(lite, durability)?;
+                }
                 // IMMEDIATE: the write lock from the start, so the command
                 // line (another process) committing in between cannot fail it.
                 let tx =
-                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                    conn.transaction_with_behavior(crate::db::sql::TransactionBehavior::Immediate)?;
+                if durability == crate::db::Durability::Relaxed && tx.is_postgres() {
+                    tx.execute_batch("SET LOCAL synchronous_commit = off")?;
+                }
                 let out = f(&tx, now)?;
                 tx.commit()?;
                 Ok(out)
@@ -487,7 +496,7 @@ impl Coordinator {
     async fn write_batched<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&rusqlite::Transaction<'_>, i64) -> Result<T> + Send + 'static,
+        F: FnOnce(&crate::db::sql::Transaction<'_>, i64) -> Result<T> + Send + 'static,
     {
         let now = self.now_ms();
         self.inner.db.call_batched(move |tx| f(tx, now)).await
@@ -500,7 +509,7 @@ impl Coordinator {
     async fn change<T, F>(&self, by: &Caller, action: &'static str, note: Note, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&rusqlite::Transaction<'_>, i64, &mut Note) -> Result<T> + Send + 'static,
+        F: FnOnce(&crate::db::sql::Transaction<'_>, i64, &mut Note) -> Result<T> + Send + 'static,
     {
         let caller = by.clone();
         let first = note.clone();

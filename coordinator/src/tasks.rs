@@ -7,7 +7,7 @@
 //! failed / declined / skipped. A target counts as installed only once the till
 //! reports the new version after its reboot.
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use crate::db::sql::{Connection, OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
 use tillswarm_protocol::api::{ProgressReport, TargetState, TaskKind};
 use tillswarm_protocol::{DeviceId, PackageId, Version};
@@ -37,15 +37,23 @@ fn final_states(kind: TaskKind) -> &'static str {
     }
 }
 
-pub(crate) fn parse_kind(s: &str) -> rusqlite::Result<TaskKind> {
+pub(crate) fn parse_kind(s: &str) -> crate::db::sql::Result<TaskKind> {
     s.parse().map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+        crate::db::sql::Error::FromSqlConversionFailure(
+            0,
+            crate::db::sql::types::Type::Text,
+            Box::new(e),
+        )
     })
 }
 
-pub(crate) fn parse_state(s: &str) -> rusqlite::Result<TargetState> {
+pub(crate) fn parse_state(s: &str) -> crate::db::sql::Result<TargetState> {
     s.parse().map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+        crate::db::sql::Error::FromSqlConversionFailure(
+            0,
+            crate::db::sql::types::Type::Text,
+            Box::new(e),
+        )
     })
 }
 
@@ -164,11 +172,11 @@ pub(crate) fn create_planned(
         .map(serde_json::to_string)
         .transpose()
         .map_err(|e| Error::Internal(e.to_string()))?;
-    tx.execute(
+    let id: i64 = tx.query_row(
         "INSERT INTO tasks (kind, package_id, package_name, package_version, package_version_key, package_size,
                             group_id, group_name, status, activate_at_ms, rollback, created_ms,
                             rollout_id, rollout_wave, window_json, store_limit, install_retries)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'scheduled', ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'scheduled', ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) RETURNING id",
         params![
             plan.kind.as_str(),
             plan.package_id.to_hex(),
@@ -187,11 +195,12 @@ pub(crate) fn create_planned(
             plan.store_limit,
             plan.install_retries,
         ],
+        |r| r.get(0),
     )?;
-    let id = tx.last_insert_rowid();
     if plan.group_id.is_none() {
         let mut insert = tx.prepare_cached(
-            "INSERT OR IGNORE INTO task_targets (task_id, device, state, updated_ms) VALUES (?1, ?2, 'pending', ?3)",
+            "INSERT INTO task_targets (task_id, device, state, updated_ms) VALUES (?1, ?2, 'pending', ?3)
+             ON CONFLICT DO NOTHING",
         )?;
         for d in targets {
             insert.execute(params![id, d.to_string(), now_ms])?;
@@ -222,8 +231,9 @@ pub fn activate(tx: &Transaction<'_>, id: i64, now_ms: i64) -> Result<()> {
         // `?1` is the group's id in a custom group's query.
         tx.execute(
             &format!(
-                "INSERT OR IGNORE INTO task_targets (device, task_id, state, attempt, updated_ms)
-                 SELECT *, ?2, 'pending', (SELECT attempt FROM tasks WHERE id = ?2), ?3 FROM ({members})"
+                "INSERT INTO task_targets (device, task_id, state, attempt, updated_ms)
+                 SELECT *, ?2, 'pending', (SELECT attempt FROM tasks WHERE id = ?2), ?3 FROM ({members}) m
+                 WHERE true ON CONFLICT DO NOTHING"
             ),
             params![g, id, now_ms],
         )?;
@@ -322,7 +332,7 @@ pub fn activate_due(tx: &Transaction<'_>, now_ms: i64) -> Result<Vec<i64>> {
             "SELECT id FROM tasks WHERE status = 'scheduled' AND coalesce(activate_at_ms, 0) <= ?1",
         )?
         .query_map([now_ms], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::db::sql::Result<_>>()?;
     for id in &due {
         activate(tx, *id, now_ms)?;
         tracing::info!(task = id, "task activated");
@@ -425,9 +435,10 @@ pub fn restart(tx: &Transaction<'_>, id: i64, now_ms: i64) -> Result<()> {
     };
     tx.execute(
         &format!(
-            "INSERT OR IGNORE INTO target_attempts (task_id, device, attempt, state, error, log_tail, finished_ms)
+            "INSERT INTO target_attempts (task_id, device, attempt, state, error, log_tail, finished_ms)
              SELECT task_id, device, attempt, state, error, log_tail, coalesce(finished_ms, updated_ms)
-             FROM task_targets WHERE task_id = ?1 AND state IN ('failed', 'declined') AND state NOT IN {done}"
+             FROM task_targets WHERE task_id = ?1 AND state IN ('failed', 'declined') AND state NOT IN {done}
+             ON CONFLICT DO NOTHING"
         ),
         [id],
     )?;
@@ -496,12 +507,13 @@ pub fn retry_due(tx: &Transaction<'_>, now_ms: i64) -> Result<usize> {
              WHERE tt.retry_at_ms <= ?1 AND t.status = 'running'",
         )?
         .query_map([now_ms], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::db::sql::Result<_>>()?;
     for (task, device) in &due {
         tx.execute(
-            "INSERT OR IGNORE INTO target_attempts (task_id, device, attempt, state, error, log_tail, finished_ms)
+            "INSERT INTO target_attempts (task_id, device, attempt, state, error, log_tail, finished_ms)
              SELECT task_id, device, attempt, state, error, log_tail, coalesce(finished_ms, updated_ms)
-             FROM task_targets WHERE task_id = ?1 AND device = ?2",
+             FROM task_targets WHERE task_id = ?1 AND device = ?2
+             ON CONFLICT DO NOTHING",
             params![task, device],
         )?;
         tx.execute(
@@ -649,7 +661,7 @@ pub fn promote_installed(
                AND tt.state IN ('installing', 'rebooting')",
         )?
         .query_map([device.to_string()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::db::sql::Result<_>>()?;
     for (task, target_key, rollback) in candidates {
         if reached(Some(&key), &target_key, rollback) {
             tx.execute(

@@ -2,7 +2,7 @@
 //! `autoUpdateTimeout` in minutes, or unset for "never ask, manual install only".
 //! The row named `*` is the default for types without their own row.
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use crate::db::sql::{Connection, OptionalExtension, Transaction, params};
 use tillswarm_protocol::api::TillSettings;
 
 use crate::error::{Error, Result};
@@ -25,7 +25,7 @@ pub fn list(conn: &Connection) -> Result<Vec<TillType>> {
     let explicit: Vec<String> = conn
         .prepare_cached("SELECT name FROM till_types")?
         .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::db::sql::Result<_>>()?;
     let default = settings_for(conn, None)?;
     let rows = stmt
         .query_map([], |r| {
@@ -35,7 +35,7 @@ pub fn list(conn: &Connection) -> Result<Vec<TillType>> {
                 r.get::<_, i64>(2)?,
             ))
         })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::db::sql::Result<Vec<_>>>()?;
     Ok(rows
         .into_iter()
         .map(|(name, minutes, tills)| TillType {

@@ -9,7 +9,7 @@
 //! bounded: rows older than [`RETENTION_MS`] go, and beyond [`MAX_ROWS`]
 //! the oldest go, both in slices of [`PRUNE_SLICE`] rows per transaction.
 
-use rusqlite::{Transaction, params};
+use crate::db::sql::{Transaction, params};
 use tillswarm_protocol::{ChunkHash, DeviceId};
 
 use crate::error::Result;
@@ -91,7 +91,7 @@ pub fn prune_slice(tx: &Transaction<'_>, before_ms: i64, max_rows: i64) -> Resul
 
 #[cfg(test)]
 mod tests {
-    use rusqlite::Connection;
+    use crate::db::sql::Connection;
 
     use super::*;
 

@@ -45,6 +45,7 @@ pub struct CoordinatorFile {
     init_admin: Option<String>,
     chunk_store: Option<tillswarm_coordinator::chunks::bucket::BucketUrl>,
     chunk_base_url: Option<String>,
+    database: Option<tillswarm_coordinator::db::Database>,
 }
 
 impl CoordinatorFile {
@@ -134,6 +135,7 @@ impl CoordinatorArgs {
             session_idle_min,
             session_max_hours,
             audit_retention_days,
+            database,
         );
         optional!(
             tls_cert,

@@ -4,7 +4,7 @@
 //! Secrets are never stored: passwords as argon2id hashes, session ids and
 //! tokens as blake3 hashes (they carry 256 random bits, so a fast hash is safe).
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use crate::db::sql::{Connection, OptionalExtension, Transaction, params};
 
 use super::{Actor, ActorKind, Role, random_hex, secret_hash};
 use crate::clock::rfc3339;
@@ -35,9 +35,8 @@ pub fn validate_name(name: &str, what: &str) -> Result<()> {
     Ok(())
 }
 
-fn unique_violation(e: &rusqlite::Error) -> bool {
-    matches!(e, rusqlite::Error::SqliteFailure(f, _)
-        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE)
+fn unique_violation(e: &crate::db::sql::Error) -> bool {
+    e.is_unique_violation()
 }
 
 // ----- users -----

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, Transaction, TransactionBehavior};
+use super::sql::{Connection, Transaction, TransactionBehavior};
 use tokio::sync::mpsc;
 
 use super::{Durability, Job, set_durability};
@@ -46,6 +46,12 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Counts one transaction that carried `jobs` jobs.
+    pub(super) fn count(&self, jobs: u64) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.jobs.fetch_add(jobs, Ordering::Relaxed);
+    }
+
     /// Transactions run for batched jobs so far.
     pub fn batches(&self) -> u64 {
         self.batches.load(Ordering::Relaxed)
@@ -65,7 +71,7 @@ pub(super) fn in_savepoint<T, E>(
     f: impl FnOnce(&Transaction<'_>) -> std::result::Result<T, E>,
 ) -> (std::result::Result<T, E>, bool)
 where
-    E: From<rusqlite::Error>,
+    E: From<super::sql::Error>,
 {
     if let Err(e) = tx.execute_batch("SAVEPOINT batched_job") {
         return (Err(e.into()), false);
@@ -95,8 +101,13 @@ pub(super) fn run(
     let mut next = None;
     let mut settles: Vec<Settle> = Vec::with_capacity(MAX_JOBS);
     let mut poisoned = false;
-    let tx = set_durability(conn, Durability::Relaxed)
-        .and_then(|()| conn.transaction_with_behavior(TransactionBehavior::Immediate));
+    if let Some(lite) = conn.as_sqlite()
+        && let Err(e) = set_durability(lite, Durability::Relaxed)
+    {
+        (first(None).settle)(Err(e.to_string()));
+        return None;
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate);
     let tx = match tx {
         Ok(tx) => tx,
         Err(e) => {

@@ -1,7 +1,7 @@
 //! A till's history: the versions it reported running (when, and through
 //! which task), its recent task outcomes and its last error.
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use crate::db::sql::{Connection, OptionalExtension, Transaction, params};
 use tillswarm_protocol::operator::rollouts::RolloutId;
 use tillswarm_protocol::{DeviceId, TaskId};
 
@@ -62,7 +62,7 @@ pub fn detail(conn: &Connection, device: Device) -> Result<DeviceDetail> {
                 task_id: r.get::<_, Option<i64>>(2)?.map(|t| TaskId(t as u64)),
             })
         })?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::db::sql::Result<_>>()?;
     let recent_tasks = conn
         .prepare_cached(
             "SELECT t.id, t.kind, t.package_name, t.package_version, tt.state, tt.error, tt.attempt,
@@ -84,7 +84,7 @@ pub fn detail(conn: &Connection, device: Device) -> Result<DeviceDetail> {
                 finished: r.get::<_, Option<i64>>(9)?.map(rfc3339),
             })
         })?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::db::sql::Result<_>>()?;
     // The newest failure, in a task or in an earlier attempt of one.
     let last: Option<(String, i64)> = conn
         .prepare_cached(

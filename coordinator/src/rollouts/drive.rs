@@ -12,7 +12,7 @@
 //!    rollout is completed, with failures if any till failed);
 //! 5. a wave whose task ended below the threshold pauses the rollout.
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use crate::db::sql::{Connection, OptionalExtension, Transaction, params};
 use tillswarm_protocol::{DeviceId, PackageId};
 
 use super::{Activation, WaveSpec, WaveTargets};
@@ -111,9 +111,9 @@ fn current(tx: &Connection, id: i64) -> Result<Option<Current>> {
                     window: r.get(4)?,
                     store_failure_limit: r.get(5)?,
                     spec: serde_json::from_str(&spec).map_err(|e| {
-                        rusqlite::Error::FromSqlConversionFailure(
+                        crate::db::sql::Error::FromSqlConversionFailure(
                             6,
-                            rusqlite::types::Type::Text,
+                            crate::db::sql::types::Type::Text,
                             Box::new(e),
                         )
                     })?,
@@ -145,7 +145,7 @@ pub fn step_all(tx: &Transaction<'_>, now_ms: i64) -> Result<Vec<Event>> {
     let running: Vec<i64> = tx
         .prepare_cached("SELECT id FROM rollouts WHERE state = 'running'")?
         .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::db::sql::Result<_>>()?;
     let mut events = Vec::new();
     for id in running {
         step(tx, id, now_ms, &mut events)?;
@@ -343,7 +343,7 @@ fn wave_tills(tx: &Connection, rollout: i64, targets: &WaveTargets) -> Result<Ve
     let stopped: Vec<String> = tx
         .prepare_cached("SELECT store_id FROM rollout_paused_stores WHERE rollout_id = ?1")?
         .query_map([rollout], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::db::sql::Result<_>>()?;
     let store_of = |conn: &Connection, d: &DeviceId| -> Result<Option<String>> {
         Ok(conn
             .query_row(
@@ -386,11 +386,11 @@ fn wave_tills(tx: &Connection, rollout: i64, targets: &WaveTargets) -> Result<Ve
     Ok(kept)
 }
 
-fn guids(tx: &Connection, sql: &str, arg: impl rusqlite::ToSql) -> Result<Vec<DeviceId>> {
+fn guids(tx: &Connection, sql: &str, arg: impl crate::db::sql::ToSql) -> Result<Vec<DeviceId>> {
     let rows: Vec<String> = tx
         .prepare_cached(sql)?
         .query_map([arg], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::db::sql::Result<_>>()?;
     Ok(rows.iter().filter_map(|g| g.parse().ok()).collect())
 }
 
@@ -400,7 +400,7 @@ pub fn spread_stores(tx: &Connection, percent: u32) -> Result<Vec<String>> {
     let all: Vec<(String, String)> = tx
         .prepare_cached("SELECT id, time_zone FROM stores ORDER BY time_zone, id")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::db::sql::Result<_>>()?;
     let want = (all.len() * percent as usize).div_ceil(100).max(1);
     let mut zones: Vec<(String, std::collections::VecDeque<String>)> = Vec::new();
     for (id, zone) in all {
@@ -441,15 +441,15 @@ fn stop_failing_stores(
         .query_map(params![c.rollout, c.store_failure_limit], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::db::sql::Result<_>>()?;
     for (store, n) in failing {
         let reason = format!(
             "{n} till(s) of store {store} failed (limit {}); its remaining tills are left out of this rollout",
             c.store_failure_limit
         );
         tx.execute(
-            "INSERT OR IGNORE INTO rollout_paused_stores (rollout_id, store_id, reason, at_ms)
-             VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO rollout_paused_stores (rollout_id, store_id, reason, at_ms)
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
             params![c.rollout, store, reason, now_ms],
         )?;
         if let Some(task) = c.task {

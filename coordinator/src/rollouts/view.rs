@@ -1,7 +1,7 @@
 //! Reading rollouts: each with its waves' progress and gate state, and the
 //! stores it stopped.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use crate::db::sql::{Connection, OptionalExtension, params};
 
 use super::drive::counts;
 use super::{RolloutId, RolloutState, WaveSpec, time};
@@ -15,7 +15,7 @@ const SELECT: &str = "SELECT id, name, package_id, package_name, package_version
         current_wave, window_json, store_failure_limit, created_by, created_ms, started_ms,
         finished_ms FROM rollouts";
 
-fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Rollout> {
+fn from_row(r: &crate::db::sql::Row<'_>) -> crate::db::sql::Result<Rollout> {
     let window: Option<String> = r.get(8)?;
     Ok(Rollout {
         id: RolloutId(r.get(0)?),
@@ -58,7 +58,7 @@ fn fill(conn: &Connection, r: &mut Rollout) -> Result<()> {
                 row.get::<_, Option<i64>>(9)?,
             ))
         })?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::db::sql::Result<_>>()?;
     for (index, name, kind, spec, task, started, passed, finished, by, approved) in rows {
         let spec: WaveSpec = serde_json::from_str(&spec)
             .map_err(|e| Error::Internal(format!("rollout {} wave {index}: {e}", r.id)))?;
@@ -108,7 +108,7 @@ fn fill(conn: &Connection, r: &mut Rollout) -> Result<()> {
                 at: crate::clock::rfc3339(row.get(2)?),
             })
         })?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::db::sql::Result<_>>()?;
     Ok(())
 }
 
@@ -148,7 +148,7 @@ pub fn list(
             "{SELECT} WHERE ?1 IS NULL OR state = ?1 ORDER BY id DESC LIMIT ?2 OFFSET ?3"
         ))?
         .query_map(params![state, limit as i64, offset as i64], from_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::db::sql::Result<Vec<_>>>()?;
     for r in &mut rows {
         fill(conn, r)?;
     }

@@ -6,7 +6,7 @@
 //! Every till request names its device in the body; the device token must
 //! belong to that device, checked in the same database job that acts on it.
 
-use rusqlite::OptionalExtension;
+use crate::db::sql::OptionalExtension;
 use tillswarm_protocol::DeviceId;
 use tillswarm_protocol::api::{
     Challenge, DeviceLogin, DeviceSession, HeartbeatRequest, HeartbeatResponse, ProgressReport,
@@ -31,7 +31,7 @@ pub use tillswarm_protocol::operator::accounts::NewEnrollTokenInput;
 
 /// Checks, inside a job, that `token` is a live device token of `claimed`.
 fn check_device(
-    conn: &rusqlite::Connection,
+    conn: &crate::db::sql::Connection,
     token: &str,
     claimed: &DeviceId,
     now_ms: i64,

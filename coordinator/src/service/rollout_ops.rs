@@ -9,7 +9,7 @@ use crate::rollouts::{self, NewRollout, Rollout, RolloutId, drive};
 use crate::service::{Coordinator, Page, Paging, page_of, permits_cx};
 use crate::tasks;
 
-fn record(tx: &rusqlite::Transaction<'_>, events: &[drive::Event], now: i64) -> Result<()> {
+fn record(tx: &crate::db::sql::Transaction<'_>, events: &[drive::Event], now: i64) -> Result<()> {
     let scheduler = Caller::system("scheduler");
     for e in events {
         let mut note = Note::on(format!("rollout:{}", e.rollout));

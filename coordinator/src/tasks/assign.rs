@@ -1,7 +1,7 @@
 //! What a till must do now: its assignments, with the store's other tills in
 //! the task and those that already hold the package.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use crate::db::sql::{Connection, OptionalExtension, params};
 use tillswarm_protocol::DeviceId;
 use tillswarm_protocol::api::{Assignment, MAX_STORE_PEERS, TaskKind};
 
@@ -58,11 +58,11 @@ pub fn assignments(
                 kind,
                 package_id: id
                     .parse()
-                    .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
+                    .map_err(|e| crate::db::sql::Error::ToSqlConversionFailure(Box::new(e)))?,
                 package_name: r.get(3)?,
                 version: version
                     .parse()
-                    .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
+                    .map_err(|e| crate::db::sql::Error::ToSqlConversionFailure(Box::new(e)))?,
                 size: r.get::<_, i64>(5)? as u64,
                 install_at_unix: (kind == TaskKind::ForcedUpdate)
                     .then(|| (at.or(activated).unwrap_or(0) / 1000).max(0) as u64),

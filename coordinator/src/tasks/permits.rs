@@ -16,8 +16,8 @@
 
 use std::collections::HashMap;
 
+use crate::db::sql::{Transaction, params};
 use jiff::tz::TimeZone;
-use rusqlite::{Transaction, params};
 
 use crate::error::Result;
 use crate::windows::WindowRule;
@@ -56,7 +56,7 @@ pub fn refresh_due(tx: &Transaction<'_>, now_ms: i64, cx: &Context<'_>) -> Resul
             "SELECT id FROM tasks WHERE status = 'running' AND kind <> 'download' AND permits_due_ms <= ?1",
         )?
         .query_map([now_ms], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::db::sql::Result<_>>()?;
     let mut changed = 0;
     for id in due {
         changed += refresh(tx, id, now_ms, cx)?;
@@ -93,18 +93,18 @@ pub fn refresh(tx: &Transaction<'_>, task: i64, now_ms: i64, cx: &Context<'_>) -
     let zones: HashMap<String, String> = tx
         .prepare_cached("SELECT id, time_zone FROM stores")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::db::sql::Result<_>>()?;
     let sizes: HashMap<String, u32> = tx
         .prepare_cached(
             "SELECT coalesce(store_id, ''), count(*) FROM devices WHERE approved = 1 GROUP BY 1",
         )?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::db::sql::Result<_>>()?;
     let paused: Vec<String> = match rollout {
         Some(r) => tx
             .prepare_cached("SELECT store_id FROM rollout_paused_stores WHERE rollout_id = ?1")?
             .query_map([r], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?,
+            .collect::<crate::db::sql::Result<_>>()?,
         None => Vec::new(),
     };
     let elsewhere = busy_elsewhere(tx, task)?;

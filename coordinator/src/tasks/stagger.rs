@@ -9,7 +9,7 @@
 //! so the tills of one store still start together. Every till holds the task
 //! within the spread plus one poll.
 
-use rusqlite::{Transaction, params};
+use crate::db::sql::{Transaction, params};
 
 use crate::error::Result;
 
@@ -63,7 +63,7 @@ pub fn step(
              WHERE staggered = 1 AND status = 'running' AND notified_ms < activated_ms + ?1",
         )?
         .query_map([spread_ms], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::db::sql::Result<_>>()?;
     let mut done = Announced::default();
     if tasks.is_empty() {
         return Ok(done);
@@ -71,7 +71,7 @@ pub fn step(
     let stores: Vec<String> = tx
         .prepare_cached("SELECT id FROM stores")?
         .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::db::sql::Result<_>>()?;
     let mut bump = tx.prepare_cached(
         "UPDATE devices SET assign_rev = assign_rev + 1
          WHERE store_id = ?1
@@ -121,7 +121,7 @@ mod tests {
     const SPREAD: i64 = 10_000;
 
     /// 40 stores of two tills, one staggered task for all, activated at 0.
-    fn chain() -> rusqlite::Connection {
+    fn chain() -> crate::db::sql::Connection {
         let conn = crate::db::test_connection();
         conn.execute_batch(
             "INSERT INTO tasks (id, kind, package_id, package_name, package_version,
@@ -155,7 +155,7 @@ mod tests {
     }
 
     /// Bumps per store (both tills agree) and the task's `notified_ms`.
-    fn seen(conn: &rusqlite::Connection) -> (HashMap<String, i64>, i64) {
+    fn seen(conn: &crate::db::sql::Connection) -> (HashMap<String, i64>, i64) {
         let mut stmt = conn
             .prepare(
                 "SELECT store_id, min(assign_rev), max(assign_rev) FROM devices GROUP BY store_id",

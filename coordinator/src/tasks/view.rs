@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use crate::db::sql::{Connection, OptionalExtension, params};
 use serde::Deserialize;
 use tillswarm_protocol::operator::groups::GroupId;
 use tillswarm_protocol::operator::rollouts::RolloutId;
@@ -53,7 +53,7 @@ const SUMMARY_SELECT: &str =
         (SELECT coalesce(sum(lan_bytes), 0) FROM task_targets x WHERE x.task_id = t.id)
      FROM tasks t";
 
-fn summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskSummary> {
+fn summary_from_row(r: &crate::db::sql::Row<'_>) -> crate::db::sql::Result<TaskSummary> {
     let pid: String = r.get(3)?;
     Ok(TaskSummary {
         id: TaskId(r.get::<_, i64>(0)? as u64),
@@ -61,7 +61,7 @@ fn summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskSummary> {
         status: get_parsed(r, 2)?,
         package_id: pid
             .parse()
-            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
+            .map_err(|e| crate::db::sql::Error::ToSqlConversionFailure(Box::new(e)))?,
         package_name: r.get(4)?,
         package_version: r.get(5)?,
         package_size: r.get::<_, i64>(6)? as u64,
@@ -152,7 +152,7 @@ pub fn list(
             params![filter.status, limit as i64, offset as i64],
             summary_from_row,
         )?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::db::sql::Result<Vec<_>>>()?;
     for s in &mut rows {
         fill_states(conn, s)?;
     }
@@ -186,7 +186,7 @@ pub fn get(conn: &Connection, id: i64) -> Result<TaskDetail> {
             Ok(TargetDetail {
                 device: guid
                     .parse()
-                    .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
+                    .map_err(|e| crate::db::sql::Error::ToSqlConversionFailure(Box::new(e)))?,
                 name: r.get(1)?,
                 number: r.get(2)?,
                 store_id: get_parsed_opt(r, 3)?,
@@ -209,7 +209,7 @@ pub fn get(conn: &Connection, id: i64) -> Result<TaskDetail> {
                 attempts: Vec::new(),
             })
         })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::db::sql::Result<Vec<_>>>()?;
     let mut stores: BTreeMap<String, StoreTraffic> = BTreeMap::new();
     for t in &targets {
         let key = t
@@ -294,7 +294,7 @@ pub fn annotate(
     let zones: BTreeMap<String, String> = conn
         .prepare_cached("SELECT id, time_zone FROM stores")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::db::sql::Result<_>>()?;
     for s in &task.stores {
         let name = zones.get(&s.store_id).cloned().unwrap_or_default();
         let zone = crate::windows::zone(&name, default_zone).unwrap_or(default_zone.clone());

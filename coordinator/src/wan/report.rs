@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use crate::db::sql::{Connection, OptionalExtension, params};
 use serde::Deserialize;
 use tillswarm_protocol::{DeviceId, StoreId, TaskId};
 
@@ -79,7 +79,7 @@ pub fn task_wan(conn: &Connection, id: i64, query: &WanQuery) -> Result<TaskWan>
         .query_map([&task.package_id], |r| {
             Ok((r.get(0)?, r.get::<_, i64>(1)?.max(0) as u64))
         })?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::db::sql::Result<_>>()?;
     if lengths.is_empty() {
         return Err(Error::conflict(
             "package_deleted",
@@ -132,7 +132,7 @@ fn task_stores(conn: &Connection, id: i64) -> Result<Vec<(String, Option<String>
         .query_map([id], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
         })?
-        .collect::<rusqlite::Result<_>>()?)
+        .collect::<crate::db::sql::Result<_>>()?)
 }
 
 /// A till of the store in the task.
@@ -169,7 +169,7 @@ fn store_wan(
                 last_seen_ms: r.get(3)?,
             })
         })?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::db::sql::Result<_>>()?;
     let in_task: HashSet<&str> = targets.iter().map(|t| t.device.as_str()).collect();
     let mut fetched = conn.prepare_cached(
         "SELECT f.device, d.name, f.hash, sum(f.resumed = 0), sum(f.bytes)

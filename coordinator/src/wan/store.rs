@@ -3,7 +3,7 @@
 //! log, as in [`super::report`]) against the package's size — the saving
 //! the store swarm makes, per task.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use crate::db::sql::{Connection, OptionalExtension, params};
 use serde::Deserialize;
 pub use tillswarm_protocol::operator::wan::{StoreTaskWan, StoreWanHistory};
 use tillswarm_protocol::{StoreId, TaskId};
@@ -77,7 +77,7 @@ pub fn store_history(
                 r.get::<_, i64>(9)?,
             ))
         })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::db::sql::Result<Vec<_>>>()?;
     let mut out = Vec::with_capacity(rows.len());
     for (task_id, kind, status, package, name, version, size, wire, created_ms, tills) in rows {
         let wan_bytes: i64 = wan.query_row(params![store_id, created_ms, package], |r| r.get(0))?;

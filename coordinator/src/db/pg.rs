@@ -1,0 +1,377 @@
+//! The PostgreSQL backend: a `deadpool-postgres` pool of `tokio-postgres`
+//! clients, the translation of the shared SQL (`?N` placeholders become
+//! `$N`), and the value codecs between PostgreSQL's types and
+//! [`super::sql::Value`].
+//!
+//! Queries run on blocking threads that wait on the client's futures, so the
+//! table modules' synchronous code runs unchanged. Every writing transaction
+//! takes one advisory lock first ([`BEGIN`]): writers, from any number of
+//! coordinators on the database, run one at a time as SQLite's single writer
+//! does, so no read-then-write in the table modules can interleave with
+//! another.
+
+use std::borrow::Cow;
+use std::error::Error as StdError;
+
+use bytes::BytesMut;
+use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
+
+use super::sql::{Error, Result, Value, ValueRef};
+
+/// The advisory lock every writing transaction holds until it ends.
+pub const WRITER_LOCK: i64 = 0x7417_5741_524d_0001;
+
+/// How a writing transaction begins.
+pub const BEGIN: &str =
+    "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock(8365250770929254401)";
+
+const _: () = assert!(WRITER_LOCK == 8_365_250_770_929_254_401);
+
+/// The server's words for a failure (its message, detail and code), not
+/// tokio-postgres's bare "db error".
+pub(super) fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut out = format!("{} ({})", db.message(), db.code().code());
+            if let Some(detail) = db.detail() {
+                out.push_str(": ");
+                out.push_str(detail);
+            }
+            out
+        }
+        None => e.to_string(),
+    }
+}
+
+pub(super) fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+}
+
+pub(super) fn is_constraint_violation(e: &tokio_postgres::Error) -> bool {
+    // Class 23: integrity constraint violation.
+    e.code().is_some_and(|c| c.code().starts_with("23"))
+}
+
+/// The shared SQL in PostgreSQL's form: `?N` becomes `$N`, a bare `?` the
+/// next number; quoted text, quoted names and comments stay as they are.
+pub fn translate(sql: &str) -> Cow<'_, str> {
+    if !sql.contains('?') {
+        return Cow::Borrowed(sql);
+    }
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut chars = sql.chars().peekable();
+    let mut next = 0u32;
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' | '"' => {
+                out.push(c);
+                for d in chars.by_ref() {
+                    out.push(d);
+                    if d == c {
+                        break;
+                    }
+                }
+            }
+            '-' if chars.peek() == Some(&'-') => {
+                out.push(c);
+                for d in chars.by_ref() {
+                    out.push(d);
+                    if d == '\n' {
+                        break;
+                    }
+                }
+            }
+            '?' => {
+                out.push('$');
+                let mut digits = String::new();
+                while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+                    digits.push(*d);
+                    chars.next();
+                }
+                if digits.is_empty() {
+                    next += 1;
+                    out.push_str(&next.to_string());
+                } else {
+                    next = next.max(digits.parse().unwrap_or(0));
+                    out.push_str(&digits);
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Where a client's futures run: the caller's runtime (a blocking thread of
+/// it), or a runtime of the client's own (the command line, unit tests).
+enum Runtime {
+    Handle(tokio::runtime::Handle),
+    Owned(tokio::runtime::Runtime),
+}
+
+enum Conn {
+    Pooled(deadpool_postgres::Object),
+    Plain(tokio_postgres::Client),
+}
+
+/// One PostgreSQL client, used synchronously from a thread that may block.
+pub struct Client {
+    conn: Conn,
+    runtime: Runtime,
+}
+
+impl Client {
+    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        match &self.runtime {
+            Runtime::Handle(h) => h.block_on(f),
+            Runtime::Owned(rt) => rt.block_on(f),
+        }
+    }
+
+    fn client(&self) -> &tokio_postgres::Client {
+        match &self.conn {
+            Conn::Pooled(o) => o,
+            Conn::Plain(c) => c,
+        }
+    }
+
+    /// Connects outside any runtime (its own single-threaded one).
+    pub fn connect_blocking(config: &tokio_postgres::Config) -> Result<Self> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Backend(format!("runtime: {e}")))?;
+        let client = rt.block_on(async {
+            let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::warn!(error = %e, "PostgreSQL connection ended");
+                }
+            });
+            Ok::<_, Error>(client)
+        })?;
+        Ok(Self {
+            conn: Conn::Plain(client),
+            runtime: Runtime::Owned(rt),
+        })
+    }
+
+    pub(super) fn batch(&self, sql: &str) -> Result<()> {
+        Ok(self.block_on(self.client().batch_execute(sql))?)
+    }
+
+    pub(super) fn prepare(&self, sql: &str) -> Result<tokio_postgres::Statement> {
+        let sql = translate(sql);
+        Ok(match &self.conn {
+            Conn::Pooled(o) => self.block_on(o.prepare_cached(&sql))?,
+            Conn::Plain(c) => self.block_on(c.prepare(&sql))?,
+        })
+    }
+
+    pub(super) fn execute(
+        &self,
+        stmt: &tokio_postgres::Statement,
+        values: &[ValueRef<'_>],
+    ) -> Result<u64> {
+        let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as _).collect();
+        Ok(self.block_on(self.client().execute(stmt, &params))?)
+    }
+
+    pub(super) fn query(
+        &self,
+        stmt: &tokio_postgres::Statement,
+        values: &[ValueRef<'_>],
+    ) -> Result<Vec<tokio_postgres::Row>> {
+        let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as _).collect();
+        Ok(self.block_on(self.client().query(stmt, &params))?)
+    }
+}
+
+/// A pool of clients for one database (and schema).
+#[derive(Clone)]
+pub struct Pool {
+    pool: deadpool_postgres::Pool,
+}
+
+/// Most connections one coordinator holds.
+const POOL_SIZE: usize = 16;
+
+impl Pool {
+    /// A pool for `config`; connects lazily.
+    pub fn new(config: tokio_postgres::Config) -> Result<Self> {
+        let manager = deadpool_postgres::Manager::from_config(
+            config,
+            tokio_postgres::NoTls,
+            deadpool_postgres::ManagerConfig {
+                recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+            },
+        );
+        let pool = deadpool_postgres::Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .build()
+            .map_err(|e| Error::Backend(format!("pool: {e}")))?;
+        Ok(Self { pool })
+    }
+
+    /// A client from the pool, to use on a blocking thread of this runtime.
+    pub async fn get(&self) -> Result<Client> {
+        let object = self.pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Backend(e) => Error::Postgres(e),
+            e => Error::Backend(format!("pool: {e}")),
+        })?;
+        Ok(Client {
+            conn: Conn::Pooled(object),
+            runtime: Runtime::Handle(tokio::runtime::Handle::current()),
+        })
+    }
+}
+
+/// Column `idx` of `row`, whatever its PostgreSQL type.
+pub(super) fn column(row: &tokio_postgres::Row, idx: usize) -> Result<Value> {
+    Ok(row.try_get::<_, Any>(idx)?.0)
+}
+
+/// Any column value, decoded by its type.
+struct Any(Value);
+
+impl<'a> FromSql<'a> for Any {
+    fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn StdError + Sync + Send>> {
+        Ok(Any(match *ty {
+            Type::BOOL => Value::Integer(i64::from(bool::from_sql(ty, raw)?)),
+            Type::INT2 => Value::Integer(i16::from_sql(ty, raw)?.into()),
+            Type::INT4 => Value::Integer(i32::from_sql(ty, raw)?.into()),
+            Type::INT8 => Value::Integer(i64::from_sql(ty, raw)?),
+            Type::OID => Value::Integer(u32::from_sql(ty, raw)?.into()),
+            Type::FLOAT4 => Value::Real(f32::from_sql(ty, raw)?.into()),
+            Type::FLOAT8 => Value::Real(f64::from_sql(ty, raw)?),
+            Type::NUMERIC => numeric(raw)?,
+            Type::BYTEA => Value::Blob(raw.to_vec()),
+            ref t if <&str as FromSql>::accepts(t) => Value::Text(String::from_sql(ty, raw)?),
+            ref t => return Err(format!("column type {t} is not one tillswarm reads").into()),
+        }))
+    }
+
+    fn from_sql_null(_: &Type) -> Result<Self, Box<dyn StdError + Sync + Send>> {
+        Ok(Any(Value::Null))
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+}
+
+/// A NUMERIC (what `sum` of integers gives): an integer when it has no
+/// fraction and fits, else a double.
+fn numeric(raw: &[u8]) -> Result<Value, Box<dyn StdError + Sync + Send>> {
+    let word = |i: usize| -> Result<u16, Box<dyn StdError + Sync + Send>> {
+        raw.get(i..i + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+            .ok_or_else(|| "short NUMERIC".into())
+    };
+    let ndigits = usize::from(word(0)?);
+    let weight = i32::from(word(2)? as i16);
+    let sign = word(4)?;
+    if sign == 0xC000 {
+        return Ok(Value::Real(f64::NAN));
+    }
+    let negative = sign == 0x4000;
+    let mut whole: i128 = 0;
+    let mut real = 0f64;
+    let mut exact = true;
+    for i in 0..ndigits {
+        let digit = i128::from(word(8 + 2 * i)?);
+        let power = weight - i as i32;
+        real += digit as f64 * 10_000f64.powi(power);
+        if power < 0 {
+            exact &= digit == 0;
+        } else {
+            whole = whole
+                .checked_add(
+                    digit
+                        .checked_mul(10_000i128.checked_pow(power as u32).unwrap_or(0))
+                        .unwrap_or(0),
+                )
+                .unwrap_or(i128::MAX);
+        }
+    }
+    let whole = if negative { -whole } else { whole };
+    match i64::try_from(whole) {
+        Ok(i) if exact => Ok(Value::Integer(i)),
+        _ => Ok(Value::Real(if negative { -real } else { real })),
+    }
+}
+
+impl ToSql for ValueRef<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn StdError + Sync + Send>> {
+        match *self {
+            ValueRef::Null => Ok(IsNull::Yes),
+            ValueRef::Integer(i) => match *ty {
+                Type::INT8 => i.to_sql(ty, out),
+                Type::INT4 => i32::try_from(i)?.to_sql(ty, out),
+                Type::INT2 => i16::try_from(i)?.to_sql(ty, out),
+                Type::BOOL => (i != 0).to_sql(ty, out),
+                Type::FLOAT8 => (i as f64).to_sql(ty, out),
+                Type::FLOAT4 => (i as f32).to_sql(ty, out),
+                ref t if <&str as ToSql>::accepts(t) => i.to_string().as_str().to_sql(ty, out),
+                ref t => Err(format!("an integer bound where {t} was expected").into()),
+            },
+            ValueRef::Real(f) => match *ty {
+                Type::FLOAT8 => f.to_sql(ty, out),
+                Type::FLOAT4 => (f as f32).to_sql(ty, out),
+                ref t => Err(format!("a double bound where {t} was expected").into()),
+            },
+            ValueRef::Text(s) => match *ty {
+                ref t if <&str as ToSql>::accepts(t) => s.to_sql(ty, out),
+                ref t => Err(format!("text bound where {t} was expected").into()),
+            },
+            ValueRef::Blob(b) => match *ty {
+                Type::BYTEA => b.to_sql(ty, out),
+                ref t => Err(format!("bytes bound where {t} was expected").into()),
+            },
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    to_sql_checked!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_numbered_outside_quotes_and_comments() {
+        assert_eq!(
+            translate("SELECT a FROM t WHERE b = ?1 AND c = ?2 AND d = '?3' -- ?4\n AND e = ?"),
+            "SELECT a FROM t WHERE b = $1 AND c = $2 AND d = '?3' -- ?4\n AND e = $3"
+        );
+        assert_eq!(translate("SELECT ? , ?"), "SELECT $1 , $2");
+        assert!(matches!(translate("SELECT 1"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn numeric_sums_read_as_integers_and_fractions_as_doubles() {
+        // 123456789: weight 2, digits 1 2345 6789.
+        let raw = [0, 3, 0, 2, 0, 0, 0, 0, 0, 1, 0x09, 0x29, 0x1A, 0x85];
+        assert_eq!(numeric(&raw).expect("numeric"), Value::Integer(123_456_789));
+        // -2.5: weight 0, digits 2 5000, dscale 1.
+        let raw = [0, 2, 0, 0, 0x40, 0, 0, 1, 0, 2, 0x13, 0x88];
+        assert_eq!(numeric(&raw).expect("numeric"), Value::Real(-2.5));
+        // Zero: no digits.
+        assert_eq!(
+            numeric(&[0, 0, 0, 0, 0, 0, 0, 0]).expect("zero"),
+            Value::Integer(0)
+        );
+        assert!(
+            numeric(&[0, 5, 0, 0]).is_err(),
+            "short input is refused, not read past"
+        );
+    }
+}
