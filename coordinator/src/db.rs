@@ -189,7 +189,7 @@ impl Db {
         match database.resolve(data_dir)? {
             database::Resolved::Sqlite(path) => Self::open(&path),
             database::Resolved::Postgres(config) => {
-                let pool = pg::Pool::new(config.clone())?;
+                let pool = pg::Pool::new((*config).clone())?;
                 let client = pool.get().await?;
                 tokio::task::spawn_blocking(move || -> Result<()> {
                     let conn = Connection::postgres(client);
@@ -324,9 +324,8 @@ impl Db {
 
     /// Runs `f` on the database (SQLite: its thread) and returns its result.
     /// Cancel-safe: if the caller goes away, the job still runs to completion
-    /// (or not at all). On PostgreSQL the job is one transaction holding the
-    /// writers' lock: what its statements did commits, as SQLite's
-    /// autocommit keeps each, unless one of them failed.
+    /// (or not at all). On PostgreSQL the job holds the writers' lock
+    /// throughout, its statements in autocommit as on SQLite's thread.
     pub async fn call<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
@@ -336,13 +335,10 @@ impl Db {
             let client = pool.get().await?;
             return blocking(move || {
                 let mut conn = Connection::postgres(client);
-                conn.begin_job()?;
+                conn.lock_writers()?;
                 let out = f(&mut conn);
-                match (conn.end_job(), out) {
-                    (Ok(()), out) => out,
-                    (Err(e), Ok(_)) => Err(e.into()),
-                    (Err(_), Err(e)) => Err(e),
-                }
+                conn.unlock_writers()?;
+                out
             })
             .await;
         }

@@ -209,7 +209,7 @@ pub fn import(
             "INSERT INTO devices (guid, name, number, store_id, till_type, in_registry, approved, first_seen_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, 1, 1, NULL)
              ON CONFLICT(guid) DO UPDATE SET name = ?2, number = ?3, store_id = ?4, till_type = ?5,
-                 in_registry = 1, approved = 1, assign_rev = assign_rev + 1",
+                 in_registry = 1, approved = 1, assign_rev = devices.assign_rev + 1",
             params![e.guid.to_string(), e.till_name, e.till_number, e.store_id.as_str(), e.till_type],
         )?;
         if existed {
@@ -525,28 +525,20 @@ pub fn list(
         }
     }
     let cond = concat!(
-        "WHERE (?1 IS NULL OR d.store_id = ?1) AND (?2 IS NULL OR d.approved = ?2)
-        AND (?3 IS NULL OR (coalesce(d.last_seen_ms, -1) >= ?4) = ?3)
-        AND (?7 IS NULL OR (",
+        "WHERE (d.store_id = ?1 OR ?1 IS NULL) AND (d.approved = ?2 OR ?2 IS NULL)
+        AND ((coalesce(d.last_seen_ms, -1) >= ?4) = ?3 OR ?3 IS NULL)
+        AND ((",
         state_sql!(),
-        ") = ?7)"
+        ") = ?5 OR ?5 IS NULL)"
     );
-    let args = params![
-        filter.store,
-        approved,
-        filter.online,
-        cutoff,
-        None::<i64>,
-        None::<i64>,
-        filter.state
-    ];
+    let args = params![filter.store, approved, filter.online, cutoff, filter.state];
     let total: i64 = conn.query_row(
         &format!("SELECT count(*) FROM devices d {cond}"),
         args,
         |r| r.get(0),
     )?;
     let sql = format!(
-        "{DEVICE_SELECT} {cond} ORDER BY d.store_id IS NULL, d.store_id, d.number, d.guid LIMIT ?5 OFFSET ?6"
+        "{DEVICE_SELECT} {cond} ORDER BY d.store_id IS NULL, d.store_id, d.number, d.guid LIMIT ?6 OFFSET ?7"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt
@@ -556,9 +548,9 @@ pub fn list(
                 approved,
                 filter.online,
                 cutoff,
+                filter.state,
                 limit as i64,
-                offset as i64,
-                filter.state
+                offset as i64
             ],
             |r| device_from_row(r, now_ms),
         )?

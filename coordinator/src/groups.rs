@@ -57,7 +57,7 @@ pub fn members(conn: &Connection, id: i64) -> Result<Vec<DeviceId>> {
 }
 
 fn count(conn: &Connection, id: i64, kind: &str) -> Result<u64> {
-    let sql = format!("SELECT count(*) FROM ({})", membership_sql(kind));
+    let sql = format!("SELECT count(*) FROM ({}) m", membership_sql(kind));
     let n: i64 = if kind == "custom" {
         conn.query_row(&sql, [id], |r| r.get(0))?
     } else {

@@ -606,10 +606,10 @@ pub fn apply_report(
     tx.execute(
         "UPDATE task_targets SET state = ?3, seq = ?4, bytes_done = ?5, wan_bytes = ?6, lan_bytes = ?7,
              error = ?8, log_tail = coalesce(?9, log_tail), updated_ms = ?10,
-             started_ms = coalesce(started_ms, CASE WHEN ?3 <> 'pending' THEN ?10 END),
+             started_ms = coalesce(started_ms, CASE WHEN ?3 <> 'pending' THEN CAST(?10 AS BIGINT) END),
              finished_ms = coalesce(finished_ms, ?11),
              retry_at_ms = coalesce(?12, retry_at_ms),
-             install_started_ms = coalesce(install_started_ms, CASE WHEN ?3 = 'installing' THEN ?10 END)
+             install_started_ms = coalesce(install_started_ms, CASE WHEN ?3 = 'installing' THEN CAST(?10 AS BIGINT) END)
          WHERE task_id = ?1 AND device = ?2",
         params![
             task,

@@ -18,7 +18,7 @@ pub fn list(conn: &Connection) -> Result<Vec<TillType>> {
         "SELECT name, auto_update_timeout_minutes,
                 (SELECT count(*) FROM devices d WHERE d.till_type = t.name)
          FROM (SELECT name, auto_update_timeout_minutes FROM till_types
-               UNION SELECT DISTINCT till_type, NULL FROM devices
+               UNION SELECT DISTINCT till_type, CAST(NULL AS BIGINT) FROM devices
                WHERE till_type IS NOT NULL AND till_type NOT IN (SELECT name FROM till_types)) t
          ORDER BY name <> '*', name",
     )?;

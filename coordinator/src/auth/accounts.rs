@@ -198,7 +198,7 @@ pub fn set_password(
     }
     tx.execute(
         "DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE name = ?1)
-         AND id_hash IS NOT ?2",
+         AND id_hash IS DISTINCT FROM ?2",
         params![name, keep],
     )?;
     Ok(())
@@ -524,10 +524,16 @@ mod tests {
                 .expect("lookup")
                 .is_none()
         );
+        tx.commit().expect("commit");
+        // A refused statement ends its transaction on PostgreSQL: each
+        // expected refusal runs in one of its own.
+        let tx = conn.transaction().expect("tx");
         assert!(
             create_token(&tx, "CI", Role::Admin, None, "cli", 0).is_err(),
             "live name"
         );
+        drop(tx);
+        let tx = conn.transaction().expect("tx");
         revoke_token(&tx, "ci", 5).expect("revoke");
         assert!(
             token_actor(&tx, &t.token_secret, 6)
@@ -547,10 +553,14 @@ mod tests {
         let mut conn = db();
         let tx = conn.transaction().expect("tx");
         add_user(&tx, "root", Role::Admin, "x", 0).expect("add");
+        tx.commit().expect("commit");
+        let tx = conn.transaction().expect("tx");
         assert!(
             add_user(&tx, "ROOT", Role::Viewer, "x", 0).is_err(),
             "case-insensitive"
         );
+        drop(tx);
+        let tx = conn.transaction().expect("tx");
         assert!(remove_user(&tx, "root").is_err());
         add_user(&tx, "second", Role::Admin, "x", 0).expect("add");
         let (secret, _) = create_session(&tx, 1, "", LIMITS, 0).expect("session");

@@ -93,7 +93,7 @@ impl<'de> serde::Deserialize<'de> for Database {
 /// A database choice made concrete.
 pub(super) enum Resolved {
     Sqlite(PathBuf),
-    Postgres(tokio_postgres::Config),
+    Postgres(Box<tokio_postgres::Config>),
 }
 
 impl Database {
@@ -111,7 +111,7 @@ impl Database {
                     config.application_name("tillswarm-coordinator");
                 }
                 config.connect_timeout(std::time::Duration::from_secs(10));
-                Ok(Resolved::Postgres(config))
+                Ok(Resolved::Postgres(Box::new(config)))
             }
         }
     }

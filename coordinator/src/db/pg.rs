@@ -27,6 +27,12 @@ pub const BEGIN: &str =
 
 const _: () = assert!(WRITER_LOCK == 8_365_250_770_929_254_401);
 
+/// Takes the writers' lock for the session (a job of [`super::Db`]).
+pub const LOCK_WRITERS: &str = "SELECT pg_advisory_lock(8365250770929254401)";
+
+/// Releases it.
+pub const UNLOCK_WRITERS: &str = "SELECT pg_advisory_unlock(8365250770929254401)";
+
 /// The server's words for a failure (its message, detail and code), not
 /// tokio-postgres's bare "db error".
 pub(super) fn describe(e: &tokio_postgres::Error) -> String {
@@ -52,15 +58,41 @@ pub(super) fn is_constraint_violation(e: &tokio_postgres::Error) -> bool {
     e.code().is_some_and(|c| c.code().starts_with("23"))
 }
 
-/// The shared SQL in PostgreSQL's form: `?N` becomes `$N`, a bare `?` the
-/// next number; quoted text, quoted names and comments stay as they are.
-pub fn translate(sql: &str) -> Cow<'_, str> {
+/// The shared SQL in PostgreSQL's form, and which of the caller's values
+/// to bind (`None`: all, in order).
+///
+/// `?N` becomes `$N` and a bare `?` the next number; quoted text, quoted
+/// names and comments stay as they are. PostgreSQL must know the type of
+/// every parameter up to the highest, while SQLite ignores one a query does
+/// not use (a group's id where the group's query needs none): unused numbers
+/// are closed up and their values left out.
+pub fn translate(sql: &str) -> (Cow<'_, str>, Option<Vec<usize>>) {
     if !sql.contains('?') {
-        return Cow::Borrowed(sql);
+        return (Cow::Borrowed(sql), None);
     }
+    let mut used = Vec::new();
+    let numbered = renumber(sql, |n| {
+        used.push(n);
+        n
+    });
+    let highest = used.iter().copied().max().unwrap_or(0);
+    used.sort_unstable();
+    used.dedup();
+    if used.len() == highest {
+        return (Cow::Owned(numbered), None);
+    }
+    let out = renumber(&numbered.replace('$', "?"), |n| {
+        used.binary_search(&n).map_or(n, |i| i + 1)
+    });
+    (Cow::Owned(out), Some(used.iter().map(|n| n - 1).collect()))
+}
+
+/// Rewrites each placeholder outside quotes and comments as `$` and the
+/// number `f` gives for it (a bare `?` is one past the previous).
+fn renumber(sql: &str, mut f: impl FnMut(usize) -> usize) -> String {
     let mut out = String::with_capacity(sql.len() + 8);
     let mut chars = sql.chars().peekable();
-    let mut next = 0u32;
+    let mut next = 0usize;
     while let Some(c) = chars.next() {
         match c {
             '\'' | '"' => {
@@ -82,24 +114,24 @@ pub fn translate(sql: &str) -> Cow<'_, str> {
                 }
             }
             '?' => {
-                out.push('$');
                 let mut digits = String::new();
                 while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
                     digits.push(*d);
                     chars.next();
                 }
-                if digits.is_empty() {
-                    next += 1;
-                    out.push_str(&next.to_string());
+                let n = if digits.is_empty() {
+                    next + 1
                 } else {
-                    next = next.max(digits.parse().unwrap_or(0));
-                    out.push_str(&digits);
-                }
+                    digits.parse().unwrap_or(0)
+                };
+                next = next.max(n);
+                out.push('$');
+                out.push_str(&f(n).to_string());
             }
             c => out.push(c),
         }
     }
-    Cow::Owned(out)
+    out
 }
 
 /// Where a client's futures run: the caller's runtime (a blocking thread of
@@ -112,6 +144,8 @@ enum Runtime {
 enum Conn {
     Pooled(deadpool_postgres::Object),
     Plain(tokio_postgres::Client),
+    /// Discarded as its connection ended (see [`Client::discard`]).
+    Gone,
 }
 
 /// One PostgreSQL client, used synchronously from a thread that may block.
@@ -128,10 +162,19 @@ impl Client {
         }
     }
 
+    /// Drops the session instead of returning it to the pool (its state is
+    /// unknown after a failed cleanup).
+    pub(super) fn discard(&mut self) {
+        if let Conn::Pooled(o) = std::mem::replace(&mut self.conn, Conn::Gone) {
+            drop(deadpool_postgres::Object::take(o));
+        }
+    }
+
     fn client(&self) -> &tokio_postgres::Client {
         match &self.conn {
             Conn::Pooled(o) => o,
             Conn::Plain(c) => c,
+            Conn::Gone => unreachable!("a discarded client is not used again"),
         }
     }
 
@@ -160,30 +203,47 @@ impl Client {
         Ok(self.block_on(self.client().batch_execute(sql))?)
     }
 
-    pub(super) fn prepare(&self, sql: &str) -> Result<tokio_postgres::Statement> {
-        let sql = translate(sql);
-        Ok(match &self.conn {
+    pub(super) fn prepare(&self, sql: &str) -> Result<Prepared> {
+        let (sql, pick) = translate(sql);
+        let statement = match &self.conn {
             Conn::Pooled(o) => self.block_on(o.prepare_cached(&sql))?,
             Conn::Plain(c) => self.block_on(c.prepare(&sql))?,
-        })
+            Conn::Gone => unreachable!("a discarded client is not used again"),
+        };
+        Ok(Prepared { statement, pick })
     }
 
-    pub(super) fn execute(
-        &self,
-        stmt: &tokio_postgres::Statement,
-        values: &[ValueRef<'_>],
-    ) -> Result<u64> {
-        let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as _).collect();
-        Ok(self.block_on(self.client().execute(stmt, &params))?)
+    pub(super) fn execute(&self, stmt: &Prepared, values: &[ValueRef<'_>]) -> Result<u64> {
+        let params = stmt.bind(values);
+        Ok(self.block_on(self.client().execute(&stmt.statement, &params))?)
     }
 
     pub(super) fn query(
         &self,
-        stmt: &tokio_postgres::Statement,
+        stmt: &Prepared,
         values: &[ValueRef<'_>],
     ) -> Result<Vec<tokio_postgres::Row>> {
-        let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as _).collect();
-        Ok(self.block_on(self.client().query(stmt, &params))?)
+        let params = stmt.bind(values);
+        Ok(self.block_on(self.client().query(&stmt.statement, &params))?)
+    }
+}
+
+/// A statement prepared on PostgreSQL, with the values it takes.
+pub struct Prepared {
+    statement: tokio_postgres::Statement,
+    /// Which of the caller's values to bind (see [`translate`]).
+    pick: Option<Vec<usize>>,
+}
+
+impl Prepared {
+    fn bind<'v>(&self, values: &'v [ValueRef<'v>]) -> Vec<&'v (dyn ToSql + Sync)> {
+        match &self.pick {
+            None => values.iter().map(|v| v as _).collect(),
+            Some(pick) => pick
+                .iter()
+                .map(|&i| values.get(i).unwrap_or(&ValueRef::Null) as _)
+                .collect(),
+        }
     }
 }
 
@@ -348,12 +408,22 @@ mod tests {
 
     #[test]
     fn placeholders_are_numbered_outside_quotes_and_comments() {
+        let (sql, pick) =
+            translate("SELECT a FROM t WHERE b = ?1 AND c = ?2 AND d = '?3' -- ?4\n AND e = ?");
         assert_eq!(
-            translate("SELECT a FROM t WHERE b = ?1 AND c = ?2 AND d = '?3' -- ?4\n AND e = ?"),
+            sql,
             "SELECT a FROM t WHERE b = $1 AND c = $2 AND d = '?3' -- ?4\n AND e = $3"
         );
-        assert_eq!(translate("SELECT ? , ?"), "SELECT $1 , $2");
-        assert!(matches!(translate("SELECT 1"), Cow::Borrowed(_)));
+        assert_eq!(pick, None);
+        assert_eq!(translate("SELECT ? , ?").0, "SELECT $1 , $2");
+        assert!(matches!(translate("SELECT 1").0, Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn unused_parameters_are_closed_up_and_their_values_left_out() {
+        let (sql, pick) = translate("SELECT ?3 FROM t WHERE x = ?2 AND y = ?3");
+        assert_eq!(sql, "SELECT $2 FROM t WHERE x = $1 AND y = $2");
+        assert_eq!(pick, Some(vec![1, 2]));
     }
 
     #[test]

@@ -316,6 +316,17 @@ CREATE TABLE chunk_fetches (
 );
 CREATE INDEX chunk_fetches_device ON chunk_fetches(device, at_ms);
 
+-- SQLite's scalar min/max of two integers, and its sum of comparisons
+-- (true counts 1), so the shared queries read the same on both engines.
+CREATE FUNCTION min(bigint, bigint) RETURNS bigint
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE AS 'SELECT least($1, $2)';
+CREATE FUNCTION max(bigint, bigint) RETURNS bigint
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE AS 'SELECT greatest($1, $2)';
+CREATE FUNCTION sum_true(bigint, boolean) RETURNS bigint
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS 'SELECT coalesce($1, 0) + CASE WHEN $2 THEN 1 ELSE 0 END';
+CREATE AGGREGATE sum(boolean) (SFUNC = sum_true, STYPE = bigint);
+
 CREATE TABLE settings (
     key   TEXT PRIMARY KEY,
     value TEXT

@@ -472,6 +472,8 @@ pub struct Connection {
     /// PostgreSQL: a statement failed inside the open transaction, which
     /// now refuses everything until it is rolled back.
     aborted: Cell<bool>,
+    /// PostgreSQL: this session holds the writers' lock.
+    locked: Cell<bool>,
 }
 
 enum Backend {
@@ -494,6 +496,7 @@ impl Connection {
             backend,
             depth: Cell::new(0),
             aborted: Cell::new(false),
+            locked: Cell::new(false),
         }
     }
 
@@ -636,22 +639,41 @@ impl Connection {
         out
     }
 
-    /// PostgreSQL: opens the transaction a [`super::Db`] job runs in.
-    pub(crate) fn begin_job(&self) -> Result<()> {
-        std::mem::forget(self.begin(TransactionBehavior::Immediate)?);
+    /// PostgreSQL: takes the writers' lock for this session, until
+    /// [`Connection::unlock_writers`] or the connection's end. A
+    /// [`super::Db`] job holds it throughout, so its statements run in
+    /// autocommit as SQLite's do, one writer at a time.
+    pub(crate) fn lock_writers(&self) -> Result<()> {
+        if let Backend::Postgres(c) = &self.backend {
+            c.batch(pg::LOCK_WRITERS)?;
+            self.locked.set(true);
+        }
         Ok(())
     }
 
-    /// Ends the job's transaction: commits what its statements did (as
-    /// SQLite's autocommit keeps each), unless one failed and aborted it.
-    pub(crate) fn end_job(&self) -> Result<()> {
-        if self.depth.get() != 1 {
-            // A transaction of the job's own was left open (a bug): undo all.
-            self.depth.set(1);
-            let _ = self.end(0, false);
-            return Err(Error::Backend("a job left a transaction open".into()));
+    /// Releases the lock [`Connection::lock_writers`] took.
+    pub(crate) fn unlock_writers(&self) -> Result<()> {
+        if let (Backend::Postgres(c), true) = (&self.backend, self.locked.get()) {
+            c.batch(pg::UNLOCK_WRITERS)?;
+            self.locked.set(false);
         }
-        self.end(0, true)
+        Ok(())
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // A job that panicked or failed mid-way: its pooled session must not
+        // go back to the pool holding the lock or an open transaction.
+        let dirty = self.depth.get() > 0 || self.locked.get();
+        if let Backend::Postgres(c) = &mut self.backend {
+            if dirty
+                && c.batch("ROLLBACK; SELECT pg_advisory_unlock_all()")
+                    .is_err()
+            {
+                c.discard();
+            }
+        }
     }
 }
 
@@ -694,7 +716,7 @@ impl Drop for Transaction<'_> {
 
 enum Prepared<'c> {
     Sqlite(rusqlite::CachedStatement<'c>),
-    Postgres(tokio_postgres::Statement),
+    Postgres(pg::Prepared),
 }
 
 /// A prepared statement.

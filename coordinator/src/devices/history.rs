@@ -93,7 +93,7 @@ pub fn detail(conn: &Connection, device: Device) -> Result<DeviceDetail> {
                   WHERE device = ?1 AND state = 'failed' AND error IS NOT NULL
                  UNION ALL
                  SELECT error, finished_ms AS at FROM target_attempts
-                  WHERE device = ?1 AND state = 'failed' AND error IS NOT NULL)
+                  WHERE device = ?1 AND state = 'failed' AND error IS NOT NULL) failures
              ORDER BY at DESC LIMIT 1",
         )?
         .query_row([&guid], |r| Ok((r.get(0)?, r.get(1)?)))

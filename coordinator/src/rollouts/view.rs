@@ -139,13 +139,13 @@ pub fn list(
         }
     }
     let total: i64 = conn.query_row(
-        "SELECT count(*) FROM rollouts WHERE ?1 IS NULL OR state = ?1",
+        "SELECT count(*) FROM rollouts WHERE state = ?1 OR ?1 IS NULL",
         [state],
         |r| r.get(0),
     )?;
     let mut rows = conn
         .prepare_cached(&format!(
-            "{SELECT} WHERE ?1 IS NULL OR state = ?1 ORDER BY id DESC LIMIT ?2 OFFSET ?3"
+            "{SELECT} WHERE state = ?1 OR ?1 IS NULL ORDER BY id DESC LIMIT ?2 OFFSET ?3"
         ))?
         .query_map(params![state, limit as i64, offset as i64], from_row)?
         .collect::<crate::db::sql::Result<Vec<_>>>()?;

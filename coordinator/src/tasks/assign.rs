@@ -88,15 +88,16 @@ pub fn assignments(
     drop(stmt);
     let mut peers = conn.prepare_cached(
         "SELECT tt.device, tt.state FROM devices d CROSS JOIN task_targets tt
-             ON tt.task_id = ?1 AND tt.device = d.guid
-         WHERE d.store_id = (SELECT store_id FROM devices WHERE guid = ?2) AND d.guid <> ?2
+         WHERE tt.task_id = ?1 AND tt.device = d.guid
+           AND d.store_id = (SELECT store_id FROM devices WHERE guid = ?2) AND d.guid <> ?2
          ORDER BY tt.device LIMIT ?3",
     )?;
     let mut holders = conn.prepare_cached(
         "SELECT DISTINCT tt.device FROM devices d
-             CROSS JOIN task_targets tt ON tt.device = d.guid
-             CROSS JOIN tasks t ON t.id = tt.task_id
-         WHERE t.package_id = ?1 AND d.guid <> ?2
+             CROSS JOIN task_targets tt
+             CROSS JOIN tasks t
+         WHERE tt.device = d.guid AND t.id = tt.task_id
+           AND t.package_id = ?1 AND d.guid <> ?2
            AND d.store_id = (SELECT store_id FROM devices WHERE guid = ?2)
            AND tt.state IN ('downloaded', 'awaiting_cashier', 'declined', 'installing',
                             'rebooting', 'installed')

@@ -140,12 +140,12 @@ pub fn list(
         }
     };
     let total: i64 = conn.query_row(
-        "SELECT count(*) FROM tasks WHERE ?1 IS NULL OR status = ?1",
+        "SELECT count(*) FROM tasks WHERE status = ?1 OR ?1 IS NULL",
         [&filter.status],
         |r| r.get(0),
     )?;
     let mut stmt = conn.prepare_cached(&format!(
-        "{SUMMARY_SELECT} WHERE ?1 IS NULL OR t.status = ?1 ORDER BY {order} LIMIT ?2 OFFSET ?3"
+        "{SUMMARY_SELECT} WHERE t.status = ?1 OR ?1 IS NULL ORDER BY {order} LIMIT ?2 OFFSET ?3"
     ))?;
     let mut rows = stmt
         .query_map(

@@ -127,7 +127,7 @@ fn task_stores(conn: &Connection, id: i64) -> Result<Vec<(String, Option<String>
              FROM task_targets tt JOIN devices d ON d.guid = tt.device
                   LEFT JOIN stores s ON s.id = d.store_id
              WHERE tt.task_id = ?1 AND d.store_id IS NOT NULL
-             GROUP BY d.store_id ORDER BY d.store_id",
+             GROUP BY d.store_id, s.name ORDER BY d.store_id",
         )?
         .query_map([id], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
@@ -176,7 +176,7 @@ fn store_wan(
          FROM devices d CROSS JOIN chunk_fetches f
          WHERE d.store_id = ?1 AND f.device = d.guid AND f.at_ms >= ?2
            AND f.hash IN (SELECT hash FROM package_chunks WHERE package_id = ?3)
-         GROUP BY f.device, f.hash",
+         GROUP BY f.device, d.name, f.hash",
     )?;
     let rows = fetched.query_map(params![store_id, task.created_ms, task.package_id], |r| {
         Ok((
