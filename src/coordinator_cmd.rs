@@ -261,6 +261,18 @@ pub async fn run(mut args: CoordinatorArgs, matches: &clap::ArgMatches) -> anyho
             ref file,
             ref remote,
         }) => import(file, remote).await,
+        // The database's own client blocks (PostgreSQL's waits on a runtime
+        // of its own): off the async workers.
+        Some(_) => tokio::task::spawn_blocking(move || administer(&args)).await?,
+    }
+}
+
+/// Runs an administration subcommand (blocking).
+fn administer(args: &CoordinatorArgs) -> anyhow::Result<()> {
+    match args.command {
+        None | Some(CoordinatorCommand::Import { .. }) => {
+            unreachable!("serving and importing are not administration")
+        }
         Some(CoordinatorCommand::User(ref cmd)) => user(&args.data, &args.database, cmd),
         Some(CoordinatorCommand::Token(ref cmd)) => token(&args.data, &args.database, cmd),
         Some(CoordinatorCommand::Keys(ref cmd)) => keys(&args.data, cmd),
@@ -462,22 +474,23 @@ async fn serve(args: CoordinatorArgs) -> anyhow::Result<()> {
         );
         tracing::warn!(listen = %args.listen, "serving plain HTTP beyond loopback (--insecure-http)");
     }
-    if let Some(name) = &args.init_admin {
-        let mut accounts = Accounts::open(
-            &args.data,
-            &args.database,
-            &os_user(),
-            "coordinator --init-admin",
-        )?;
-        if accounts.user_count()? == 0 {
-            let password = accounts.add_user(name, Role::Admin, None)?;
-            println!(
-                "created admin {name}; password (shown once): {}",
-                password.unwrap_or_default()
-            );
-        } else {
-            println!("--init-admin {name}: operator accounts exist already; nothing created");
-        }
+    if let Some(name) = args.init_admin.clone() {
+        let (data, database) = (args.data.clone(), args.database.clone());
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let mut accounts =
+                Accounts::open(&data, &database, &os_user(), "coordinator --init-admin")?;
+            if accounts.user_count()? == 0 {
+                let password = accounts.add_user(&name, Role::Admin, None)?;
+                println!(
+                    "created admin {name}; password (shown once): {}",
+                    password.unwrap_or_default()
+                );
+            } else {
+                println!("--init-admin {name}: operator accounts exist already; nothing created");
+            }
+            Ok(())
+        })
+        .await??;
     }
     let config = Config {
         data_dir: args.data.clone(),

@@ -27,7 +27,7 @@ mod pg_schema;
 mod schema;
 pub mod sql;
 
-pub use database::{Database, SQLITE_FILE, TEST_POSTGRES_ENV};
+pub use database::{Database, SQLITE_FILE, TEST_BACKEND_ENV, TEST_POSTGRES_ENV, test_postgres};
 use sql::Connection;
 
 /// Reads text column `idx` as a typed id or one of the protocol's closed sets
@@ -62,14 +62,13 @@ where
 pub use batch::Stats as BatchStats;
 
 /// A migrated connection for unit tests of the table modules: in memory, or
-/// a fresh schema on the PostgreSQL server `TILLSWARM_TEST_POSTGRES` names.
+/// a fresh schema on the test server when `TILLSWARM_TEST_BACKEND=postgres`.
 #[cfg(test)]
 pub(crate) fn test_connection() -> Connection {
     let dir = tempfile::tempdir().expect("tempdir");
-    if let Some(conn) = database::test_postgres(dir.path())
-        .map(|d| open_connection_for(&d, dir.path()).expect("PostgreSQL test schema"))
-    {
-        return conn;
+    if std::env::var(TEST_BACKEND_ENV).as_deref() == Ok("postgres") {
+        let db = test_postgres(dir.path()).expect("a PostgreSQL test server");
+        return open_connection_for(&db, dir.path()).expect("PostgreSQL test schema");
     }
     let mut conn = rusqlite::Connection::open_in_memory().expect("in-memory database");
     schema::migrate(&mut conn).expect("migrate");
@@ -179,7 +178,7 @@ enum Backend {
         /// Held by every handle; the checkpoint thread stops once none is left.
         _alive: std::sync::Arc<()>,
     },
-    Postgres(pg::Pool),
+    Postgres(Box<pg::Pool>),
 }
 
 impl Db {
@@ -200,10 +199,21 @@ impl Db {
                 .await
                 .map_err(|e| Error::Internal(format!("migration: {e}")))??;
                 Ok(Self {
-                    backend: Backend::Postgres(pool),
+                    backend: Backend::Postgres(Box::new(pool)),
                     batches: Default::default(),
                 })
             }
+        }
+    }
+
+    /// Whether this coordinator runs the scheduler: always on SQLite (one
+    /// coordinator per file); on PostgreSQL the one holding the leader lock
+    /// (see [`pg::Pool::lead`]), so two coordinators on one database never
+    /// both activate tasks or drive rollouts.
+    pub async fn lead(&self) -> Result<bool> {
+        match &self.backend {
+            Backend::Sqlite { .. } => Ok(true),
+            Backend::Postgres(pool) => Ok(pool.lead().await?),
         }
     }
 

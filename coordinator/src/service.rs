@@ -831,6 +831,10 @@ impl Coordinator {
         if let Err(e) = self.reload_keys_if_rotated().await {
             tracing::error!(error = %e, "could not reload the rotated keys");
         }
+        if !self.inner.db.lead().await? {
+            // Another coordinator on this database runs the scheduler.
+            return Ok(Vec::new());
+        }
         let activated = self.write(tasks::activate_due).await?;
         for &id in &activated {
             self.publish(Change::Task {

@@ -20,7 +20,9 @@ use tillswarm_coordinator::tasks::{NewTask, TaskDetail};
 use tillswarm_protocol::api::{Assignment, TargetState, TaskKind};
 use tillswarm_protocol::{DeviceId, PackageId};
 
-use common::fleet::{Fixture, fixture, heartbeat, report, send, small_package, till, upload};
+use common::fleet::{
+    Fixture, fixture, fixture_with, heartbeat, report, send, small_package, till, upload,
+};
 
 static SEQ: AtomicU64 = AtomicU64::new(1);
 
@@ -737,4 +739,170 @@ async fn a_restarted_coordinator_carries_on_with_its_rollout() {
         "the second wave started after the restart"
     );
     let _ = pkg;
+}
+
+/// The PostgreSQL database for a test of PostgreSQL itself, on the server
+/// `TILLSWARM_TEST_POSTGRES_URL` names; `None` (a skip) without one, which
+/// fails under `CI=true`.
+fn postgres_or_skip(test: &str) -> Option<tillswarm_coordinator::db::Database> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = tillswarm_coordinator::db::test_postgres(dir.path());
+    if db.is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{test} needs PostgreSQL: set {}",
+            tillswarm_coordinator::db::TEST_POSTGRES_ENV
+        );
+        eprintln!(
+            "skipping {test}: no PostgreSQL test server ({} is not set)",
+            tillswarm_coordinator::db::TEST_POSTGRES_ENV
+        );
+    }
+    db
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_coordinator_takes_over_the_scheduler_when_the_leader_dies() {
+    let Some(database) = postgres_or_skip("the leader takeover test") else {
+        return;
+    };
+    let f = fixture_with(Config {
+        database: database.clone(),
+        ..Config::default()
+    })
+    .await;
+    let a = &f.coordinator;
+    // The same data (keys, chunks) and database, as a second machine would
+    // mount or copy them.
+    let b = Coordinator::open_with_clock(
+        Config {
+            data_dir: f._dir.path().to_path_buf(),
+            database,
+            ..Config::default()
+        },
+        std::sync::Arc::new(f.clock.clone()),
+    )
+    .await
+    .expect("second coordinator");
+    a.tick().await.expect("a leads");
+    everyone_heard(&f).await;
+    let pkg = upload(a, "pos", "2.0", small_package("2.0")).await;
+    let r = rollout_from(
+        &b,
+        json!({"package_id": pkg, "waves": [
+            {"name": "Pilot", "kind": "update", "targets": {"type": "till_number", "till_number": 1},
+             "gate": {"soak_minutes": 10}},
+            {"name": "Rest", "kind": "update", "targets": {"type": "stores_percent", "percent": 100}}]}),
+    )
+    .await;
+    let pilot = task_of(&b, &r, 0).await;
+    for d in tills_of(&pilot) {
+        install(&b, d, pilot.summary.id, "2.0").await;
+    }
+    b.tick().await.expect("b follows");
+    assert_eq!(
+        b.rollout(r.id).await.expect("r").waves[0].state,
+        "running",
+        "only the leader drives rollouts"
+    );
+    a.tick().await.expect("a drives");
+    assert_eq!(b.rollout(r.id).await.expect("r").waves[0].state, "soaking");
+    f.clock.advance_ms(11 * 60_000);
+    // The leader dies mid-rollout, the soak over but the next wave not begun.
+    let Fixture {
+        coordinator, _dir, ..
+    } = f;
+    drop(coordinator);
+    let mut started = None;
+    for _ in 0..100 {
+        b.tick().await.expect("b ticks");
+        let now = b.rollout(r.id).await.expect("rollout");
+        if now.waves[1].task_id.is_some() {
+            started = Some(now);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let r = started.expect("the second coordinator took over and started the next wave");
+    assert_eq!(r.waves[0].state, "passed");
+    assert_eq!(r.waves[1].targets, 12, "every till once");
+    for _ in 0..3 {
+        b.tick().await.expect("tick");
+    }
+    let tasks = b
+        .tasks(Default::default(), Default::default())
+        .await
+        .expect("tasks");
+    assert_eq!(tasks.total, 2, "one task per wave, none activated twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_coordinator_copied_to_postgres_carries_on_there() {
+    let Some(pg) = postgres_or_skip("the migrate-to-postgres test") else {
+        return;
+    };
+    let f = fixture_with(Config {
+        database: tillswarm_coordinator::db::Database::Sqlite,
+        ..Config::default()
+    })
+    .await;
+    let c = &f.coordinator;
+    everyone_heard(&f).await;
+    let pkg = upload(c, "pos", "2.0", small_package("2.0")).await;
+    let body = json!({"package_id": pkg, "waves": [
+        {"name": "Pilot", "kind": "update", "targets": {"type": "till_number", "till_number": 1},
+         "gate": {"soak_minutes": 10}},
+        {"name": "Rest", "kind": "update", "targets": {"type": "stores_percent", "percent": 100}}]});
+    let r = rollout_from(c, body.clone()).await;
+    let pilot = task_of(c, &r, 0).await;
+    for d in tills_of(&pilot) {
+        install(c, d, pilot.summary.id, "2.0").await;
+    }
+    c.tick().await.expect("tick");
+    let before = c.rollout(r.id).await.expect("rollout");
+    let dir = f._dir.path().to_path_buf();
+    let Fixture {
+        coordinator,
+        _dir,
+        clock,
+    } = f;
+    drop(coordinator);
+
+    let copy = |dir: std::path::PathBuf, pg: tillswarm_coordinator::db::Database| {
+        tokio::task::spawn_blocking(move || {
+            tillswarm_coordinator::db::copy::sqlite_to_postgres(&dir, &pg)
+        })
+    };
+    let copied = copy(dir.clone(), pg.clone())
+        .await
+        .expect("join")
+        .expect("copy");
+    let rows = |t: &str| copied.tables.iter().find(|(n, _)| *n == t).map(|(_, r)| *r);
+    assert_eq!(rows("devices"), Some(12));
+    assert_eq!(rows("tasks"), Some(1));
+    assert!(rows("audit").is_some_and(|n| n > 0));
+
+    let c = Coordinator::open_with_clock(
+        Config {
+            data_dir: dir.clone(),
+            database: pg.clone(),
+            ..Config::default()
+        },
+        std::sync::Arc::new(clock.clone()),
+    )
+    .await
+    .expect("the coordinator on PostgreSQL");
+    let after = c.rollout(r.id).await.expect("the copied rollout");
+    assert_eq!(after.waves[0].state, before.waves[0].state);
+    assert_eq!(after.waves[0].task_id, before.waves[0].task_id);
+    clock.advance_ms(11 * 60_000);
+    c.tick().await.expect("tick");
+    let r2 = c.rollout(r.id).await.expect("rollout");
+    assert_eq!(r2.waves[1].targets, 12, "the rollout carries on");
+    let next = rollout_from(&c, body).await;
+    assert!(next.id > r.id, "ids continue after the copied ones");
+    assert!(
+        copy(dir, pg).await.expect("join").is_err(),
+        "a second copy into a database with data is refused"
+    );
 }

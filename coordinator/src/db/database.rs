@@ -10,11 +10,16 @@ use crate::error::{Error, Result};
 /// The SQLite file's name in the data folder.
 pub const SQLITE_FILE: &str = "coordinator.sqlite3";
 
-/// Names the PostgreSQL server the test suite runs against (each
-/// coordinator a test opens with [`Database::Default`] gets a schema of
-/// its own there). Never read for a database chosen explicitly, as the
-/// command line's always is.
-pub const TEST_POSTGRES_ENV: &str = "TILLSWARM_TEST_POSTGRES";
+/// Names the PostgreSQL server tests may use (`postgres://...`): tests of
+/// PostgreSQL itself run there, and the whole suite when
+/// [`TEST_BACKEND_ENV`] says so. Never read for a database chosen
+/// explicitly, as the command line's always is.
+pub const TEST_POSTGRES_ENV: &str = "TILLSWARM_TEST_POSTGRES_URL";
+
+/// `postgres`: every coordinator a test opens with [`Database::Default`]
+/// gets a schema of its own on [`TEST_POSTGRES_ENV`]'s server, so the whole
+/// suite runs on PostgreSQL.
+pub const TEST_BACKEND_ENV: &str = "TILLSWARM_TEST_BACKEND";
 
 /// The file in a data folder naming its PostgreSQL test schema.
 const TEST_SCHEMA_FILE: &str = "postgres-test-schema";
@@ -22,8 +27,8 @@ const TEST_SCHEMA_FILE: &str = "postgres-test-schema";
 /// Where a coordinator keeps its tables.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub enum Database {
-    /// SQLite in the data folder; when [`TEST_POSTGRES_ENV`] is set, a
-    /// fresh schema on that server instead (how the whole coordinator
+    /// SQLite in the data folder; when [`TEST_BACKEND_ENV`] is `postgres`,
+    /// a fresh schema on the test server instead (how the whole coordinator
     /// suite runs on both backends).
     #[default]
     Default,
@@ -99,10 +104,15 @@ pub(super) enum Resolved {
 impl Database {
     pub(super) fn resolve(&self, data_dir: &Path) -> Result<Resolved> {
         match self {
-            Database::Default => match test_postgres(data_dir) {
-                Some(db) => db.resolve(data_dir),
-                None => Ok(Resolved::Sqlite(data_dir.join(SQLITE_FILE))),
-            },
+            Database::Default if std::env::var(TEST_BACKEND_ENV).as_deref() == Ok("postgres") => {
+                match test_postgres(data_dir) {
+                    Some(db) => db.resolve(data_dir),
+                    None => Err(Error::Internal(format!(
+                        "{TEST_BACKEND_ENV}=postgres needs {TEST_POSTGRES_ENV}"
+                    ))),
+                }
+            }
+            Database::Default => Ok(Resolved::Sqlite(data_dir.join(SQLITE_FILE))),
             Database::Sqlite => Ok(Resolved::Sqlite(data_dir.join(SQLITE_FILE))),
             Database::Postgres(url) => {
                 let mut config = tokio_postgres::Config::from_str(url)
@@ -143,10 +153,11 @@ pub(super) fn prepare_schema(conn: &Connection, config: &tokio_postgres::Config)
     Ok(())
 }
 
-/// The test suite's PostgreSQL database for the data folder `data_dir`: a
-/// schema of its own, named in the folder so that reopening the folder (a
-/// restarted coordinator) finds its tables again.
-pub(crate) fn test_postgres(data_dir: &Path) -> Option<Database> {
+/// The test server's database for the data folder `data_dir`, if
+/// [`TEST_POSTGRES_ENV`] names one: a schema of its own, named in the
+/// folder so that reopening the folder (a restarted coordinator, a second
+/// coordinator on the same data) finds its tables again.
+pub fn test_postgres(data_dir: &Path) -> Option<Database> {
     let url = std::env::var(TEST_POSTGRES_ENV)
         .ok()
         .filter(|u| !u.is_empty())?;

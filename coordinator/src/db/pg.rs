@@ -18,20 +18,23 @@ use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 
 use super::sql::{Error, Result, Value, ValueRef};
 
-/// The advisory lock every writing transaction holds until it ends.
-pub const WRITER_LOCK: i64 = 0x7417_5741_524d_0001;
+// Advisory locks are keyed on the schema's oid and a kind, so coordinators
+// of different schemas of one database (the test suite's) do not contend.
 
-/// How a writing transaction begins.
-pub const BEGIN: &str =
-    "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock(8365250770929254401)";
-
-const _: () = assert!(WRITER_LOCK == 8_365_250_770_929_254_401);
+/// How a writing transaction begins: with the writers' lock (kind 1).
+pub const BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED; \
+     SELECT pg_advisory_xact_lock(current_schema()::regnamespace::oid::int4, 1)";
 
 /// Takes the writers' lock for the session (a job of [`super::Db`]).
-pub const LOCK_WRITERS: &str = "SELECT pg_advisory_lock(8365250770929254401)";
+pub const LOCK_WRITERS: &str =
+    "SELECT pg_advisory_lock(current_schema()::regnamespace::oid::int4, 1)";
 
 /// Releases it.
-pub const UNLOCK_WRITERS: &str = "SELECT pg_advisory_unlock(8365250770929254401)";
+pub const UNLOCK_WRITERS: &str =
+    "SELECT pg_advisory_unlock(current_schema()::regnamespace::oid::int4, 1)";
+
+/// Tries for the scheduler's lock (kind 3) for the session.
+const TRY_LEAD: &str = "SELECT pg_try_advisory_lock(current_schema()::regnamespace::oid::int4, 3)";
 
 /// The server's words for a failure (its message, detail and code), not
 /// tokio-postgres's bare "db error".
@@ -247,10 +250,23 @@ impl Prepared {
     }
 }
 
-/// A pool of clients for one database (and schema).
+/// A pool of clients for one database (and schema), and this
+/// coordinator's claim to run the scheduler.
 #[derive(Clone)]
 pub struct Pool {
     pool: deadpool_postgres::Pool,
+    config: tokio_postgres::Config,
+    leader: std::sync::Arc<tokio::sync::Mutex<Leader>>,
+}
+
+/// The session that holds (or tries for) the scheduler's lock ([`TRY_LEAD`]):
+/// held by one session of one coordinator at a time, released by PostgreSQL
+/// when that session ends (its coordinator stopped, crashed or lost the
+/// network), so another takes over at its next tick.
+#[derive(Default)]
+struct Leader {
+    client: Option<tokio_postgres::Client>,
+    leading: bool,
 }
 
 /// Most connections one coordinator holds.
@@ -260,7 +276,7 @@ impl Pool {
     /// A pool for `config`; connects lazily.
     pub fn new(config: tokio_postgres::Config) -> Result<Self> {
         let manager = deadpool_postgres::Manager::from_config(
-            config,
+            config.clone(),
             tokio_postgres::NoTls,
             deadpool_postgres::ManagerConfig {
                 recycling_method: deadpool_postgres::RecyclingMethod::Fast,
@@ -270,7 +286,56 @@ impl Pool {
             .max_size(POOL_SIZE)
             .build()
             .map_err(|e| Error::Backend(format!("pool: {e}")))?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            config,
+            leader: Default::default(),
+        })
+    }
+
+    /// Whether this coordinator runs the scheduler now: it holds the leader
+    /// lock, or just took it. Cheap while held (one query a tick, which also
+    /// notices a session the server ended).
+    pub async fn lead(&self) -> Result<bool> {
+        let mut leader = self.leader.lock().await;
+        if leader.client.as_ref().is_some_and(|c| c.is_closed()) {
+            if leader.leading {
+                tracing::warn!(
+                    "lost the scheduler's lock with its session; trying to take it back"
+                );
+            }
+            *leader = Leader::default();
+        }
+        if leader.client.is_none() {
+            let (client, connection) = self.config.connect(tokio_postgres::NoTls).await?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            leader.client = Some(client);
+        }
+        let Some(client) = leader.client.as_ref() else {
+            return Ok(false);
+        };
+        let sql = if leader.leading {
+            // Still ours? (A query on a dead session fails here.)
+            "SELECT true"
+        } else {
+            TRY_LEAD
+        };
+        match client.query_one(sql, &[]).await {
+            Ok(row) => {
+                let now: bool = row.get(0);
+                if now && !leader.leading {
+                    tracing::info!("this coordinator now runs the scheduler");
+                }
+                leader.leading = now;
+                Ok(now)
+            }
+            Err(e) => {
+                *leader = Leader::default();
+                Err(e.into())
+            }
+        }
     }
 
     /// A client from the pool, to use on a blocking thread of this runtime.
