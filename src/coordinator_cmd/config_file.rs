@@ -261,6 +261,7 @@ mod tests {
                 true if id == "allowed_origin" => format!("{id} = [\"https://x\"]\n"),
                 true if id == "listen" => format!("{id} = \"127.0.0.1:1\"\n"),
                 true if id == "chunk_store" => format!("{id} = \"s3://chunks\"\n"),
+                true if id == "database" => format!("{id} = \"postgres://u@h/db\"\n"),
                 true if id.ends_with("_mb")
                     || id.ends_with("_s")
                     || id.ends_with("_min")
