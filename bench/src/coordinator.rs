@@ -18,17 +18,15 @@
 //! heartbeats back to back, which finds the most req/s the coordinator sustains.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures_util::StreamExt;
-use tillswarm_coordinator::auth::{Caller, Role};
+use tillswarm_coordinator::Config;
+use tillswarm_coordinator::db::Database;
 use tillswarm_coordinator::devices::RegistryEntry;
-use tillswarm_coordinator::service::access::NewTokenInput;
-use tillswarm_coordinator::{Config, Coordinator};
 use tillswarm_protocol::api::{
     Challenge, ChallengeRequest, DeviceLogin, DeviceSession, DeviceState, HeartbeatRequest,
     HeartbeatResponse,
@@ -40,9 +38,11 @@ use tokio::sync::Semaphore;
 
 mod activation;
 mod report;
+mod server;
 
 pub use activation::Activation;
 pub use report::{ClosedLoop, Latency, OpenLoop, Report, Verdict, print};
+use server::Server;
 
 /// The DESIGN target: at least this many heartbeats per second ...
 pub const TARGET_RPS: f64 = 700.0;
@@ -76,6 +76,9 @@ pub struct Params {
     pub closed_s: f64,
     /// Worker threads of the coordinator's runtime.
     pub server_threads: usize,
+    /// The coordinator's database: SQLite in the temporary data folder, or
+    /// a PostgreSQL database, where the run gets a schema of its own.
+    pub database: Database,
     /// Worker threads of the load generator's runtime.
     pub client_threads: usize,
     /// Create a Download task for All this many seconds into the open loop
@@ -95,6 +98,7 @@ impl Default for Params {
             closed_workers: 64,
             closed_s: 5.0,
             server_threads: 2,
+            database: Database::Sqlite,
             client_threads: 2,
             activate_after_s: None,
         }
@@ -140,143 +144,6 @@ pub fn registry(tills: u32, stores_of: u32) -> anyhow::Result<Vec<RegistryEntry>
             })
         })
         .collect()
-}
-
-/// A coordinator serving on its own thread and runtime.
-struct Server {
-    addr: SocketAddr,
-    /// An operator token for setting up the task over the API.
-    token: String,
-    import_s: f64,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    done: std::sync::mpsc::Receiver<()>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    dir: Option<tempfile::TempDir>,
-}
-
-impl Server {
-    fn start(params: &Params) -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("tillswarm-bench-coordinator-")
-            .tempdir()?;
-        let data_dir: PathBuf = dir.path().to_path_buf();
-        let registry = serde_json::to_vec(&registry(params.tills, params.stores_of)?)?;
-        let threads = params.server_threads.max(1);
-        let (ready_tx, ready_rx) =
-            std::sync::mpsc::channel::<anyhow::Result<(SocketAddr, String, f64)>>();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("bench-coordinator".into())
-            .spawn(move || {
-                let run = || -> anyhow::Result<()> {
-                    let rt = tokio::runtime::Builder::new_multi_thread()
-                        .worker_threads(threads)
-                        .thread_name("coordinator-worker")
-                        .enable_all()
-                        .build()?;
-                    rt.block_on(async move {
-                        let setup = async {
-                            let coordinator = Coordinator::open(Config {
-                                data_dir,
-                                ..Config::default()
-                            })
-                            .await?;
-                            let start = Instant::now();
-                            let summary = coordinator
-                                .import_registry(registry, true, &Caller::system("bench"))
-                                .await?;
-                            let import_s = start.elapsed().as_secs_f64();
-                            anyhow::ensure!(
-                                summary.devices_added == summary.rows,
-                                "registry import added {} of {} tills",
-                                summary.devices_added,
-                                summary.rows
-                            );
-                            let token = coordinator
-                                .create_token(
-                                    NewTokenInput {
-                                        name: "bench".into(),
-                                        role: Role::Operator,
-                                        expires_days: None,
-                                    },
-                                    &Caller::system("bench"),
-                                )
-                                .await?
-                                .token_secret;
-                            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-                            let addr = listener.local_addr()?;
-                            anyhow::Ok((coordinator, listener, addr, token, import_s))
-                        };
-                        match setup.await {
-                            Ok((coordinator, listener, addr, token, import_s)) => {
-                                let _ = ready_tx.send(Ok((addr, token, import_s)));
-                                tillswarm_coordinator::serve(coordinator, listener, async move {
-                                    let _ = stop_rx.await;
-                                })
-                                .await;
-                            }
-                            Err(e) => {
-                                let _ = ready_tx.send(Err(e));
-                            }
-                        }
-                    });
-                    // Give the database thread a moment to see its last handle go.
-                    rt.shutdown_timeout(Duration::from_secs(5));
-                    Ok(())
-                };
-                if let Err(e) = run() {
-                    eprintln!("coordinator thread failed: {e:#}");
-                }
-                let _ = done_tx.send(());
-            })?;
-        let (addr, token, import_s) = ready_rx
-            .recv()
-            .context("the coordinator thread stopped before serving")??;
-        Ok(Self {
-            addr,
-            token,
-            import_s,
-            stop: Some(stop_tx),
-            done: done_rx,
-            thread: Some(thread),
-            dir: Some(dir),
-        })
-    }
-
-    /// Stops the server gracefully and removes the data folder.
-    fn stop(mut self) -> anyhow::Result<()> {
-        self.shutdown()
-    }
-
-    fn shutdown(&mut self) -> anyhow::Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-            match self.done.recv_timeout(Duration::from_secs(20)) {
-                Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                    if let Some(t) = self.thread.take() {
-                        let _ = t.join();
-                    }
-                }
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                    eprintln!("warning: the coordinator did not stop within 20 s");
-                }
-            }
-        }
-        if let Some(dir) = self.dir.take() {
-            dir.close()
-                .context("removing the coordinator's temp folder")?;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Err(e) = self.shutdown() {
-            eprintln!("warning: {e:#}");
-        }
-    }
 }
 
 /// The device key of till `i`: deterministic, so a run needs no key files.
@@ -843,6 +710,7 @@ pub fn run(params: &Params) -> anyhow::Result<Report> {
         result?;
     let verdict = verdict(&open_loop, closed_loop.as_ref());
     Ok(Report {
+        database: params.database.to_string(),
         tills: params.tills,
         stores_of: params.stores_of,
         interval_s: params.interval_s,
@@ -937,5 +805,38 @@ mod tests {
         assert_eq!(c.errors, 0);
         assert!(c.ok > 0);
         serde_json::to_string(&r).expect("report as JSON");
+    }
+
+    #[test]
+    fn smoke_run_on_postgres_leaves_no_schema_behind() {
+        let Some(url) = std::env::var(tillswarm_coordinator::db::TEST_POSTGRES_ENV)
+            .ok()
+            .filter(|u| !u.is_empty())
+        else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI needs a PostgreSQL test server (TILLSWARM_TEST_POSTGRES_URL)"
+            );
+            eprintln!("skipped: no PostgreSQL test server (TILLSWARM_TEST_POSTGRES_URL)");
+            return;
+        };
+        let params = Params {
+            tills: 30,
+            stores_of: 7,
+            rate: Some(200.0),
+            duration_s: 1.0,
+            max_in_flight: 16,
+            closed_workers: 0,
+            server_threads: 1,
+            client_threads: 1,
+            database: url.parse().expect("the test server's URL"),
+            ..Params::default()
+        };
+        // The run fails if its schema was never created, or not dropped.
+        let r = run(&params).expect("bench run on PostgreSQL");
+        assert!(r.database.starts_with("postgres://"), "{}", r.database);
+        assert!(!r.database.contains(&url), "the password is hidden");
+        assert_eq!((r.warmup_errors, r.open_loop.errors), (0, 0));
+        assert_eq!(r.open_loop.ok, 200);
     }
 }

@@ -98,6 +98,11 @@ enum BenchCommand {
         /// Worker threads of the coordinator's tokio runtime.
         #[arg(long, default_value_t = 2)]
         server_threads: usize,
+        /// The coordinator's database: `sqlite` (a file in a temporary
+        /// folder) or `postgres://USER:PASSWORD@HOST:PORT/DBNAME` (a schema
+        /// of the bench's own, dropped at the end).
+        #[arg(long, default_value = "sqlite")]
+        database: tillswarm_coordinator::db::Database,
         /// Worker threads of the load generator's tokio runtime.
         #[arg(long, default_value_t = 2)]
         client_threads: usize,
@@ -186,6 +191,7 @@ fn main() -> anyhow::Result<()> {
             closed_workers,
             closed_s,
             server_threads,
+            database,
             client_threads,
             activate_after_s,
             json,
@@ -200,6 +206,7 @@ fn main() -> anyhow::Result<()> {
                 closed_workers,
                 closed_s,
                 server_threads,
+                database,
                 client_threads,
                 activate_after_s,
             })?;

@@ -6,17 +6,17 @@
 //! A chunk is written to a temporary file, flushed to disk, then renamed into
 //! place, so a chunk file that exists is always complete. Chunks are shared by
 //! every package that contains them. With a bucket ([`bucket`]), chunks live
-//! there under the same names instead; uploads are still spooled in the
-//! local `tmp/` folder.
+//! there under the same names instead, with each package's signed manifest
+//! beside them; uploads are still spooled in the local `tmp/` folder.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tillswarm_protocol::ChunkHash;
 use tillswarm_protocol::chunk_codec::Compressor;
 use tillswarm_protocol::chunking::MAX_CHUNK;
+use tillswarm_protocol::{ChunkHash, PackageId};
 
 pub mod bucket;
 
@@ -216,6 +216,32 @@ impl ChunkStore {
             }
         }
         Ok(out)
+    }
+
+    /// Keeps a package's signed manifest beside its chunks, in a bucket
+    /// (a folder store's manifests are the database's); whether it was
+    /// newly written.
+    pub fn put_manifest(&self, id: &PackageId, signed: &[u8]) -> io::Result<bool> {
+        match &self.bucket {
+            Some(b) => b.put_manifest(id, signed),
+            None => Ok(false),
+        }
+    }
+
+    /// Removes a package's manifest from a bucket (absent is fine).
+    pub fn remove_manifest(&self, id: &PackageId) -> io::Result<()> {
+        match &self.bucket {
+            Some(b) => b.remove_manifest(id),
+            None => Ok(()),
+        }
+    }
+
+    /// The packages whose manifests a bucket holds (for garbage collection).
+    pub fn manifests(&self) -> io::Result<Vec<PackageId>> {
+        match &self.bucket {
+            Some(b) => b.manifests(),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// A fresh temporary path inside the store's volume (same filesystem, so a

@@ -159,6 +159,11 @@ pub(crate) fn set_durability(
 /// How often the checkpoint thread copies the WAL into the database file.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// The chunk store's lock across coordinators (see [`Db::lock_chunks`]).
+pub struct ChunksLock {
+    _held: Option<pg::ChunksLock>,
+}
+
 /// A cloneable handle to the database.
 /// SQLite: the thread ends when the last handle is dropped; every job commits
 /// before it answers, so nothing acknowledged is lost when it does.
@@ -214,6 +219,19 @@ impl Db {
         match &self.backend {
             Backend::Sqlite { .. } => Ok(true),
             Backend::Postgres(pool) => Ok(pool.lead().await?),
+        }
+    }
+
+    /// Waits for the chunk store's lock, held while the guard lives. On
+    /// PostgreSQL coordinators share the chunk store, so ingestion,
+    /// deletion and collection take it across all of them; a SQLite
+    /// database has one coordinator, whose own mutex suffices.
+    pub async fn lock_chunks(&self) -> Result<ChunksLock> {
+        match &self.backend {
+            Backend::Sqlite { .. } => Ok(ChunksLock { _held: None }),
+            Backend::Postgres(pool) => Ok(ChunksLock {
+                _held: Some(pool.lock_chunks().await?),
+            }),
         }
     }
 
@@ -330,6 +348,22 @@ impl Db {
         answer
             .await
             .map_err(|_| Error::Internal("database read dropped".into()))?
+    }
+
+    /// Runs the read-only `f` on one consistent state: on SQLite's
+    /// database thread, as [`Db::call`]; on PostgreSQL in a read-only
+    /// snapshot without the writers' lock, so operator views and other
+    /// reads run beside writes, from any coordinator.
+    pub async fn call_snapshot<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        if let Backend::Postgres(pool) = &self.backend {
+            let client = pool.get().await?;
+            return blocking(move || Connection::postgres(client).snapshot(f)).await;
+        }
+        self.call(move |conn| f(conn)).await
     }
 
     /// Runs `f` on the database (SQLite: its thread) and returns its result.

@@ -234,6 +234,19 @@ pub fn referenced_chunks(conn: &Connection) -> Result<HashSet<ChunkHash>> {
     Ok(out)
 }
 
+/// Every stored package's id (for start-up garbage collection).
+pub fn ids(conn: &Connection) -> Result<HashSet<PackageId>> {
+    let mut stmt = conn.prepare("SELECT package_id FROM packages")?;
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    let mut out = HashSet::new();
+    for id in rows {
+        if let Ok(id) = id?.parse() {
+            out.insert(id);
+        }
+    }
+    Ok(out)
+}
+
 /// The manifest (decoded) of a stored package, for the details view.
 pub fn manifest(conn: &Connection, id: &PackageId, key: &manifest::PublicKey) -> Result<Manifest> {
     let bytes = signed_manifest(conn, id)?;

@@ -238,8 +238,9 @@ struct Inner {
     keys_stamp: std::sync::Mutex<Option<(u64, std::time::SystemTime)>>,
     clock: Arc<dyn Clock>,
     metrics: Metrics,
-    /// Serialises package ingestion and deletion (see `receive_and_ingest`).
-    ingest: tokio::sync::Mutex<()>,
+    /// Serialises package ingestion, deletion and chunk collection in this
+    /// process (see [`package_ops::ChunkStoreLock`]).
+    ingest: Arc<tokio::sync::Mutex<()>>,
     /// Password hashing off the executor, a few at a time.
     hasher: Hasher,
     /// Slows repeated login attempts.
@@ -290,7 +291,7 @@ impl Coordinator {
                 keys_stamp: std::sync::Mutex::new(keys_stamp),
                 clock,
                 metrics: Metrics::default(),
-                ingest: tokio::sync::Mutex::new(()),
+                ingest: Arc::new(tokio::sync::Mutex::new(())),
                 hasher: Hasher::default(),
                 logins,
                 challenges: crate::device_auth::Challenges::new()?,
@@ -441,13 +442,15 @@ impl Coordinator {
         self.inner.config.unreachable_after_s as i64 * 1000
     }
 
+    /// Runs the read `f` on one consistent state of the database (see
+    /// [`Db::call_snapshot`]).
     async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&crate::db::sql::Connection, i64) -> Result<T> + Send + 'static,
     {
         let now = self.now_ms();
-        self.inner.db.call(move |conn| f(conn, now)).await
+        self.inner.db.call_snapshot(move |conn| f(conn, now)).await
     }
 
     /// Runs `f` in one transaction, durable on disk when it returns

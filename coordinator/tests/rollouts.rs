@@ -21,7 +21,8 @@ use tillswarm_protocol::api::{Assignment, TargetState, TaskKind};
 use tillswarm_protocol::{DeviceId, PackageId};
 
 use common::fleet::{
-    Fixture, fixture, fixture_with, heartbeat, report, send, small_package, till, upload,
+    Fixture, fixture, fixture_with, heartbeat, postgres_or_skip, report, send, small_package, till,
+    upload,
 };
 
 static SEQ: AtomicU64 = AtomicU64::new(1);
@@ -739,26 +740,6 @@ async fn a_restarted_coordinator_carries_on_with_its_rollout() {
         "the second wave started after the restart"
     );
     let _ = pkg;
-}
-
-/// The PostgreSQL database for a test of PostgreSQL itself, on the server
-/// `TILLSWARM_TEST_POSTGRES_URL` names; `None` (a skip) without one, which
-/// fails under `CI=true`.
-fn postgres_or_skip(test: &str) -> Option<tillswarm_coordinator::db::Database> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = tillswarm_coordinator::db::test_postgres(dir.path());
-    if db.is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{test} needs PostgreSQL: set {}",
-            tillswarm_coordinator::db::TEST_POSTGRES_ENV
-        );
-        eprintln!(
-            "skipping {test}: no PostgreSQL test server ({} is not set)",
-            tillswarm_coordinator::db::TEST_POSTGRES_ENV
-        );
-    }
-    db
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

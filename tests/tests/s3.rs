@@ -1,8 +1,9 @@
 //! Package chunks in S3-compatible object storage, against a real S3
 //! server on loopback (`s3s-fs`, see `tillswarm_tests::s3`): the coordinator
-//! keeps, serves and collects chunks there, a wrong key or bucket stops its
-//! start, and tills fetch chunks straight from a chunk base URL named in
-//! their signed instructions, falling back to the coordinator.
+//! keeps, serves and collects chunks (and signed manifests) there, a wrong
+//! key or bucket stops its start, and tills fetch chunks straight from a
+//! chunk base URL named in their signed instructions, falling back to the
+//! coordinator.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -60,7 +61,8 @@ async fn packages_live_in_the_bucket_and_are_served_and_collected_from_it() {
         .and_then(|m| m.verify(&c.online_public_key()))
         .expect("signed manifest");
 
-    // Every chunk is an object named as a manifest implies, none in the folder.
+    // Every chunk is an object named as a manifest implies, none in the
+    // folder; the signed manifest lies beside them.
     let stored = s3.objects("prod");
     let expected: Vec<String> = {
         let mut v: Vec<String> = manifest
@@ -72,11 +74,17 @@ async fn packages_live_in_the_bucket_and_are_served_and_collected_from_it() {
                 format!("{}/{hex}{suffix}", &hex[..2])
             })
             .collect();
+        v.push(format!("manifests/{}", id.to_hex()));
         v.sort();
         v.dedup();
         v
     };
     assert_eq!(stored, expected);
+    assert_eq!(
+        std::fs::read(s3.folder("prod").join("manifests").join(id.to_hex())).expect("manifest"),
+        c.signed_manifest(id).await.expect("manifest"),
+        "the bucket's manifest is the signed one tills get"
+    );
     assert!(manifest.chunks.iter().any(|ch| ch.zstd_len > 0));
     assert!(manifest.chunks.iter().any(|ch| ch.zstd_len == 0));
     let local: Vec<_> = std::fs::read_dir(data.path().join("chunks"))
@@ -114,9 +122,11 @@ async fn packages_live_in_the_bucket_and_are_served_and_collected_from_it() {
     let orphan_dir = s3.folder("prod").join(&hex[..2]);
     std::fs::create_dir_all(&orphan_dir).expect("dir");
     std::fs::write(orphan_dir.join(&hex), b"left by an upload that died").expect("orphan");
+    let stray = s3.folder("prod").join("manifests").join(orphan.to_hex());
+    std::fs::write(&stray, b"a manifest of a package the database never took").expect("stray");
     drop(c);
     let c = open(data.path(), s3.bucket("prod")).await.expect("reopen");
-    assert_eq!(s3.objects("prod"), expected, "the orphan is collected");
+    assert_eq!(s3.objects("prod"), expected, "the orphans are collected");
     c.delete_package(id, &Caller::system("test"))
         .await
         .expect("delete");

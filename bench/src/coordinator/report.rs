@@ -99,6 +99,9 @@ pub struct ClosedLoop {
 /// Everything one run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// The coordinator's database (`sqlite`, or the PostgreSQL URL with its
+    /// password hidden).
+    pub database: String,
     /// Tills in the chain.
     pub tills: u32,
     /// Tills per store.
@@ -159,8 +162,14 @@ pub struct Verdict {
 pub fn print(r: &Report) {
     let o = &r.open_loop;
     println!(
-        "coordinator heartbeats: {} tills in stores of {}, {} cores; coordinator runtime {} workers + db thread, client runtime {} workers, <= {} in flight",
-        r.tills, r.stores_of, r.cores, r.server_threads, r.client_threads, r.max_in_flight
+        "coordinator heartbeats: {} tills in stores of {}, {} cores; coordinator runtime {} workers, database {}; client runtime {} workers, <= {} in flight",
+        r.tills,
+        r.stores_of,
+        r.cores,
+        r.server_threads,
+        r.database,
+        r.client_threads,
+        r.max_in_flight
     );
     println!(
         "setup: registry import {:.2} s; {} device logins (2 requests each) in {:.2} s ({:.0} logins/s, {} bad); warm-up {} heartbeats in {:.2} s ({:.0} req/s, {} bad)",

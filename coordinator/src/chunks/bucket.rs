@@ -7,6 +7,10 @@
 //! an `http://` endpoint is allowed only when named so). HTTPS uses the one
 //! TLS stack of the tree: rustls on ring, with the system's roots.
 //!
+//! Each package's signed manifest is kept beside its chunks, under
+//! `PREFIX/manifests/<package id>`, so the bucket describes every package it
+//! holds chunks of (the database stays the copy served to tills).
+//!
 //! The chunk store's callers run on blocking threads (ingest, serving,
 //! collection), so this keeps their synchronous interface and waits on the
 //! runtime it was opened from.
@@ -20,8 +24,15 @@ use object_store::aws::AmazonS3Builder;
 use object_store::client::{HttpClient, HttpConnector};
 use object_store::path::Path as ObjectPath;
 use object_store::{ClientConfigKey, ClientOptions, ObjectStore, ObjectStoreExt, PutMode};
-use tillswarm_protocol::ChunkHash;
 use tillswarm_protocol::chunking::MAX_CHUNK;
+use tillswarm_protocol::manifest::MAX_SIGNED_MANIFEST_BYTES;
+use tillswarm_protocol::{ChunkHash, PackageId};
+
+/// The folder of manifests under the prefix.
+const MANIFESTS: &str = "manifests";
+
+/// Largest manifest read back: the protocol's limit.
+const MAX_MANIFEST: u64 = MAX_SIGNED_MANIFEST_BYTES as u64;
 
 /// Where chunks live in a bucket.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
@@ -259,6 +270,18 @@ impl Bucket {
         }
     }
 
+    /// Where manifests live: `PREFIX/manifests`.
+    fn manifests_path(&self) -> ObjectPath {
+        match self.url.prefix.as_str() {
+            "" => ObjectPath::from(MANIFESTS),
+            p => ObjectPath::from(format!("{p}/{MANIFESTS}")),
+        }
+    }
+
+    fn manifest_key(&self, id: &PackageId) -> ObjectPath {
+        self.manifests_path().join(id.to_hex())
+    }
+
     fn wait<T>(&self, f: impl std::future::Future<Output = T>) -> T {
         self.runtime.block_on(f)
     }
@@ -326,14 +349,69 @@ impl Bucket {
         Ok(())
     }
 
-    /// Every stored chunk's hash; keys that are not chunks are ignored.
+    /// Writes a package's signed manifest unless one is stored for it;
+    /// whether it was newly written.
+    pub fn put_manifest(&self, id: &PackageId, signed: &[u8]) -> io::Result<bool> {
+        let payload = bytes::Bytes::copy_from_slice(signed).into();
+        let key = self.manifest_key(id);
+        match self.wait(self.store.put_opts(&key, payload, PutMode::Create.into())) {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(store_error(e)),
+        }
+    }
+
+    /// A package's stored manifest, if there is one.
+    pub fn manifest(&self, id: &PackageId) -> io::Result<Option<Vec<u8>>> {
+        let key = self.manifest_key(id);
+        let got = self.wait(async {
+            let r = self.store.get(&key).await?;
+            if r.meta.size > MAX_MANIFEST {
+                return Ok(Err(r.meta.size));
+            }
+            r.bytes().await.map(Ok)
+        });
+        match got {
+            Ok(Ok(bytes)) => Ok(Some(bytes.to_vec())),
+            Ok(Err(size)) => Err(io::Error::other(format!(
+                "stored manifest of {id} is oversized ({size} bytes)"
+            ))),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(store_error(e)),
+        }
+    }
+
+    /// Removes a package's manifest (absent is fine).
+    pub fn remove_manifest(&self, id: &PackageId) -> io::Result<()> {
+        match self.wait(self.store.delete(&self.manifest_key(id))) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(store_error(e)),
+        }
+    }
+
+    /// The packages whose manifests are stored.
+    pub fn manifests(&self) -> io::Result<Vec<PackageId>> {
+        let prefix = self.manifests_path();
+        let metas: Vec<object_store::ObjectMeta> = self
+            .wait(self.store.list(Some(&prefix)).try_collect())
+            .map_err(store_error)?;
+        Ok(metas
+            .iter()
+            .filter_map(|m| m.location.filename()?.parse().ok())
+            .collect())
+    }
+
+    /// Every stored chunk's hash; keys that are not chunks (manifests,
+    /// anything else) are ignored.
     pub fn list(&self) -> io::Result<Vec<ChunkHash>> {
         let prefix = self.prefix_path();
+        let manifests = self.manifests_path();
         let metas: Vec<object_store::ObjectMeta> = self
             .wait(self.store.list(Some(&prefix)).try_collect())
             .map_err(store_error)?;
         let mut out: Vec<ChunkHash> = metas
             .iter()
+            .filter(|m| !m.location.prefix_matches(&manifests))
             .filter_map(|m| {
                 let name = m.location.filename()?;
                 let hex = name.strip_suffix(".zst").unwrap_or(name);

@@ -174,10 +174,30 @@ pub fn test_postgres(data_dir: &Path) -> Option<Database> {
             name
         }
     };
-    let sep = if url.contains('?') { '&' } else { '?' };
-    Some(Database::Postgres(format!(
-        "{url}{sep}options=-c%20search_path%3D{schema}%2Cpublic"
-    )))
+    Database::Postgres(url).in_schema(&schema)
+}
+
+impl Database {
+    /// The same PostgreSQL database with its tables in schema `schema`
+    /// (created on first connect; PostgreSQL's `public` stays on the search
+    /// path for the citext extension). `None` for SQLite, or a name that is
+    /// not plain ASCII letters, digits and `_`.
+    pub fn in_schema(&self, schema: &str) -> Option<Database> {
+        let Database::Postgres(url) = self else {
+            return None;
+        };
+        let plain = !schema.is_empty()
+            && schema
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !plain {
+            return None;
+        }
+        let sep = if url.contains('?') { '&' } else { '?' };
+        Some(Database::Postgres(format!(
+            "{url}{sep}options=-c%20search_path%3D{schema}%2Cpublic"
+        )))
+    }
 }
 
 #[cfg(test)]
@@ -211,5 +231,23 @@ mod tests {
         )
         .expect("url");
         assert_eq!(named_schema(&evil), None, "only plain names are created");
+    }
+
+    #[test]
+    fn a_schema_is_named_only_for_plain_names_on_postgres() {
+        let pg = Database::Postgres("postgres://u@h/db".into());
+        let Some(Database::Postgres(url)) = pg.in_schema("bench_1") else {
+            panic!("a plain name on PostgreSQL");
+        };
+        let config = tokio_postgres::Config::from_str(&url).expect("url");
+        assert_eq!(named_schema(&config).as_deref(), Some("bench_1"));
+        assert_eq!(pg.in_schema("x;drop"), None);
+        assert_eq!(pg.in_schema(""), None);
+        assert_eq!(Database::Sqlite.in_schema("a"), None);
+        let with_query = Database::Postgres("postgres://u@h/db?connect_timeout=5".into());
+        let Some(Database::Postgres(url)) = with_query.in_schema("s") else {
+            panic!("a plain name on PostgreSQL");
+        };
+        assert!(url.contains("connect_timeout=5&options="), "{url}");
     }
 }

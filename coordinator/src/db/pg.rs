@@ -33,6 +33,11 @@ pub const LOCK_WRITERS: &str =
 pub const UNLOCK_WRITERS: &str =
     "SELECT pg_advisory_unlock(current_schema()::regnamespace::oid::int4, 1)";
 
+/// Waits for the chunk store's lock (kind 2) for the session: package
+/// ingestion, deletion and chunk collection, one at a time across the
+/// coordinators of the database (they share the chunk store).
+const LOCK_CHUNKS: &str = "SELECT pg_advisory_lock(current_schema()::regnamespace::oid::int4, 2)";
+
 /// Tries for the scheduler's lock (kind 3) for the session.
 const TRY_LEAD: &str = "SELECT pg_try_advisory_lock(current_schema()::regnamespace::oid::int4, 3)";
 
@@ -269,6 +274,11 @@ struct Leader {
     leading: bool,
 }
 
+/// The session holding the chunk store's lock (see [`Pool::lock_chunks`]).
+pub struct ChunksLock {
+    _session: tokio_postgres::Client,
+}
+
 /// Most connections one coordinator holds.
 const POOL_SIZE: usize = 16;
 
@@ -336,6 +346,19 @@ impl Pool {
                 Err(e.into())
             }
         }
+    }
+
+    /// Waits until this coordinator holds the chunk store's lock
+    /// ([`LOCK_CHUNKS`]) on a session of its own, kept while the returned
+    /// guard lives. PostgreSQL releases it when that session ends: the
+    /// guard dropped, or its process gone.
+    pub async fn lock_chunks(&self) -> Result<ChunksLock> {
+        let (client, connection) = self.config.connect(tokio_postgres::NoTls).await?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        client.query_one(LOCK_CHUNKS, &[]).await?;
+        Ok(ChunksLock { _session: client })
     }
 
     /// A client from the pool, to use on a blocking thread of this runtime.

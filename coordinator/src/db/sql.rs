@@ -651,6 +651,26 @@ impl Connection {
         Ok(())
     }
 
+    /// PostgreSQL: runs the read-only `f` in a `REPEATABLE READ READ ONLY`
+    /// transaction: one consistent snapshot, without the writers' lock, so
+    /// it runs beside writers (a write in it fails). SQLite: `f` as it is
+    /// (its database thread already runs one job at a time).
+    pub(crate) fn snapshot<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> crate::error::Result<T>,
+    ) -> crate::error::Result<T> {
+        if !self.is_postgres() || self.depth.get() > 0 {
+            return f(self);
+        }
+        self.execute_batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
+        self.depth.set(1);
+        self.aborted.set(false);
+        let out = f(self);
+        // Nothing to keep: a read-only transaction ends the same either way.
+        self.end(0, false)?;
+        out
+    }
+
     /// Releases the lock [`Connection::lock_writers`] took.
     pub(crate) fn unlock_writers(&self) -> Result<()> {
         if let (Backend::Postgres(c), true) = (&self.backend, self.locked.get()) {

@@ -25,7 +25,29 @@ pub struct ExportedBundle {
     pub body: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
 }
 
+/// Held by package ingestion, deletion and chunk collection, one at a time:
+/// within this coordinator and, on PostgreSQL, across every coordinator of
+/// the database, since they share the chunk store (a chunk a refused upload
+/// wrote, or a deleted package left, is removed only while no other package
+/// can be taking it up). See [`Coordinator::hold_chunk_store`].
+pub struct ChunkStoreLock {
+    _here: tokio::sync::OwnedMutexGuard<()>,
+    _everywhere: crate::db::ChunksLock,
+}
+
 impl Coordinator {
+    /// Waits for the chunk store's lock ([`ChunkStoreLock`]): while it is
+    /// held no package is ingested or deleted and no chunk collected, so a
+    /// tool can copy the store as it is.
+    pub async fn hold_chunk_store(&self) -> Result<ChunkStoreLock> {
+        let here = self.inner.ingest.clone().lock_owned().await;
+        let everywhere = self.inner.db.lock_chunks().await?;
+        Ok(ChunkStoreLock {
+            _here: here,
+            _everywhere: everywhere,
+        })
+    }
+
     /// Streams an upload to a temporary file (never holding it in memory), then
     /// checks, chunks, stores and signs it. Nothing is visible until it is complete.
     pub async fn upload_package<S, B, E>(
@@ -119,7 +141,7 @@ impl Coordinator {
         // One ingestion (or package deletion) at a time: chunks a refused package
         // newly wrote can then be removed without racing another package that
         // shares them. Bodies still stream in concurrently above.
-        let _ingesting = self.inner.ingest.lock().await;
+        let _ingesting = self.hold_chunk_store().await?;
         let this = self.clone();
         let path = tmp.to_path_buf();
         let now = self.now_ms();
@@ -146,6 +168,21 @@ impl Coordinator {
         .await
         .map_err(|e| Error::Internal(e.to_string()))??;
         let id = manifest.package_id;
+        // A bucket keeps the signed manifest beside the chunks it lists.
+        let manifest_written = {
+            let this = self.clone();
+            let signed = signed.to_bytes();
+            tokio::task::spawn_blocking(move || this.inner.chunks.put_manifest(&id, &signed))
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))?
+        };
+        let manifest_written = match manifest_written {
+            Ok(new) => new,
+            Err(e) => {
+                self.forget_chunks(written, None).await;
+                return Err(e.into());
+            }
+        };
         let (content_bytes, wire_bytes) = (manifest.size, manifest.wire_size());
         let caller = by.clone();
         let uploader = by.actor.name.clone();
@@ -167,13 +204,8 @@ impl Coordinator {
             })
             .await
         {
-            let this = self.clone();
-            let _ = tokio::task::spawn_blocking(move || {
-                for h in written {
-                    let _ = this.inner.chunks.remove(&h);
-                }
-            })
-            .await;
+            self.forget_chunks(written, manifest_written.then_some(id))
+                .await;
             return Err(e);
         }
         tracing::info!(
@@ -214,7 +246,7 @@ impl Coordinator {
 
     /// Deletes a package no unfinished task uses, and its unshared chunks.
     pub async fn delete_package(&self, id: PackageId, by: &Caller) -> Result<()> {
-        let _ingesting = self.inner.ingest.lock().await;
+        let _ingesting = self.hold_chunk_store().await?;
         let note = Note::on(format!("package:{id}"));
         let orphans = self
             .change(by, "package.delete", note, move |tx, _, _| {
@@ -223,6 +255,7 @@ impl Coordinator {
             .await?;
         let this = self.clone();
         tokio::task::spawn_blocking(move || -> Result<()> {
+            this.inner.chunks.remove_manifest(&id)?;
             for h in orphans {
                 this.inner.chunks.remove(&h)?;
             }
@@ -230,6 +263,22 @@ impl Coordinator {
         })
         .await
         .map_err(|e| Error::Internal(e.to_string()))?
+    }
+
+    /// Removes what a refused upload newly wrote to the chunk store (under
+    /// the chunk store's lock, so no other package took it up meanwhile);
+    /// best effort: what is left is collected at the next start.
+    async fn forget_chunks(&self, written: Vec<ChunkHash>, manifest: Option<PackageId>) {
+        let this = self.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(id) = manifest {
+                let _ = this.inner.chunks.remove_manifest(&id);
+            }
+            for h in written {
+                let _ = this.inner.chunks.remove(&h);
+            }
+        })
+        .await;
     }
 
     /// The signed manifest bytes of a package.
@@ -325,23 +374,36 @@ impl Coordinator {
     }
 
     /// Removes chunks no package references (left by an interrupted upload).
+    /// Under the chunk store's lock: another coordinator's ingestion in
+    /// progress holds chunks no package references yet.
     pub(super) async fn collect_garbage(&self) -> Result<()> {
-        let referenced = self.read(|c, _| packages::referenced_chunks(c)).await?;
+        let _collecting = self.hold_chunk_store().await?;
+        let (referenced, known) = self
+            .read(|c, _| Ok((packages::referenced_chunks(c)?, packages::ids(c)?)))
+            .await?;
         let this = self.clone();
-        let removed = tokio::task::spawn_blocking(move || -> Result<usize> {
-            let mut removed = 0;
-            for h in this.inner.chunks.list()? {
+        let (chunks, manifests) = tokio::task::spawn_blocking(move || -> Result<(usize, usize)> {
+            let store = &this.inner.chunks;
+            let mut chunks = 0;
+            for h in store.list()? {
                 if !referenced.contains(&h) {
-                    this.inner.chunks.remove(&h)?;
-                    removed += 1;
+                    store.remove(&h)?;
+                    chunks += 1;
                 }
             }
-            Ok(removed)
+            let mut manifests = 0;
+            for id in store.manifests()? {
+                if !known.contains(&id) {
+                    store.remove_manifest(&id)?;
+                    manifests += 1;
+                }
+            }
+            Ok((chunks, manifests))
         })
         .await
         .map_err(|e| Error::Internal(e.to_string()))??;
-        if removed > 0 {
-            tracing::info!(removed, "removed chunks no package references");
+        if chunks + manifests > 0 {
+            tracing::info!(chunks, manifests, "removed what no package references");
         }
         Ok(())
     }

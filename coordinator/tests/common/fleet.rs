@@ -151,3 +151,23 @@ pub fn report(
         log_tail: (state == TargetState::Failed).then(|| "installing...\nerror".into()),
     }
 }
+
+/// The PostgreSQL database for a test of PostgreSQL itself, on the server
+/// `TILLSWARM_TEST_POSTGRES_URL` names; `None` (a skip) without one, which
+/// fails under `CI=true`.
+pub fn postgres_or_skip(test: &str) -> Option<tillswarm_coordinator::db::Database> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = tillswarm_coordinator::db::test_postgres(dir.path());
+    if db.is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{test} needs PostgreSQL: set {}",
+            tillswarm_coordinator::db::TEST_POSTGRES_ENV
+        );
+        eprintln!(
+            "skipping {test}: no PostgreSQL test server ({} is not set)",
+            tillswarm_coordinator::db::TEST_POSTGRES_ENV
+        );
+    }
+    db
+}
