@@ -60,6 +60,8 @@ fn content(store: &ChunkStore, version: &str, tar: &[u8]) -> Manifest {
 }
 
 /// Every file of a tree: (blake3, mode, mtime) by relative path, and links.
+/// The staging marker's time is when it was staged, not part of the package,
+/// so it is left out (two stagings may fall in different seconds).
 fn tree(dir: &Path) -> BTreeMap<String, (String, u32, i64)> {
     let mut out = BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -78,7 +80,12 @@ fn tree(dir: &Path) -> BTreeMap<String, (String, u32, i64)> {
                 let hash = blake3::hash(&fs::read(&p).expect("read"))
                     .to_hex()
                     .to_string();
-                out.insert(rel, (hash, meta.mode() & 0o7777, meta.mtime()));
+                let mtime = if rel == STAGED_MARKER {
+                    0
+                } else {
+                    meta.mtime()
+                };
+                out.insert(rel, (hash, meta.mode() & 0o7777, mtime));
             }
         }
     }
