@@ -24,6 +24,7 @@ pub mod copy;
 mod database;
 pub mod pg;
 mod pg_schema;
+mod pg_writer;
 mod schema;
 pub mod sql;
 
@@ -183,7 +184,11 @@ enum Backend {
         /// Held by every handle; the checkpoint thread stops once none is left.
         _alive: std::sync::Arc<()>,
     },
-    Postgres(Box<pg::Pool>),
+    Postgres {
+        pool: Box<pg::Pool>,
+        /// The group-commit thread's queue (see [`pg_writer`]).
+        batched: mpsc::Sender<Job>,
+    },
 }
 
 impl Db {
@@ -194,6 +199,8 @@ impl Db {
             database::Resolved::Sqlite(path) => Self::open(&path),
             database::Resolved::Postgres(config) => {
                 let pool = pg::Pool::new((*config).clone())?;
+                let batches = std::sync::Arc::new(batch::Stats::default());
+                let batched = pg_writer::start((*config).clone(), batches.clone())?;
                 let client = pool.get().await?;
                 tokio::task::spawn_blocking(move || -> Result<()> {
                     let conn = Connection::postgres(client);
@@ -204,8 +211,11 @@ impl Db {
                 .await
                 .map_err(|e| Error::Internal(format!("migration: {e}")))??;
                 Ok(Self {
-                    backend: Backend::Postgres(Box::new(pool)),
-                    batches: Default::default(),
+                    backend: Backend::Postgres {
+                        pool: Box::new(pool),
+                        batched,
+                    },
+                    batches,
                 })
             }
         }
@@ -218,7 +228,7 @@ impl Db {
     pub async fn lead(&self) -> Result<bool> {
         match &self.backend {
             Backend::Sqlite { .. } => Ok(true),
-            Backend::Postgres(pool) => Ok(pool.lead().await?),
+            Backend::Postgres { pool, .. } => Ok(pool.lead().await?),
         }
     }
 
@@ -229,7 +239,7 @@ impl Db {
     pub async fn lock_chunks(&self) -> Result<ChunksLock> {
         match &self.backend {
             Backend::Sqlite { .. } => Ok(ChunksLock { _held: None }),
-            Backend::Postgres(pool) => Ok(ChunksLock {
+            Backend::Postgres { pool, .. } => Ok(ChunksLock {
                 _held: Some(pool.lock_chunks().await?),
             }),
         }
@@ -237,7 +247,7 @@ impl Db {
 
     /// Whether this database is PostgreSQL.
     pub fn is_postgres(&self) -> bool {
-        matches!(self.backend, Backend::Postgres(_))
+        matches!(self.backend, Backend::Postgres { .. })
     }
 
     /// Opens (creating if needed) the SQLite database at `path`, applies
@@ -333,7 +343,7 @@ impl Db {
         let reads = match &self.backend {
             Backend::Sqlite { reads: Some(r), .. } => r,
             Backend::Sqlite { reads: None, .. } => return self.call(move |conn| f(conn)).await,
-            Backend::Postgres(pool) => {
+            Backend::Postgres { pool, .. } => {
                 let client = pool.get().await?;
                 return blocking(move || f(&Connection::postgres(client))).await;
             }
@@ -359,7 +369,7 @@ impl Db {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        if let Backend::Postgres(pool) = &self.backend {
+        if let Backend::Postgres { pool, .. } = &self.backend {
             let client = pool.get().await?;
             return blocking(move || Connection::postgres(client).snapshot(f)).await;
         }
@@ -375,7 +385,7 @@ impl Db {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     {
-        if let Backend::Postgres(pool) = &self.backend {
+        if let Backend::Postgres { pool, .. } = &self.backend {
             let client = pool.get().await?;
             return blocking(move || {
                 let mut conn = Connection::postgres(client);
@@ -396,8 +406,9 @@ impl Db {
         .await
     }
 
-    /// Runs `f` in a relaxed transaction ([`Durability::Relaxed`]). On SQLite
-    /// it may share it with other such jobs waiting in the queue, inside a
+    /// Runs `f` in a relaxed transaction ([`Durability::Relaxed`]). It may
+    /// share it with other such jobs waiting in the queue (SQLite's database
+    /// thread; PostgreSQL's group-commit thread, see [`pg_writer`]), inside a
     /// savepoint of its own: a failing `f` undoes only its own writes. Its
     /// answer comes once the shared transaction committed, so an `Ok` is as
     /// committed as a relaxed [`Db::call`]'s.
@@ -406,25 +417,6 @@ impl Db {
         T: Send + 'static,
         F: FnOnce(&sql::Transaction<'_>) -> Result<T> + Send + 'static,
     {
-        if let Backend::Postgres(pool) = &self.backend {
-            let client = pool.get().await?;
-            let stats = self.batches.clone();
-            return blocking(move || {
-                let mut conn = Connection::postgres(client);
-                let tx = conn.transaction()?;
-                tx.execute_batch("SET LOCAL synchronous_commit = off")?;
-                let out = f(&tx);
-                stats.count(1);
-                match out {
-                    Ok(v) => tx.commit().map(|()| v).map_err(Error::from),
-                    Err(e) => {
-                        tx.rollback()?;
-                        Err(e)
-                    }
-                }
-            })
-            .await;
-        }
         let (reply, answer) = oneshot::channel();
         let job: batch::BatchedJob = Box::new(move |tx| {
             let (out, poisoned) = match tx {
@@ -450,8 +442,14 @@ impl Db {
     }
 
     async fn submit<T>(&self, job: Job, answer: oneshot::Receiver<Result<T>>) -> Result<T> {
-        let Backend::Sqlite { jobs, .. } = &self.backend else {
-            return Err(Error::Internal("no database thread on PostgreSQL".into()));
+        let jobs = match (&self.backend, &job) {
+            (Backend::Sqlite { jobs, .. }, _) => jobs,
+            (Backend::Postgres { batched, .. }, Job::Batched(_)) => batched,
+            (Backend::Postgres { .. }, Job::Alone(_)) => {
+                return Err(Error::Internal(
+                    "PostgreSQL runs single jobs on the pool".into(),
+                ));
+            }
         };
         jobs.send(job)
             .await
@@ -479,7 +477,7 @@ mod tests {
     fn queue(db: &Db) -> &mpsc::Sender<Job> {
         match &db.backend {
             Backend::Sqlite { jobs, .. } => jobs,
-            Backend::Postgres(_) => unreachable!("SQLite only"),
+            Backend::Postgres { batched, .. } => batched,
         }
     }
 
@@ -529,22 +527,41 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn queued_heartbeat_writes_share_one_commit_and_a_failure_undoes_only_itself() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = Db::open(&dir.path().join("db.sqlite3")).expect("open");
-        db.call(|c| Ok(c.execute_batch("CREATE TABLE t (n INTEGER)")?))
+    /// Holds the thread that runs batched jobs (SQLite's database thread,
+    /// PostgreSQL's group-commit thread) with a batched job of its own.
+    async fn hold_batches(db: &Db) -> std::sync::mpsc::Sender<()> {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (started, running) = oneshot::channel();
+        let db2 = db.clone();
+        tokio::spawn(async move {
+            db2.call_batched(move |_| {
+                let _ = started.send(());
+                let _ = held.recv();
+                Ok(())
+            })
+            .await
+        });
+        running.await.expect("holding");
+        release
+    }
+
+    /// Ten heartbeat-like writes queued together commit in one or two
+    /// transactions; the fifth writes its row, then a statement of it fails
+    /// on the server: only its own row is undone.
+    async fn queued_writes_share_commits_and_a_failure_undoes_only_itself(db: Db) {
+        db.call(|c| Ok(c.execute_batch("CREATE TABLE t (n BIGINT)")?))
             .await
             .expect("table");
-        let release = hold(&db).await;
-        let mut jobs = Vec::new();
+        let release = hold_batches(&db).await;
+        let (batches, jobs) = (db.batch_stats().batches(), db.batch_stats().jobs());
+        let mut queued_jobs = Vec::new();
         for n in 0..10_i64 {
             let db = db.clone();
-            jobs.push(tokio::spawn(async move {
+            queued_jobs.push(tokio::spawn(async move {
                 db.call_batched(move |tx| {
                     tx.execute("INSERT INTO t (n) VALUES (?1)", [n])?;
                     if n == 5 {
-                        return Err(Error::bad("refused", "job 5 fails after writing"));
+                        tx.execute("INSERT INTO no_such_table (n) VALUES (?1)", [n])?;
                     }
                     Ok(n)
                 })
@@ -554,12 +571,13 @@ mod tests {
         queued(&db, 10).await;
         release.send(()).expect("release");
         let mut failed = Vec::new();
-        for job in jobs {
+        for job in queued_jobs {
             if let Err(e) = job.await.expect("join") {
                 failed.push(e.to_string());
             }
         }
         assert_eq!(failed.len(), 1, "only job 5 fails: {failed:?}");
+        assert!(failed[0].contains("no_such_table"), "{failed:?}");
         let rows: Vec<i64> = db
             .call(|c| {
                 let mut stmt = c.prepare("SELECT n FROM t ORDER BY n")?;
@@ -574,12 +592,78 @@ mod tests {
             "job 5's row is undone"
         );
         let stats = db.batch_stats();
-        assert_eq!(stats.jobs(), 10);
+        assert_eq!(stats.jobs() - jobs, 11, "the holder and the ten");
         assert!(
-            stats.batches() <= 3,
-            "ten queued writes took {} commits",
-            stats.batches()
+            stats.batches() - batches <= 3,
+            "the holder and ten queued writes took {} commits",
+            stats.batches() - batches
         );
+    }
+
+    #[tokio::test]
+    async fn queued_heartbeat_writes_share_one_commit_and_a_failure_undoes_only_itself() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(&dir.path().join("db.sqlite3")).expect("open");
+        queued_writes_share_commits_and_a_failure_undoes_only_itself(db).await;
+    }
+
+    #[tokio::test]
+    async fn on_postgres_queued_heartbeat_writes_share_one_commit_too() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let Some(database) = test_postgres(dir.path()) else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "group commit on PostgreSQL needs {TEST_POSTGRES_ENV}"
+            );
+            eprintln!("skipping: no PostgreSQL test server ({TEST_POSTGRES_ENV} is not set)");
+            return;
+        };
+        let db = Db::connect(&database, dir.path()).await.expect("connect");
+        queued_writes_share_commits_and_a_failure_undoes_only_itself(db).await;
+    }
+
+    #[tokio::test]
+    async fn the_group_commit_session_is_opened_again_after_the_server_ended_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let Some(database) = test_postgres(dir.path()) else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "group commit on PostgreSQL needs {TEST_POSTGRES_ENV}"
+            );
+            eprintln!("skipping: no PostgreSQL test server ({TEST_POSTGRES_ENV} is not set)");
+            return;
+        };
+        let db = Db::connect(&database, dir.path()).await.expect("connect");
+        let write = |db: Db| async move {
+            db.call_batched(|tx| Ok(tx.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
+                .await
+        };
+        assert_eq!(write(db.clone()).await.expect("first write"), 1);
+        let database::Resolved::Postgres(config) = database.resolve(dir.path()).expect("resolve")
+        else {
+            unreachable!("a PostgreSQL database");
+        };
+        let name = pg_writer::application_name(&config);
+        let ended: i64 = db
+            .call(move |c| {
+                Ok(c.query_row(
+                    "SELECT count(*) FROM (SELECT pg_terminate_backend(pid)
+                     FROM pg_stat_activity WHERE application_name = ?1) AS x",
+                    [name],
+                    |r| r.get(0),
+                )?)
+            })
+            .await
+            .expect("terminate");
+        assert_eq!(ended, 1, "the group-commit session was found and ended");
+        // The job that meets the dead session may fail; the next ones run.
+        let _ = write(db.clone()).await;
+        for _ in 0..2 {
+            assert_eq!(
+                write(db.clone()).await.expect("write after reconnecting"),
+                1
+            );
+        }
     }
 
     #[tokio::test]

@@ -47,7 +47,7 @@ pub struct Stats {
 
 impl Stats {
     /// Counts one transaction that carried `jobs` jobs.
-    pub(super) fn count(&self, jobs: u64) {
+    fn count(&self, jobs: u64) {
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.jobs.fetch_add(jobs, Ordering::Relaxed);
     }
@@ -73,14 +73,15 @@ pub(super) fn in_savepoint<T, E>(
 where
     E: From<super::sql::Error>,
 {
-    if let Err(e) = tx.execute_batch("SAVEPOINT batched_job") {
-        return (Err(e.into()), false);
-    }
-    let out = f(tx);
+    let savepoint = match tx.savepoint() {
+        Ok(savepoint) => savepoint,
+        Err(e) => return (Err(e.into()), false),
+    };
+    let out = f(&savepoint);
     let closed = if out.is_ok() {
-        tx.execute_batch("RELEASE batched_job")
+        savepoint.commit()
     } else {
-        tx.execute_batch("ROLLBACK TO batched_job; RELEASE batched_job")
+        savepoint.rollback()
     };
     match closed {
         Ok(()) => (out, false),
@@ -108,6 +109,14 @@ pub(super) fn run(
         return None;
     }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate);
+    // PostgreSQL: the commit does not wait for the disk (the counterpart
+    // of SQLite's relaxed durability above).
+    let tx = tx.and_then(|tx| {
+        if tx.is_postgres() {
+            tx.execute_batch("SET LOCAL synchronous_commit = off")?;
+        }
+        Ok(tx)
+    });
     let tx = match tx {
         Ok(tx) => tx,
         Err(e) => {
@@ -139,10 +148,7 @@ pub(super) fn run(
     } else {
         tx.commit().map_err(|e| e.to_string())
     };
-    stats.batches.fetch_add(1, Ordering::Relaxed);
-    stats
-        .jobs
-        .fetch_add(settles.len() as u64, Ordering::Relaxed);
+    stats.count(settles.len() as u64);
     for settle in settles {
         settle(outcome.clone());
     }

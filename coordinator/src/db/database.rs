@@ -129,7 +129,7 @@ impl Database {
 
 /// The schema `config` names through `-c search_path=NAME,...` in its
 /// options, if it does.
-fn named_schema(config: &tokio_postgres::Config) -> Option<String> {
+pub(super) fn named_schema(config: &tokio_postgres::Config) -> Option<String> {
     let options = config.get_options()?;
     let path = options.split("search_path=").nth(1)?;
     let first = path.split([',', ' ']).next()?.trim();

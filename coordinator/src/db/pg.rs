@@ -156,10 +156,16 @@ enum Conn {
     Gone,
 }
 
+/// Most statements a plain client keeps prepared.
+const MAX_PREPARED: usize = 512;
+
 /// One PostgreSQL client, used synchronously from a thread that may block.
 pub struct Client {
     conn: Conn,
     runtime: Runtime,
+    /// A plain client's prepared statements by their PostgreSQL text (a
+    /// pooled one has its pool's cache).
+    prepared: std::sync::Mutex<std::collections::HashMap<String, tokio_postgres::Statement>>,
 }
 
 impl Client {
@@ -178,6 +184,21 @@ impl Client {
         }
     }
 
+    /// Whether the session ended (the server went away or closed it).
+    pub(super) fn is_closed(&self) -> bool {
+        if let Runtime::Owned(rt) = &self.runtime {
+            // The connection's task runs only while this thread waits on the
+            // runtime: let it take in what the server sent meanwhile (its
+            // goodbye, or the end of the socket).
+            rt.block_on(tokio::task::yield_now());
+        }
+        match &self.conn {
+            Conn::Pooled(o) => o.is_closed(),
+            Conn::Plain(c) => c.is_closed(),
+            Conn::Gone => true,
+        }
+    }
+
     fn client(&self) -> &tokio_postgres::Client {
         match &self.conn {
             Conn::Pooled(o) => o,
@@ -186,7 +207,9 @@ impl Client {
         }
     }
 
-    /// Connects outside any runtime (its own single-threaded one).
+    /// Connects outside any runtime, on a single-threaded one of its own:
+    /// the connection's task runs on the calling thread while it waits for
+    /// an answer, so a query costs no hop between threads.
     pub fn connect_blocking(config: &tokio_postgres::Config) -> Result<Self> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -204,6 +227,7 @@ impl Client {
         Ok(Self {
             conn: Conn::Plain(client),
             runtime: Runtime::Owned(rt),
+            prepared: Default::default(),
         })
     }
 
@@ -215,10 +239,31 @@ impl Client {
         let (sql, pick) = translate(sql);
         let statement = match &self.conn {
             Conn::Pooled(o) => self.block_on(o.prepare_cached(&sql))?,
-            Conn::Plain(c) => self.block_on(c.prepare(&sql))?,
+            Conn::Plain(c) => {
+                let cached = self.cached(&sql);
+                match cached {
+                    Some(statement) => statement,
+                    None => {
+                        let statement = self.block_on(c.prepare(&sql))?;
+                        if let Ok(mut cache) = self.prepared.lock() {
+                            if cache.len() >= MAX_PREPARED {
+                                // Text built at run time (lists of values)
+                                // must not grow it without end.
+                                cache.clear();
+                            }
+                            cache.insert(sql.into_owned(), statement.clone());
+                        }
+                        statement
+                    }
+                }
+            }
             Conn::Gone => unreachable!("a discarded client is not used again"),
         };
         Ok(Prepared { statement, pick })
+    }
+
+    fn cached(&self, sql: &str) -> Option<tokio_postgres::Statement> {
+        self.prepared.lock().ok()?.get(sql).cloned()
     }
 
     pub(super) fn execute(&self, stmt: &Prepared, values: &[ValueRef<'_>]) -> Result<u64> {
@@ -370,6 +415,7 @@ impl Pool {
         Ok(Client {
             conn: Conn::Pooled(object),
             runtime: Runtime::Handle(tokio::runtime::Handle::current()),
+            prepared: Default::default(),
         })
     }
 }

@@ -478,7 +478,7 @@ pub struct Connection {
 
 enum Backend {
     Sqlite(rusqlite::Connection),
-    Postgres(pg::Client),
+    Postgres(Box<pg::Client>),
 }
 
 impl Connection {
@@ -488,7 +488,7 @@ impl Connection {
     }
 
     pub(crate) fn postgres(client: pg::Client) -> Self {
-        Self::new(Backend::Postgres(client))
+        Self::new(Backend::Postgres(Box::new(client)))
     }
 
     fn new(backend: Backend) -> Self {
@@ -578,6 +578,25 @@ impl Connection {
     /// Opens a transaction (a savepoint inside one already open).
     pub fn transaction(&mut self) -> Result<Transaction<'_>> {
         self.begin(TransactionBehavior::Deferred)
+    }
+
+    /// A savepoint inside the open transaction (what a batched job runs
+    /// in): rolling it back also clears a PostgreSQL failure inside it, so
+    /// the transaction may still commit.
+    pub(super) fn savepoint(&self) -> Result<Transaction<'_>> {
+        if self.depth.get() == 0 {
+            return Err(Error::Backend("a savepoint outside a transaction".into()));
+        }
+        self.begin(TransactionBehavior::Deferred)
+    }
+
+    /// Whether the session is gone (PostgreSQL: the server closed it or
+    /// went away; a SQLite connection never is).
+    pub(super) fn is_closed(&self) -> bool {
+        match &self.backend {
+            Backend::Sqlite(_) => false,
+            Backend::Postgres(c) => c.is_closed(),
+        }
     }
 
     /// As [`Connection::transaction`], with the given locking.

@@ -86,11 +86,18 @@ pub fn assignments(
         }
     }
     drop(stmt);
+    // Driven by the store's tills, each looked up in the task: a plan that
+    // scales with the store, not the task (PostgreSQL otherwise scans all
+    // of a fleet-wide task's targets to join them with the store).
     let mut peers = conn.prepare_cached(
-        "SELECT tt.device, tt.state FROM devices d CROSS JOIN task_targets tt
-         WHERE tt.task_id = ?1 AND tt.device = d.guid
-           AND d.store_id = (SELECT store_id FROM devices WHERE guid = ?2) AND d.guid <> ?2
-         ORDER BY tt.device LIMIT ?3",
+        "SELECT guid, state FROM (
+             SELECT d.guid, (SELECT tt.state FROM task_targets tt
+                             WHERE tt.task_id = ?1 AND tt.device = d.guid) AS state
+             FROM devices d
+             WHERE d.store_id = (SELECT store_id FROM devices WHERE guid = ?2) AND d.guid <> ?2
+         ) AS store_tills
+         WHERE state IS NOT NULL
+         ORDER BY guid LIMIT ?3",
     )?;
     let mut holders = conn.prepare_cached(
         "SELECT DISTINCT tt.device FROM devices d
