@@ -454,16 +454,33 @@ impl Loop {
             self.act(t, action, answer).await?;
         }
         self.scan_drop_ins(installed.as_ref()).await?;
-        if self.inner().ui.take_manual_install().await {
-            match policy::manual_install_candidate(&tasks) {
-                Some(t) => {
-                    tracing::info!(task = %t.assignment.task_id, version = %t.assignment.version, "manual install");
-                    self.spawn(JobKind::Install, t.clone());
-                }
-                None => tracing::warn!("manual install requested, but no staged update is waiting"),
-            }
+        if self.inner().ui.manual_install_requested().await {
+            self.manual_install().await?;
         }
         self.update_activity(&tasks).await;
+        Ok(())
+    }
+
+    /// Serves a pending manual install request (`tillswarm node install`).
+    /// The tasks are read again: a job or the drop-in scan may have staged
+    /// an update since the step began, and a request read against the older
+    /// list was dropped as "nothing staged". A candidate whose job is still
+    /// finishing keeps the request for the next step.
+    async fn manual_install(&mut self) -> Result<()> {
+        let tasks = self.inner().state.tasks().await?;
+        let ui = &self.agent.inner.ui;
+        match policy::manual_install_candidate(&tasks) {
+            Some(t) if self.jobs.contains_key(&t.assignment.task_id) => {}
+            Some(t) => {
+                ui.take_manual_install().await;
+                tracing::info!(task = %t.assignment.task_id, version = %t.assignment.version, "manual install");
+                self.spawn(JobKind::Install, t.clone());
+            }
+            None => {
+                ui.take_manual_install().await;
+                tracing::warn!("manual install requested, but no staged update is waiting");
+            }
+        }
         Ok(())
     }
 

@@ -177,6 +177,11 @@ impl LocalUi {
         self.changed.notify_one();
     }
 
+    /// Whether a manual install has been requested and not yet taken.
+    pub async fn manual_install_requested(&self) -> bool {
+        self.inner.lock().await.manual_install
+    }
+
     /// Takes a pending manual-install request.
     pub async fn take_manual_install(&self) -> bool {
         std::mem::take(&mut self.inner.lock().await.manual_install)
