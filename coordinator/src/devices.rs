@@ -18,6 +18,7 @@ use crate::db::{get_parsed, get_parsed_opt};
 use crate::error::{Error, Result};
 
 pub mod history;
+pub mod refresh;
 
 /// Most rows in one registry import.
 pub const MAX_IMPORT_ROWS: usize = 100_000;
@@ -249,8 +250,15 @@ pub fn record_heartbeat(
     seen_ip: Option<String>,
     now_ms: i64,
 ) -> Result<HeartbeatOutcome> {
-    let version = req.version.as_ref().map(|v| v.as_str().to_owned());
-    let version_key = req.version.as_ref().map(|v| v.sort_key());
+    let refresh::Columns {
+        version,
+        version_key,
+        state,
+        ip,
+        free_disk,
+        warnings,
+        swarm_addrs,
+    } = refresh::Columns::of(req, seen_ip);
     // Above every published package: a till cannot run what was never
     // published, so the claim is flagged and not used to skip the till.
     let newest: Option<String> = tx
@@ -260,13 +268,6 @@ pub fn record_heartbeat(
         (Some(v), Some(newest)) if *v > newest => Some("unknown_version"),
         _ => None,
     };
-    let state = serde_json::to_value(req.state)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned));
-    let ip = req.ip.clone().or(seen_ip);
-    let swarm_addrs = (!req.swarm_addrs.is_empty())
-        .then(|| serde_json::to_string(&req.swarm_addrs).ok())
-        .flatten();
     type Known = (Option<String>, Option<String>, Option<String>);
     let mut seen_state: Option<(Option<String>, Option<i64>)> = None;
     let known: Option<Known> = tx
@@ -312,10 +313,10 @@ pub fn record_heartbeat(
                 state,
                 ip,
                 req.peer_id,
-                req.free_disk_bytes.map(|b| b.min(i64::MAX as u64) as i64),
+                free_disk,
                 now_ms,
                 flag,
-                serde_json::to_string(&req.warnings).unwrap_or_else(|_| "[]".into()),
+                warnings,
                 swarm_addrs,
                 req.connected_peers
             ],

@@ -60,6 +60,7 @@ pub struct Metrics {
     families: [Histogram; 3],
     chunk_bytes: AtomicU64,
     quiet_polls: AtomicU64,
+    refreshed_polls: AtomicU64,
 }
 
 impl Metrics {
@@ -92,6 +93,17 @@ impl Metrics {
     /// Heartbeats answered without writing so far.
     pub fn quiet_polls(&self) -> u64 {
         self.quiet_polls.load(Ordering::Relaxed)
+    }
+
+    /// Counts an unchanged heartbeat whose last contact was written with
+    /// the one-statement refresh (`devices::refresh`).
+    pub fn count_refreshed_poll(&self) {
+        self.refreshed_polls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Heartbeats written with the one-statement refresh so far.
+    pub fn refreshed_polls(&self) -> u64 {
+        self.refreshed_polls.load(Ordering::Relaxed)
     }
 
     /// Chunk bytes served so far.
@@ -158,6 +170,16 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE tillswarm_quiet_polls_total counter");
         let _ = writeln!(out, "tillswarm_quiet_polls_total {}", self.quiet_polls());
+        let _ = writeln!(
+            out,
+            "# HELP tillswarm_refreshed_polls_total Unchanged heartbeats whose last contact was written in one statement."
+        );
+        let _ = writeln!(out, "# TYPE tillswarm_refreshed_polls_total counter");
+        let _ = writeln!(
+            out,
+            "tillswarm_refreshed_polls_total {}",
+            self.refreshed_polls()
+        );
         let _ = writeln!(
             out,
             "# HELP tillswarm_db_batches_total Transactions shared by queued heartbeats (group commit)."

@@ -9,7 +9,7 @@ mod common;
 use tillswarm_coordinator::auth::Caller;
 use tillswarm_coordinator::groups::GroupInput;
 use tillswarm_coordinator::tasks::NewTask;
-use tillswarm_protocol::api::{TargetState, TaskKind};
+use tillswarm_protocol::api::{DeviceState, HeartbeatRequest, TargetState, TaskKind};
 
 use common::fleet::{fixture, heartbeat, report, send, small_package, till, upload};
 
@@ -64,7 +64,37 @@ async fn an_unchanged_poll_writes_nothing_until_a_minute_has_passed() {
     f.clock.advance_ms(30_000);
     heartbeat(c, d, "1.0.0", Some(first.revision)).await;
     assert_eq!(quiet(), 2, "a minute after the last write: written");
+    assert_eq!(c.metrics().refreshed_polls(), 1, "in one statement");
     assert_ne!(last_seen().await.as_deref(), Some(seen_change.as_str()));
+
+    // Due for a refresh again, with a token that no longer holds (the
+    // till's key was reset meanwhile): refused, as on the full path.
+    let old_token = common::log_in(c, d).await.expect("token");
+    c.reset_device_key(d, &Caller::system("test"))
+        .await
+        .expect("reset");
+    f.clock.advance_ms(61_000);
+    let refused = c
+        .heartbeat(
+            old_token,
+            HeartbeatRequest {
+                device_id: d,
+                version: Some("1.0.0".parse().expect("version")),
+                state: DeviceState::Ready,
+                ip: None,
+                peer_id: None,
+                free_disk_bytes: Some(1 << 30),
+                known_revision: Some(first.revision),
+                warnings: Vec::new(),
+                swarm_addrs: Vec::new(),
+                connected_peers: None,
+            },
+            None,
+        )
+        .await
+        .expect_err("a reset key ends the session");
+    assert_eq!(refused.code(), "invalid_device_token");
+    assert_eq!(c.metrics().refreshed_polls(), 1);
 }
 
 #[tokio::test]

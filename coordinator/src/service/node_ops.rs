@@ -16,6 +16,7 @@ use tillswarm_protocol::trust::{
 };
 
 use super::Coordinator;
+use super::quiet_polls::Seen;
 use crate::audit::{self, Note, Outcome};
 use crate::auth::Caller;
 use crate::device_auth::{self, CHALLENGE_TTL_MS, EnrollToken, EnrollTokenId, NewEnrollToken};
@@ -131,22 +132,32 @@ impl Coordinator {
         let jitter = jitter_ms(config.poll_interval_ms, config.poll_jitter);
         let device = req.device_id;
         let fingerprint = super::quiet_polls::fingerprint(&req, seen_ip.as_deref());
-        if self
+        let seen = self
             .inner
             .quiet_polls
-            .unchanged(device, fingerprint, self.now_ms())
+            .seen(device, fingerprint, self.now_ms());
+        if seen == Seen::Quiet
+            && let Some(revision) = self.quiet_heartbeat(&token, &req).await?
         {
-            if let Some(revision) = self.quiet_heartbeat(&token, &req).await? {
-                self.inner.metrics.count_quiet_poll();
-                return Ok(HeartbeatResponse {
-                    revision,
-                    trust: self.trust_bundle(device, revision, None),
-                    poll_interval_ms: config.poll_interval_ms + jitter,
-                });
-            }
+            self.inner.metrics.count_quiet_poll();
+            return Ok(HeartbeatResponse {
+                revision,
+                trust: self.trust_bundle(device, revision, None),
+                poll_interval_ms: config.poll_interval_ms + jitter,
+            });
         }
-        let (outcome, news, written_ms) = self
+        let (outcome, news, written_ms, refreshed) = self
             .write_batched(move |tx, now| {
+                if seen == Seen::Due
+                    && devices::refresh::refresh_unchanged(tx, &token, &req, seen_ip.clone(), now)?
+                {
+                    let outcome = devices::HeartbeatOutcome {
+                        assign_rev: req.known_revision.unwrap_or_default(),
+                        till_type: None,
+                        changed: false,
+                    };
+                    return Ok((outcome, None, now, true));
+                }
                 check_device(tx, &token, &req.device_id, now)?;
                 let outcome = devices::record_heartbeat(tx, &req, seen_ip, now)?;
                 tasks::promote_installed(tx, &req.device_id, req.version.as_ref(), now)?;
@@ -170,12 +181,15 @@ impl Coordinator {
                         members,
                     ))
                 };
-                Ok((outcome, news, now))
+                Ok((outcome, news, now, false))
             })
             .await?;
         self.inner
             .quiet_polls
             .wrote(device, fingerprint, written_ms);
+        if refreshed {
+            self.inner.metrics.count_refreshed_poll();
+        }
         if outcome.changed {
             self.publish(crate::events::Change::Device { guid: device });
         }

@@ -48,6 +48,19 @@ pub(crate) fn fingerprint(req: &HeartbeatRequest, seen_ip: Option<&str>) -> [u8;
     out
 }
 
+/// How a heartbeat compares with the last one written for its till.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Seen {
+    /// Written less than [`REFRESH_MS`] ago with the same fingerprint: a
+    /// read answers it.
+    Quiet,
+    /// Same fingerprint, written [`REFRESH_MS`] or more ago: its last
+    /// contact is due to be written (`devices::refresh`).
+    Due,
+    /// Never written by this process, or something changed: the full path.
+    Changed,
+}
+
 /// The last heartbeat written per till, in this process.
 #[derive(Default)]
 pub(crate) struct QuietPolls {
@@ -57,11 +70,20 @@ pub(crate) struct QuietPolls {
 impl QuietPolls {
     /// Whether `device`'s last written heartbeat had `fingerprint` and was
     /// written less than [`REFRESH_MS`] before `now_ms`.
-    pub(crate) fn unchanged(&self, device: DeviceId, fingerprint: [u8; 16], now_ms: i64) -> bool {
+    /// How `device`'s heartbeat with `fingerprint` at `now_ms` compares with
+    /// its last written one.
+    pub(crate) fn seen(&self, device: DeviceId, fingerprint: [u8; 16], now_ms: i64) -> Seen {
         let written = self.written.lock().unwrap_or_else(|e| e.into_inner());
-        written
-            .get(&device)
-            .is_some_and(|(fp, at)| *fp == fingerprint && (0..REFRESH_MS).contains(&(now_ms - at)))
+        match written.get(&device) {
+            Some((fp, at)) if *fp == fingerprint => {
+                if (0..REFRESH_MS).contains(&(now_ms - at)) {
+                    Seen::Quiet
+                } else {
+                    Seen::Due
+                }
+            }
+            _ => Seen::Changed,
+        }
     }
 
     /// Notes a heartbeat written for `device` at `now_ms`.
@@ -121,15 +143,15 @@ mod tests {
     }
 
     #[test]
-    fn an_unchanged_heartbeat_is_quiet_only_within_the_refresh_interval() {
+    fn an_unchanged_heartbeat_is_quiet_within_the_refresh_interval_then_due() {
         let q = QuietPolls::default();
         let d = req().device_id;
         let fp = fingerprint(&req(), None);
-        assert!(!q.unchanged(d, fp, 1_000), "never written");
+        assert_eq!(q.seen(d, fp, 1_000), Seen::Changed, "never written");
         q.wrote(d, fp, 1_000);
-        assert!(q.unchanged(d, fp, 1_000 + REFRESH_MS - 1));
-        assert!(!q.unchanged(d, fp, 1_000 + REFRESH_MS), "due for a refresh");
-        assert!(!q.unchanged(d, fp, 999), "a clock that went back");
-        assert!(!q.unchanged(d, [0; 16], 2_000), "changed");
+        assert_eq!(q.seen(d, fp, 1_000 + REFRESH_MS - 1), Seen::Quiet);
+        assert_eq!(q.seen(d, fp, 1_000 + REFRESH_MS), Seen::Due);
+        assert_eq!(q.seen(d, fp, 999), Seen::Due, "a clock that went back");
+        assert_eq!(q.seen(d, [0; 16], 2_000), Seen::Changed);
     }
 }
