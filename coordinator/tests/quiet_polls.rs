@@ -67,34 +67,34 @@ async fn an_unchanged_poll_writes_nothing_until_a_minute_has_passed() {
     assert_eq!(c.metrics().refreshed_polls(), 1, "in one statement");
     assert_ne!(last_seen().await.as_deref(), Some(seen_change.as_str()));
 
-    // Due for a refresh again, with a token that no longer holds (the
-    // till's key was reset meanwhile): refused, as on the full path.
+    // A token that no longer holds (the till's key was reset meanwhile) is
+    // refused, as on the full path: within the quiet minute and when due
+    // for a refresh.
     let old_token = common::log_in(c, d).await.expect("token");
     c.reset_device_key(d, &Caller::system("test"))
         .await
         .expect("reset");
-    f.clock.advance_ms(61_000);
-    let refused = c
-        .heartbeat(
-            old_token,
-            HeartbeatRequest {
-                device_id: d,
-                version: Some("1.0.0".parse().expect("version")),
-                state: DeviceState::Ready,
-                ip: None,
-                peer_id: None,
-                free_disk_bytes: Some(1 << 30),
-                known_revision: Some(first.revision),
-                warnings: Vec::new(),
-                swarm_addrs: Vec::new(),
-                connected_peers: None,
-            },
-            None,
-        )
-        .await
-        .expect_err("a reset key ends the session");
-    assert_eq!(refused.code(), "invalid_device_token");
-    assert_eq!(c.metrics().refreshed_polls(), 1);
+    let unchanged = HeartbeatRequest {
+        device_id: d,
+        version: Some("1.0.0".parse().expect("version")),
+        state: DeviceState::Ready,
+        ip: None,
+        peer_id: None,
+        free_disk_bytes: Some(1 << 30),
+        known_revision: Some(first.revision),
+        warnings: Vec::new(),
+        swarm_addrs: Vec::new(),
+        connected_peers: None,
+    };
+    for advance in [1_000, 61_000] {
+        f.clock.advance_ms(advance);
+        let refused = c
+            .heartbeat(old_token.clone(), unchanged.clone(), None)
+            .await
+            .expect_err("a reset key ends the session");
+        assert_eq!(refused.code(), "invalid_device_token", "{advance}");
+    }
+    assert_eq!((quiet(), c.metrics().refreshed_polls()), (2, 1));
 }
 
 #[tokio::test]
