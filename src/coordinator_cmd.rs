@@ -35,8 +35,10 @@ pub struct CoordinatorArgs {
     #[arg(long, default_value = "./tillswarm-data", global = true)]
     data: PathBuf,
     /// Where the coordinator's tables live: `sqlite` (a file in --data) or a
-    /// PostgreSQL URL, postgres://USER:PASSWORD@HOST:PORT/DBNAME. Keys and
-    /// (without --chunk-store) chunks stay in --data either way.
+    /// PostgreSQL URL, postgres://USER:PASSWORD@HOST:PORT/DBNAME (TLS, with
+    /// the server's certificate checked: ?sslmode=verify-full, and
+    /// &sslrootcert=FILE for a private CA). Keys and (without --chunk-store)
+    /// chunks stay in --data either way.
     #[arg(
         long,
         global = true,

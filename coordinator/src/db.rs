@@ -24,6 +24,7 @@ pub mod copy;
 mod database;
 pub mod pg;
 mod pg_schema;
+mod pg_tls;
 mod pg_writer;
 mod schema;
 pub mod sql;
@@ -106,9 +107,9 @@ pub(crate) fn open_sqlite(path: &Path) -> Result<rusqlite::Connection> {
 pub(crate) fn open_connection_for(database: &Database, data_dir: &Path) -> Result<Connection> {
     match database.resolve(data_dir)? {
         database::Resolved::Sqlite(path) => Ok(Connection::sqlite(open_sqlite(&path)?)),
-        database::Resolved::Postgres(config) => {
-            let conn = Connection::postgres(pg::Client::connect_blocking(&config)?);
-            database::prepare_schema(&conn, &config)?;
+        database::Resolved::Postgres(server) => {
+            let conn = Connection::postgres(pg::Client::connect_blocking(&server)?);
+            database::prepare_schema(&conn, &server.config)?;
             pg_schema::migrate(&conn)?;
             Ok(conn)
         }
@@ -197,14 +198,17 @@ impl Db {
     pub async fn connect(database: &Database, data_dir: &Path) -> Result<Self> {
         match database.resolve(data_dir)? {
             database::Resolved::Sqlite(path) => Self::open(&path),
-            database::Resolved::Postgres(config) => {
-                let pool = pg::Pool::new((*config).clone())?;
+            database::Resolved::Postgres(server) => {
+                if server.uses_tls() {
+                    tracing::info!("connecting to PostgreSQL over TLS");
+                }
+                let pool = pg::Pool::new((*server).clone())?;
                 let batches = std::sync::Arc::new(batch::Stats::default());
-                let batched = pg_writer::start((*config).clone(), batches.clone())?;
+                let batched = pg_writer::start((*server).clone(), batches.clone())?;
                 let client = pool.get().await?;
                 tokio::task::spawn_blocking(move || -> Result<()> {
                     let conn = Connection::postgres(client);
-                    database::prepare_schema(&conn, &config)?;
+                    database::prepare_schema(&conn, &server.config)?;
                     pg_schema::migrate(&conn)?;
                     Ok(())
                 })
@@ -639,11 +643,11 @@ mod tests {
                 .await
         };
         assert_eq!(write(db.clone()).await.expect("first write"), 1);
-        let database::Resolved::Postgres(config) = database.resolve(dir.path()).expect("resolve")
+        let database::Resolved::Postgres(server) = database.resolve(dir.path()).expect("resolve")
         else {
             unreachable!("a PostgreSQL database");
         };
-        let name = pg_writer::application_name(&config);
+        let name = pg_writer::application_name(&server.config);
         let ended: i64 = db
             .call(move |c| {
                 Ok(c.query_row(

@@ -76,7 +76,7 @@ impl FromStr for Database {
         match s {
             "sqlite" | "sqlite:" => Ok(Database::Sqlite),
             url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                tokio_postgres::Config::from_str(url)
+                super::pg_tls::parse(url)
                     .map_err(|e| format!("invalid PostgreSQL URL {}: {e}", redact(url)))?;
                 Ok(Database::Postgres(url.to_owned()))
             }
@@ -98,7 +98,7 @@ impl<'de> serde::Deserialize<'de> for Database {
 /// A database choice made concrete.
 pub(super) enum Resolved {
     Sqlite(PathBuf),
-    Postgres(Box<tokio_postgres::Config>),
+    Postgres(Box<super::pg_tls::Server>),
 }
 
 impl Database {
@@ -115,13 +115,13 @@ impl Database {
             Database::Default => Ok(Resolved::Sqlite(data_dir.join(SQLITE_FILE))),
             Database::Sqlite => Ok(Resolved::Sqlite(data_dir.join(SQLITE_FILE))),
             Database::Postgres(url) => {
-                let mut config = tokio_postgres::Config::from_str(url)
-                    .map_err(|e| Error::bad("invalid_database", e.to_string()))?;
+                let mut server = super::pg_tls::Server::from_url(url)?;
+                let config = &mut server.config;
                 if config.get_application_name().is_none() {
                     config.application_name("tillswarm-coordinator");
                 }
                 config.connect_timeout(std::time::Duration::from_secs(10));
-                Ok(Resolved::Postgres(Box::new(config)))
+                Ok(Resolved::Postgres(Box::new(server)))
             }
         }
     }

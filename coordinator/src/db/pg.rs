@@ -10,6 +10,7 @@
 //! does, so no read-then-write in the table modules can interleave with
 //! another.
 
+use super::pg_tls::Server;
 use std::borrow::Cow;
 use std::error::Error as StdError;
 
@@ -53,7 +54,13 @@ pub(super) fn describe(e: &tokio_postgres::Error) -> String {
             }
             out
         }
-        None => e.to_string(),
+        // The cause says what went wrong (a refused connection, a
+        // certificate no trusted root signed); tokio-postgres's own text
+        // only names the step ("error performing TLS handshake").
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
     }
 }
 
@@ -210,13 +217,13 @@ impl Client {
     /// Connects outside any runtime, on a single-threaded one of its own:
     /// the connection's task runs on the calling thread while it waits for
     /// an answer, so a query costs no hop between threads.
-    pub fn connect_blocking(config: &tokio_postgres::Config) -> Result<Self> {
+    pub(crate) fn connect_blocking(server: &Server) -> Result<Self> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| Error::Backend(format!("runtime: {e}")))?;
         let client = rt.block_on(async {
-            let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+            let (client, connection) = server.config.connect(server.tls.clone()).await?;
             tokio::spawn(async move {
                 if let Err(e) = connection.await {
                     tracing::warn!(error = %e, "PostgreSQL connection ended");
@@ -305,7 +312,7 @@ impl Prepared {
 #[derive(Clone)]
 pub struct Pool {
     pool: deadpool_postgres::Pool,
-    config: tokio_postgres::Config,
+    server: Server,
     leader: std::sync::Arc<tokio::sync::Mutex<Leader>>,
 }
 
@@ -328,11 +335,11 @@ pub struct ChunksLock {
 const POOL_SIZE: usize = 16;
 
 impl Pool {
-    /// A pool for `config`; connects lazily.
-    pub fn new(config: tokio_postgres::Config) -> Result<Self> {
+    /// A pool for `server`; connects lazily.
+    pub(crate) fn new(server: Server) -> Result<Self> {
         let manager = deadpool_postgres::Manager::from_config(
-            config.clone(),
-            tokio_postgres::NoTls,
+            server.config.clone(),
+            server.tls.clone(),
             deadpool_postgres::ManagerConfig {
                 recycling_method: deadpool_postgres::RecyclingMethod::Fast,
             },
@@ -343,7 +350,7 @@ impl Pool {
             .map_err(|e| Error::Backend(format!("pool: {e}")))?;
         Ok(Self {
             pool,
-            config,
+            server,
             leader: Default::default(),
         })
     }
@@ -362,7 +369,7 @@ impl Pool {
             *leader = Leader::default();
         }
         if leader.client.is_none() {
-            let (client, connection) = self.config.connect(tokio_postgres::NoTls).await?;
+            let (client, connection) = self.server.connect().await?;
             tokio::spawn(async move {
                 let _ = connection.await;
             });
@@ -398,7 +405,7 @@ impl Pool {
     /// guard lives. PostgreSQL releases it when that session ends: the
     /// guard dropped, or its process gone.
     pub async fn lock_chunks(&self) -> Result<ChunksLock> {
-        let (client, connection) = self.config.connect(tokio_postgres::NoTls).await?;
+        let (client, connection) = self.server.connect().await?;
         tokio::spawn(async move {
             let _ = connection.await;
         });

@@ -10,6 +10,7 @@
 //! thread ([`super::pg::Client::connect_blocking`]), so a statement costs a
 //! round trip to the server and no hop between threads.
 
+use super::pg_tls::Server;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,16 +34,14 @@ pub(super) fn application_name(config: &tokio_postgres::Config) -> String {
 }
 
 /// Starts the thread; it ends when the last sender is dropped.
-pub(super) fn start(
-    mut config: tokio_postgres::Config,
-    stats: Arc<batch::Stats>,
-) -> Result<mpsc::Sender<Job>> {
-    config.application_name(application_name(&config));
+pub(super) fn start(mut server: Server, stats: Arc<batch::Stats>) -> Result<mpsc::Sender<Job>> {
+    let name = application_name(&server.config);
+    server.config.application_name(name);
     let (jobs, mut inbox) = mpsc::channel::<Job>(QUEUE_DEPTH);
     std::thread::Builder::new()
         .name("tillswarm-db-pg-batch".into())
         .spawn(move || {
-            let mut session = Session::new(config);
+            let mut session = Session::new(server);
             let mut next = None;
             while let Some(job) = next.take().or_else(|| inbox.blocking_recv()) {
                 let conn = match session.connection() {
@@ -73,16 +72,16 @@ fn refuse(job: Job, why: &str) {
 
 /// The thread's session, opened again when the server closed it.
 struct Session {
-    config: tokio_postgres::Config,
+    server: Server,
     conn: Option<Connection>,
     /// The last failed attempt to connect and why it failed.
     failed: Option<(Instant, String)>,
 }
 
 impl Session {
-    fn new(config: tokio_postgres::Config) -> Self {
+    fn new(server: Server) -> Self {
         Self {
-            config,
+            server,
             conn: None,
             failed: None,
         }
@@ -100,7 +99,7 @@ impl Session {
             {
                 return Err(why.clone());
             }
-            match pg::Client::connect_blocking(&self.config) {
+            match pg::Client::connect_blocking(&self.server) {
                 Ok(client) => {
                     self.conn = Some(Connection::postgres(client));
                     self.failed = None;
