@@ -574,7 +574,7 @@ pub fn get(conn: &Connection, guid: &DeviceId, now_ms: i64) -> Result<Device> {
 pub fn stores(conn: &Connection, now_ms: i64) -> Result<Vec<Store>> {
     let mut stmt = conn.prepare_cached(
         "SELECT s.id, s.name, s.address, s.time_zone,
-                count(d.guid), coalesce(sum(d.last_seen_ms >= ?1), 0)
+                count(d.guid), count(d.guid) FILTER (WHERE d.last_seen_ms >= ?1)
          FROM stores s LEFT JOIN devices d ON d.store_id = s.id
          GROUP BY s.id ORDER BY s.id",
     )?;

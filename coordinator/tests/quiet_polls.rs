@@ -2,7 +2,8 @@
 //! without a write (the `tillswarm_quiet_polls_total` counter counts them),
 //! and never at the cost of correctness: a change, new instructions, an
 //! install waiting for its version, a till imported again, or a minute since
-//! the last write each take the full, writing path.
+//! the last write each take the full, writing path. The fleet gauges read
+//! the contact these polls keep.
 
 mod common;
 
@@ -171,4 +172,33 @@ async fn a_till_imported_again_is_seen_at_its_next_poll() {
     let hb = heartbeat(c, d, "0.9", Some(first.revision)).await;
     let _ = hb;
     assert!(c.device(d).await.expect("device").last_seen.is_some());
+}
+
+#[tokio::test]
+async fn the_fleet_gauges_and_store_counts_follow_approval_and_contact() {
+    let f = fixture().await;
+    let c = &f.coordinator;
+    let before = c.gauges().await.expect("gauges");
+    assert_eq!(before.devices_online, 0);
+    let (a, b) = (till(0, 1), till(0, 2));
+    heartbeat(c, a, "0.9", None).await;
+    heartbeat(c, b, "0.9", None).await;
+    let g = c.gauges().await.expect("gauges");
+    assert_eq!(g.devices_online, 2);
+    let online_in_stores = || async {
+        let stores = c.stores().await.expect("stores");
+        stores.iter().map(|s| s.online).sum::<u32>()
+    };
+    assert_eq!(online_in_stores().await, 2);
+    assert_eq!(g.devices_approved, before.devices_approved);
+    assert_eq!(g.devices_pending, before.devices_pending);
+    // A stranger logging in waits for approval.
+    let stranger = tillswarm_protocol::DeviceId::from_bytes([0xee; 16]);
+    assert!(common::log_in(c, stranger).await.is_none());
+    let g = c.gauges().await.expect("gauges");
+    assert_eq!(g.devices_pending, before.devices_pending + 1);
+    // Past the online window, nobody counts as online.
+    f.clock.advance_ms(3_600_000);
+    assert_eq!(c.gauges().await.expect("gauges").devices_online, 0);
+    assert_eq!(online_in_stores().await, 0);
 }
