@@ -228,6 +228,19 @@ mod server_tests {
         format!("t_tls_{hex}")
     }
 
+    /// Drops the schema the test's coordinator made.
+    async fn drop_schema(db: &Db) {
+        let name = db
+            .call_snapshot(|c| {
+                Ok(c.query_row("SELECT current_schema()", [], |r| r.get::<_, String>(0))?)
+            })
+            .await
+            .expect("schema");
+        db.call(move |c| Ok(c.execute_batch(&format!("DROP SCHEMA {name} CASCADE"))?))
+            .await
+            .expect("drop");
+    }
+
     const SSL_IN_USE: &str = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
 
     #[tokio::test]
@@ -252,15 +265,7 @@ mod server_tests {
                 .expect("group-commit session")
         );
         assert!(db.call(move |c| ssl(c)).await.expect("writer session"));
-        let schema_name = db
-            .call_snapshot(|c| {
-                Ok(c.query_row("SELECT current_schema()", [], |r| r.get::<_, String>(0))?)
-            })
-            .await
-            .expect("schema");
-        db.call(move |c| Ok(c.execute_batch(&format!("DROP SCHEMA {schema_name} CASCADE"))?))
-            .await
-            .expect("drop");
+        drop_schema(&db).await;
 
         // The system's roots do not vouch for the test server's private CA.
         let dir = tempfile::tempdir().expect("tempdir");
@@ -280,14 +285,6 @@ mod server_tests {
             .expect("schema");
         let db = Db::connect(&plain, dir.path()).await.expect("plain");
         assert!(!db.call_snapshot(ssl).await.expect("plain session"));
-        let schema_name = db
-            .call_snapshot(|c| {
-                Ok(c.query_row("SELECT current_schema()", [], |r| r.get::<_, String>(0))?)
-            })
-            .await
-            .expect("schema");
-        db.call(move |c| Ok(c.execute_batch(&format!("DROP SCHEMA {schema_name} CASCADE"))?))
-            .await
-            .expect("drop");
+        drop_schema(&db).await;
     }
 }
