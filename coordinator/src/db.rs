@@ -61,6 +61,32 @@ where
     .transpose()
 }
 
+/// `WITH v AS (...)`: the JSON array of objects bound as parameter 1, as
+/// the rows `v` with `columns` (each a key of the objects and its
+/// PostgreSQL type), read by each engine's own JSON function. Many rows in
+/// one parameter keep a statement's text, and so its prepared plan, the
+/// same whatever their number.
+pub(crate) fn json_rows(conn: &Connection, columns: &[(&str, &str)]) -> String {
+    let list = |f: &dyn Fn(&str, &str) -> String| {
+        columns
+            .iter()
+            .map(|(name, ty)| f(name, ty))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if conn.is_postgres() {
+        format!(
+            "WITH v AS (SELECT * FROM jsonb_to_recordset(CAST(CAST(?1 AS text) AS jsonb)) AS x({}))",
+            list(&|name, ty| format!("{name} {ty}"))
+        )
+    } else {
+        format!(
+            "WITH v AS (SELECT {} FROM json_each(?1))",
+            list(&|name, _| format!("value ->> '{name}' AS {name}"))
+        )
+    }
+}
+
 pub use batch::Stats as BatchStats;
 
 /// A migrated connection for unit tests of the table modules: in memory, or
@@ -549,8 +575,8 @@ mod tests {
         release
     }
 
-    /// Ten heartbeat-like writes queued together commit in one or two
-    /// transactions; the fifth writes its row, then a statement of it fails
+    /// Ten heartbeat-like writes queued together share a few transactions;
+    /// the fifth writes its row, then a statement of it fails
     /// on the server: only its own row is undone.
     async fn queued_writes_share_commits_and_a_failure_undoes_only_itself(db: Db) {
         db.call(|c| Ok(c.execute_batch("CREATE TABLE t (n BIGINT)")?))
@@ -597,8 +623,11 @@ mod tests {
         );
         let stats = db.batch_stats();
         assert_eq!(stats.jobs() - jobs, 11, "the holder and the ten");
+        // Usually two (the holder's, then the ten); a batch stops taking
+        // jobs after `batch::MAX_SPAN`, which a slow or busy machine reaches
+        // sooner. Without sharing it would be eleven.
         assert!(
-            stats.batches() - batches <= 3,
+            stats.batches() - batches <= 5,
             "the holder and ten queued writes took {} commits",
             stats.batches() - batches
         );

@@ -18,6 +18,7 @@ use crate::db::{get_parsed, get_parsed_opt};
 use crate::error::{Error, Result};
 
 pub mod history;
+pub mod quiet;
 pub mod refresh;
 
 /// Most rows in one registry import.

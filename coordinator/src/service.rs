@@ -256,6 +256,10 @@ struct Inner {
     events: crate::events::Bus,
     /// The last heartbeat written per till (unchanged polls skip writing).
     quiet_polls: quiet_polls::QuietPolls,
+    /// Quiet polls' reads, answered many to a statement.
+    quiet_reads: Arc<coalesce::Coalesce<devices::quiet::QuietAsk, Option<u64>>>,
+    /// Unchanged heartbeats' refreshes, written many to a statement.
+    refreshes: Arc<coalesce::Coalesce<devices::refresh::Refresh, bool>>,
 }
 
 impl Coordinator {
@@ -299,6 +303,8 @@ impl Coordinator {
                 has_users: std::sync::atomic::AtomicBool::new(false),
                 events: crate::events::Bus::default(),
                 quiet_polls: quiet_polls::QuietPolls::default(),
+                quiet_reads: coalesce::Coalesce::new("quiet poll reads"),
+                refreshes: coalesce::Coalesce::new("heartbeat refreshes"),
             }),
         };
         coordinator.collect_garbage().await?;
@@ -896,6 +902,7 @@ impl Coordinator {
 }
 
 pub mod access;
+mod coalesce;
 pub mod node_ops;
 pub mod package_ops;
 mod quiet_polls;

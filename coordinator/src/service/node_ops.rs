@@ -6,7 +6,6 @@
 //! Every till request names its device in the body; the device token must
 //! belong to that device, checked in the same database job that acts on it.
 
-use crate::db::sql::{OptionalExtension, params};
 use tillswarm_protocol::DeviceId;
 use tillswarm_protocol::api::{
     Challenge, DeviceLogin, DeviceSession, HeartbeatRequest, HeartbeatResponse, ProgressReport,
@@ -146,18 +145,21 @@ impl Coordinator {
                 poll_interval_ms: config.poll_interval_ms + jitter,
             });
         }
-        let (outcome, news, written_ms, refreshed) = self
+        if seen == Seen::Due
+            && let Some(revision) = self.refresh(&token, &req, seen_ip.clone()).await?
+        {
+            self.inner
+                .quiet_polls
+                .wrote(device, fingerprint, self.now_ms());
+            self.inner.metrics.count_refreshed_poll();
+            return Ok(HeartbeatResponse {
+                revision,
+                trust: self.trust_bundle(device, revision, None),
+                poll_interval_ms: config.poll_interval_ms + jitter,
+            });
+        }
+        let (outcome, news, written_ms) = self
             .write_batched(move |tx, now| {
-                if seen == Seen::Due
-                    && devices::refresh::refresh_unchanged(tx, &token, &req, seen_ip.clone(), now)?
-                {
-                    let outcome = devices::HeartbeatOutcome {
-                        assign_rev: req.known_revision.unwrap_or_default(),
-                        till_type: None,
-                        changed: false,
-                    };
-                    return Ok((outcome, None, now, true));
-                }
                 check_device(tx, &token, &req.device_id, now)?;
                 let outcome = devices::record_heartbeat(tx, &req, seen_ip, now)?;
                 tasks::promote_installed(tx, &req.device_id, req.version.as_ref(), now)?;
@@ -181,15 +183,12 @@ impl Coordinator {
                         members,
                     ))
                 };
-                Ok((outcome, news, now, false))
+                Ok((outcome, news, now))
             })
             .await?;
         self.inner
             .quiet_polls
             .wrote(device, fingerprint, written_ms);
-        if refreshed {
-            self.inner.metrics.count_refreshed_poll();
-        }
         if outcome.changed {
             self.publish(crate::events::Change::Device { guid: device });
         }
@@ -202,48 +201,62 @@ impl Coordinator {
     }
 
     /// The read-only answer to a heartbeat that repeats the last one written
-    /// (see [`super::quiet_polls`]): the till's revision when the token is
-    /// good, the till was seen before, it already holds that revision and
-    /// no install of it awaits confirmation by its version; `None` sends the
-    /// heartbeat down the full path.
+    /// (see [`super::quiet_polls`]), sharing one statement with the others
+    /// asked meanwhile (see [`devices::quiet`]): the till's revision when the
+    /// token is good, the till was seen before, it already holds that
+    /// revision and no install of it awaits confirmation by its version;
+    /// `None` sends the heartbeat down the full path.
     async fn quiet_heartbeat(&self, token: &str, req: &HeartbeatRequest) -> Result<Option<u64>> {
-        let token = token.to_owned();
-        let device = req.device_id;
-        let known = req.known_revision;
-        let now = self.now_ms();
-        // On the reader connection: an unchanged poll never queues behind
-        // the writer's transactions, nor splits its group commits.
+        let Some(ask) = devices::quiet::QuietAsk::of(token, req) else {
+            return Ok(None);
+        };
+        let this = self.clone();
         self.inner
-            .db
-            .call_read(move |conn| {
-                if !device_auth::is_device_token(&token) {
-                    return Ok(None);
+            .quiet_reads
+            .ask(ask, move |asks| {
+                let this = this.clone();
+                async move {
+                    let now = this.now_ms();
+                    // On the reader connection: an unchanged poll never
+                    // queues behind the writer's transactions, nor splits
+                    // its group commits.
+                    this.inner
+                        .db
+                        .call_read(move |conn| devices::quiet::read_many(conn, &asks, now))
+                        .await
                 }
-                // One statement (one round trip on PostgreSQL): a token that
-                // fails here goes down the full path, which says why.
-                let row: Option<(i64, bool, bool)> = conn
-                    .prepare_cached(
-                        "SELECT d.assign_rev, d.last_seen_ms IS NOT NULL,
-                        EXISTS (SELECT 1 FROM task_targets tt JOIN tasks t ON t.id = tt.task_id
-                                WHERE tt.device = d.guid AND t.kind <> 'download'
-                                  AND t.status = 'running'
-                                  AND tt.state IN ('installing', 'rebooting'))
-                     FROM devices d
-                     WHERE d.guid = ?1 AND d.approved = 1 AND d.public_key IS NOT NULL
-                       AND EXISTS (SELECT 1 FROM device_tokens k WHERE k.hash = ?2
-                                   AND k.device = d.guid AND k.expires_ms > ?3)",
-                    )?
-                    .query_row(
-                        params![device.to_string(), crate::auth::secret_hash(&token), now],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                    )
-                    .optional()?;
-                Ok(match row {
-                    Some((rev, true, false)) if known == Some(rev as u64) => Some(rev as u64),
-                    _ => None,
-                })
             })
             .await
+    }
+
+    /// Writes the last contact of a till whose heartbeat repeats the last
+    /// one written and is due ([`Seen::Due`]), sharing one statement with
+    /// the others due meanwhile (see [`devices::refresh`]): the revision
+    /// the till holds when written, `None` for the full path.
+    async fn refresh(
+        &self,
+        token: &str,
+        req: &HeartbeatRequest,
+        seen_ip: Option<String>,
+    ) -> Result<Option<u64>> {
+        let Some(refresh) = devices::refresh::Refresh::of(token, req, seen_ip) else {
+            return Ok(None);
+        };
+        let this = self.clone();
+        let written = self
+            .inner
+            .refreshes
+            .ask(refresh, move |refreshes| {
+                let this = this.clone();
+                async move {
+                    this.write_batched(move |tx, now| {
+                        devices::refresh::refresh_many(tx, &refreshes, now)
+                    })
+                    .await
+                }
+            })
+            .await?;
+        Ok(written.then_some(req.known_revision).flatten())
     }
 
     /// The key chain, a timestamp for `device` at `revision` and, with

@@ -68,8 +68,6 @@ pub(crate) struct QuietPolls {
 }
 
 impl QuietPolls {
-    /// Whether `device`'s last written heartbeat had `fingerprint` and was
-    /// written less than [`REFRESH_MS`] before `now_ms`.
     /// How `device`'s heartbeat with `fingerprint` at `now_ms` compares with
     /// its last written one.
     pub(crate) fn seen(&self, device: DeviceId, fingerprint: [u8; 16], now_ms: i64) -> Seen {
