@@ -87,6 +87,15 @@ impl ChunkStore {
         }
     }
 
+    /// A writer for the many chunks of one ingest (see [`Writer`]).
+    pub fn writer(&self) -> Writer<'_> {
+        Writer {
+            store: self,
+            puts: self.bucket.as_ref().map(bucket::Bucket::puts),
+            written: Vec::new(),
+        }
+    }
+
     /// Stores a chunk's content `data` under `hash` (the caller has hashed it):
     /// as a zstd frame when `zstd` makes it smaller enough, else raw. Returns
     /// whether it was newly written, and the stored frame's length (0: raw),
@@ -249,6 +258,64 @@ impl ChunkStore {
     pub fn temp_path(&self, label: &str) -> PathBuf {
         let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
         self.tmp.join(format!("{label}-{}-{n}", std::process::id()))
+    }
+}
+
+/// Stores the chunks of one ingest: in a bucket their uploads overlap
+/// ([`bucket::Puts`]); in the folder each is written when put.
+pub struct Writer<'a> {
+    store: &'a ChunkStore,
+    puts: Option<bucket::Puts>,
+    written: Vec<ChunkHash>,
+}
+
+impl Writer<'_> {
+    /// As [`ChunkStore::put`], returning the stored frame's length (0: raw);
+    /// which chunks were newly written, [`Writer::finish`] tells. In a bucket
+    /// an upload's failure shows at a later put or at the finish.
+    pub fn put(
+        &mut self,
+        hash: &ChunkHash,
+        data: &[u8],
+        zstd: Option<&mut Compressor>,
+    ) -> io::Result<u32> {
+        let Some(puts) = &mut self.puts else {
+            let (new, zstd_len) = self.store.put(hash, data, zstd)?;
+            if new {
+                self.written.push(*hash);
+            }
+            return Ok(zstd_len);
+        };
+        let frame = match zstd {
+            Some(z) => z.compress(data)?,
+            None => None,
+        };
+        match frame {
+            Some(f) => {
+                let len = f.len() as u32;
+                puts.put(*hash, f, true)?;
+                Ok(len)
+            }
+            None => {
+                puts.put(*hash, data.to_vec(), false)?;
+                Ok(0)
+            }
+        }
+    }
+
+    /// Waits for what is still being written: the chunks newly written
+    /// (whatever else happened, so a refused package can remove them) and
+    /// the first failure, if any.
+    pub fn finish(self) -> (Vec<ChunkHash>, io::Result<()>) {
+        let mut written = self.written;
+        match self.puts {
+            Some(puts) => {
+                let (uploaded, outcome) = puts.finish();
+                written.extend(uploaded);
+                (written, outcome)
+            }
+            None => (written, Ok(())),
+        }
     }
 }
 

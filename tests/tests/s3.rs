@@ -134,6 +134,37 @@ async fn packages_live_in_the_bucket_and_are_served_and_collected_from_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archive_refused_after_its_chunks_were_uploaded_leaves_none_in_the_bucket() {
+    let Some(s3) = S3Server::start(true) else {
+        return;
+    };
+    use tillswarm_fixtures::{RawEntry, raw_tar};
+    let data = tempfile::tempdir().expect("tempdir");
+    let c = open(data.path(), s3.bucket("prod")).await.expect("open");
+    // 12 MB of payload (dozens of chunks, uploaded side by side while the
+    // archive is checked), then an entry that escapes the install folder.
+    let hostile = raw_tar(&[
+        RawEntry::file("up.sh", 0o755, b"#!/bin/sh\nexit 0\n"),
+        RawEntry::file(
+            "payload.bin",
+            0o644,
+            &tillswarm_fixtures::noise(12 << 20, 5),
+        ),
+        RawEntry::file("../../etc/cron.d/x", 0o644, b"x"),
+    ]);
+    let body = futures_util::stream::iter([Ok::<_, warp::Error>(bytes::Bytes::from(hostile))]);
+    let refused = c
+        .upload_package("demo".into(), "1.0.0".into(), body, &Caller::system("test"))
+        .await
+        .expect_err("refused");
+    assert!(refused.to_string().contains(".."), "{refused}");
+    assert!(s3.objects("prod").is_empty(), "{:?}", s3.objects("prod"));
+    // The bucket still takes a good package afterwards.
+    upload(&c, "demo", "1.0.1", compressible_package("1.0.1")).await;
+    assert!(!s3.objects("prod").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_secret_or_a_missing_bucket_stops_the_start() {
     let Some(s3) = S3Server::start(true) else {
         return;

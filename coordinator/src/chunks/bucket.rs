@@ -188,6 +188,7 @@ fn tls_config() -> io::Result<rustls::ClientConfig> {
 }
 
 /// A chunk store in a bucket.
+#[derive(Clone)]
 pub struct Bucket {
     store: Arc<dyn ObjectStore>,
     url: BucketUrl,
@@ -311,6 +312,16 @@ impl Bucket {
         }
     }
 
+    /// Uploads that run side by side (see [`Puts`]).
+    pub fn puts(&self) -> Puts {
+        Puts {
+            bucket: self.clone(),
+            running: tokio::task::JoinSet::new(),
+            written: Vec::new(),
+            failed: None,
+        }
+    }
+
     /// A whole stored chunk and whether it is a zstd frame.
     pub fn read_stored(&self, hash: &ChunkHash) -> io::Result<Option<(Vec<u8>, bool)>> {
         for compressed in [true, false] {
@@ -421,6 +432,83 @@ impl Bucket {
         out.sort();
         out.dedup();
         Ok(out)
+    }
+}
+
+/// Most chunk uploads one [`Puts`] keeps in flight.
+pub const PARALLEL_PUTS: usize = 8;
+
+/// The chunk uploads of one ingest, up to [`PARALLEL_PUTS`] in flight: a
+/// package's thousands of conditional PUTs overlap their round trips
+/// instead of adding them up. Blocking, like the rest of the bucket.
+pub struct Puts {
+    bucket: Bucket,
+    running: tokio::task::JoinSet<io::Result<(ChunkHash, bool)>>,
+    written: Vec<ChunkHash>,
+    failed: Option<io::Error>,
+}
+
+impl Puts {
+    /// Starts writing `bytes` (a frame when `compressed`) under `hash`
+    /// unless that key exists, first waiting for one upload when
+    /// [`PARALLEL_PUTS`] run. Fails if an earlier upload failed.
+    pub fn put(&mut self, hash: ChunkHash, bytes: Vec<u8>, compressed: bool) -> io::Result<()> {
+        while self.running.len() >= PARALLEL_PUTS {
+            self.settle_one();
+        }
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        let bucket = self.bucket.clone();
+        self.running.spawn_on(
+            async move {
+                let key = bucket.key(&hash, compressed);
+                let payload = bytes::Bytes::from(bytes).into();
+                match bucket
+                    .store
+                    .put_opts(&key, payload, PutMode::Create.into())
+                    .await
+                {
+                    Ok(_) => Ok((hash, true)),
+                    Err(object_store::Error::AlreadyExists { .. }) => Ok((hash, false)),
+                    Err(e) => Err(store_error(e)),
+                }
+            },
+            &self.bucket.runtime,
+        );
+        Ok(())
+    }
+
+    /// Waits for one running upload and notes how it ended.
+    fn settle_one(&mut self) {
+        let Some(ended) = self.bucket.runtime.block_on(self.running.join_next()) else {
+            return;
+        };
+        match ended {
+            Ok(Ok((hash, true))) => self.written.push(hash),
+            Ok(Ok((_, false))) => {}
+            Ok(Err(e)) => {
+                self.failed.get_or_insert(e);
+            }
+            Err(e) => {
+                self.failed
+                    .get_or_insert_with(|| io::Error::other(format!("chunk upload: {e}")));
+            }
+        }
+    }
+
+    /// Waits for every upload: the chunks newly written (whatever else
+    /// happened, so a refused package can remove them) and the first
+    /// failure, if any.
+    pub fn finish(mut self) -> (Vec<ChunkHash>, io::Result<()>) {
+        while !self.running.is_empty() {
+            self.settle_one();
+        }
+        let outcome = match self.failed.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        };
+        (std::mem::take(&mut self.written), outcome)
     }
 }
 

@@ -161,7 +161,7 @@ pub fn ingest_file(
         cap: limits.max_content,
     };
     let mut zstd = Compressor::new()?;
-    let mut written = Vec::new();
+    let mut writer = store.writer();
     let mut zstd_lens = Vec::new();
     let (to_check, from) = sync_channel(CHECK_QUEUE);
     let (checked, chunked) = std::thread::scope(|scope| {
@@ -186,11 +186,7 @@ pub fn ingest_file(
         };
         let chunked =
             tillswarm_protocol::chunking::chunk_reader_with(Chunker::CURRENT, tee, |info, data| {
-                let (new, zstd_len) = store.put(&info.hash, data, Some(&mut zstd))?;
-                if new {
-                    written.push(info.hash);
-                }
-                zstd_lens.push(zstd_len);
+                zstd_lens.push(writer.put(&info.hash, data, Some(&mut zstd))?);
                 Ok(())
             });
         // The tee (and its sender) went with the chunker: the check ends.
@@ -199,6 +195,9 @@ pub fn ingest_file(
             .unwrap_or_else(|_| Err(archive::ArchiveError("the archive check panicked".into())));
         (checked, chunked)
     });
+    // Every upload ended, so a refused package leaves none of its chunks.
+    let (written, stored) = writer.finish();
+    let chunked = chunked.and_then(|c| stored.map(|()| c));
     let outcome = match (checked, chunked) {
         (Err(e), _) => Err(invalid(e)),
         (Ok(_), Err(e)) if e.kind() == io::ErrorKind::InvalidData => Err(invalid(e)),

@@ -172,7 +172,7 @@ fn store_wan(
         .collect::<crate::db::sql::Result<_>>()?;
     let in_task: HashSet<&str> = targets.iter().map(|t| t.device.as_str()).collect();
     let mut fetched = conn.prepare_cached(
-        "SELECT f.device, d.name, f.hash, sum(f.resumed = 0), sum(f.bytes)
+        "SELECT f.device, d.name, f.hash, count(*) FILTER (WHERE f.resumed = 0), sum(f.bytes)
          FROM devices d CROSS JOIN chunk_fetches f
          WHERE d.store_id = ?1 AND f.device = d.guid AND f.at_ms >= ?2
            AND f.hash IN (SELECT hash FROM package_chunks WHERE package_id = ?3)
