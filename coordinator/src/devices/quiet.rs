@@ -11,7 +11,7 @@ use tillswarm_protocol::api::HeartbeatRequest;
 
 use crate::auth::secret_hash;
 use crate::db::json_rows;
-use crate::db::sql::{Connection, params};
+use crate::db::sql::{self, Connection, params};
 use crate::device_auth::is_device_token;
 use crate::error::{Error, Result};
 
@@ -57,35 +57,55 @@ const READ: &str = "SELECT v.i, d.assign_rev, d.last_seen_ms IS NOT NULL,
       AND EXISTS (SELECT 1 FROM device_tokens k
                   WHERE k.hash = v.h AND k.device = d.guid AND k.expires_ms > ?2)";
 
+/// The rows `v` of one poll, from bound values (`?3` on; `?1` unused).
+const ONE_ROW: &str = "WITH v AS (SELECT ?3 AS i, ?4 AS g, ?5 AS h)";
+
+/// A row of [`READ`]: the ask's index, the till's revision, whether it was
+/// seen, whether an install awaits its version.
+fn read_row(r: &sql::Row<'_>) -> sql::Result<(i64, i64, bool, bool)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+}
+
 /// For each of `asks` in order, the revision to answer with when a read
 /// answers it (token good at `now_ms`, till seen before, holding that
 /// revision, no install awaiting its version); `None` sends that poll down
 /// the full path.
 pub fn read_many(conn: &Connection, asks: &[QuietAsk], now_ms: i64) -> Result<Vec<Option<u64>>> {
-    let rows: Vec<Row<'_>> = asks
-        .iter()
-        .enumerate()
-        .map(|(i, a)| Row {
-            i,
-            g: a.device.to_string(),
-            h: &a.token_hash,
-        })
-        .collect();
-    let rows = serde_json::to_string(&rows)
-        .map_err(|e| Error::Internal(format!("quiet poll rows: {e}")))?;
-    let sql = format!("{} {READ}", json_rows(conn, &ROWS));
     let mut answers = vec![None; asks.len()];
-    let mut statement = conn.prepare_cached(&sql)?;
-    let found = statement.query_map(params![rows, now_ms], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, i64>(1)?,
-            r.get::<_, bool>(2)?,
-            r.get::<_, bool>(3)?,
-        ))
-    })?;
-    for row in found {
-        let (i, rev, seen, installing) = row?;
+    let found = match asks {
+        // SQLite answers in process: for the one poll it is given at a
+        // time, parsing JSON would be much of the statement's work.
+        [one] if !conn.is_postgres() => conn
+            .prepare_cached(&format!("{ONE_ROW} {READ}"))?
+            .query_map(
+                params![
+                    None::<String>,
+                    now_ms,
+                    0_i64,
+                    one.device.to_string(),
+                    &one.token_hash
+                ],
+                read_row,
+            )?
+            .collect::<std::result::Result<Vec<_>, _>>()?,
+        _ => {
+            let rows: Vec<Row<'_>> = asks
+                .iter()
+                .enumerate()
+                .map(|(i, a)| Row {
+                    i,
+                    g: a.device.to_string(),
+                    h: &a.token_hash,
+                })
+                .collect();
+            let rows = serde_json::to_string(&rows)
+                .map_err(|e| Error::Internal(format!("quiet poll rows: {e}")))?;
+            conn.prepare_cached(&format!("{} {READ}", json_rows(conn, &ROWS)))?
+                .query_map(params![rows, now_ms], read_row)?
+                .collect::<std::result::Result<Vec<_>, _>>()?
+        }
+    };
+    for (i, rev, seen, installing) in found {
         let (Some(ask), Some(answer)) = (
             usize::try_from(i).ok().and_then(|i| asks.get(i)),
             usize::try_from(i).ok().and_then(|i| answers.get_mut(i)),
@@ -181,6 +201,11 @@ mod tests {
             [rev, None, None, None, t[3].1.known_revision, rev],
             "good, an older revision, never seen, another till's token, good, the first again"
         );
+        // One at a time (on SQLite the statement without JSON): the same.
+        for (ask, want) in asks.iter().zip(&answers) {
+            let alone = read_many(&conn, std::slice::from_ref(ask), 5_000).expect("read one");
+            assert_eq!(alone, [*want]);
+        }
         assert!(read_many(&conn, &[], 5_000).expect("none").is_empty());
         let expired = read_many(&conn, &asks[..1], 86_400_000).expect("read");
         assert_eq!(expired, [None], "a token past its expiry");

@@ -201,8 +201,8 @@ impl Coordinator {
     }
 
     /// The read-only answer to a heartbeat that repeats the last one written
-    /// (see [`super::quiet_polls`]), sharing one statement with the others
-    /// asked meanwhile (see [`devices::quiet`]): the till's revision when the
+    /// (see [`super::quiet_polls`]), on PostgreSQL sharing one statement
+    /// with the others asked meanwhile (see [`devices::quiet`]): the till's revision when the
     /// token is good, the till was seen before, it already holds that
     /// revision and no install of it awaits confirmation by its version;
     /// `None` sends the heartbeat down the full path.
@@ -210,28 +210,43 @@ impl Coordinator {
         let Some(ask) = devices::quiet::QuietAsk::of(token, req) else {
             return Ok(None);
         };
+        if !self.coalesces() {
+            return Ok(self.read_quiet(vec![ask]).await?.pop().flatten());
+        }
         let this = self.clone();
         self.inner
             .quiet_reads
             .ask(ask, move |asks| {
                 let this = this.clone();
-                async move {
-                    let now = this.now_ms();
-                    // On the reader connection: an unchanged poll never
-                    // queues behind the writer's transactions, nor splits
-                    // its group commits.
-                    this.inner
-                        .db
-                        .call_read(move |conn| devices::quiet::read_many(conn, &asks, now))
-                        .await
-                }
+                async move { this.read_quiet(asks).await }
             })
             .await
     }
 
+    /// Whether hot statements are batched ([`super::coalesce`]): on
+    /// PostgreSQL, where each costs a round trip and the server's work per
+    /// statement. SQLite runs in this process, so there batching would only
+    /// add hand-overs between tasks (measured: 100,000 tills' closed loop
+    /// fell from 7,111 to 5,688 requests a second with it).
+    fn coalesces(&self) -> bool {
+        self.inner.db.is_postgres()
+    }
+
+    /// Answers quiet polls' reads in one statement.
+    async fn read_quiet(&self, asks: Vec<devices::quiet::QuietAsk>) -> Result<Vec<Option<u64>>> {
+        let now = self.now_ms();
+        // On the reader connection: an unchanged poll never queues behind
+        // the writer's transactions, nor splits its group commits.
+        self.inner
+            .db
+            .call_read(move |conn| devices::quiet::read_many(conn, &asks, now))
+            .await
+    }
+
     /// Writes the last contact of a till whose heartbeat repeats the last
-    /// one written and is due ([`Seen::Due`]), sharing one statement with
-    /// the others due meanwhile (see [`devices::refresh`]): the revision
+    /// one written and is due ([`Seen::Due`]), on PostgreSQL sharing one
+    /// statement with the others due meanwhile (see [`devices::refresh`]):
+    /// the revision
     /// the till holds when written, `None` for the full path.
     async fn refresh(
         &self,
@@ -242,21 +257,28 @@ impl Coordinator {
         let Some(refresh) = devices::refresh::Refresh::of(token, req, seen_ip) else {
             return Ok(None);
         };
-        let this = self.clone();
-        let written = self
-            .inner
-            .refreshes
-            .ask(refresh, move |refreshes| {
-                let this = this.clone();
-                async move {
-                    this.write_batched(move |tx, now| {
-                        devices::refresh::refresh_many(tx, &refreshes, now)
-                    })
-                    .await
-                }
-            })
-            .await?;
+        let written = if self.coalesces() {
+            let this = self.clone();
+            self.inner
+                .refreshes
+                .ask(refresh, move |refreshes| {
+                    let this = this.clone();
+                    async move { this.write_refreshes(refreshes).await }
+                })
+                .await?
+        } else {
+            self.write_refreshes(vec![refresh]).await?.pop() == Some(true)
+        };
         Ok(written.then_some(req.known_revision).flatten())
+    }
+
+    /// Writes refreshes in one statement, in a shared transaction.
+    async fn write_refreshes(
+        &self,
+        refreshes: Vec<devices::refresh::Refresh>,
+    ) -> Result<Vec<bool>> {
+        self.write_batched(move |tx, now| devices::refresh::refresh_many(tx, &refreshes, now))
+            .await
     }
 
     /// The key chain, a timestamp for `device` at `revision` and, with
